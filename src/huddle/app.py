@@ -1,0 +1,81 @@
+"""Composition root: builds store, bus, coordinator, MCP server and HTTP app from Settings, once.
+
+Nothing else in Huddle creates these or holds globals; tests build as many apps as they like.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from huddle.bus.memory import MemoryBus
+from huddle.errors import InvalidInput
+from huddle.service.coordinator import Coordinator
+from huddle.settings import Settings
+from huddle.storage.base import Store
+from huddle.storage.sqlite import SqliteStore
+from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
+from huddle.transports.mcp_server import build_mcp_server
+from huddle.transports.tools import all_operations
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class Huddle:
+    settings: Settings
+    coordinator: Coordinator
+    mcp: MCPServer
+    http: Starlette
+
+
+def build_store(settings: Settings) -> Store:
+    if settings.db_url:
+        raise InvalidInput(
+            f"db_url {settings.db_url!r} is not supported yet; leave it empty to use SQLite in the data dir")
+    return SqliteStore(settings.sqlite_path, settings.project_key)
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection (F-90): on loopback only local Host/Origin headers are accepted."""
+    if settings.host in LOOPBACK:
+        return TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        )
+    return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+
+
+def build_app(settings: Settings) -> Huddle:
+    bus = MemoryBus()
+    coordinator = Coordinator(build_store(settings), bus, settings)
+    operations = all_operations(coordinator)
+    mcp = build_mcp_server(operations)
+    mcp_app = mcp.streamable_http_app(transport_security=transport_security(settings), host=settings.host)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await coordinator.start()
+        try:
+            async with mcp.session_manager.run():
+                yield
+        finally:
+            await coordinator.stop()
+
+    http = Starlette(
+        routes=[*rest_routes(operations), *mcp_app.routes],
+        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        exception_handlers=json_error_handlers(),
+        lifespan=lifespan,
+    )
+    http.state.project = settings.project_key
+    http.state.mcp = mcp
+    http.state.coordinator = coordinator
+    return Huddle(settings, coordinator, mcp, http)

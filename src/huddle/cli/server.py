@@ -1,0 +1,69 @@
+"""`huddle server start`: run the HTTP server (MCP, REST, health) in the foreground."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from huddle.app import build_app
+from huddle.errors import HuddleError
+from huddle.settings import Settings, load_settings
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Binds before the app starts, so a taken port is a clear message, not a traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise HuddleError(
+                f"port {port} on {host} is already in use; pass --port N (or HUDDLE_PORT), "
+                "or stop whatever holds it"
+            ) from None
+        raise HuddleError(f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def write_runtime_file(settings: Settings, port: int) -> Path:
+    """`server.json` in the data dir says which process serves which URL (one per data dir)."""
+    path = settings.data_path / "server.json"
+    url = f"http://{settings.host}:{port}"
+    path.write_text(json.dumps({"pid": os.getpid(), "host": settings.host, "port": port, "url": url,
+                                "mcp_url": url + "/mcp", "project": settings.project_key,
+                                "repo": str(settings.repo_path)}))
+    return path
+
+
+def start_server(overrides: Mapping[str, Any]) -> int:
+    settings = load_settings(overrides)
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    sock = bind_socket(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    huddle = build_app(settings)
+    runtime = write_runtime_file(settings, port)
+    print(f"Huddle serving {settings.project_key} ({settings.repo_path}) on http://{settings.host}:{port}"
+          f" — MCP at /mcp, data in {settings.data_path}", flush=True)
+    config = uvicorn.Config(huddle.http, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        runtime.unlink(missing_ok=True)
+    return 0

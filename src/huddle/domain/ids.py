@@ -1,0 +1,36 @@
+"""Readable ids for server-made records: T-12 for threads, I-7 for intents.
+
+Agents quote these in messages ("see T-12"), so they are short; the number is the row id.
+"""
+
+from __future__ import annotations
+
+from huddle.errors import InvalidInput
+
+
+def thread_ref(number: int) -> str:
+    return f"T-{number}"
+
+
+def intent_ref(number: int) -> str:
+    return f"I-{number}"
+
+
+def parse_ref(value: str | int, prefix: str, field: str) -> int:
+    """Accepts `T-12`, `t-12`, `12` or 12 and returns 12."""
+    if isinstance(value, bool):
+        raise InvalidInput(f"{field} must look like {prefix}-12", field=field)
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text[:2].upper() == f"{prefix}-":
+            text = text[2:]
+        if not text.isdigit():
+            raise InvalidInput(f"{field} {value[:40]!r} is not an id like {prefix}-12", field=field)
+        number = int(text)
+    else:
+        raise InvalidInput(f"{field} must look like {prefix}-12", field=field)
+    if number <= 0 or number > 2**62:
+        raise InvalidInput(f"{field} {value!r} is out of range", field=field)
+    return number

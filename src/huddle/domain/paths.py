@@ -1,0 +1,102 @@
+"""Path normalisation: every file path an agent sends becomes a repo-relative POSIX path, once.
+
+Agents send paths in every shape: `./src/a.py`, `/abs/repo/src/a.py`, `src\\a.py`. Comparing them
+only works if they are normalised in one place. A path that leaves the repository is refused:
+coordinating on files outside the repo is meaningless and a `..` is usually a mistake.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable
+from pathlib import PurePosixPath, PureWindowsPath
+
+from huddle.errors import InvalidInput
+
+MAX_PATH_CHARS = 1024
+MAX_PATHS_PER_REQUEST = 500
+MODULE_SEPARATORS = "/.:"
+
+
+def normalize_path(raw: str, repo_root: str, *, field: str = "path") -> str:
+    """Returns `raw` as a repo-relative POSIX path, or raises InvalidInput naming `field`."""
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{field} must be a string path, got {type(raw).__name__}", field=field)
+    text = raw.strip()
+    if not text:
+        raise InvalidInput(f"{field} is empty; give a path relative to the repository root", field=field)
+    if "\x00" in text:
+        raise InvalidInput(f"{field} contains a NUL byte; send the plain file path", field=field)
+    if len(text) > MAX_PATH_CHARS:
+        raise InvalidInput(f"{field} is longer than {MAX_PATH_CHARS} characters", field=field)
+    if "\\" in text and "/" not in text:
+        # A Windows client: `src\\a.py` or `C:\\repo\\src\\a.py`.
+        text = PureWindowsPath(text).as_posix()
+    root = repo_root.rstrip("/") or "/"
+    if text.startswith("/"):
+        candidate = posixpath.normpath(text)
+        if candidate != root and not candidate.startswith(root + "/"):
+            raise InvalidInput(
+                f"{field} {raw!r} is outside the repository {root}; send a path inside it, "
+                "relative to the repository root (e.g. src/app.py)",
+                field=field,
+            )
+        relative = candidate[len(root):].lstrip("/")
+    else:
+        relative = posixpath.normpath(text)
+    if relative in ("", "."):
+        raise InvalidInput(f"{field} {raw!r} names the repository root itself; name a file or directory", field=field)
+    if relative == ".." or relative.startswith("../"):
+        raise InvalidInput(
+            f"{field} {raw!r} leaves the repository (..); send a path inside the repository", field=field
+        )
+    # Keep a trailing slash: it marks a directory (`src/auth/`) for locks and modules.
+    if text.endswith("/") and not relative.endswith("/"):
+        relative += "/"
+    return str(PurePosixPath(relative)) + ("/" if relative.endswith("/") else "")
+
+
+def normalize_paths(raws: Iterable[str] | None, repo_root: str, *, field: str) -> tuple[str, ...]:
+    """Normalises a list of paths, dropping duplicates but keeping the caller's order."""
+    if raws is None:
+        return ()
+    if isinstance(raws, str):
+        raise InvalidInput(f"{field} must be a list of paths, not a single string", field=field)
+    items = list(raws)
+    if len(items) > MAX_PATHS_PER_REQUEST:
+        raise InvalidInput(
+            f"{field} has {len(items)} entries; at most {MAX_PATHS_PER_REQUEST} are allowed, "
+            "so name directories or modules instead of every file",
+            field=field,
+        )
+    seen: dict[str, None] = {}
+    for index, raw in enumerate(items):
+        seen.setdefault(normalize_path(raw, repo_root, field=f"{field}[{index}]"), None)
+    return tuple(seen)
+
+
+def normalize_module(raw: str, *, field: str = "module") -> str:
+    """Modules are names like `auth`, `src/auth` or `api.users`; compared by segments."""
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{field} must be a string, got {type(raw).__name__}", field=field)
+    text = raw.strip().strip("/")
+    if not text:
+        raise InvalidInput(f"{field} is empty; give a module name such as 'auth' or 'src/auth'", field=field)
+    if "\x00" in text or len(text) > 256:
+        raise InvalidInput(f"{field} must be a plain name of at most 256 characters", field=field)
+    return text
+
+
+def module_prefixes(module: str) -> list[str]:
+    """Every segment-aligned prefix of `module`, itself included: `a/b.c` → `a`, `a/b`, `a/b.c`."""
+    prefixes = [module[:i] for i, ch in enumerate(module) if ch in MODULE_SEPARATORS and i > 0]
+    prefixes.append(module)
+    return prefixes
+
+
+def modules_related(a: str, b: str) -> bool:
+    """True when the modules are equal or one is a segment-aligned prefix of the other."""
+    if a == b:
+        return True
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return long.startswith(short) and long[len(short)] in MODULE_SEPARATORS

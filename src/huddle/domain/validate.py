@@ -1,0 +1,86 @@
+"""Field checks shared by every service method, so MCP, REST and CLI refuse bad input alike.
+
+Transports already enforce JSON types through their schemas; these checks cover what a schema
+cannot say well: sizes, ranges, identifiers, and the message telling the caller what to do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+from huddle.errors import InvalidInput
+
+MAX_ID_CHARS = 128
+MAX_NAME_CHARS = 200
+MAX_TEXT_CHARS = 20_000
+MAX_LIST_ITEMS = 200
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]*$")
+
+T = TypeVar("T")
+
+
+def identifier(value: str, field: str) -> str:
+    """An id chosen by a client (agent id, task id): short, printable, no spaces."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{field} is required; pass the id you registered with", field=field)
+    value = value.strip()
+    if len(value) > MAX_ID_CHARS or not _ID_RE.match(value):
+        raise InvalidInput(
+            f"{field} {value[:40]!r} is not a valid id: use at most {MAX_ID_CHARS} letters, digits "
+            "and . _ : @ / + - (starting with a letter or digit)",
+            field=field,
+        )
+    return value
+
+
+def slug(name: str) -> str:
+    """A readable id derived from a display name: `Alice (laptop)` → `alice-laptop`."""
+    out = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return out[:MAX_ID_CHARS] or "agent"
+
+
+def text(value: str | None, field: str, *, required: bool = True, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """Free text (subject, content, plan): required unless said otherwise, and bounded."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise InvalidInput(f"{field} is required and must not be empty", field=field)
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string", field=field)
+    if "\x00" in value:
+        raise InvalidInput(f"{field} contains a NUL byte; send plain text", field=field)
+    if len(value) > max_chars:
+        raise InvalidInput(
+            f"{field} is {len(value)} characters; at most {max_chars} are allowed — summarise it", field=field
+        )
+    return value.strip()
+
+
+def choice(value: str, field: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise InvalidInput(f"{field} must be one of {', '.join(allowed)}; got {value!r}", field=field)
+    return value
+
+
+def number(value: float | None, field: str, *, low: float, high: float, default: float) -> float:
+    """A bounded number such as a TTL or a timeout; `None` takes the default."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{field} must be a number", field=field)
+    if not low <= value <= high:
+        raise InvalidInput(f"{field} must be between {low:g} and {high:g}; got {value:g}", field=field)
+    return float(value)
+
+
+def items(values: Iterable[T] | None, field: str, *, max_items: int = MAX_LIST_ITEMS) -> list[T]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        raise InvalidInput(f"{field} must be a list, not a single string", field=field)
+    out = list(values)
+    if len(out) > max_items:
+        raise InvalidInput(f"{field} has {len(out)} entries; at most {max_items} are allowed", field=field)
+    return out

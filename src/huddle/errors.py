@@ -1,0 +1,72 @@
+"""One error hierarchy for every layer.
+
+Each error carries a machine `code` and an HTTP `status`; every transport renders it once
+(MCP `ToolError`, REST `{ok: false, error, code}`, CLI stderr + exit 1). Messages are written
+for the agent that reads them: they say what happened and what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HuddleError(Exception):
+    """Base of every error Huddle reports to a caller on purpose."""
+
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str, *, field: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"ok": False, "error": self.message, "code": self.code}
+        if self.field:
+            body["field"] = self.field
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidInput(HuddleError):
+    """The request itself is wrong: a missing, mistyped, oversized or out-of-range field."""
+
+    code = "invalid_input"
+    status = 422
+
+
+class NotFound(HuddleError):
+    """A referenced agent, intent, thread, lock or task does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class Forbidden(HuddleError):
+    """The caller is known but not allowed to do this (e.g. a non-participant approving)."""
+
+    code = "forbidden"
+    status = 403
+
+
+class Conflict(HuddleError):
+    """The request is valid but clashes with the current state (e.g. a thread already resolved)."""
+
+    code = "conflict"
+    status = 409
+
+
+class LockHeld(Conflict):
+    """A path is held by another agent in an incompatible mode."""
+
+    code = "lock_held"
+
+
+class Unavailable(HuddleError):
+    """A dependency (database, broker) cannot serve the request right now."""
+
+    code = "unavailable"
+    status = 503

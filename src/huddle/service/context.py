@@ -1,0 +1,81 @@
+"""What every capability service shares: store, bus, settings, and the extension points.
+
+Capabilities (agents, intents, threads, files, locks, tasks…) are separate services that meet
+here instead of importing each other's internals:
+- `agent_gone_hooks` run inside the transaction that takes an agent offline or deregisters it,
+  so its threads, leases, slots and tasks are released atomically with its departure;
+- `signal_providers` contribute evidence to impact scoring (one per layer family), so a new layer
+  (locks, co-change, git operations) plugs in without touching the scorer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from huddle.bus.memory import EventBus
+from huddle.domain import paths
+from huddle.domain.scoring import Evidence
+from huddle.settings import Settings
+from huddle.storage.base import Store, Unit
+
+T = TypeVar("T")
+
+AgentGoneHook = Callable[[Unit, str, str], None]
+"""(unit, agent_id, reason) where reason is 'offline' or 'deregistered'."""
+
+
+@dataclass(frozen=True)
+class WorkRequest:
+    """What an agent intends to touch, normalised: the input of impact scoring."""
+
+    agent_id: str
+    kind: str
+    target_files: tuple[str, ...]
+    depends_on_files: tuple[str, ...]
+    modules: tuple[str, ...]
+    symbols: frozenset[str]
+    branch: str
+
+
+class SignalProvider(Protocol):
+    """Finds evidence that `request` collides with other agents' work; must use indexed lookups."""
+
+    def __call__(self, unit: Unit, request: WorkRequest) -> Iterable[tuple[str, Evidence]]: ...
+
+
+@dataclass
+class ServiceContext:
+    store: Store
+    bus: EventBus
+    settings: Settings
+    agent_gone_hooks: list[AgentGoneHook] = field(default_factory=list)
+    signal_providers: list[SignalProvider] = field(default_factory=list)
+
+    @property
+    def project(self) -> str:
+        return self.store.project
+
+    @property
+    def repo_root(self) -> str:
+        return str(self.settings.repo_path)
+
+    def path(self, raw: str, field: str = "path") -> str:
+        return paths.normalize_path(raw, self.repo_root, field=field)
+
+    def paths(self, raws: Sequence[str] | None, field: str) -> tuple[str, ...]:
+        return paths.normalize_paths(raws, self.repo_root, field=field)
+
+    def online_since(self, now: float) -> float:
+        """Agents seen at or after this instant count as online."""
+        return now - self.settings.agent_ttl_s
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def placeholders(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))

@@ -1,0 +1,126 @@
+"""The module dependency map and blast radius (SPEC F-35).
+
+Agents (or `huddle deps scan`, later) describe modules: which paths they own and which modules
+they depend on. The blast radius of a change is every module that depends on it, transitively.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from huddle.domain import validate
+from huddle.domain.events import Kind
+from huddle.domain.paths import normalize_module
+from huddle.errors import InvalidInput, NotFound
+from huddle.service.context import ServiceContext, dumps
+from huddle.storage.base import Unit
+
+MAX_MODULES = 2000
+
+
+class DependencyMapService:
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+
+    async def set_map(self, modules: Mapping[str, Mapping[str, Any]], agent_id: str | None = None) -> dict[str, Any]:
+        """Replaces the project's dependency map. Unknown dependencies are refused, not guessed."""
+        if not isinstance(modules, Mapping) or not modules:
+            raise InvalidInput('modules must be an object like {"auth": {"depends_on": ["db"], "paths": ["src/auth/"]}}',
+                               field="modules")
+        if len(modules) > MAX_MODULES:
+            raise InvalidInput(f"modules has {len(modules)} entries; at most {MAX_MODULES}", field="modules")
+        parsed: dict[str, tuple[list[str], list[str]]] = {}
+        for raw_name, spec in modules.items():
+            name = normalize_module(raw_name, field=f"modules.{raw_name}")
+            if not isinstance(spec, Mapping):
+                raise InvalidInput(f"modules.{name} must be an object with depends_on and paths", field=f"modules.{name}")
+            unknown_keys = set(spec) - {"depends_on", "paths"}
+            if unknown_keys:
+                raise InvalidInput(f"modules.{name} has unknown keys {sorted(unknown_keys)}; use depends_on and paths",
+                                   field=f"modules.{name}")
+            deps = [normalize_module(d, field=f"modules.{name}.depends_on[{i}]")
+                    for i, d in enumerate(validate.items(spec.get("depends_on"), f"modules.{name}.depends_on"))]
+            paths = [self.ctx.path(p, f"modules.{name}.paths[{i}]")
+                     for i, p in enumerate(validate.items(spec.get("paths"), f"modules.{name}.paths"))]
+            parsed[name] = (deps, paths)
+        for name, (deps, _) in parsed.items():
+            missing = [d for d in deps if d not in parsed]
+            if missing:
+                raise InvalidInput(f"module {name} depends on {missing}, which the map does not define; "
+                                   "add them (with empty depends_on) or drop the dependency",
+                                   field=f"modules.{name}.depends_on")
+        actor = validate.identifier(agent_id, "agent_id") if agent_id else None
+
+        def txn(unit: Unit) -> dict[str, Any]:
+            unit.tx.execute("DELETE FROM dependency_modules WHERE project = ?", (unit.project,))
+            unit.tx.executemany("INSERT INTO dependency_modules (project, module, depends_on, paths) VALUES (?, ?, ?, ?)",
+                                [(unit.project, n, dumps(d), dumps(p)) for n, (d, p) in parsed.items()])
+            unit.emit(Kind.DEPENDENCY_MAP, actor=actor, modules=len(parsed))
+            return {"modules": len(parsed), "edges": sum(len(d) for d, _ in parsed.values())}
+
+        return await self.ctx.store.write(txn)
+
+    async def blast_radius(self, module: str | None = None, path: str | None = None) -> dict[str, Any]:
+        """Modules affected by a change to `module` (or to the module owning `path`), nearest first."""
+        if bool(module) == bool(path):
+            raise InvalidInput("give exactly one of module or path", field="module")
+        name = normalize_module(module) if module else None
+        norm = self.ctx.path(path) if path else None
+
+        def read(unit: Unit) -> dict[str, Any]:
+            graph = _load(unit)
+            starts = [name] if name else owners_of(graph, norm or "")
+            if name and name not in graph:
+                raise NotFound(f"module {name} is not in the dependency map; set_dependency_map first", field="module")
+            if not starts:
+                return {"path": norm, "modules": [], "affected": [], "note": "no module in the map owns this path"}
+            dependents: dict[str, list[str]] = {}
+            for mod, (deps, _) in graph.items():
+                for dep in deps:
+                    dependents.setdefault(dep, []).append(mod)
+            distance = {s: 0 for s in starts}
+            queue = deque(starts)
+            while queue:
+                current = queue.popleft()
+                for nxt in sorted(dependents.get(current, [])):
+                    if nxt not in distance:
+                        distance[nxt] = distance[current] + 1
+                        queue.append(nxt)
+            affected = sorted((m for m in distance if m not in starts), key=lambda m: (distance[m], m))
+            return {"module": name, "path": norm, "modules": starts,
+                    "affected": [{"module": m, "distance": distance[m]} for m in affected]}
+
+        return await self.ctx.store.read(read)
+
+    async def module_info(self, module: str) -> dict[str, Any]:
+        name = normalize_module(module)
+
+        def read(unit: Unit) -> dict[str, Any]:
+            graph = _load(unit)
+            if name not in graph:
+                raise NotFound(f"module {name} is not in the dependency map; set_dependency_map first", field="module")
+            deps, paths = graph[name]
+            return {"module": name, "depends_on": deps, "paths": paths,
+                    "dependents": sorted(m for m, (d, _) in graph.items() if name in d)}
+
+        return await self.ctx.store.read(read)
+
+
+def _load(unit: Unit) -> dict[str, tuple[list[str], list[str]]]:
+    rows = unit.tx.all("SELECT module, depends_on, paths FROM dependency_modules WHERE project = ?", (unit.project,))
+    return {r["module"]: (json.loads(r["depends_on"]), json.loads(r["paths"])) for r in rows}
+
+
+def owners_of(graph: Mapping[str, tuple[list[str], list[str]]], path: str) -> list[str]:
+    """Modules whose paths (a directory `src/auth/`, a file, or a glob) contain `path`."""
+    owners = []
+    for module, (_, patterns) in graph.items():
+        for pattern in patterns:
+            if (pattern.endswith("/") and path.startswith(pattern)) or path == pattern or fnmatch.fnmatchcase(path, pattern):
+                owners.append(module)
+                break
+    return sorted(owners)

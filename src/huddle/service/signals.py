@@ -1,0 +1,142 @@
+"""Evidence for impact scoring, one provider per family of layers (SPEC F-11).
+
+Every provider answers with indexed lookups keyed by *my* paths and modules, so the cost of an
+announce depends on what I touch, not on how many agents, intents or events exist.
+Later layers (locks L, co-change 4, git operations 5) are further providers registered in the
+ServiceContext; the scorer itself never changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+from huddle.domain.ids import intent_ref
+from huddle.domain.paths import module_prefixes, modules_related
+from huddle.domain.scoring import Evidence, Layer, soften_for_disjoint_symbols
+from huddle.service.context import ServiceContext, WorkRequest, placeholders
+from huddle.storage.base import Row, Unit
+
+Found = Iterable[tuple[str, Evidence]]
+
+
+def _grouped(rows: Sequence[Row]) -> dict[tuple[str, int], list[Row]]:
+    groups: dict[tuple[str, int], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row["agent_id"], row["intent_id"]), []).append(row)
+    return groups
+
+
+def _active_intent_paths(unit: Unit, paths: Sequence[str], role: str, me: str) -> list[Row]:
+    if not paths:
+        return []
+    return unit.tx.all(
+        f"SELECT p.path, p.agent_id, p.intent_id, p.symbols, i.subject FROM intent_paths p"
+        f" JOIN intents i ON i.id = p.intent_id"
+        f" WHERE p.project = ? AND p.role = ? AND p.path IN ({placeholders(paths)})"
+        f" AND p.agent_id != ? AND i.expires_at > ?",
+        (unit.project, role, *paths, me, unit.now),
+    )
+
+
+class IntentOverlap:
+    """Layers 0a, 0b, 0c: my announced files against their announced files."""
+
+    def __call__(self, unit: Unit, request: WorkRequest) -> Found:
+        me = request.agent_id
+        checks = (
+            (request.target_files, "target", Layer.SAME_TARGET, "both announced work on {files}"),
+            (request.depends_on_files, "target", Layer.MY_DEPENDENCY_TARGETED,
+             "they are changing {files}, which your work depends on"),
+            (request.target_files, "depends", Layer.MY_TARGET_DEPENDED_ON,
+             "you are changing {files}, which their work depends on"),
+        )
+        for my_paths, their_role, layer, template in checks:
+            for (agent_id, intent_id), rows in _grouped(_active_intent_paths(unit, my_paths, their_role, me)).items():
+                files = tuple(sorted({r["path"] for r in rows}))
+                evidence = Evidence(layer, Layer.SCORES[layer], files, template.format(files=", ".join(files)),
+                                    extra={"intent_id": intent_ref(intent_id), "subject": rows[0]["subject"]})
+                if layer == Layer.SAME_TARGET:
+                    theirs = frozenset(s for r in rows for s in json.loads(r["symbols"]))
+                    evidence = soften_for_disjoint_symbols(evidence, request.symbols, theirs)
+                yield agent_id, evidence
+
+
+class RecentEdits:
+    """Layers 1 and 2: files they edited recently (or are editing right now)."""
+
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+
+    def __call__(self, unit: Unit, request: WorkRequest) -> Found:
+        since = unit.now - self.ctx.settings.recent_edit_window_s
+        for my_paths, layer, what in ((request.target_files, Layer.RECENT_EDIT, "a file you target"),
+                                      (request.depends_on_files, Layer.RECENT_DEPENDENCY_EDIT,
+                                       "a file your work depends on")):
+            if not my_paths:
+                continue
+            edited = unit.tx.all(
+                f"SELECT agent_id, path, MAX(ts) AS ts FROM file_edits WHERE project = ?"
+                f" AND path IN ({placeholders(my_paths)}) AND ts >= ? AND agent_id != ? GROUP BY agent_id, path",
+                (unit.project, *my_paths, since, request.agent_id))
+            by_agent: dict[str, set[str]] = {}
+            for row in edited:
+                by_agent.setdefault(row["agent_id"], set()).add(row["path"])
+            minutes = round(self.ctx.settings.recent_edit_window_s / 60)
+            for agent_id, files in by_agent.items():
+                names = ", ".join(sorted(files))
+                yield agent_id, Evidence(layer, Layer.SCORES[layer], tuple(sorted(files)),
+                                         f"they edited {names} ({what}) in the last {minutes} min")
+            if layer != Layer.RECENT_EDIT:
+                continue
+            in_flight = unit.tx.all(
+                f"SELECT agent_id, path FROM working_files WHERE project = ? AND path IN ({placeholders(my_paths)})"
+                f" AND expires_at > ? AND agent_id != ?", (unit.project, *my_paths, unit.now, request.agent_id))
+            flight: dict[str, set[str]] = {}
+            for row in in_flight:
+                flight.setdefault(row["agent_id"], set()).add(row["path"])
+            for agent_id, files in flight.items():
+                yield agent_id, Evidence(layer, Layer.SCORES[layer], tuple(sorted(files)),
+                                         f"they are editing {', '.join(sorted(files))} right now",
+                                         extra={"in_flight": True})
+
+
+def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str) -> list[Row]:
+    """Rows of `table` (agent_modules or intent_modules) whose module is related to one of mine.
+
+    Related means equal, or one a segment-aligned prefix of the other; found with an IN on my
+    prefixes plus one index range per module for the modules below mine.
+    """
+    if not modules:
+        return []
+    prefixes = sorted({p for m in modules for p in module_prefixes(m)})
+    clauses = [f"module IN ({placeholders(prefixes)})"]
+    params: list[str] = list(prefixes)
+    for m in modules:
+        clauses.append("(module > ? AND module < ?)")
+        params += [m, m + "\U0010ffff"]
+    extra = ", intent_id" if table == "intent_modules" else ""
+    rows = unit.tx.all(
+        f"SELECT module, agent_id{extra} FROM {table} WHERE project = ? AND agent_id != ? AND ({' OR '.join(clauses)})",
+        (unit.project, me, *params))
+    return [r for r in rows if any(modules_related(r["module"], m) for m in modules)]
+
+
+class SameModule:
+    """Layer 3: my modules against theirs (announced with an intent, or registered)."""
+
+    def __call__(self, unit: Unit, request: WorkRequest) -> Found:
+        rows = (related_module_rows(unit, "intent_modules", request.modules, request.agent_id)
+                + related_module_rows(unit, "agent_modules", request.modules, request.agent_id))
+        by_agent: dict[str, set[str]] = {}
+        for row in rows:
+            by_agent.setdefault(row["agent_id"], set()).add(row["module"])
+        for agent_id, theirs in by_agent.items():
+            names = ", ".join(sorted(theirs))
+            yield agent_id, Evidence(Layer.SAME_MODULE, Layer.SCORES[Layer.SAME_MODULE], (),
+                                     f"they work in module {names}, related to yours "
+                                     f"({', '.join(request.modules)})", extra={"modules": sorted(theirs)})
+
+
+def core_providers(ctx: ServiceContext) -> list[object]:
+    return [IntentOverlap(), RecentEdits(ctx), SameModule()]

@@ -1,0 +1,55 @@
+"""`coordinator_status`: one call that shows the whole board (agents, threads, files, intents)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from huddle import __version__
+from huddle.service.agents import agent_rows
+from huddle.service.context import ServiceContext
+from huddle.service.intents import intent_dict
+from huddle.service.threads import summary_dict
+from huddle.storage.base import Unit
+
+StatusSection = Callable[[Unit], dict[str, Any]]
+
+
+class StatusService:
+    """Capabilities add their own sections (locks, tasks, MQTT, quota) through `sections`."""
+
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+        self.started_at = time.time()
+        self.sections: dict[str, StatusSection] = {}
+        self.live_sections: dict[str, Callable[[], dict[str, Any]]] = {}
+
+    async def status(self) -> dict[str, Any]:
+        def read(unit: Unit) -> dict[str, Any]:
+            agents = agent_rows(unit, self.ctx, online_only=False, limit=1000)
+            threads = unit.tx.all("SELECT * FROM threads WHERE project = ? AND status IN ('open', 'resolving')"
+                                  " ORDER BY id DESC LIMIT 100", (unit.project,))
+            intents = unit.tx.all("SELECT * FROM intents WHERE project = ? AND status = 'active' AND expires_at > ?"
+                                  " ORDER BY id DESC LIMIT 200", (unit.project, unit.now))
+            hot = unit.tx.all("SELECT path, COUNT(DISTINCT agent_id) AS agents, COUNT(*) AS edits FROM file_edits"
+                              " WHERE project = ? AND ts >= ? GROUP BY path ORDER BY agents DESC, edits DESC LIMIT 20",
+                              (unit.project, unit.now - self.ctx.settings.recent_edit_window_s))
+            cursor = unit.tx.one("SELECT MAX(cursor) AS c FROM events WHERE project = ?", (unit.project,))
+            out: dict[str, Any] = {
+                "version": __version__, "project": unit.project, "repo": self.ctx.repo_root,
+                "uptime_s": round(time.time() - self.started_at, 1),
+                "agents": {"online": sum(1 for a in agents if a["online"]), "total": len(agents), "list": agents},
+                "threads": {"active": len(threads), "list": [summary_dict(unit, r) for r in threads]},
+                "intents": {"active": len(intents), "list": [intent_dict(r) for r in intents]},
+                "file_activity": [{"path": r["path"], "agents": r["agents"], "edits": r["edits"]} for r in hot],
+                "latest_cursor": int(cursor["c"] or 0) if cursor else 0,
+            }
+            for name, section in self.sections.items():
+                out[name] = section(unit)
+            return out
+
+        result = await self.ctx.store.read(read)
+        for name, live in self.live_sections.items():
+            result[name] = live()
+        return result

@@ -1,0 +1,58 @@
+"""The event log as agents read it: `get_updates` is the truth behind every push (F-26, F-60, F-66)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from huddle.domain import validate
+from huddle.domain.events import EVERYONE, Kind
+from huddle.service.agents import require_agent, touch
+from huddle.service.context import ServiceContext
+from huddle.storage.base import Unit, event_from_row
+
+MAX_PAGE = 500
+
+
+class UpdateService:
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+
+    async def get_updates(self, agent_id: str, cursor: int = 0, limit: int = 200) -> dict[str, Any]:
+        """Everything addressed to the agent (or to everyone) after `cursor`, oldest first.
+
+        Pass the returned `next_cursor` next time; `has_more` says another page is waiting.
+        Reading does not move anything server-side, so a crashed client simply asks again.
+        """
+        agent = validate.identifier(agent_id, "agent_id")
+        after = int(validate.number(cursor, "cursor", low=0, high=2**62, default=0))
+        page = int(validate.number(limit, "limit", low=1, high=MAX_PAGE, default=200))
+
+        def read(unit: Unit) -> dict[str, Any]:
+            require_agent(unit, agent)
+            rows = unit.tx.all(
+                "SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor"
+                " WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
+                (unit.project, agent, EVERYONE, after, page + 1))
+            events = [event_from_row(r).to_dict() for r in rows[:page]]
+            return {"agent_id": agent, "events": events, "next_cursor": events[-1]["cursor"] if events else after,
+                    "has_more": len(rows) > page}
+
+        return await self.ctx.store.read(read)
+
+    async def latest_cursor(self) -> int:
+        def read(unit: Unit) -> int:
+            row = unit.tx.one("SELECT MAX(cursor) AS c FROM events WHERE project = ?", (unit.project,))
+            return int(row["c"] or 0) if row else 0
+
+        return await self.ctx.store.read(read)
+
+    async def log_action_summary(self, agent_id: str, summary: str) -> dict[str, Any]:
+        """A one-line note of what the agent did, for the dashboard timeline and its peers."""
+        text = validate.text(summary, "summary", max_chars=2000)
+
+        def txn(unit: Unit) -> dict[str, Any]:
+            touch(unit, agent_id)
+            event = unit.emit(Kind.ACTION_SUMMARY, actor=agent_id, audience=(EVERYONE,), summary=text)
+            return {"logged": True, "cursor": event.cursor}
+
+        return await self.ctx.store.write(txn)

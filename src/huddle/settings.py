@@ -1,0 +1,149 @@
+"""Settings are data: each one has a name, a type, a default and a help line.
+
+Precedence, highest first: CLI flag > `HUDDLE_<NAME>` environment variable > `config.toml` in the
+data dir > default. The same table feeds `--help`, the README's settings table (a test checks
+that every setting is documented) and validation, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from huddle.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob Huddle has. Field metadata holds the help text shown to users."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "Address the HTTP server binds to."})
+    port: int = field(default=3100, metadata={"help": "HTTP port for /mcp, /api, /health and the dashboard."})
+    data_dir: str = field(
+        default="~/.huddle", metadata={"help": "Directory for the SQLite database, PID file, logs and config.toml."}
+    )
+    repo: str = field(default="", metadata={"help": "Repository Huddle coordinates (default: the current directory)."})
+    project: str = field(default="", metadata={"help": "Project key (default: the repository directory's name)."})
+    db_url: str = field(
+        default="", metadata={"help": "Database URL; empty means SQLite in the data dir (huddle.db)."}
+    )
+    agent_ttl_s: float = field(default=300.0, metadata={"help": "Seconds of silence after which an agent is offline."})
+    intent_ttl_s: float = field(
+        default=3600.0, metadata={"help": "Default lifetime of an announced intent when ttl_s is not given."}
+    )
+    recent_edit_window_s: float = field(
+        default=600.0, metadata={"help": "How far back an edit counts as 'recent' for scoring layers 1 and 2."}
+    )
+    working_window_s: float = field(
+        default=60.0, metadata={"help": "An agent that edited within this many seconds is 'working'."}
+    )
+    editing_ttl_s: float = field(
+        default=120.0, metadata={"help": "Lifetime of an in-flight edit marker (start_editing) if never stopped."}
+    )
+    thread_timeout_s: float = field(
+        default=600.0, metadata={"help": "A consultation thread with no activity for this long times out."}
+    )
+    max_rounds: int = field(default=4, metadata={"help": "Contest rounds after which a thread is force-resolved."})
+    sweep_interval_s: float = field(
+        default=1.0, metadata={"help": "How often expiry of agents, intents, threads and leases is checked."}
+    )
+    log_level: str = field(default="INFO", metadata={"help": "Log level: DEBUG, INFO, WARNING or ERROR."})
+    max_body_bytes: int = field(default=1_048_576, metadata={"help": "Largest accepted HTTP request body."})
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def repo_path(self) -> Path:
+        return Path(self.repo or os.getcwd()).expanduser().resolve()
+
+    @property
+    def project_key(self) -> str:
+        return self.project or self.repo_path.name or "default"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_path / "huddle.db"
+
+
+SETTING_HELP: dict[str, str] = {f.name: str(f.metadata["help"]) for f in fields(Settings)}
+ENV_PREFIX = "HUDDLE_"
+
+
+def env_name(setting: str) -> str:
+    return ENV_PREFIX + setting.upper()
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turns a raw value from env, TOML or a flag into the setting's type, with a clear error."""
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if kind in ("int", int):
+            if isinstance(raw, bool):
+                raise ValueError
+            return int(raw)
+        if kind in ("float", float):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"setting {name} must be a {kind}, got {raw!r}; fix it in the flag, {env_name(name)} or config.toml",
+            field=name,
+        ) from None
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Builds Settings from flags (`overrides`), the environment and the data dir's config.toml."""
+    environ = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    known = set(SETTING_HELP)
+    unknown = set(overrides) - known
+    if unknown:
+        raise InvalidInput(f"unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+
+    from_env = {name: environ[env_name(name)] for name in known if env_name(name) in environ}
+    # The data dir decides where config.toml lives, so it is resolved first.
+    data_dir = overrides.get("data_dir") or from_env.get("data_dir") or Settings.data_dir
+    from_file = _read_config_file(Path(str(data_dir)).expanduser() / "config.toml")
+
+    merged: dict[str, Any] = {}
+    for layer in (from_file, from_env, overrides):
+        for name, raw in layer.items():
+            merged[name] = _coerce(name, raw)
+    settings = replace(Settings(), **merged)
+    _validate(settings)
+    return settings
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{path} is not valid TOML ({exc}); fix or remove it") from None
+    unknown = set(data) - set(SETTING_HELP)
+    if unknown:
+        raise InvalidInput(f"{path} has unknown setting(s) {sorted(unknown)}; known: {sorted(SETTING_HELP)}")
+    return dict(data)
+
+
+def _validate(s: Settings) -> None:
+    positive = ("agent_ttl_s", "intent_ttl_s", "recent_edit_window_s", "working_window_s", "editing_ttl_s",
+                "thread_timeout_s", "sweep_interval_s", "max_body_bytes")
+    for name in positive:
+        if getattr(s, name) <= 0:
+            raise InvalidInput(f"setting {name} must be greater than 0", field=name)
+    if not 0 <= s.port <= 65535:
+        raise InvalidInput("setting port must be between 0 and 65535 (0 picks a free port)", field="port")
+    if s.max_rounds < 1:
+        raise InvalidInput("setting max_rounds must be at least 1", field="max_rounds")
+    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise InvalidInput("setting log_level must be DEBUG, INFO, WARNING or ERROR", field="log_level")

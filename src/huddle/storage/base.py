@@ -1,0 +1,114 @@
+"""The storage contract every backend fulfils.
+
+Service code writes *transaction functions*: plain synchronous functions that take a `Unit`
+(a transaction plus the clock reading and an event recorder) and do all their reads and writes
+through it. A backend runs each function as one atomic unit on its own database thread — one
+thread hop per request, not one per statement — and publishes the recorded events after commit.
+The SQL is kept portable (qmark parameters, `ON CONFLICT`, `RETURNING`) so the same functions
+can run on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+from huddle.domain.events import EVERYONE, Event
+
+T = TypeVar("T")
+Row = Mapping[str, Any]
+
+
+class Tx(Protocol):
+    """The few statements a transaction function may run."""
+
+    dialect: str
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Runs a statement; returns the number of rows it changed."""
+        ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+
+class Unit:
+    """One transaction as a service sees it: statements, `now`, and events to emit.
+
+    Events are inserted in the same transaction as the change they describe, so the log and the
+    state can never disagree; the backend hands `events` to the bus only after commit.
+    """
+
+    def __init__(self, tx: Tx, now: float, project: str):
+        self.tx = tx
+        self.now = now
+        self.project = project
+        self.events: list[Event] = []
+
+    def emit(
+        self,
+        kind: str,
+        /,
+        *,
+        actor: str | None,
+        audience: Iterable[str] = (EVERYONE,),
+        thread_id: str | None = None,
+        **data: Any,
+    ) -> Event:
+        who = tuple(dict.fromkeys(a for a in audience if a))
+        row = self.tx.one(
+            "INSERT INTO events (project, ts, kind, actor, thread_id, audience, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING cursor",
+            (self.project, self.now, kind, actor, thread_id, json.dumps(who), json.dumps(data)),
+        )
+        assert row is not None
+        cursor = int(row["cursor"])
+        self.tx.executemany(
+            "INSERT INTO event_audience (project, agent_id, cursor) VALUES (?, ?, ?)",
+            [(self.project, agent, cursor) for agent in who],
+        )
+        event = Event(cursor, self.now, self.project, kind, actor, who, thread_id, data)
+        self.events.append(event)
+        return event
+
+
+def event_from_row(row: Row) -> Event:
+    return Event(
+        cursor=int(row["cursor"]),
+        ts=float(row["ts"]),
+        project=str(row["project"]),
+        kind=str(row["kind"]),
+        actor=row["actor"],
+        audience=tuple(json.loads(row["audience"])),
+        thread_id=row["thread_id"],
+        data=json.loads(row["data"]),
+    )
+
+
+CommitListener = Callable[[Sequence[Event]], None]
+
+
+class Store(Protocol):
+    """A backend: runs transaction functions and reports committed events in commit order."""
+
+    project: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def write(self, fn: Callable[[Unit], T]) -> T:
+        """Runs `fn` atomically; on an exception nothing it wrote is kept and the exception is re-raised."""
+        ...
+
+    async def read(self, fn: Callable[[Unit], T]) -> T:
+        """Runs `fn` on a consistent snapshot; it must not write."""
+        ...
+
+    def on_commit(self, listener: CommitListener) -> None:
+        """Registers a callback run on the event loop, in commit order, with each commit's events."""
+        ...

@@ -1,0 +1,148 @@
+"""HTTP surface: /mcp (Streamable HTTP), /health, and REST under /api/v1 for every operation.
+
+REST mirrors the MCP tools one-to-one (`POST /api/v1/tools/{name}` with the same JSON arguments)
+so scripts, hooks and the dashboard use exactly the validation and services agents use. Every
+error is the envelope `{ok: false, error, code}`; bad input is a 4xx, never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import pydantic
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from huddle import __version__
+from huddle.errors import HuddleError, InvalidInput
+from huddle.transports.tools import Operation
+
+log = logging.getLogger(__name__)
+
+
+def error_response(exc: HuddleError) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+
+def validation_message(exc: pydantic.ValidationError) -> InvalidInput:
+    """Turns pydantic's report into one sentence per field the caller can act on."""
+    parts = []
+    for err in exc.errors()[:10]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg'].lower()}")
+    first = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else None
+    return InvalidInput("invalid arguments — " + "; ".join(parts) + "; see GET /api/v1/tools for the schema",
+                        field=first or None)
+
+
+class OperationEndpoint:
+    """POST /api/v1/tools/{name}: validate the JSON body against the operation's signature, call it."""
+
+    def __init__(self, operations: Iterable[Operation]):
+        self._calls: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+            op.name: pydantic.validate_call(op.fn) for op in operations
+        }
+        self._ops = {op.name: op for op in operations}
+
+    async def __call__(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        call = self._calls.get(name)
+        if call is None:
+            return error_response(HuddleError(f"no operation named {name!r}; GET /api/v1/tools lists them"))
+        body = await request.body()
+        try:
+            args = json.loads(body) if body.strip() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return error_response(InvalidInput("the request body is not valid JSON; send an object of arguments"))
+        if not isinstance(args, dict):
+            return error_response(InvalidInput("the request body must be a JSON object of arguments"))
+        try:
+            result = await call(**args)
+        except pydantic.ValidationError as exc:
+            return error_response(validation_message(exc))
+        except HuddleError as exc:
+            return error_response(exc)
+        return JSONResponse({"ok": True, "result": result})
+
+    async def index(self, request: Request) -> Response:
+        schemas = {tool.name: tool.input_schema for tool in await request.app.state.mcp.list_tools()}
+        return JSONResponse({"ok": True, "tools": [
+            {"name": op.name, "toolset": op.toolset, "read_only": op.read_only, "description": op.description,
+             "input_schema": schemas.get(op.name)} for op in self._ops.values()]})
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"ok": True, "service": "huddle", "version": __version__,
+                         "project": request.app.state.project})
+
+
+class BodySizeLimit:
+    """Refuses request bodies over the cap with a 413 envelope before any handler reads them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = {"ok": False, "code": "too_large",
+                "error": f"request body is larger than {self.max_bytes} bytes; send less (split lists, trim text)"}
+        await JSONResponse(body, status_code=413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def rest_routes(operations: Iterable[Operation]) -> list[BaseRoute]:
+    endpoint = OperationEndpoint(list(operations))
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/api/v1/tools", endpoint.index, methods=["GET"]),
+        Route("/api/v1/tools/{name}", endpoint, methods=["POST"]),
+    ]
+
+
+def json_error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"ok": False, "code": "not_found",
+                             "error": f"no route {request.url.path}; see /api/v1/tools, /mcp, /health"}, 404)
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"ok": False, "code": "method_not_allowed",
+                             "error": f"{request.method} is not allowed on {request.url.path}"}, 405)
+
+    async def crash(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse({"ok": False, "code": "internal", "error": "internal error; see the server log"}, 500)
+
+    return {404: not_found, 405: method_not_allowed, Exception: crash}
+

@@ -1,0 +1,43 @@
+"""The MCP server: the operation catalogue as MCP tools on the official SDK's MCPServer."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
+
+from huddle import __version__
+from huddle.errors import HuddleError
+from huddle.transports.tools import Operation
+
+INSTRUCTIONS = (
+    "Huddle coordinates AI coding agents working on one repository. Call register_agent first. "
+    "Before editing, call announce_work with the files you will change; if the verdict is consult, "
+    "do not edit those files until the thread resolves (get_thread, post_to_thread, propose/approve). "
+    "Between turns call get_updates with your last cursor. Call complete_work when done."
+)
+
+
+def as_tool(op: Operation) -> Any:
+    """Wraps an operation so Huddle errors reach the agent as tool errors with their message."""
+
+    @functools.wraps(op.fn)
+    async def tool(**kwargs: Any) -> dict[str, Any]:
+        try:
+            return await op.fn(**kwargs)
+        except HuddleError as exc:
+            raise ToolError(f"{exc.message} [{exc.code}]") from exc
+
+    return tool
+
+
+def build_mcp_server(operations: Iterable[Operation]) -> MCPServer:
+    server: MCPServer = MCPServer("huddle", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    for op in operations:
+        server.add_tool(as_tool(op), name=op.name, description=op.description,
+                        annotations=ToolAnnotations(readOnlyHint=op.read_only))
+    return server
