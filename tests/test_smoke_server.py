@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import httpx
-from helpers import call
 from mcp import Client
+
+from helpers import call
 
 
 async def test_server_answers_health_and_registers_an_agent_over_mcp(huddle_server):

@@ -41,7 +41,7 @@ def normalize_path(raw: str, repo_root: str, *, field: str = "path") -> str:
                 "relative to the repository root (e.g. src/app.py)",
                 field=field,
             )
-        relative = candidate[len(root):].lstrip("/")
+        relative = candidate[len(root) :].lstrip("/")
     else:
         relative = posixpath.normpath(text)
     if relative in ("", "."):

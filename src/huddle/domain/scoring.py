@@ -50,8 +50,12 @@ class Evidence:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"layer": self.layer, "score": self.score, "files": list(self.files),
-                               "reason": self.reason}
+        out: dict[str, Any] = {
+            "layer": self.layer,
+            "score": self.score,
+            "files": list(self.files),
+            "reason": self.reason,
+        }
         if self.symbols:
             out["symbols"] = list(self.symbols)
         out.update(self.extra)
@@ -66,8 +70,12 @@ class Impact:
     evidence: tuple[Evidence, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"agent_id": self.agent_id, "score": self.score, "category": self.category,
-                "evidence": [e.to_dict() for e in self.evidence]}
+        return {
+            "agent_id": self.agent_id,
+            "score": self.score,
+            "category": self.category,
+            "evidence": [e.to_dict() for e in self.evidence],
+        }
 
 
 def category(score: int) -> str:

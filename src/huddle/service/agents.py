@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from huddle.domain import validate
 from huddle.domain.events import EVERYONE, Kind, iso
 from huddle.domain.ids import intent_ref, thread_ref
-from huddle.domain.paths import normalize_module
+from huddle.domain.paths import module_prefixes, normalize_module
 from huddle.errors import NotFound
 from huddle.service.context import ServiceContext, dumps, placeholders
 from huddle.storage.base import Row, Unit
@@ -38,8 +37,14 @@ def touch(unit: Unit, agent_id: str, *, field: str = "agent_id") -> Row:
         (unit.now, unit.project, row["agent_id"]),
     )
     if row["status"] == "offline":
-        unit.emit(Kind.AGENT_ONLINE, actor=row["agent_id"], audience=(EVERYONE,), status="online",
-                  name=row["name"], modules=json.loads(row["modules"]))
+        unit.emit(
+            Kind.AGENT_ONLINE,
+            actor=row["agent_id"],
+            audience=(EVERYONE,),
+            status="online",
+            name=row["name"],
+            modules=json.loads(row["modules"]),
+        )
     return row
 
 
@@ -65,18 +70,23 @@ class AgentService:
         """
         name = validate.text(name, "name", max_chars=validate.MAX_NAME_CHARS)
         agent = validate.identifier(agent_id, "agent_id") if agent_id is not None else validate.slug(name)
-        mods = sorted({normalize_module(m, field=f"modules[{i}]")
-                       for i, m in enumerate(validate.items(modules, "modules"))})
+        mods = sorted(
+            {normalize_module(m, field=f"modules[{i}]") for i, m in enumerate(validate.items(modules, "modules"))}
+        )
         branch = validate.text(branch, "branch", required=False, max_chars=256)
         worktree = validate.text(worktree, "worktree", required=False, max_chars=1024)
         client = validate.text(client, "client", required=False, max_chars=100)
         settings = self.ctx.settings
 
         def txn(unit: Unit) -> dict[str, Any]:
-            existing = unit.tx.one("SELECT status, last_seen FROM agents WHERE project = ? AND agent_id = ?",
-                                   (unit.project, agent))
-            was_online = (existing is not None and existing["status"] == "online"
-                          and existing["last_seen"] >= unit.now - settings.agent_ttl_s)
+            existing = unit.tx.one(
+                "SELECT status, last_seen FROM agents WHERE project = ? AND agent_id = ?", (unit.project, agent)
+            )
+            was_online = (
+                existing is not None
+                and existing["status"] == "online"
+                and existing["last_seen"] >= unit.now - settings.agent_ttl_s
+            )
             unit.tx.execute(
                 "INSERT INTO agents (project, agent_id, name, client, branch, worktree, modules, status,"
                 " registered_at, session_start, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, 'online', ?, ?, ?)"
@@ -88,13 +98,26 @@ class AgentService:
                 (unit.project, agent, name, client, branch, worktree, dumps(mods), unit.now, unit.now, unit.now),
             )
             unit.tx.execute("DELETE FROM agent_modules WHERE project = ? AND agent_id = ?", (unit.project, agent))
-            unit.tx.executemany("INSERT INTO agent_modules (project, module, agent_id) VALUES (?, ?, ?)",
-                                [(unit.project, m, agent) for m in mods])
+            unit.tx.executemany(
+                "INSERT INTO agent_modules (project, module, agent_id) VALUES (?, ?, ?)",
+                [(unit.project, m, agent) for m in mods],
+            )
             if not was_online:
-                unit.emit(Kind.AGENT_ONLINE, actor=agent, status="online", name=name, modules=mods,
-                          client=client, branch=branch)
-            return {"agent_id": agent, "name": name, "registered": True,
-                    "briefing": _briefing(unit, self.ctx, agent, mods)}
+                unit.emit(
+                    Kind.AGENT_ONLINE,
+                    actor=agent,
+                    status="online",
+                    name=name,
+                    modules=mods,
+                    client=client,
+                    branch=branch,
+                )
+            return {
+                "agent_id": agent,
+                "name": name,
+                "registered": True,
+                "briefing": _briefing(unit, self.ctx, agent, mods),
+            }
 
         return await self.ctx.store.write(txn)
 
@@ -107,10 +130,16 @@ class AgentService:
 
         def txn(unit: Unit) -> dict[str, Any]:
             touch(unit, agent_id)
-            unit.tx.execute("UPDATE agents SET current_file = ?, current_thread = ? WHERE project = ? AND agent_id = ?",
-                            (path, thread, unit.project, agent_id))
-            return {"agent_id": agent_id, "status": "online", "last_seen": iso(unit.now),
-                    "offline_after_s": self.ctx.settings.agent_ttl_s}
+            unit.tx.execute(
+                "UPDATE agents SET current_file = ?, current_thread = ? WHERE project = ? AND agent_id = ?",
+                (path, thread, unit.project, agent_id),
+            )
+            return {
+                "agent_id": agent_id,
+                "status": "online",
+                "last_seen": iso(unit.now),
+                "offline_after_s": self.ctx.settings.agent_ttl_s,
+            }
 
         return await self.ctx.store.write(txn)
 
@@ -119,10 +148,14 @@ class AgentService:
 
         def txn(unit: Unit) -> dict[str, Any]:
             row = require_agent(unit, agent_id)
-            unit.tx.execute("UPDATE agents SET status = 'deregistered', current_file = NULL, current_thread = NULL"
-                            " WHERE project = ? AND agent_id = ?", (unit.project, row["agent_id"]))
-            unit.tx.execute("DELETE FROM agent_modules WHERE project = ? AND agent_id = ?",
-                            (unit.project, row["agent_id"]))
+            unit.tx.execute(
+                "UPDATE agents SET status = 'deregistered', current_file = NULL, current_thread = NULL"
+                " WHERE project = ? AND agent_id = ?",
+                (unit.project, row["agent_id"]),
+            )
+            unit.tx.execute(
+                "DELETE FROM agent_modules WHERE project = ? AND agent_id = ?", (unit.project, row["agent_id"])
+            )
             for hook in self.ctx.agent_gone_hooks:
                 hook(unit, row["agent_id"], "deregistered")
             unit.emit(Kind.AGENT_DEREGISTERED, actor=row["agent_id"], status="deregistered", name=row["name"])
@@ -137,8 +170,10 @@ class AgentService:
             (unit.project, self.ctx.online_since(unit.now)),
         )
         for row in stale:
-            unit.tx.execute("UPDATE agents SET status = 'offline' WHERE project = ? AND agent_id = ?",
-                            (unit.project, row["agent_id"]))
+            unit.tx.execute(
+                "UPDATE agents SET status = 'offline' WHERE project = ? AND agent_id = ?",
+                (unit.project, row["agent_id"]),
+            )
             for hook in self.ctx.agent_gone_hooks:
                 hook(unit, row["agent_id"], "offline")
             unit.emit(Kind.AGENT_OFFLINE, actor=row["agent_id"], status="offline", name=row["name"])
@@ -157,8 +192,23 @@ class AgentService:
 
         def read(unit: Unit) -> dict[str, Any]:
             agents = agent_rows(unit, self.ctx, online_only=True)
-            return {"agents": [{k: a[k] for k in ("agent_id", "name", "activity", "current_file",
-                                                 "current_thread", "waiting_on", "last_seen")} for a in agents]}
+            return {
+                "agents": [
+                    {
+                        k: a[k]
+                        for k in (
+                            "agent_id",
+                            "name",
+                            "activity",
+                            "current_file",
+                            "current_thread",
+                            "waiting_on",
+                            "last_seen",
+                        )
+                    }
+                    for a in agents
+                ]
+            }
 
         return await self.ctx.store.read(read)
 
@@ -177,8 +227,10 @@ class AgentService:
 
     async def _online_count(self) -> int:
         def read(unit: Unit) -> int:
-            row = unit.tx.one("SELECT COUNT(*) AS n FROM agents WHERE project = ? AND status = 'online'"
-                              " AND last_seen >= ?", (unit.project, self.ctx.online_since(unit.now)))
+            row = unit.tx.one(
+                "SELECT COUNT(*) AS n FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?",
+                (unit.project, self.ctx.online_since(unit.now)),
+            )
             return int(row["n"]) if row else 0
 
         return await self.ctx.store.read(read)
@@ -193,11 +245,19 @@ def agent_rows(unit: Unit, ctx: ServiceContext, *, online_only: bool, limit: int
         sql += " AND status = 'online' AND last_seen >= ?"
         params.append(since)
     rows = unit.tx.all(sql + " ORDER BY agent_id LIMIT ?", (*params, limit))
-    working = {r["agent_id"] for r in unit.tx.all(
-        "SELECT DISTINCT agent_id FROM file_edits WHERE project = ? AND ts >= ?",
-        (unit.project, unit.now - ctx.settings.working_window_s))}
-    working |= {r["agent_id"] for r in unit.tx.all(
-        "SELECT DISTINCT agent_id FROM working_files WHERE project = ? AND expires_at > ?", (unit.project, unit.now))}
+    working = {
+        r["agent_id"]
+        for r in unit.tx.all(
+            "SELECT DISTINCT agent_id FROM file_edits WHERE project = ? AND ts >= ?",
+            (unit.project, unit.now - ctx.settings.working_window_s),
+        )
+    }
+    working |= {
+        r["agent_id"]
+        for r in unit.tx.all(
+            "SELECT DISTINCT agent_id FROM working_files WHERE project = ? AND expires_at > ?", (unit.project, unit.now)
+        )
+    }
     waiting = waiting_on_threads(unit)
     out = []
     for r in rows:
@@ -211,13 +271,23 @@ def agent_rows(unit: Unit, ctx: ServiceContext, *, online_only: bool, limit: int
             activity = "waiting"
         else:
             activity = "idle"
-        out.append({
-            "agent_id": agent_id, "name": r["name"], "client": r["client"], "branch": r["branch"],
-            "worktree": r["worktree"], "modules": json.loads(r["modules"]), "online": online,
-            "activity": activity, "current_file": r["current_file"], "current_thread": r["current_thread"],
-            "waiting_on": sorted(waiting.get(agent_id, ())), "last_seen": iso(r["last_seen"]),
-            "registered_at": iso(r["registered_at"]),
-        })
+        out.append(
+            {
+                "agent_id": agent_id,
+                "name": r["name"],
+                "client": r["client"],
+                "branch": r["branch"],
+                "worktree": r["worktree"],
+                "modules": json.loads(r["modules"]),
+                "online": online,
+                "activity": activity,
+                "current_file": r["current_file"],
+                "current_thread": r["current_thread"],
+                "waiting_on": sorted(waiting.get(agent_id, ())),
+                "last_seen": iso(r["last_seen"]),
+                "registered_at": iso(r["registered_at"]),
+            }
+        )
     return out
 
 
@@ -226,16 +296,28 @@ def waiting_on_threads(unit: Unit) -> dict[str, set[str]]:
     rows = unit.tx.all(
         "SELECT t.id, t.status, t.round, t.proposal, m.agent_id, m.role FROM threads t"
         " JOIN thread_members m ON m.thread_id = t.id AND m.left_at IS NULL"
-        " WHERE t.project = ? AND t.status IN ('open', 'resolving')", (unit.project,))
+        " WHERE t.project = ? AND t.status IN ('open', 'resolving')",
+        (unit.project,),
+    )
     if not rows:
         return {}
     ids = sorted({r["id"] for r in rows})
-    approved = {(r["thread_id"], r["agent_id"]) for r in unit.tx.all(
-        f"SELECT a.thread_id, a.agent_id FROM thread_approvals a JOIN threads t ON t.id = a.thread_id"
-        f" AND a.round = t.round WHERE a.thread_id IN ({placeholders(ids)})", ids)}
-    posted = {(r["thread_id"], r["agent_id"]) for r in unit.tx.all(
-        f"SELECT DISTINCT m.thread_id, m.agent_id FROM thread_messages m JOIN threads t ON t.id = m.thread_id"
-        f" AND m.round = t.round WHERE m.thread_id IN ({placeholders(ids)})", ids)}
+    approved = {
+        (r["thread_id"], r["agent_id"])
+        for r in unit.tx.all(
+            f"SELECT a.thread_id, a.agent_id FROM thread_approvals a JOIN threads t ON t.id = a.thread_id"
+            f" AND a.round = t.round WHERE a.thread_id IN ({placeholders(ids)})",
+            ids,
+        )
+    }
+    posted = {
+        (r["thread_id"], r["agent_id"])
+        for r in unit.tx.all(
+            f"SELECT DISTINCT m.thread_id, m.agent_id FROM thread_messages m JOIN threads t ON t.id = m.thread_id"
+            f" AND m.round = t.round WHERE m.thread_id IN ({placeholders(ids)})",
+            ids,
+        )
+    }
     waiting: dict[str, set[str]] = {}
     for r in rows:
         key = (r["id"], r["agent_id"])
@@ -251,32 +333,42 @@ def waiting_on_threads(unit: Unit) -> dict[str, set[str]]:
 
 def _briefing(unit: Unit, ctx: ServiceContext, agent_id: str, modules: list[str]) -> dict[str, Any]:
     """What a newly registered agent should know: who is here, and work touching its modules."""
-    peers = [a for a in agent_rows(unit, ctx, online_only=True, limit=BRIEFING_LIMIT + 1)
-             if a["agent_id"] != agent_id]
+    peers = [a for a in agent_rows(unit, ctx, online_only=True, limit=BRIEFING_LIMIT + 1) if a["agent_id"] != agent_id]
     intents: list[dict[str, Any]] = []
     if modules:
-        from huddle.domain.paths import module_prefixes
-
         candidates = sorted({p for m in modules for p in module_prefixes(m)})
         rows = unit.tx.all(
             f"SELECT DISTINCT i.id, i.agent_id, i.subject, i.target_files, i.thread_id FROM intent_modules im"
             f" JOIN intents i ON i.id = im.intent_id WHERE im.project = ? AND im.agent_id != ?"
             f" AND im.module IN ({placeholders(candidates)}) LIMIT ?",
-            (unit.project, agent_id, *candidates, BRIEFING_LIMIT))
-        intents = [{"intent_id": intent_ref(r["id"]), "agent_id": r["agent_id"], "subject": r["subject"],
-                    "target_files": json.loads(r["target_files"]), "thread_id": r["thread_id"]} for r in rows]
+            (unit.project, agent_id, *candidates, BRIEFING_LIMIT),
+        )
+        intents = [
+            {
+                "intent_id": intent_ref(r["id"]),
+                "agent_id": r["agent_id"],
+                "subject": r["subject"],
+                "target_files": json.loads(r["target_files"]),
+                "thread_id": r["thread_id"],
+            }
+            for r in rows
+        ]
     threads = unit.tx.all(
         "SELECT t.id, t.subject, t.status, t.initiator FROM thread_members m JOIN threads t ON t.id = m.thread_id"
         " WHERE m.agent_id = ? AND t.project = ? AND t.status IN ('open', 'resolving') LIMIT ?",
-        (agent_id, unit.project, BRIEFING_LIMIT))
+        (agent_id, unit.project, BRIEFING_LIMIT),
+    )
     return {
         "online_agents": peers[:BRIEFING_LIMIT],
         "intents_touching_your_modules": intents,
-        "your_open_threads": [{"thread_id": thread_ref(r["id"]), "subject": r["subject"], "status": r["status"],
-                               "initiator": r["initiator"]} for r in threads],
+        "your_open_threads": [
+            {
+                "thread_id": thread_ref(r["id"]),
+                "subject": r["subject"],
+                "status": r["status"],
+                "initiator": r["initiator"],
+            }
+            for r in threads
+        ],
         "next": "announce_work before editing; poll get_updates with your cursor between turns",
     }
-
-
-async def sleep_until(deadline: float) -> None:
-    await asyncio.sleep(max(0.0, deadline - time.monotonic()))

@@ -29,36 +29,50 @@ class DependencyMapService:
     async def set_map(self, modules: Mapping[str, Mapping[str, Any]], agent_id: str | None = None) -> dict[str, Any]:
         """Replaces the project's dependency map. Unknown dependencies are refused, not guessed."""
         if not isinstance(modules, Mapping) or not modules:
-            raise InvalidInput('modules must be an object like {"auth": {"depends_on": ["db"], "paths": ["src/auth/"]}}',
-                               field="modules")
+            raise InvalidInput(
+                'modules must be an object like {"auth": {"depends_on": ["db"], "paths": ["src/auth/"]}}',
+                field="modules",
+            )
         if len(modules) > MAX_MODULES:
             raise InvalidInput(f"modules has {len(modules)} entries; at most {MAX_MODULES}", field="modules")
         parsed: dict[str, tuple[list[str], list[str]]] = {}
         for raw_name, spec in modules.items():
             name = normalize_module(raw_name, field=f"modules.{raw_name}")
             if not isinstance(spec, Mapping):
-                raise InvalidInput(f"modules.{name} must be an object with depends_on and paths", field=f"modules.{name}")
+                raise InvalidInput(
+                    f"modules.{name} must be an object with depends_on and paths", field=f"modules.{name}"
+                )
             unknown_keys = set(spec) - {"depends_on", "paths"}
             if unknown_keys:
-                raise InvalidInput(f"modules.{name} has unknown keys {sorted(unknown_keys)}; use depends_on and paths",
-                                   field=f"modules.{name}")
-            deps = [normalize_module(d, field=f"modules.{name}.depends_on[{i}]")
-                    for i, d in enumerate(validate.items(spec.get("depends_on"), f"modules.{name}.depends_on"))]
-            paths = [self.ctx.path(p, f"modules.{name}.paths[{i}]")
-                     for i, p in enumerate(validate.items(spec.get("paths"), f"modules.{name}.paths"))]
+                raise InvalidInput(
+                    f"modules.{name} has unknown keys {sorted(unknown_keys)}; use depends_on and paths",
+                    field=f"modules.{name}",
+                )
+            deps = [
+                normalize_module(d, field=f"modules.{name}.depends_on[{i}]")
+                for i, d in enumerate(validate.items(spec.get("depends_on"), f"modules.{name}.depends_on"))
+            ]
+            paths = [
+                self.ctx.path(p, f"modules.{name}.paths[{i}]")
+                for i, p in enumerate(validate.items(spec.get("paths"), f"modules.{name}.paths"))
+            ]
             parsed[name] = (deps, paths)
         for name, (deps, _) in parsed.items():
             missing = [d for d in deps if d not in parsed]
             if missing:
-                raise InvalidInput(f"module {name} depends on {missing}, which the map does not define; "
-                                   "add them (with empty depends_on) or drop the dependency",
-                                   field=f"modules.{name}.depends_on")
+                raise InvalidInput(
+                    f"module {name} depends on {missing}, which the map does not define; "
+                    "add them (with empty depends_on) or drop the dependency",
+                    field=f"modules.{name}.depends_on",
+                )
         actor = validate.identifier(agent_id, "agent_id") if agent_id else None
 
         def txn(unit: Unit) -> dict[str, Any]:
             unit.tx.execute("DELETE FROM dependency_modules WHERE project = ?", (unit.project,))
-            unit.tx.executemany("INSERT INTO dependency_modules (project, module, depends_on, paths) VALUES (?, ?, ?, ?)",
-                                [(unit.project, n, dumps(d), dumps(p)) for n, (d, p) in parsed.items()])
+            unit.tx.executemany(
+                "INSERT INTO dependency_modules (project, module, depends_on, paths) VALUES (?, ?, ?, ?)",
+                [(unit.project, n, dumps(d), dumps(p)) for n, (d, p) in parsed.items()],
+            )
             unit.emit(Kind.DEPENDENCY_MAP, actor=actor, modules=len(parsed))
             return {"modules": len(parsed), "edges": sum(len(d) for d, _ in parsed.values())}
 
@@ -91,8 +105,12 @@ class DependencyMapService:
                         distance[nxt] = distance[current] + 1
                         queue.append(nxt)
             affected = sorted((m for m in distance if m not in starts), key=lambda m: (distance[m], m))
-            return {"module": name, "path": norm, "modules": starts,
-                    "affected": [{"module": m, "distance": distance[m]} for m in affected]}
+            return {
+                "module": name,
+                "path": norm,
+                "modules": starts,
+                "affected": [{"module": m, "distance": distance[m]} for m in affected],
+            }
 
         return await self.ctx.store.read(read)
 
@@ -104,8 +122,12 @@ class DependencyMapService:
             if name not in graph:
                 raise NotFound(f"module {name} is not in the dependency map; set_dependency_map first", field="module")
             deps, paths = graph[name]
-            return {"module": name, "depends_on": deps, "paths": paths,
-                    "dependents": sorted(m for m, (d, _) in graph.items() if name in d)}
+            return {
+                "module": name,
+                "depends_on": deps,
+                "paths": paths,
+                "dependents": sorted(m for m, (d, _) in graph.items() if name in d),
+            }
 
         return await self.ctx.store.read(read)
 
@@ -120,7 +142,11 @@ def owners_of(graph: Mapping[str, tuple[list[str], list[str]]], path: str) -> li
     owners = []
     for module, (_, patterns) in graph.items():
         for pattern in patterns:
-            if (pattern.endswith("/") and path.startswith(pattern)) or path == pattern or fnmatch.fnmatchcase(path, pattern):
+            if (
+                (pattern.endswith("/") and path.startswith(pattern))
+                or path == pattern
+                or fnmatch.fnmatchcase(path, pattern)
+            ):
                 owners.append(module)
                 break
     return sorted(owners)

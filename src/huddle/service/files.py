@@ -23,13 +23,15 @@ EDIT_RETENTION_S = 30 * 24 * 3600
 def _ranges(ranges: Sequence[Sequence[int]] | None) -> list[list[int]]:
     out = []
     for i, r in enumerate(validate.items(ranges, "ranges", max_items=MAX_RANGES)):
-        if (not isinstance(r, list | tuple) or len(r) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)):
+        if (
+            not isinstance(r, list | tuple)
+            or len(r) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+        ):
             raise InvalidInput(f"ranges[{i}] must be [first_line, last_line], e.g. [10, 24]", field=f"ranges[{i}]")
         first, last = int(r[0]), int(r[1])
         if first < 1 or last < first:
-            raise InvalidInput(f"ranges[{i}] must have 1 ≤ first_line ≤ last_line; got {list(r)}",
-                               field=f"ranges[{i}]")
+            raise InvalidInput(f"ranges[{i}] must have 1 ≤ first_line ≤ last_line; got {list(r)}", field=f"ranges[{i}]")
         out.append([first, last])
     return out
 
@@ -38,22 +40,33 @@ class FileService:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
 
-    async def log_edit(self, agent_id: str, path: str, ranges: Sequence[Sequence[int]] | None = None,
-                       symbols: Sequence[str] | None = None) -> dict[str, Any]:
+    async def log_edit(
+        self,
+        agent_id: str,
+        path: str,
+        ranges: Sequence[Sequence[int]] | None = None,
+        symbols: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
         """Records that `agent_id` edited `path` (optionally which lines and symbols)."""
         norm = self.ctx.path(path)
         spans = _ranges(ranges)
-        names = [validate.text(s, f"symbols[{i}]", max_chars=200) for i, s in enumerate(validate.items(symbols, "symbols"))]
+        names = [
+            validate.text(s, f"symbols[{i}]", max_chars=200) for i, s in enumerate(validate.items(symbols, "symbols"))
+        ]
 
         def txn(unit: Unit) -> dict[str, Any]:
             touch(unit, agent_id)
-            unit.tx.execute("INSERT INTO file_edits (project, agent_id, path, ts, ranges, symbols) VALUES (?, ?, ?, ?, ?, ?)",
-                            (unit.project, agent_id, norm, unit.now, dumps(spans), dumps(names)))
-            unit.tx.execute("UPDATE agents SET current_file = ? WHERE project = ? AND agent_id = ?",
-                            (norm, unit.project, agent_id))
+            unit.tx.execute(
+                "INSERT INTO file_edits (project, agent_id, path, ts, ranges, symbols) VALUES (?, ?, ?, ?, ?, ?)",
+                (unit.project, agent_id, norm, unit.now, dumps(spans), dumps(names)),
+            )
+            unit.tx.execute(
+                "UPDATE agents SET current_file = ? WHERE project = ? AND agent_id = ?", (norm, unit.project, agent_id)
+            )
             others = self._others_on(unit, norm, agent_id, unit.now - self.ctx.settings.recent_edit_window_s)
-            unit.emit(Kind.FILE_EDITED, actor=agent_id, audience=[agent_id, *others], path=norm, ranges=spans,
-                      symbols=names)
+            unit.emit(
+                Kind.FILE_EDITED, actor=agent_id, audience=[agent_id, *others], path=norm, ranges=spans, symbols=names
+            )
             return {"path": norm, "logged": True, "also_edited_by": others}
 
         return await self.ctx.store.write(txn)
@@ -68,9 +81,11 @@ class FileService:
             unit.tx.execute(
                 "INSERT INTO working_files (project, path, agent_id, started_at, expires_at) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (project, path, agent_id) DO UPDATE SET expires_at = excluded.expires_at",
-                (unit.project, norm, agent_id, unit.now, unit.now + ttl))
-            unit.tx.execute("UPDATE agents SET current_file = ? WHERE project = ? AND agent_id = ?",
-                            (norm, unit.project, agent_id))
+                (unit.project, norm, agent_id, unit.now, unit.now + ttl),
+            )
+            unit.tx.execute(
+                "UPDATE agents SET current_file = ? WHERE project = ? AND agent_id = ?", (norm, unit.project, agent_id)
+            )
             others = self._others_on(unit, norm, agent_id, unit.now - self.ctx.settings.recent_edit_window_s)
             unit.emit(Kind.FILE_EDITING, actor=agent_id, audience=[agent_id, *others], path=norm, editing=True)
             return {"path": norm, "editing": True, "expires_at": iso(unit.now + ttl), "others_on_file": others}
@@ -82,8 +97,10 @@ class FileService:
 
         def txn(unit: Unit) -> dict[str, Any]:
             touch(unit, agent_id)
-            removed = unit.tx.execute("DELETE FROM working_files WHERE project = ? AND path = ? AND agent_id = ?",
-                                      (unit.project, norm, agent_id))
+            removed = unit.tx.execute(
+                "DELETE FROM working_files WHERE project = ? AND path = ? AND agent_id = ?",
+                (unit.project, norm, agent_id),
+            )
             if removed:
                 unit.emit(Kind.FILE_EDITING, actor=agent_id, audience=[agent_id], path=norm, editing=False)
             return {"path": norm, "editing": False, "was_editing": bool(removed)}
@@ -92,18 +109,35 @@ class FileService:
 
     async def hot_files(self, since_minutes: float | None = None, limit: int = 50) -> dict[str, Any]:
         """Files with the most editing agents recently; `contested` when more than one agent."""
-        minutes = validate.number(since_minutes, "since_minutes", low=0.1, high=60 * 24 * 30,
-                                  default=self.ctx.settings.recent_edit_window_s / 60)
+        minutes = validate.number(
+            since_minutes,
+            "since_minutes",
+            low=0.1,
+            high=60 * 24 * 30,
+            default=self.ctx.settings.recent_edit_window_s / 60,
+        )
         limit = int(validate.number(limit, "limit", low=1, high=1000, default=50))
 
         def read(unit: Unit) -> dict[str, Any]:
             rows = unit.tx.all(
                 "SELECT path, COUNT(*) AS edits, COUNT(DISTINCT agent_id) AS agents, GROUP_CONCAT(DISTINCT agent_id)"
                 " AS who, MAX(ts) AS last FROM file_edits WHERE project = ? AND ts >= ? GROUP BY path"
-                " ORDER BY agents DESC, edits DESC, last DESC LIMIT ?", (unit.project, unit.now - minutes * 60, limit))
-            return {"since_minutes": minutes, "files": [
-                {"path": r["path"], "edits": r["edits"], "agents": sorted(r["who"].split(",")),
-                 "contested": r["agents"] > 1, "last_edit": iso(r["last"])} for r in rows]}
+                " ORDER BY agents DESC, edits DESC, last DESC LIMIT ?",
+                (unit.project, unit.now - minutes * 60, limit),
+            )
+            return {
+                "since_minutes": minutes,
+                "files": [
+                    {
+                        "path": r["path"],
+                        "edits": r["edits"],
+                        "agents": sorted(r["who"].split(",")),
+                        "contested": r["agents"] > 1,
+                        "last_edit": iso(r["last"]),
+                    }
+                    for r in rows
+                ],
+            }
 
         return await self.ctx.store.read(read)
 
@@ -113,29 +147,48 @@ class FileService:
 
         def read(unit: Unit) -> dict[str, Any]:
             row = require_agent(unit, agent)
-            rows = unit.tx.all("SELECT path, COUNT(*) AS edits, MAX(ts) AS last FROM file_edits WHERE project = ?"
-                               " AND agent_id = ? AND ts >= ? GROUP BY path ORDER BY last DESC LIMIT 1000",
-                               (unit.project, agent, row["session_start"]))
-            return {"agent_id": agent, "session_start": iso(row["session_start"]),
-                    "files": [{"path": r["path"], "edits": r["edits"], "last_edit": iso(r["last"])} for r in rows]}
+            rows = unit.tx.all(
+                "SELECT path, COUNT(*) AS edits, MAX(ts) AS last FROM file_edits WHERE project = ?"
+                " AND agent_id = ? AND ts >= ? GROUP BY path ORDER BY last DESC LIMIT 1000",
+                (unit.project, agent, row["session_start"]),
+            )
+            return {
+                "agent_id": agent,
+                "session_start": iso(row["session_start"]),
+                "files": [{"path": r["path"], "edits": r["edits"], "last_edit": iso(r["last"])} for r in rows],
+            }
 
         return await self.ctx.store.read(read)
 
-    async def check_file_conflict(self, path: str, agent_id: str, within_minutes: float | None = None) -> dict[str, Any]:
+    async def check_file_conflict(
+        self, path: str, agent_id: str, within_minutes: float | None = None
+    ) -> dict[str, Any]:
         """Who else edited `path` recently or is editing it now."""
         norm = self.ctx.path(path)
         agent = validate.identifier(agent_id, "agent_id")
-        minutes = validate.number(within_minutes, "within_minutes", low=0.1, high=60 * 24 * 30,
-                                  default=self.ctx.settings.recent_edit_window_s / 60)
+        minutes = validate.number(
+            within_minutes,
+            "within_minutes",
+            low=0.1,
+            high=60 * 24 * 30,
+            default=self.ctx.settings.recent_edit_window_s / 60,
+        )
 
         def read(unit: Unit) -> dict[str, Any]:
-            edits = unit.tx.all("SELECT agent_id, MAX(ts) AS last, COUNT(*) AS edits FROM file_edits WHERE project = ?"
-                                " AND path = ? AND ts >= ? AND agent_id != ? GROUP BY agent_id",
-                                (unit.project, norm, unit.now - minutes * 60, agent))
-            flying = unit.tx.all("SELECT agent_id, started_at FROM working_files WHERE project = ? AND path = ?"
-                                 " AND expires_at > ? AND agent_id != ?", (unit.project, norm, unit.now, agent))
-            conflicts = [{"agent_id": r["agent_id"], "last_edit": iso(r["last"]), "edits": r["edits"],
-                          "editing_now": False} for r in edits]
+            edits = unit.tx.all(
+                "SELECT agent_id, MAX(ts) AS last, COUNT(*) AS edits FROM file_edits WHERE project = ?"
+                " AND path = ? AND ts >= ? AND agent_id != ? GROUP BY agent_id",
+                (unit.project, norm, unit.now - minutes * 60, agent),
+            )
+            flying = unit.tx.all(
+                "SELECT agent_id, started_at FROM working_files WHERE project = ? AND path = ?"
+                " AND expires_at > ? AND agent_id != ?",
+                (unit.project, norm, unit.now, agent),
+            )
+            conflicts = [
+                {"agent_id": r["agent_id"], "last_edit": iso(r["last"]), "edits": r["edits"], "editing_now": False}
+                for r in edits
+            ]
             known = {c["agent_id"]: c for c in conflicts}
             for r in flying:
                 if r["agent_id"] in known:
@@ -147,16 +200,22 @@ class FileService:
         return await self.ctx.store.read(read)
 
     def _others_on(self, unit: Unit, path: str, agent_id: str, since: float) -> list[str]:
-        rows = unit.tx.all("SELECT DISTINCT agent_id FROM file_edits WHERE project = ? AND path = ? AND ts >= ?"
-                           " AND agent_id != ? UNION SELECT agent_id FROM working_files WHERE project = ? AND path = ?"
-                           " AND expires_at > ? AND agent_id != ?",
-                           (unit.project, path, since, agent_id, unit.project, path, unit.now, agent_id))
+        rows = unit.tx.all(
+            "SELECT DISTINCT agent_id FROM file_edits WHERE project = ? AND path = ? AND ts >= ?"
+            " AND agent_id != ? UNION SELECT agent_id FROM working_files WHERE project = ? AND path = ?"
+            " AND expires_at > ? AND agent_id != ?",
+            (unit.project, path, since, agent_id, unit.project, path, unit.now, agent_id),
+        )
         return sorted(r["agent_id"] for r in rows)
 
     def expire(self, unit: Unit) -> int:
         """Sweeper step: forget stale in-flight markers and edits older than the retention."""
-        unit.tx.execute("DELETE FROM file_edits WHERE project = ? AND ts < ?", (unit.project, unit.now - EDIT_RETENTION_S))
-        return unit.tx.execute("DELETE FROM working_files WHERE project = ? AND expires_at <= ?", (unit.project, unit.now))
+        unit.tx.execute(
+            "DELETE FROM file_edits WHERE project = ? AND ts < ?", (unit.project, unit.now - EDIT_RETENTION_S)
+        )
+        return unit.tx.execute(
+            "DELETE FROM working_files WHERE project = ? AND expires_at <= ?", (unit.project, unit.now)
+        )
 
 
 def clear_working_files(unit: Unit, agent_id: str, reason: str) -> None:

@@ -13,13 +13,22 @@ from huddle.domain.paths import normalize_module
 from huddle.domain.scoring import Evidence, Impact, score_agents, verdict
 from huddle.errors import Forbidden, InvalidInput, NotFound
 from huddle.service.agents import require_agent, touch
-from huddle.service.lifecycle import end_intent
 from huddle.service.context import ServiceContext, WorkRequest, dumps, placeholders
+from huddle.service.lifecycle import end_intent
 from huddle.service.threads import open_thread
 from huddle.storage.base import Unit
 
-INTENT_KINDS = ("edit", "refactor", "test", "build", "dependency_change",
-                "git_commit", "git_push", "git_rebase", "git_merge")
+INTENT_KINDS = (
+    "edit",
+    "refactor",
+    "test",
+    "build",
+    "dependency_change",
+    "git_commit",
+    "git_push",
+    "git_rebase",
+    "git_merge",
+)
 MAX_TTL_S = 7 * 24 * 3600
 
 
@@ -40,10 +49,18 @@ class IntentService:
         kind = validate.choice(kind or "edit", "kind", INTENT_KINDS)
         targets = self.ctx.paths(target_files or [], "target_files")
         depends = tuple(p for p in self.ctx.paths(depends_on_files, "depends_on_files") if p not in targets)
-        modules = tuple(sorted({normalize_module(m, field=f"target_modules[{i}]")
-                                for i, m in enumerate(validate.items(target_modules, "target_modules"))}))
-        symbols = frozenset(validate.text(s, f"target_symbols[{i}]", max_chars=200)
-                            for i, s in enumerate(validate.items(target_symbols, "target_symbols")))
+        modules = tuple(
+            sorted(
+                {
+                    normalize_module(m, field=f"target_modules[{i}]")
+                    for i, m in enumerate(validate.items(target_modules, "target_modules"))
+                }
+            )
+        )
+        symbols = frozenset(
+            validate.text(s, f"target_symbols[{i}]", max_chars=200)
+            for i, s in enumerate(validate.items(target_symbols, "target_symbols"))
+        )
         return WorkRequest(agent_id, kind, targets, depends, modules, symbols, branch="")
 
     def _score(self, unit: Unit, request: WorkRequest) -> list[Impact]:
@@ -56,17 +73,29 @@ class IntentService:
         if not found:
             return []
         ids = sorted(found)
-        online = {r["agent_id"] for r in unit.tx.all(
-            f"SELECT agent_id FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?"
-            f" AND agent_id IN ({placeholders(ids)})", (unit.project, self.ctx.online_since(unit.now), *ids))}
+        online = {
+            r["agent_id"]
+            for r in unit.tx.all(
+                f"SELECT agent_id FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?"
+                f" AND agent_id IN ({placeholders(ids)})",
+                (unit.project, self.ctx.online_since(unit.now), *ids),
+            )
+        }
         return score_agents({a: e for a, e in found.items() if a in online})
 
     def _with_agent_context(self, unit: Unit, request: WorkRequest) -> WorkRequest:
         """Fills modules and branch from the registration when the request names none."""
         row = touch(unit, request.agent_id)
         modules = request.modules or tuple(json.loads(row["modules"]))
-        return WorkRequest(request.agent_id, request.kind, request.target_files, request.depends_on_files,
-                           modules, request.symbols, row["branch"])
+        return WorkRequest(
+            request.agent_id,
+            request.kind,
+            request.target_files,
+            request.depends_on_files,
+            modules,
+            request.symbols,
+            row["branch"],
+        )
 
     async def announce(
         self,
@@ -89,8 +118,9 @@ class IntentService:
         subject = validate.text(subject, "subject", max_chars=500)
         plan = validate.text(plan, "plan", required=False)
         if not request.target_files and not request.modules and not request.kind.startswith("git_"):
-            raise InvalidInput("target_files is empty; list the files you will change (or target_modules)",
-                               field="target_files")
+            raise InvalidInput(
+                "target_files is empty; list the files you will change (or target_modules)", field="target_files"
+            )
         ttl = validate.number(ttl_s, "ttl_s", low=1, high=MAX_TTL_S, default=self.ctx.settings.intent_ttl_s)
 
         def txn(unit: Unit) -> dict[str, Any]:
@@ -102,39 +132,86 @@ class IntentService:
                 "INSERT INTO intents (project, agent_id, subject, plan, kind, status, created_at, expires_at,"
                 " branch, target_files, depends_on_files, target_modules, target_symbols, verdict, impacts)"
                 " VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (unit.project, req.agent_id, subject, plan, req.kind, unit.now, unit.now + ttl, req.branch,
-                 dumps(req.target_files), dumps(req.depends_on_files), dumps(req.modules),
-                 dumps(sorted(req.symbols)), outcome, dumps(impact_dicts)))
+                (
+                    unit.project,
+                    req.agent_id,
+                    subject,
+                    plan,
+                    req.kind,
+                    unit.now,
+                    unit.now + ttl,
+                    req.branch,
+                    dumps(req.target_files),
+                    dumps(req.depends_on_files),
+                    dumps(req.modules),
+                    dumps(sorted(req.symbols)),
+                    outcome,
+                    dumps(impact_dicts),
+                ),
+            )
             assert row is not None
             number = int(row["id"])
             symbols = dumps(sorted(req.symbols))
             unit.tx.executemany(
-                "INSERT INTO intent_paths (project, path, role, intent_id, agent_id, symbols) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO intent_paths (project, path, role, intent_id, agent_id, symbols)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 [(unit.project, p, "target", number, req.agent_id, symbols) for p in req.target_files]
-                + [(unit.project, p, "depends", number, req.agent_id, "[]") for p in req.depends_on_files])
+                + [(unit.project, p, "depends", number, req.agent_id, "[]") for p in req.depends_on_files],
+            )
             unit.tx.executemany(
                 "INSERT INTO intent_modules (project, module, intent_id, agent_id) VALUES (?, ?, ?, ?)",
-                [(unit.project, m, number, req.agent_id) for m in req.modules])
+                [(unit.project, m, number, req.agent_id) for m in req.modules],
+            )
             concerned = [i for i in impacts if i.category == "concerned"]
             thread_id = None
             if concerned:
-                thread_id = open_thread(unit, self.ctx, initiator=req.agent_id, subject=subject, intent_id=number,
-                                        respondents=[i.agent_id for i in concerned], target_files=req.target_files,
-                                        impacts=impact_dicts)
+                thread_id = open_thread(
+                    unit,
+                    self.ctx,
+                    initiator=req.agent_id,
+                    subject=subject,
+                    intent_id=number,
+                    respondents=[i.agent_id for i in concerned],
+                    target_files=req.target_files,
+                    impacts=impact_dicts,
+                )
                 unit.tx.execute("UPDATE intents SET thread_id = ? WHERE id = ?", (thread_id, number))
             ref = intent_ref(number)
-            unit.emit(Kind.INTENT_ANNOUNCED, actor=req.agent_id,
-                      audience=[req.agent_id, *(i.agent_id for i in impacts if i.category != "pass")],
-                      intent_id=ref, subject=subject, kind=req.kind, target_files=list(req.target_files),
-                      depends_on_files=list(req.depends_on_files), target_modules=list(req.modules),
-                      thread_id=thread_id, verdict=outcome, max_score=impacts[0].score if impacts else 0)
+            unit.emit(
+                Kind.INTENT_ANNOUNCED,
+                actor=req.agent_id,
+                audience=[req.agent_id, *(i.agent_id for i in impacts if i.category != "pass")],
+                intent_id=ref,
+                subject=subject,
+                kind=req.kind,
+                target_files=list(req.target_files),
+                depends_on_files=list(req.depends_on_files),
+                target_modules=list(req.modules),
+                thread_id=thread_id,
+                verdict=outcome,
+                max_score=impacts[0].score if impacts else 0,
+            )
             for impact in impacts:
                 if impact.category == "gray_zone":
-                    unit.emit(Kind.IMPACT_AWARENESS, actor=req.agent_id, audience=[req.agent_id, impact.agent_id],
-                              intent_id=ref, subject=subject, other_agent=impact.agent_id, score=impact.score,
-                              category=impact.category, evidence=impact.to_dict()["evidence"])
-            return {"intent_id": ref, "verdict": outcome, "thread_id": thread_id, "impacts": impact_dicts,
-                    "expires_at": iso(unit.now + ttl), "next": _next_step(outcome, thread_id)}
+                    unit.emit(
+                        Kind.IMPACT_AWARENESS,
+                        actor=req.agent_id,
+                        audience=[req.agent_id, impact.agent_id],
+                        intent_id=ref,
+                        subject=subject,
+                        other_agent=impact.agent_id,
+                        score=impact.score,
+                        category=impact.category,
+                        evidence=impact.to_dict()["evidence"],
+                    )
+            return {
+                "intent_id": ref,
+                "verdict": outcome,
+                "thread_id": thread_id,
+                "impacts": impact_dicts,
+                "expires_at": iso(unit.now + ttl),
+                "next": _next_step(outcome, thread_id),
+            }
 
         return await self.ctx.store.write(txn)
 
@@ -152,12 +229,22 @@ class IntentService:
 
         def read(unit: Unit) -> dict[str, Any]:
             row = require_agent(unit, request.agent_id)
-            req = WorkRequest(request.agent_id, request.kind, request.target_files, request.depends_on_files,
-                              request.modules or tuple(json.loads(row["modules"])), request.symbols, row["branch"])
+            req = WorkRequest(
+                request.agent_id,
+                request.kind,
+                request.target_files,
+                request.depends_on_files,
+                request.modules or tuple(json.loads(row["modules"])),
+                request.symbols,
+                row["branch"],
+            )
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
-            return {"verdict": outcome, "safe_to_proceed": outcome == "proceed",
-                    "impacts": [i.to_dict() for i in impacts]}
+            return {
+                "verdict": outcome,
+                "safe_to_proceed": outcome == "proceed",
+                "impacts": [i.to_dict() for i in impacts],
+            }
 
         return await self.ctx.store.read(read)
 
@@ -167,13 +254,17 @@ class IntentService:
 
         def txn(unit: Unit) -> dict[str, Any]:
             touch(unit, agent_id)
-            row = unit.tx.one("SELECT agent_id, status FROM intents WHERE id = ? AND project = ?", (number, unit.project))
+            row = unit.tx.one(
+                "SELECT agent_id, status FROM intents WHERE id = ? AND project = ?", (number, unit.project)
+            )
             if row is None:
-                raise NotFound(f"intent {intent_ref(number)} does not exist; list yours with coordinator_status",
-                               field="intent_id")
+                raise NotFound(
+                    f"intent {intent_ref(number)} does not exist; list yours with coordinator_status", field="intent_id"
+                )
             if row["agent_id"] != agent_id:
-                raise Forbidden(f"intent {intent_ref(number)} belongs to {row['agent_id']}, not {agent_id}",
-                                field="intent_id")
+                raise Forbidden(
+                    f"intent {intent_ref(number)} belongs to {row['agent_id']}, not {agent_id}", field="intent_id"
+                )
             if row["status"] != "active":
                 return {"intent_id": intent_ref(number), "status": row["status"], "changed": False}
             end_intent(unit, number, "completed", actor=agent_id)
@@ -198,8 +289,10 @@ class IntentService:
 
     def expire(self, unit: Unit) -> int:
         """Sweeper step: intents past their TTL end as `expired`."""
-        rows = unit.tx.all("SELECT id, agent_id FROM intents WHERE status = 'active' AND expires_at <= ? AND project = ?",
-                           (unit.now, unit.project))
+        rows = unit.tx.all(
+            "SELECT id, agent_id FROM intents WHERE status = 'active' AND expires_at <= ? AND project = ?",
+            (unit.now, unit.project),
+        )
         for row in rows:
             end_intent(unit, int(row["id"]), "expired", actor=row["agent_id"])
         return len(rows)
@@ -209,26 +302,39 @@ def withdraw_agent_intents(unit: Unit, agent_id: str, reason: str) -> None:
     """Agent-gone hook: a deregistered agent's intents are withdrawn (offline ones just stop scoring)."""
     if reason != "deregistered":
         return
-    for row in unit.tx.all("SELECT id FROM intents WHERE project = ? AND agent_id = ? AND status = 'active'",
-                           (unit.project, agent_id)):
+    for row in unit.tx.all(
+        "SELECT id FROM intents WHERE project = ? AND agent_id = ? AND status = 'active'", (unit.project, agent_id)
+    ):
         end_intent(unit, int(row["id"]), "withdrawn", actor=agent_id)
 
 
 def intent_dict(row: Any) -> dict[str, Any]:
     return {
-        "intent_id": intent_ref(row["id"]), "agent_id": row["agent_id"], "subject": row["subject"],
-        "plan": row["plan"], "kind": row["kind"], "status": row["status"],
-        "target_files": json.loads(row["target_files"]), "depends_on_files": json.loads(row["depends_on_files"]),
-        "target_modules": json.loads(row["target_modules"]), "target_symbols": json.loads(row["target_symbols"]),
-        "verdict": row["verdict"], "thread_id": row["thread_id"], "created_at": iso(row["created_at"]),
+        "intent_id": intent_ref(row["id"]),
+        "agent_id": row["agent_id"],
+        "subject": row["subject"],
+        "plan": row["plan"],
+        "kind": row["kind"],
+        "status": row["status"],
+        "target_files": json.loads(row["target_files"]),
+        "depends_on_files": json.loads(row["depends_on_files"]),
+        "target_modules": json.loads(row["target_modules"]),
+        "target_symbols": json.loads(row["target_symbols"]),
+        "verdict": row["verdict"],
+        "thread_id": row["thread_id"],
+        "created_at": iso(row["created_at"]),
         "expires_at": iso(row["expires_at"]),
     }
 
 
 def _next_step(outcome: str, thread_id: str | None) -> str:
     if outcome == "consult":
-        return (f"Consultation {thread_id} is open: do not edit the contested files yet. Read it (get_thread), "
-                "post context, and propose or approve a resolution.")
+        return (
+            f"Consultation {thread_id} is open: do not edit the contested files yet. Read it (get_thread), "
+            "post context, and propose or approve a resolution."
+        )
     if outcome == "caution":
-        return "Related work is in progress nearby; proceed carefully and say so in a message if you change shared parts."
+        return (
+            "Related work is in progress nearby; proceed carefully and say so in a message if you change shared parts."
+        )
     return "No conflicting work; proceed. Call complete_work when done."

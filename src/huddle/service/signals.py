@@ -46,16 +46,29 @@ class IntentOverlap:
         me = request.agent_id
         checks = (
             (request.target_files, "target", Layer.SAME_TARGET, "both announced work on {files}"),
-            (request.depends_on_files, "target", Layer.MY_DEPENDENCY_TARGETED,
-             "they are changing {files}, which your work depends on"),
-            (request.target_files, "depends", Layer.MY_TARGET_DEPENDED_ON,
-             "you are changing {files}, which their work depends on"),
+            (
+                request.depends_on_files,
+                "target",
+                Layer.MY_DEPENDENCY_TARGETED,
+                "they are changing {files}, which your work depends on",
+            ),
+            (
+                request.target_files,
+                "depends",
+                Layer.MY_TARGET_DEPENDED_ON,
+                "you are changing {files}, which their work depends on",
+            ),
         )
         for my_paths, their_role, layer, template in checks:
             for (agent_id, intent_id), rows in _grouped(_active_intent_paths(unit, my_paths, their_role, me)).items():
                 files = tuple(sorted({r["path"] for r in rows}))
-                evidence = Evidence(layer, Layer.SCORES[layer], files, template.format(files=", ".join(files)),
-                                    extra={"intent_id": intent_ref(intent_id), "subject": rows[0]["subject"]})
+                evidence = Evidence(
+                    layer,
+                    Layer.SCORES[layer],
+                    files,
+                    template.format(files=", ".join(files)),
+                    extra={"intent_id": intent_ref(intent_id), "subject": rows[0]["subject"]},
+                )
                 if layer == Layer.SAME_TARGET:
                     theirs = frozenset(s for r in rows for s in json.loads(r["symbols"]))
                     evidence = soften_for_disjoint_symbols(evidence, request.symbols, theirs)
@@ -70,35 +83,53 @@ class RecentEdits:
 
     def __call__(self, unit: Unit, request: WorkRequest) -> Found:
         since = unit.now - self.ctx.settings.recent_edit_window_s
-        for my_paths, layer, what in ((request.target_files, Layer.RECENT_EDIT, "a file you target"),
-                                      (request.depends_on_files, Layer.RECENT_DEPENDENCY_EDIT,
-                                       "a file your work depends on")):
+        for my_paths, layer, what in (
+            (request.target_files, Layer.RECENT_EDIT, "a file you target"),
+            (request.depends_on_files, Layer.RECENT_DEPENDENCY_EDIT, "a file your work depends on"),
+        ):
             if not my_paths:
                 continue
             edited = unit.tx.all(
                 f"SELECT agent_id, path, MAX(ts) AS ts FROM file_edits WHERE project = ?"
                 f" AND path IN ({placeholders(my_paths)}) AND ts >= ? AND agent_id != ? GROUP BY agent_id, path",
-                (unit.project, *my_paths, since, request.agent_id))
+                (unit.project, *my_paths, since, request.agent_id),
+            )
             by_agent: dict[str, set[str]] = {}
             for row in edited:
                 by_agent.setdefault(row["agent_id"], set()).add(row["path"])
             minutes = round(self.ctx.settings.recent_edit_window_s / 60)
             for agent_id, files in by_agent.items():
                 names = ", ".join(sorted(files))
-                yield agent_id, Evidence(layer, Layer.SCORES[layer], tuple(sorted(files)),
-                                         f"they edited {names} ({what}) in the last {minutes} min")
+                yield (
+                    agent_id,
+                    Evidence(
+                        layer,
+                        Layer.SCORES[layer],
+                        tuple(sorted(files)),
+                        f"they edited {names} ({what}) in the last {minutes} min",
+                    ),
+                )
             if layer != Layer.RECENT_EDIT:
                 continue
             in_flight = unit.tx.all(
                 f"SELECT agent_id, path FROM working_files WHERE project = ? AND path IN ({placeholders(my_paths)})"
-                f" AND expires_at > ? AND agent_id != ?", (unit.project, *my_paths, unit.now, request.agent_id))
+                f" AND expires_at > ? AND agent_id != ?",
+                (unit.project, *my_paths, unit.now, request.agent_id),
+            )
             flight: dict[str, set[str]] = {}
             for row in in_flight:
                 flight.setdefault(row["agent_id"], set()).add(row["path"])
             for agent_id, files in flight.items():
-                yield agent_id, Evidence(layer, Layer.SCORES[layer], tuple(sorted(files)),
-                                         f"they are editing {', '.join(sorted(files))} right now",
-                                         extra={"in_flight": True})
+                yield (
+                    agent_id,
+                    Evidence(
+                        layer,
+                        Layer.SCORES[layer],
+                        tuple(sorted(files)),
+                        f"they are editing {', '.join(sorted(files))} right now",
+                        extra={"in_flight": True},
+                    ),
+                )
 
 
 def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str) -> list[Row]:
@@ -118,7 +149,8 @@ def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str)
     extra = ", intent_id" if table == "intent_modules" else ""
     rows = unit.tx.all(
         f"SELECT module, agent_id{extra} FROM {table} WHERE project = ? AND agent_id != ? AND ({' OR '.join(clauses)})",
-        (unit.project, me, *params))
+        (unit.project, me, *params),
+    )
     return [r for r in rows if any(modules_related(r["module"], m) for m in modules)]
 
 
@@ -126,17 +158,21 @@ class SameModule:
     """Layer 3: my modules against theirs (announced with an intent, or registered)."""
 
     def __call__(self, unit: Unit, request: WorkRequest) -> Found:
-        rows = (related_module_rows(unit, "intent_modules", request.modules, request.agent_id)
-                + related_module_rows(unit, "agent_modules", request.modules, request.agent_id))
+        rows = related_module_rows(unit, "intent_modules", request.modules, request.agent_id) + related_module_rows(
+            unit, "agent_modules", request.modules, request.agent_id
+        )
         by_agent: dict[str, set[str]] = {}
         for row in rows:
             by_agent.setdefault(row["agent_id"], set()).add(row["module"])
         for agent_id, theirs in by_agent.items():
             names = ", ".join(sorted(theirs))
-            yield agent_id, Evidence(Layer.SAME_MODULE, Layer.SCORES[Layer.SAME_MODULE], (),
-                                     f"they work in module {names}, related to yours "
-                                     f"({', '.join(request.modules)})", extra={"modules": sorted(theirs)})
-
-
-def core_providers(ctx: ServiceContext) -> list[object]:
-    return [IntentOverlap(), RecentEdits(ctx), SameModule()]
+            yield (
+                agent_id,
+                Evidence(
+                    Layer.SAME_MODULE,
+                    Layer.SCORES[Layer.SAME_MODULE],
+                    (),
+                    f"they work in module {names}, related to yours ({', '.join(request.modules)})",
+                    extra={"modules": sorted(theirs)},
+                ),
+            )

@@ -28,16 +28,26 @@ class StatusService:
     async def status(self) -> dict[str, Any]:
         def read(unit: Unit) -> dict[str, Any]:
             agents = agent_rows(unit, self.ctx, online_only=False, limit=1000)
-            threads = unit.tx.all("SELECT * FROM threads WHERE project = ? AND status IN ('open', 'resolving')"
-                                  " ORDER BY id DESC LIMIT 100", (unit.project,))
-            intents = unit.tx.all("SELECT * FROM intents WHERE project = ? AND status = 'active' AND expires_at > ?"
-                                  " ORDER BY id DESC LIMIT 200", (unit.project, unit.now))
-            hot = unit.tx.all("SELECT path, COUNT(DISTINCT agent_id) AS agents, COUNT(*) AS edits FROM file_edits"
-                              " WHERE project = ? AND ts >= ? GROUP BY path ORDER BY agents DESC, edits DESC LIMIT 20",
-                              (unit.project, unit.now - self.ctx.settings.recent_edit_window_s))
+            threads = unit.tx.all(
+                "SELECT * FROM threads WHERE project = ? AND status IN ('open', 'resolving')"
+                " ORDER BY id DESC LIMIT 100",
+                (unit.project,),
+            )
+            intents = unit.tx.all(
+                "SELECT * FROM intents WHERE project = ? AND status = 'active' AND expires_at > ?"
+                " ORDER BY id DESC LIMIT 200",
+                (unit.project, unit.now),
+            )
+            hot = unit.tx.all(
+                "SELECT path, COUNT(DISTINCT agent_id) AS agents, COUNT(*) AS edits FROM file_edits"
+                " WHERE project = ? AND ts >= ? GROUP BY path ORDER BY agents DESC, edits DESC LIMIT 20",
+                (unit.project, unit.now - self.ctx.settings.recent_edit_window_s),
+            )
             cursor = unit.tx.one("SELECT MAX(cursor) AS c FROM events WHERE project = ?", (unit.project,))
             out: dict[str, Any] = {
-                "version": __version__, "project": unit.project, "repo": self.ctx.repo_root,
+                "version": __version__,
+                "project": unit.project,
+                "repo": self.ctx.repo_root,
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "agents": {"online": sum(1 for a in agents if a["online"]), "total": len(agents), "list": agents},
                 "threads": {"active": len(threads), "list": [summary_dict(unit, r) for r in threads]},

@@ -39,17 +39,36 @@ def open_thread(
     row = unit.tx.one(
         "INSERT INTO threads (project, subject, initiator, intent_id, status, round, max_rounds, deadline,"
         " created_at, updated_at, target_files) VALUES (?, ?, ?, ?, 'open', 1, ?, ?, ?, ?, ?) RETURNING id",
-        (unit.project, subject, initiator, intent_id, ctx.settings.max_rounds,
-         unit.now + ctx.settings.thread_timeout_s, unit.now, unit.now, dumps(list(target_files))))
+        (
+            unit.project,
+            subject,
+            initiator,
+            intent_id,
+            ctx.settings.max_rounds,
+            unit.now + ctx.settings.thread_timeout_s,
+            unit.now,
+            unit.now,
+            dumps(list(target_files)),
+        ),
+    )
     assert row is not None
     number = int(row["id"])
     members = [(number, initiator, "initiator")] + [(number, r, "respondent") for r in respondents if r != initiator]
     unit.tx.executemany("INSERT INTO thread_members (thread_id, agent_id, role) VALUES (?, ?, ?)", members)
     ref = thread_ref(number)
-    unit.emit(Kind.THREAD_OPENED, actor=initiator, audience=[m[1] for m in members], thread_id=ref,
-              subject=subject, initiator_id=initiator, expected_respondents=[m[1] for m in members[1:]],
-              target_files=list(target_files), intent_id=intent_ref(intent_id) if intent_id else None,
-              impacts=impacts, status=rules.OPEN)
+    unit.emit(
+        Kind.THREAD_OPENED,
+        actor=initiator,
+        audience=[m[1] for m in members],
+        thread_id=ref,
+        subject=subject,
+        initiator_id=initiator,
+        expected_respondents=[m[1] for m in members[1:]],
+        target_files=list(target_files),
+        intent_id=intent_ref(intent_id) if intent_id else None,
+        impacts=impacts,
+        status=rules.OPEN,
+    )
     return ref
 
 
@@ -57,29 +76,59 @@ def _load(unit: Unit, thread_id: str | int) -> tuple[Row, rules.ThreadView, list
     number = parse_ref(thread_id, "T", "thread_id")
     row = unit.tx.one("SELECT * FROM threads WHERE id = ? AND project = ?", (number, unit.project))
     if row is None:
-        raise NotFound(f"thread {thread_ref(number)} does not exist; list_threads shows the open ones",
-                       field="thread_id")
+        raise NotFound(
+            f"thread {thread_ref(number)} does not exist; list_threads shows the open ones", field="thread_id"
+        )
     members = unit.tx.all("SELECT agent_id, role, left_at FROM thread_members WHERE thread_id = ?", (number,))
-    approvals = frozenset(r["agent_id"] for r in unit.tx.all(
-        "SELECT agent_id FROM thread_approvals WHERE thread_id = ? AND round = ?", (number, row["round"])))
+    approvals = frozenset(
+        r["agent_id"]
+        for r in unit.tx.all(
+            "SELECT agent_id FROM thread_approvals WHERE thread_id = ? AND round = ?", (number, row["round"])
+        )
+    )
     proposal = json.loads(row["proposal"]) if row["proposal"] else None
     view = rules.ThreadView(
-        thread_id=thread_ref(number), status=row["status"], round=row["round"], max_rounds=row["max_rounds"],
+        thread_id=thread_ref(number),
+        status=row["status"],
+        round=row["round"],
+        max_rounds=row["max_rounds"],
         initiator=row["initiator"],
         respondents=frozenset(m["agent_id"] for m in members if m["role"] == "respondent" and m["left_at"] is None),
-        proposer=proposal["by"] if proposal else None, approvals=approvals, claimed_by=row["claimed_by"])
+        proposer=proposal["by"] if proposal else None,
+        approvals=approvals,
+        claimed_by=row["claimed_by"],
+    )
     return row, view, [m["agent_id"] for m in members]
 
 
-def _set_status(unit: Unit, view: rules.ThreadView, members: list[str], status: str, *, actor: str | None,
-                resolution: str | None = None, reason: str = "") -> None:
+def _set_status(
+    unit: Unit,
+    view: rules.ThreadView,
+    members: list[str],
+    status: str,
+    *,
+    actor: str | None,
+    resolution: str | None = None,
+    reason: str = "",
+) -> None:
     number = parse_ref(view.thread_id, "T", "thread_id")
     ended = unit.now if status in rules.TERMINAL else None
-    unit.tx.execute("UPDATE threads SET status = ?, updated_at = ?, ended_at = COALESCE(?, ended_at),"
-                    " resolution = COALESCE(?, resolution) WHERE id = ?",
-                    (status, unit.now, ended, resolution, number))
-    unit.emit(Kind.THREAD_STATUS, actor=actor, audience=members, thread_id=view.thread_id, status=status,
-              previous=view.status, round=view.round, resolution=resolution, reason=reason)
+    unit.tx.execute(
+        "UPDATE threads SET status = ?, updated_at = ?, ended_at = COALESCE(?, ended_at),"
+        " resolution = COALESCE(?, resolution) WHERE id = ?",
+        (status, unit.now, ended, resolution, number),
+    )
+    unit.emit(
+        Kind.THREAD_STATUS,
+        actor=actor,
+        audience=members,
+        thread_id=view.thread_id,
+        status=status,
+        previous=view.status,
+        round=view.round,
+        resolution=resolution,
+        reason=reason,
+    )
 
 
 def _end_thread_intent(unit: Unit, row: Row, status: str, actor: str) -> None:
@@ -98,8 +147,9 @@ class ThreadService:
 
         return await self.ctx.store.read(read)
 
-    async def post(self, thread_id: str, agent_id: str, type: str, content: str,
-                   in_reply_to: int | None = None) -> dict[str, Any]:
+    async def post(
+        self, thread_id: str, agent_id: str, type: str, content: str, in_reply_to: int | None = None
+    ) -> dict[str, Any]:
         """Adds a message (context, question, warning, suggestion); anyone registered may post."""
         kind = validate.choice(type, "type", rules.MESSAGE_TYPES)
         content = validate.text(content, "content")
@@ -109,17 +159,31 @@ class ThreadService:
             row, view, members = _load(unit, thread_id)
             rules.check_post(view)
             number = int(row["id"])
-            if in_reply_to is not None and unit.tx.one(
-                    "SELECT 1 FROM thread_messages WHERE id = ? AND thread_id = ?", (in_reply_to, number)) is None:
+            if (
+                in_reply_to is not None
+                and unit.tx.one("SELECT 1 FROM thread_messages WHERE id = ? AND thread_id = ?", (in_reply_to, number))
+                is None
+            ):
                 raise NotFound(f"message {in_reply_to} is not in thread {view.thread_id}", field="in_reply_to")
-            msg = unit.tx.one("INSERT INTO thread_messages (thread_id, agent_id, type, content, in_reply_to, round, ts)"
-                              " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                              (number, agent_id, kind, content, in_reply_to, view.round, unit.now))
+            msg = unit.tx.one(
+                "INSERT INTO thread_messages (thread_id, agent_id, type, content, in_reply_to, round, ts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (number, agent_id, kind, content, in_reply_to, view.round, unit.now),
+            )
             assert msg is not None
             self._bump(unit, number)
             audience = members if agent_id in members else [*members, agent_id]
-            unit.emit(Kind.THREAD_MESSAGE, actor=agent_id, audience=audience, thread_id=view.thread_id,
-                      message_id=msg["id"], type=kind, content=content, in_reply_to=in_reply_to, round=view.round)
+            unit.emit(
+                Kind.THREAD_MESSAGE,
+                actor=agent_id,
+                audience=audience,
+                thread_id=view.thread_id,
+                message_id=msg["id"],
+                type=kind,
+                content=content,
+                in_reply_to=in_reply_to,
+                round=view.round,
+            )
             return {"thread_id": view.thread_id, "message_id": msg["id"], "status": view.status}
 
         return await self.ctx.store.write(txn)
@@ -136,22 +200,49 @@ class ThreadService:
             proposal = {"summary": summary, "plan": plan, "by": agent_id, "round": view.round, "at": iso(unit.now)}
             number = int(row["id"])
             unit.tx.execute("DELETE FROM thread_approvals WHERE thread_id = ? AND round = ?", (number, view.round))
-            unit.tx.execute("UPDATE threads SET proposal = ?, status = 'resolving' WHERE id = ?",
-                            (dumps(proposal), number))
+            unit.tx.execute(
+                "UPDATE threads SET proposal = ?, status = 'resolving' WHERE id = ?", (dumps(proposal), number)
+            )
             self._bump(unit, number)
-            unit.emit(Kind.THREAD_PROPOSAL, actor=agent_id, audience=members, thread_id=view.thread_id,
-                      summary=summary, plan=plan, round=view.round)
+            unit.emit(
+                Kind.THREAD_PROPOSAL,
+                actor=agent_id,
+                audience=members,
+                thread_id=view.thread_id,
+                summary=summary,
+                plan=plan,
+                round=view.round,
+            )
             if view.status != rules.RESOLVING:
-                unit.emit(Kind.THREAD_STATUS, actor=agent_id, audience=members, thread_id=view.thread_id,
-                          status=rules.RESOLVING, previous=view.status, round=view.round, resolution=None,
-                          reason="proposal")
+                unit.emit(
+                    Kind.THREAD_STATUS,
+                    actor=agent_id,
+                    audience=members,
+                    thread_id=view.thread_id,
+                    status=rules.RESOLVING,
+                    previous=view.status,
+                    round=view.round,
+                    resolution=None,
+                    reason="proposal",
+                )
             waiting_for = sorted(view.participants - {agent_id})
             if not waiting_for:  # nobody else is left to agree: the proposal stands
-                _set_status(unit, view, members, rules.RESOLVED, actor=agent_id, resolution=summary,
-                            reason="no other participant")
+                _set_status(
+                    unit,
+                    view,
+                    members,
+                    rules.RESOLVED,
+                    actor=agent_id,
+                    resolution=summary,
+                    reason="no other participant",
+                )
                 return {"thread_id": view.thread_id, "status": rules.RESOLVED, "round": view.round}
-            return {"thread_id": view.thread_id, "status": rules.RESOLVING, "round": view.round,
-                    "waiting_for": waiting_for}
+            return {
+                "thread_id": view.thread_id,
+                "status": rules.RESOLVING,
+                "round": view.round,
+                "waiting_for": waiting_for,
+            }
 
         return await self.ctx.store.write(txn)
 
@@ -163,19 +254,25 @@ class ThreadService:
             row, view, members = _load(unit, thread_id)
             rules.check_vote(view, agent_id, "approve")
             number = int(row["id"])
-            unit.tx.execute("INSERT INTO thread_approvals (thread_id, round, agent_id, ts) VALUES (?, ?, ?, ?)"
-                            " ON CONFLICT DO NOTHING", (number, view.round, agent_id, unit.now))
+            unit.tx.execute(
+                "INSERT INTO thread_approvals (thread_id, round, agent_id, ts) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (number, view.round, agent_id, unit.now),
+            )
             self._bump(unit, number)
-            unit.emit(Kind.THREAD_APPROVAL, actor=agent_id, audience=members, thread_id=view.thread_id,
-                      round=view.round)
+            unit.emit(
+                Kind.THREAD_APPROVAL, actor=agent_id, audience=members, thread_id=view.thread_id, round=view.round
+            )
             after = rules.ThreadView(**{**view.__dict__, "approvals": view.approvals | {agent_id}})
             if after.has_consensus():
                 summary = json.loads(row["proposal"])["summary"]
-                _set_status(unit, view, members, rules.RESOLVED, actor=agent_id, resolution=summary,
-                            reason="consensus")
+                _set_status(unit, view, members, rules.RESOLVED, actor=agent_id, resolution=summary, reason="consensus")
                 return {"thread_id": view.thread_id, "status": rules.RESOLVED, "resolution": summary}
-            return {"thread_id": view.thread_id, "status": view.status,
-                    "waiting_for": sorted(after.needed_approvals() - after.approvals)}
+            return {
+                "thread_id": view.thread_id,
+                "status": view.status,
+                "waiting_for": sorted(after.needed_approvals() - after.approvals),
+            }
 
         return await self.ctx.store.write(txn)
 
@@ -189,19 +286,38 @@ class ThreadService:
             rules.check_vote(view, agent_id, "contest")
             status, next_round = rules.after_contest(view)
             number = int(row["id"])
-            unit.tx.execute("INSERT INTO thread_messages (thread_id, agent_id, type, content, round, ts)"
-                            " VALUES (?, ?, 'contest', ?, ?, ?)", (number, agent_id, reason, view.round, unit.now))
+            unit.tx.execute(
+                "INSERT INTO thread_messages (thread_id, agent_id, type, content, round, ts)"
+                " VALUES (?, ?, 'contest', ?, ?, ?)",
+                (number, agent_id, reason, view.round, unit.now),
+            )
             self._bump(unit, number)
             if status == rules.MAX_ROUNDS:
                 forced = json.loads(row["proposal"])["summary"]
-                _set_status(unit, view, members, rules.MAX_ROUNDS, actor=agent_id, resolution=forced,
-                            reason=f"contested after {view.max_rounds} rounds: the last proposal stands")
+                _set_status(
+                    unit,
+                    view,
+                    members,
+                    rules.MAX_ROUNDS,
+                    actor=agent_id,
+                    resolution=forced,
+                    reason=f"contested after {view.max_rounds} rounds: the last proposal stands",
+                )
                 return {"thread_id": view.thread_id, "status": rules.MAX_ROUNDS, "resolution": forced}
-            unit.tx.execute("UPDATE threads SET status = 'open', round = ?, proposal = NULL WHERE id = ?",
-                            (next_round, number))
-            unit.emit(Kind.THREAD_STATUS, actor=agent_id, audience=members, thread_id=view.thread_id,
-                      status=rules.OPEN, previous=view.status, round=next_round, resolution=None,
-                      reason=f"contested: {reason}")
+            unit.tx.execute(
+                "UPDATE threads SET status = 'open', round = ?, proposal = NULL WHERE id = ?", (next_round, number)
+            )
+            unit.emit(
+                Kind.THREAD_STATUS,
+                actor=agent_id,
+                audience=members,
+                thread_id=view.thread_id,
+                status=rules.OPEN,
+                previous=view.status,
+                round=next_round,
+                resolution=None,
+                reason=f"contested: {reason}",
+            )
             return {"thread_id": view.thread_id, "status": rules.OPEN, "round": next_round}
 
         return await self.ctx.store.write(txn)
@@ -234,15 +350,26 @@ class ThreadService:
             touch(unit, agent_id)
             row, view, members = _load(unit, thread_id)
             rules.check_claim(view, agent_id)
-            won = unit.tx.execute("UPDATE threads SET claimed_by = ?, claimed_at = ? WHERE id = ? AND claimed_by IS NULL",
-                                  (agent_id, unit.now, int(row["id"])))
+            won = unit.tx.execute(
+                "UPDATE threads SET claimed_by = ?, claimed_at = ? WHERE id = ? AND claimed_by IS NULL",
+                (agent_id, unit.now, int(row["id"])),
+            )
             if not won:
                 current = unit.tx.one("SELECT claimed_by FROM threads WHERE id = ?", (int(row["id"]),))
                 holder = current["claimed_by"] if current else "someone"
-                return {"thread_id": view.thread_id, "claimed": False, "claimed_by": holder,
-                        "reason": f"already claimed by {holder}"}
-            unit.emit(Kind.THREAD_CLAIMED, actor=agent_id, audience=[*members, agent_id], thread_id=view.thread_id,
-                      claimed_by=agent_id)
+                return {
+                    "thread_id": view.thread_id,
+                    "claimed": False,
+                    "claimed_by": holder,
+                    "reason": f"already claimed by {holder}",
+                }
+            unit.emit(
+                Kind.THREAD_CLAIMED,
+                actor=agent_id,
+                audience=[*members, agent_id],
+                thread_id=view.thread_id,
+                claimed_by=agent_id,
+            )
             return {"thread_id": view.thread_id, "claimed": True, "claimed_by": agent_id}
 
         return await self.ctx.store.write(txn)
@@ -255,14 +382,28 @@ class ThreadService:
             touch(unit, agent_id)
             row, view, members = _load(unit, thread_id)
             rules.check_complete(view, agent_id)
-            unit.tx.execute("UPDATE threads SET completed_at = ?, resolution = ? WHERE id = ?",
-                            (unit.now, resolution, int(row["id"])))
-            unit.emit(Kind.THREAD_COMPLETED, actor=agent_id, audience=[*members, agent_id], thread_id=view.thread_id,
-                      resolution=resolution)
+            unit.tx.execute(
+                "UPDATE threads SET completed_at = ?, resolution = ? WHERE id = ?",
+                (unit.now, resolution, int(row["id"])),
+            )
+            unit.emit(
+                Kind.THREAD_COMPLETED,
+                actor=agent_id,
+                audience=[*members, agent_id],
+                thread_id=view.thread_id,
+                resolution=resolution,
+            )
             status = view.status
             if view.status in rules.ACTIVE:
-                _set_status(unit, view, members, rules.RESOLVED, actor=agent_id, resolution=resolution,
-                            reason="claimed work completed")
+                _set_status(
+                    unit,
+                    view,
+                    members,
+                    rules.RESOLVED,
+                    actor=agent_id,
+                    resolution=resolution,
+                    reason="claimed work completed",
+                )
                 status = rules.RESOLVED
             return {"thread_id": view.thread_id, "status": status, "completed": True}
 
@@ -295,28 +436,44 @@ class ThreadService:
 
         def read(unit: Unit) -> dict[str, Any]:
             view = _load(unit, thread_id)[1]
-            rows = unit.tx.all("SELECT * FROM events WHERE thread_id = ? AND cursor > ? ORDER BY cursor LIMIT 500",
-                               (view.thread_id, since))
+            rows = unit.tx.all(
+                "SELECT * FROM events WHERE thread_id = ? AND cursor > ? ORDER BY cursor LIMIT 500",
+                (view.thread_id, since),
+            )
             events = [event_from_row(r).to_dict() for r in rows]
-            return {"thread_id": view.thread_id, "status": view.status, "events": events,
-                    "next_cursor": events[-1]["cursor"] if events else since}
+            return {
+                "thread_id": view.thread_id,
+                "status": view.status,
+                "events": events,
+                "next_cursor": events[-1]["cursor"] if events else since,
+            }
 
         return await self.ctx.store.read(read)
 
     def expire(self, unit: Unit) -> int:
         """Sweeper step: active threads past their deadline time out."""
-        rows = unit.tx.all("SELECT id FROM threads WHERE project = ? AND status IN ('open', 'resolving')"
-                           " AND deadline <= ?", (unit.project, unit.now))
+        rows = unit.tx.all(
+            "SELECT id FROM threads WHERE project = ? AND status IN ('open', 'resolving') AND deadline <= ?",
+            (unit.project, unit.now),
+        )
         for row in rows:
             _, view, members = _load(unit, int(row["id"]))
-            _set_status(unit, view, members, rules.TIMEOUT, actor=None,
-                        reason=f"no agreement within {self.ctx.settings.thread_timeout_s:g} s of the last activity")
+            _set_status(
+                unit,
+                view,
+                members,
+                rules.TIMEOUT,
+                actor=None,
+                reason=f"no agreement within {self.ctx.settings.thread_timeout_s:g} s of the last activity",
+            )
         return len(rows)
 
     def _bump(self, unit: Unit, number: int) -> None:
         """Activity pushes the deadline out: a thread times out only when it goes quiet."""
-        unit.tx.execute("UPDATE threads SET updated_at = ?, deadline = ? WHERE id = ?",
-                        (unit.now, unit.now + self.ctx.settings.thread_timeout_s, number))
+        unit.tx.execute(
+            "UPDATE threads SET updated_at = ?, deadline = ? WHERE id = ?",
+            (unit.now, unit.now + self.ctx.settings.thread_timeout_s, number),
+        )
 
 
 def leave_threads(unit: Unit, agent_id: str, reason: str) -> None:
@@ -328,45 +485,86 @@ def leave_threads(unit: Unit, agent_id: str, reason: str) -> None:
     rows = unit.tx.all(
         "SELECT t.id FROM thread_members m JOIN threads t ON t.id = m.thread_id WHERE m.agent_id = ?"
         " AND m.role = 'respondent' AND m.left_at IS NULL AND t.project = ? AND t.status IN ('open', 'resolving')",
-        (agent_id, unit.project))
+        (agent_id, unit.project),
+    )
     for row in rows:
         number = int(row["id"])
-        unit.tx.execute("UPDATE thread_members SET left_at = ? WHERE thread_id = ? AND agent_id = ?",
-                        (unit.now, number, agent_id))
+        unit.tx.execute(
+            "UPDATE thread_members SET left_at = ? WHERE thread_id = ? AND agent_id = ?", (unit.now, number, agent_id)
+        )
         _, view, members = _load(unit, number)
-        unit.emit(Kind.THREAD_RESPONDENT_LEFT, actor=agent_id, audience=members, thread_id=view.thread_id,
-                  reason=reason, remaining=sorted(view.respondents))
+        unit.emit(
+            Kind.THREAD_RESPONDENT_LEFT,
+            actor=agent_id,
+            audience=members,
+            thread_id=view.thread_id,
+            reason=reason,
+            remaining=sorted(view.respondents),
+        )
         if not view.respondents:
-            _set_status(unit, view, members, rules.RESOLVED, actor=None, resolution="every respondent left",
-                        reason=f"last respondent {agent_id} went {reason}")
+            _set_status(
+                unit,
+                view,
+                members,
+                rules.RESOLVED,
+                actor=None,
+                resolution="every respondent left",
+                reason=f"last respondent {agent_id} went {reason}",
+            )
         elif view.has_consensus():
             summary = json.loads(unit.tx.one("SELECT proposal FROM threads WHERE id = ?", (number,))["proposal"])  # type: ignore[index]
-            _set_status(unit, view, members, rules.RESOLVED, actor=None, resolution=summary["summary"],
-                        reason="consensus among the remaining participants")
+            _set_status(
+                unit,
+                view,
+                members,
+                rules.RESOLVED,
+                actor=None,
+                resolution=summary["summary"],
+                reason="consensus among the remaining participants",
+            )
 
 
 def summary_dict(unit: Unit, row: Row) -> dict[str, Any]:
     members = unit.tx.all("SELECT agent_id, role, left_at FROM thread_members WHERE thread_id = ?", (row["id"],))
     return {
-        "thread_id": thread_ref(row["id"]), "subject": row["subject"], "status": row["status"],
-        "round": row["round"], "initiator": row["initiator"],
+        "thread_id": thread_ref(row["id"]),
+        "subject": row["subject"],
+        "status": row["status"],
+        "round": row["round"],
+        "initiator": row["initiator"],
         "expected_respondents": [m["agent_id"] for m in members if m["role"] == "respondent" and m["left_at"] is None],
-        "claimed_by": row["claimed_by"], "resolution": row["resolution"],
-        "target_files": json.loads(row["target_files"]), "created_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]), "deadline": iso(row["deadline"]) if row["status"] in rules.ACTIVE else None,
+        "claimed_by": row["claimed_by"],
+        "resolution": row["resolution"],
+        "target_files": json.loads(row["target_files"]),
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "deadline": iso(row["deadline"]) if row["status"] in rules.ACTIVE else None,
     }
 
 
 def thread_dict(unit: Unit, row: Row, view: rules.ThreadView) -> dict[str, Any]:
-    messages = unit.tx.all("SELECT * FROM thread_messages WHERE thread_id = ? ORDER BY id LIMIT ?",
-                           (row["id"], MAX_MESSAGES_RETURNED))
+    messages = unit.tx.all(
+        "SELECT * FROM thread_messages WHERE thread_id = ? ORDER BY id LIMIT ?", (row["id"], MAX_MESSAGES_RETURNED)
+    )
     out = summary_dict(unit, row)
-    out.update({
-        "intent_id": intent_ref(row["intent_id"]) if row["intent_id"] else None,
-        "proposal": json.loads(row["proposal"]) if row["proposal"] else None,
-        "approvals": sorted(view.approvals),
-        "waiting_for": sorted(view.needed_approvals() - view.approvals) if view.status == rules.RESOLVING else [],
-        "messages": [{"message_id": m["id"], "agent_id": m["agent_id"], "type": m["type"], "content": m["content"],
-                      "in_reply_to": m["in_reply_to"], "round": m["round"], "ts": iso(m["ts"])} for m in messages],
-    })
+    out.update(
+        {
+            "intent_id": intent_ref(row["intent_id"]) if row["intent_id"] else None,
+            "proposal": json.loads(row["proposal"]) if row["proposal"] else None,
+            "approvals": sorted(view.approvals),
+            "waiting_for": sorted(view.needed_approvals() - view.approvals) if view.status == rules.RESOLVING else [],
+            "messages": [
+                {
+                    "message_id": m["id"],
+                    "agent_id": m["agent_id"],
+                    "type": m["type"],
+                    "content": m["content"],
+                    "in_reply_to": m["in_reply_to"],
+                    "round": m["round"],
+                    "ts": iso(m["ts"]),
+                }
+                for m in messages
+            ],
+        }
+    )
     return out

@@ -32,10 +32,15 @@ class UpdateService:
             rows = unit.tx.all(
                 "SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor"
                 " WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
-                (unit.project, agent, EVERYONE, after, page + 1))
+                (unit.project, agent, EVERYONE, after, page + 1),
+            )
             events = [event_from_row(r).to_dict() for r in rows[:page]]
-            return {"agent_id": agent, "events": events, "next_cursor": events[-1]["cursor"] if events else after,
-                    "has_more": len(rows) > page}
+            return {
+                "agent_id": agent,
+                "events": events,
+                "next_cursor": events[-1]["cursor"] if events else after,
+                "has_more": len(rows) > page,
+            }
 
         return await self.ctx.store.read(read)
 

@@ -77,9 +77,7 @@ def migrate(conn: sqlite3.Connection, package: str = "huddle.storage.schema") ->
     """Applies the numbered `*.sql` files of `package` not applied yet; returns the schema version."""
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
     applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-    files = sorted(
-        (f for f in resources.files(package).iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
-    )
+    files = sorted((f for f in resources.files(package).iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     known = {int(f.name.split("_", 1)[0]) for f in files}
     newer = {v for v in applied if v not in known}
     if newer:

@@ -39,5 +39,5 @@ def build_mcp_server(operations: Iterable[Operation]) -> MCPServer:
     server: MCPServer = MCPServer("huddle", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
     for op in operations:
         server.add_tool(as_tool(op), name=op.name, description=op.description,
-                        annotations=ToolAnnotations(readOnlyHint=op.read_only))
+                        annotations=ToolAnnotations(read_only_hint=op.read_only))
     return server
