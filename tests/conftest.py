@@ -7,6 +7,7 @@ from the data dir's server.json; `restart()` stops it and starts it again on the
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -21,10 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from huddle.bus.memory import MemoryBus
+from helpers import make_coordinator
 from huddle.service.coordinator import Coordinator
-from huddle.settings import load_settings
-from huddle.storage.sqlite import SqliteStore
 
 STARTUP_TIMEOUT_S = 20
 
@@ -34,17 +33,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: Any, name: str, obj: Any) -> None:
     """Every async test runs on asyncio through anyio's plugin, without a marker on each."""
-    for item in items:
-        if hasattr(item, "obj") and _is_async(item.obj):
-            item.add_marker(pytest.mark.anyio)
-
-
-def _is_async(fn: Any) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(fn)
+    if collector.funcnamefilter(name) and inspect.iscoroutinefunction(obj):
+        pytest.mark.anyio(obj)
 
 
 @pytest.fixture
@@ -147,18 +140,9 @@ def huddle_server(server_factory: Any) -> ServerProcess:
 @pytest.fixture
 async def coordinator(tmp_path: Path, repo: Path) -> AsyncIterator[Coordinator]:
     """The service API on a fresh SQLite database, with the sweeper running."""
-    settings = load_settings({"data_dir": str(tmp_path / "data"), "repo": str(repo), "sweep_interval_s": 0.05},
-                             environ={})
-    coord = Coordinator(SqliteStore(settings.sqlite_path, settings.project_key), MemoryBus(), settings)
+    coord = make_coordinator(tmp_path, repo)
     await coord.start()
     try:
         yield coord
     finally:
         await coord.stop()
-
-
-def make_coordinator(tmp_path: Path, repo: Path, **overrides: Any) -> Coordinator:
-    """A Coordinator with custom settings (start/stop it yourself)."""
-    base: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "repo": str(repo), "sweep_interval_s": 0.05}
-    settings = load_settings({**base, **overrides}, environ={})
-    return Coordinator(SqliteStore(settings.sqlite_path, settings.project_key), MemoryBus(), settings)

@@ -115,7 +115,7 @@ def check_close(view: ThreadView, agent_id: str) -> None:
 def check_cancel(view: ThreadView, agent_id: str) -> None:
     if agent_id != view.initiator:
         raise Forbidden(
-            f"only the initiator {view.initiator} may cancel thread {view.thread_id}; "
+            f"{agent_id} cannot cancel thread {view.thread_id}: only its initiator {view.initiator} may; "
             "participants may close it (close_thread) once the work is settled"
         )
     _require_active(view, "cancelled")
