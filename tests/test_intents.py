@@ -81,7 +81,9 @@ async def test_a_file_being_edited_right_now_scores_100_layer_1_in_flight(coordi
 async def test_a_dependency_edited_recently_scores_80_layer_2(coordinator: Coordinator) -> None:
     await register(coordinator, "alice", "bob")
     await coordinator.files.log_edit("alice", "src/config.py")
-    result = await coordinator.intents.announce("bob", "use config", ["src/main.py"], depends_on_files=["src/config.py"])
+    result = await coordinator.intents.announce(
+        "bob", "use config", ["src/main.py"], depends_on_files=["src/config.py"]
+    )
     assert [(i["score"], i["evidence"][0]["layer"]) for i in result["impacts"]] == [(80, "2")]
 
 

@@ -49,7 +49,7 @@ class OperationEndpoint:
         }
         self._ops = {op.name: op for op in operations}
 
-    async def __call__(self, request: Request) -> Response:
+    async def call(self, request: Request) -> Response:
         name = request.path_params["name"]
         call = self._calls.get(name)
         if call is None:
@@ -127,7 +127,7 @@ def rest_routes(operations: Iterable[Operation]) -> list[BaseRoute]:
     return [
         Route("/health", health, methods=["GET"]),
         Route("/api/v1/tools", endpoint.index, methods=["GET"]),
-        Route("/api/v1/tools/{name}", endpoint, methods=["POST"]),
+        Route("/api/v1/tools/{name}", endpoint.call, methods=["POST"]),
     ]
 
 
