@@ -18,7 +18,13 @@ def test_an_agents_score_is_its_highest_layer_and_all_evidence_is_kept() -> None
 
 def test_categories_split_at_90_and_30() -> None:
     assert [category(s) for s in (100, 90, 89, 30, 29, 0)] == [
-        "concerned", "concerned", "gray_zone", "gray_zone", "pass", "pass"]
+        "concerned",
+        "concerned",
+        "gray_zone",
+        "gray_zone",
+        "pass",
+        "pass",
+    ]
 
 
 def test_verdict_is_consult_when_anyone_is_concerned_else_caution_for_gray_zone_else_proceed() -> None:

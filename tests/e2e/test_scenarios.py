@@ -12,11 +12,17 @@ async def test_s1_same_file_opens_a_consultation_that_resolves_and_replays_in_or
     async with Client(huddle_server.mcp_url) as alice, Client(huddle_server.mcp_url) as bob:
         await call(alice, "register_agent", name="alice")
         await call(bob, "register_agent", name="bob")
-        first = await call(alice, "announce_work", agent_id="alice", subject="add updated_at",
-                           target_files=["src/models/user.ts"])
+        first = await call(
+            alice, "announce_work", agent_id="alice", subject="add updated_at", target_files=["src/models/user.ts"]
+        )
         assert first["verdict"] == "proceed"
-        second = await call(bob, "announce_work", agent_id="bob", subject="migrate user schema",
-                            target_files=["src/models/user.ts", "migrations/004.sql"])
+        second = await call(
+            bob,
+            "announce_work",
+            agent_id="bob",
+            subject="migrate user schema",
+            target_files=["src/models/user.ts", "migrations/004.sql"],
+        )
         assert second["verdict"] == "consult"
         [impact] = second["impacts"]
         assert (impact["agent_id"], impact["score"], impact["category"]) == ("alice", 100, "concerned")
@@ -26,20 +32,46 @@ async def test_s1_same_file_opens_a_consultation_that_resolves_and_replays_in_or
         assert thread["expected_respondents"] == ["alice"]
         assert thread["initiator"] == "bob"
 
-        await call(alice, "post_to_thread", thread_id=thread_id, agent_id="alice", type="context",
-                   content="adding updated_at; land my field first")
-        await call(bob, "post_to_thread", thread_id=thread_id, agent_id="bob", type="question",
-                   content="ok if I wait for your commit?")
-        await call(bob, "propose_resolution", thread_id=thread_id, agent_id="bob",
-                   summary="alice lands updated_at first, bob migrates after")
+        await call(
+            alice,
+            "post_to_thread",
+            thread_id=thread_id,
+            agent_id="alice",
+            type="context",
+            content="adding updated_at; land my field first",
+        )
+        await call(
+            bob,
+            "post_to_thread",
+            thread_id=thread_id,
+            agent_id="bob",
+            type="question",
+            content="ok if I wait for your commit?",
+        )
+        await call(
+            bob,
+            "propose_resolution",
+            thread_id=thread_id,
+            agent_id="bob",
+            summary="alice lands updated_at first, bob migrates after",
+        )
         approved = await call(alice, "approve_resolution", thread_id=thread_id, agent_id="alice")
         assert approved["status"] == "resolved"
 
-        expected = ["thread.opened", "thread.message", "thread.message", "thread.proposal", "thread.status",
-                    "thread.approval", "thread.status"]
+        expected = [
+            "thread.opened",
+            "thread.message",
+            "thread.message",
+            "thread.proposal",
+            "thread.status",
+            "thread.approval",
+            "thread.status",
+        ]
         for client, agent in ((alice, "alice"), (bob, "bob")):
             updates = await call(client, "get_updates", agent_id=agent, cursor=0)
-            exchange = [e for e in updates["events"] if e["thread_id"] == thread_id and e["event"] != "intent.announced"]
+            exchange = [
+                e for e in updates["events"] if e["thread_id"] == thread_id and e["event"] != "intent.announced"
+            ]
             assert [e["event"] for e in exchange] == expected, agent
             cursors = [e["cursor"] for e in updates["events"]]
             assert cursors == sorted(cursors)
@@ -54,8 +86,9 @@ async def test_s2_same_module_different_files_is_a_gray_zone_without_a_thread(hu
         await call(alice, "register_agent", name="alice", modules=["src/auth"])
         await call(bob, "register_agent", name="bob", modules=["src/auth"])
         await call(alice, "announce_work", agent_id="alice", subject="login", target_files=["src/auth/login.py"])
-        result = await call(bob, "announce_work", agent_id="bob", subject="session",
-                            target_files=["src/auth/session.py"])
+        result = await call(
+            bob, "announce_work", agent_id="bob", subject="session", target_files=["src/auth/session.py"]
+        )
         assert (result["verdict"], result["thread_id"]) == ("caution", None)
         assert [(i["score"], i["category"]) for i in result["impacts"]] == [(30, "gray_zone")]
         for client, agent in ((alice, "alice"), (bob, "bob")):
@@ -69,8 +102,14 @@ async def test_s3_dependencies_score_80_in_both_directions(huddle_server) -> Non
         await call(alice, "register_agent", name="alice")
         await call(bob, "register_agent", name="bob")
         await call(alice, "announce_work", agent_id="alice", subject="user model", target_files=["src/user.py"])
-        mine_depends = await call(bob, "announce_work", agent_id="bob", subject="profile",
-                                  target_files=["src/profile.py"], depends_on_files=["src/user.py"])
+        mine_depends = await call(
+            bob,
+            "announce_work",
+            agent_id="bob",
+            subject="profile",
+            target_files=["src/profile.py"],
+            depends_on_files=["src/user.py"],
+        )
         assert [(i["score"], i["evidence"][0]["layer"]) for i in mine_depends["impacts"]] == [(80, "0b")]
         theirs_depend = await call(alice, "check_conflicts", agent_id="alice", target_files=["src/profile.py"])
         assert theirs_depend["impacts"][0]["score"] == 100  # bob targets it directly
