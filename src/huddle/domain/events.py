@@ -35,6 +35,22 @@ class Kind:
     FILE_EDITED = "file.edited"
     FILE_EDITING = "file.editing"
     DEPENDENCY_MAP = "depmap.updated"
+    LOCK_ACQUIRED = "lock.acquired"  # granted now, or later to a queued request (data.queued)
+    LOCK_RENEWED = "lock.renewed"
+    LOCK_RELEASED = "lock.released"
+    LOCK_EXPIRED = "lock.expired"  # addressed to the former holder: its lease was lost
+    LOCK_QUEUED = "lock.queued"  # a request waits; addressed to it and to the holders in its way
+    LOCK_WAIT_ENDED = "lock.wait_ended"  # a queued request gave up (timeout or disconnect)
+    MESSAGE_SENT = "message.sent"  # addressed to the recipient, or * for a broadcast
+    CONTEXT_SHARED = "context.shared"
+    CONTEXT_DELETED = "context.deleted"
+    TASK_ADDED = "task.added"
+    TASK_AVAILABLE = "task.available"  # became claimable after it was added (deps done, reset, released)
+    TASK_CLAIMED = "task.claimed"
+    TASK_UPDATED = "task.updated"
+    TASK_RESET = "task.reset"  # back to pending: reset_task, or its claimer went away
+    WORKER_CLAIMED = "worker.claimed"
+    WORKER_RELEASED = "worker.released"
 
 
 @dataclass(frozen=True)
