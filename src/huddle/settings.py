@@ -53,6 +53,10 @@ class Settings:
     )
     log_level: str = field(default="INFO", metadata={"help": "Log level: DEBUG, INFO, WARNING or ERROR."})
     max_body_bytes: int = field(default=1_048_576, metadata={"help": "Largest accepted HTTP request body."})
+    lock_ttl_s: float = field(
+        default=600.0, metadata={"help": "Lease of a lock when acquire_lock gives no ttl_s (renew to keep it)."}
+    )
+    worker_slots: int = field(default=5, metadata={"help": "Number of worker slots handed out by claim_worker_slot."})
 
     @property
     def data_path(self) -> Path:
@@ -137,7 +141,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 def _validate(s: Settings) -> None:
     positive = ("agent_ttl_s", "intent_ttl_s", "recent_edit_window_s", "working_window_s", "editing_ttl_s",
-                "thread_timeout_s", "sweep_interval_s", "max_body_bytes")
+                "thread_timeout_s", "sweep_interval_s", "max_body_bytes", "lock_ttl_s", "worker_slots")
     for name in positive:
         if getattr(s, name) <= 0:
             raise InvalidInput(f"setting {name} must be greater than 0", field=name)
