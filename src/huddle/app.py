@@ -58,7 +58,11 @@ def build_app(settings: Settings) -> Huddle:
     coordinator = Coordinator(build_store(settings), bus, settings)
     operations = all_operations(coordinator)
     mcp = build_mcp_server(operations)
-    mcp_app = mcp.streamable_http_app(transport_security=transport_security(settings), host=settings.host)
+    # Plain JSON responses (not an SSE stream per POST) save ~0.3 ms a call; server-initiated
+    # notifications still flow over the standalone GET stream.
+    mcp_app = mcp.streamable_http_app(
+        json_response=True, transport_security=transport_security(settings), host=settings.host
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

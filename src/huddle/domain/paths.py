@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterable
-from pathlib import PurePosixPath, PureWindowsPath
+from pathlib import PureWindowsPath
 
 from huddle.errors import InvalidInput
 
@@ -51,9 +51,7 @@ def normalize_path(raw: str, repo_root: str, *, field: str = "path") -> str:
             f"{field} {raw!r} leaves the repository (..); send a path inside the repository", field=field
         )
     # Keep a trailing slash: it marks a directory (`src/auth/`) for locks and modules.
-    if text.endswith("/") and not relative.endswith("/"):
-        relative += "/"
-    return str(PurePosixPath(relative)) + ("/" if relative.endswith("/") else "")
+    return relative + "/" if text.endswith("/") else relative
 
 
 def normalize_paths(raws: Iterable[str] | None, repo_root: str, *, field: str) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ here instead of importing each other's internals:
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,8 +59,9 @@ class ServiceContext:
     def project(self) -> str:
         return self.store.project
 
-    @property
+    @functools.cached_property
     def repo_root(self) -> str:
+        # Resolving the repo path touches the filesystem; do it once, not on every path we check.
         return str(self.settings.repo_path)
 
     def path(self, raw: str, field: str = "path") -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
 from huddle import __version__
 from huddle.errors import HuddleError
@@ -26,11 +27,15 @@ def as_tool(op: Operation) -> Any:
     """Wraps an operation so Huddle errors reach the agent as tool errors with their message."""
 
     @functools.wraps(op.fn)
-    async def tool(**kwargs: Any) -> dict[str, Any]:
+    async def tool(**kwargs: Any) -> CallToolResult:
         try:
-            return await op.fn(**kwargs)
+            result = await op.fn(**kwargs)
         except HuddleError as exc:
             raise ToolError(f"{exc.message} [{exc.code}]") from exc
+        # Compact JSON text (the SDK's default is indented): fewer tokens for the agent to read,
+        # and the result is serialised once instead of validated, copied and pretty-printed.
+        text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+        return CallToolResult(content=[TextContent(text=text)], structured_content=result)
 
     return tool
 
