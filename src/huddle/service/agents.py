@@ -9,9 +9,10 @@ from typing import Any
 from huddle.domain import validate
 from huddle.domain.events import EVERYONE, Kind, iso
 from huddle.domain.ids import intent_ref, thread_ref
-from huddle.domain.paths import module_prefixes, normalize_module
+from huddle.domain.paths import normalize_module
 from huddle.errors import NotFound
 from huddle.service.context import ServiceContext, dumps, placeholders
+from huddle.service.signals import related_module_rows
 from huddle.storage.base import Row, Unit
 
 BRIEFING_LIMIT = 50
@@ -335,13 +336,12 @@ def _briefing(unit: Unit, ctx: ServiceContext, agent_id: str, modules: list[str]
     """What a newly registered agent should know: who is here, and work touching its modules."""
     peers = [a for a in agent_rows(unit, ctx, online_only=True, limit=BRIEFING_LIMIT + 1) if a["agent_id"] != agent_id]
     intents: list[dict[str, Any]] = []
-    if modules:
-        candidates = sorted({p for m in modules for p in module_prefixes(m)})
+    ids = sorted({r["intent_id"] for r in related_module_rows(unit, "intent_modules", modules, agent_id)})
+    if ids:
         rows = unit.tx.all(
-            f"SELECT DISTINCT i.id, i.agent_id, i.subject, i.target_files, i.thread_id FROM intent_modules im"
-            f" JOIN intents i ON i.id = im.intent_id WHERE im.project = ? AND im.agent_id != ?"
-            f" AND im.module IN ({placeholders(candidates)}) LIMIT ?",
-            (unit.project, agent_id, *candidates, BRIEFING_LIMIT),
+            f"SELECT id, agent_id, subject, target_files, thread_id FROM intents WHERE id IN ({placeholders(ids)})"
+            f" ORDER BY id DESC LIMIT ?",
+            (*ids, BRIEFING_LIMIT),
         )
         intents = [
             {
