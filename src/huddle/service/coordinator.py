@@ -18,10 +18,15 @@ from huddle.service.context import ServiceContext
 from huddle.service.depmap import DependencyMapService
 from huddle.service.files import FileService, clear_working_files
 from huddle.service.intents import IntentService, withdraw_agent_intents
+from huddle.service.locks import LockService, LockSignal
+from huddle.service.messages import MessageService
+from huddle.service.shared_context import SharedContextService
 from huddle.service.signals import IntentOverlap, RecentEdits, SameModule
 from huddle.service.status import StatusService
+from huddle.service.tasks import TaskService
 from huddle.service.threads import ThreadService, leave_threads
 from huddle.service.updates import UpdateService
+from huddle.service.workers import WorkerService
 from huddle.settings import Settings
 from huddle.storage.base import Store, Unit
 
@@ -42,6 +47,11 @@ class Coordinator:
         self.depmap = DependencyMapService(self.ctx)
         self.updates = UpdateService(self.ctx)
         self.status = StatusService(self.ctx)
+        self.locks = LockService(self.ctx)
+        self.messages = MessageService(self.ctx)
+        self.shared_context = SharedContextService(self.ctx)
+        self.tasks = TaskService(self.ctx)
+        self.workers = WorkerService(self.ctx)
         self.ctx.signal_providers += [IntentOverlap(), RecentEdits(self.ctx), SameModule()]
         # Order matters: threads are left before intents are withdrawn, so a thread's own events
         # still reach the members who are leaving.
@@ -49,6 +59,14 @@ class Coordinator:
         self.sweep_steps: list[SweepStep] = [
             self.agents.expire_silent, self.intents.expire, self.threads.expire, self.files.expire,
         ]
+        # Coordination primitives: lock layer L, leases/tasks/slots released with their agent,
+        # lease expiry, and their coordinator_status sections.
+        self.ctx.signal_providers.append(LockSignal())
+        self.ctx.agent_gone_hooks += [self.locks.agent_gone, self.tasks.agent_gone, self.workers.agent_gone]
+        self.sweep_steps.append(self.locks.sweep)
+        self.status.sections.update(locks=self.locks.status_section, tasks=self.tasks.status_section,
+                                    workers=self.workers.status_section)
+        self.status.live_sections["messages"] = self.messages.waiting_agents
         self._sweeper: asyncio.Task[None] | None = None
         store.on_commit(bus.publish)
 

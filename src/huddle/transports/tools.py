@@ -7,29 +7,20 @@ Operations belong to toolsets so a client can load only what it needs (`--tools 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal
 
 from huddle.service.coordinator import Coordinator
+from huddle.transports.operation import Operation
+from huddle.transports.tools_coordination import COORDINATION_FACTORIES
+
+__all__ = ["FACTORIES", "Operation", "OperationFactory", "all_operations"]
 
 Result = dict[str, Any]
 IntentKind = Literal["edit", "refactor", "test", "build", "dependency_change",
                      "git_commit", "git_push", "git_rebase", "git_merge"]
 MessageType = Literal["context", "question", "warning", "suggestion"]
 ThreadStatus = Literal["open", "resolving", "resolved", "closed", "cancelled", "timeout", "max_rounds"]
-
-
-@dataclass(frozen=True)
-class Operation:
-    name: str
-    toolset: str
-    fn: Callable[..., Awaitable[Result]]
-    read_only: bool = False
-
-    @property
-    def description(self) -> str:
-        return (self.fn.__doc__ or self.name).strip()
 
 
 def core_operations(c: Coordinator) -> list[Operation]:
@@ -224,7 +215,7 @@ def file_operations(c: Coordinator) -> list[Operation]:
 
 
 OperationFactory = Callable[[Coordinator], list[Operation]]
-FACTORIES: list[OperationFactory] = [core_operations, thread_operations, file_operations]
+FACTORIES: list[OperationFactory] = [core_operations, thread_operations, file_operations, *COORDINATION_FACTORIES]
 
 
 def all_operations(c: Coordinator) -> list[Operation]:

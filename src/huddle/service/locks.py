@@ -1,0 +1,595 @@
+"""Leases on files, directories and globs (SPEC F-30 … F-32), and scoring layer L (F-11).
+
+What a path covers, when two overlap and which modes coexist are pure rules in domain/locks.py;
+this service stores grants, queues, fencing tokens and expiry.
+
+Rules this service adds (documented in docs/coordination.md):
+- Every grant gets a fencing token from one per-project counter, so tokens strictly increase for
+  every path, across overlapping paths, and across restarts.
+- Re-acquiring your own lock on the same path in the same mode renews it (same token, new
+  expiry). A different mode is a new grant with a new token: a downgrade (exclusive → shared or
+  intent, shared → intent) always succeeds; an upgrade must be compatible with the other holders.
+  A shared → exclusive upgrade is checked against holders only, not the queue — queued requests
+  are waiting for your lock anyway, and queueing behind them would deadlock.
+- `wait_s` queues a request; queued requests are granted first come, first served, whenever a
+  lock is released, downgraded or expires, or a queued request ahead gives up.
+- Expired leases are removed by the sweeper (and before every acquire) and their holder gets a
+  `lock.expired` event. Deregistering releases an agent's locks at once; going offline does not —
+  its leases end by their own TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from huddle.bus.memory import Subscription
+from huddle.domain import validate
+from huddle.domain.events import Event, Kind, iso
+from huddle.domain.locks import (
+    EXCLUSIVE,
+    INTENT,
+    MODES,
+    SHARED,
+    Claim,
+    LockPattern,
+    PatternError,
+    anchor_prefixes,
+    blockers,
+    compile_pattern,
+    is_glob,
+    mode_rank,
+    overlaps,
+)
+from huddle.domain.scoring import Evidence, Layer
+from huddle.errors import InvalidInput, NotFound
+from huddle.service.agents import touch
+from huddle.service.context import ServiceContext, WorkRequest, placeholders
+from huddle.storage.base import Row, Unit
+
+log = logging.getLogger(__name__)
+
+MIN_TTL_S = 1.0
+MAX_TTL_S = 24 * 3600.0
+MAX_WAIT_S = 300.0
+MAX_LOCKS_PER_AGENT = 1000
+LIST_LIMIT = 1000
+# A queued request whose caller vanished without cleaning up is dropped this long after its deadline.
+GHOST_WAITER_GRACE_S = 5.0
+
+
+# -- queries shared by the service, the sweeper, the hooks and the scorer -------------------------
+
+
+def _pattern(row: Row) -> LockPattern:
+    return compile_pattern(row["path"], bool(row["literal"]))
+
+
+def _claim(row: Row) -> Claim:
+    return Claim(row["agent_id"], _pattern(row), row["mode"])
+
+
+def _candidate_clause(patterns: Iterable[LockPattern]) -> tuple[str, list[Any]]:
+    """SQL matching rows whose anchor nests with one of `patterns`' anchors (an index lookup)."""
+    prefixes: set[str] = set()
+    ranges: list[str] = []
+    params: list[Any] = []
+    for pattern in patterns:
+        if pattern.anchor == "":
+            return "1 = 1", []
+        prefixes.update(anchor_prefixes(pattern.anchor))
+        if pattern.kind != "file":  # files below a directory or glob anchor
+            ranges.append("(anchor > ? AND anchor < ?)")
+            params += [pattern.anchor, pattern.anchor + "\U0010ffff"]
+    ordered = sorted(prefixes)
+    clause = " OR ".join([f"anchor IN ({placeholders(ordered)})", *ranges])
+    return f"({clause})", [*ordered, *params]
+
+
+def overlapping(unit: Unit, table: str, pattern: LockPattern, *, live_after: float | None = None) -> list[Row]:
+    """Rows of `locks` or `lock_waiters` whose path overlaps `pattern`, oldest first."""
+    clause, params = _candidate_clause([pattern])
+    sql = f"SELECT * FROM {table} WHERE project = ? AND {clause}"
+    args: list[Any] = [unit.project, *params]
+    if live_after is not None:
+        sql += " AND expires_at > ?"
+        args.append(live_after)
+    rows = unit.tx.all(sql + " ORDER BY id", args)
+    return [r for r in rows if overlaps(_pattern(r), pattern)]
+
+
+def _next_token(unit: Unit) -> int:
+    row = unit.tx.one(
+        "INSERT INTO lock_counters (project, last_token) VALUES (?, 1) ON CONFLICT (project)"
+        " DO UPDATE SET last_token = lock_counters.last_token + 1 RETURNING last_token", (unit.project,))
+    assert row is not None
+    return int(row["last_token"])
+
+
+def lock_dict(row: Row, now: float) -> dict[str, Any]:
+    return {"agent_id": row["agent_id"], "path": row["path"], "mode": row["mode"], "kind": row["kind"],
+            "fencing_token": row["token"], "acquired_at": iso(row["acquired_at"]),
+            "expires_at": iso(row["expires_at"]), "expires_in_s": round(max(0.0, row["expires_at"] - now), 1)}
+
+
+def waiter_dict(row: Row, now: float) -> dict[str, Any]:
+    return {"agent_id": row["agent_id"], "path": row["path"], "mode": row["mode"], "queued_at": iso(row["created_at"]),
+            "gives_up_at": iso(row["deadline"]), "position": None}
+
+
+def _describe_holder(row: Row, target: str) -> str:
+    until = f"until {iso(row['expires_at'])}"
+    if row["path"] == target and row["mode"] != INTENT:
+        how = "exclusively" if row["mode"] == EXCLUSIVE else "shared"
+        return f"{target} is locked {how} by {row['agent_id']} {until}"
+    where = "" if row["path"] == target else f" (overlaps {target})"
+    mode = "an intent" if row["mode"] == INTENT else f"a {row['mode']}"
+    return f"{row['agent_id']} holds {mode} lock on {row['path']}{where} {until}"
+
+
+def _warnings(others: Sequence[Row], target: str, requested: str) -> list[str]:
+    out = []
+    for row in others:
+        text = _describe_holder(row, target)
+        if row["mode"] == INTENT:
+            text += ": they plan to edit there — coordinate before you both change the same lines"
+        elif requested == INTENT:
+            text += (": an intent lock does not stop them; wait for their release before editing"
+                     if row["mode"] == EXCLUSIVE else ": others read it; tell them before you change it")
+        else:
+            text += " as well"
+        out.append(text)
+    return out
+
+
+# -- grants, queue promotion, expiry ------------------------------------------------------------
+
+
+def _grant(unit: Unit, agent: str, pattern: LockPattern, mode: str, ttl: float, *, previous: Row | None,
+           others: Sequence[Row], actor: str | None, waiter_id: int | None = None) -> dict[str, Any]:
+    """Writes the grant (new lock, or a mode change of the agent's own) and emits lock.acquired."""
+    token = _next_token(unit)
+    expires = unit.now + ttl
+    unit.tx.execute(
+        "INSERT INTO locks (project, agent_id, path, literal, kind, anchor, mode, token, ttl_s, acquired_at,"
+        " renewed_at, expires_at, waiter_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (project, agent_id, path) DO UPDATE SET literal = excluded.literal, kind = excluded.kind,"
+        " anchor = excluded.anchor, mode = excluded.mode, token = excluded.token, ttl_s = excluded.ttl_s,"
+        " acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at,"
+        " waiter_id = excluded.waiter_id",
+        (unit.project, agent, pattern.path, int(pattern.literal), pattern.kind, pattern.anchor, mode, token, ttl,
+         unit.now, unit.now, expires, waiter_id))
+    result: dict[str, Any] = {"granted": True, "path": pattern.path, "kind": pattern.kind, "mode": mode,
+                              "fencing_token": token, "expires_at": iso(expires), "ttl_s": ttl}
+    if previous is not None:
+        result["previous_mode"] = previous["mode"]
+    warnings = _warnings(others, pattern.path, mode)
+    if warnings:
+        result["warnings"] = warnings
+        result["others"] = [lock_dict(r, unit.now) for r in others]
+    if waiter_id is not None:
+        result["queued"] = True
+    unit.emit(Kind.LOCK_ACQUIRED, actor=actor, audience=[agent, *(r["agent_id"] for r in others)], holder=agent,
+              path=pattern.path, mode=mode, fencing_token=token, expires_at=iso(expires),
+              waiter_id=waiter_id, previous_mode=previous["mode"] if previous is not None else None,
+              warnings=warnings)
+    return result
+
+
+def _own(unit: Unit, agent: str, path: str) -> Row | None:
+    return unit.tx.one("SELECT * FROM locks WHERE project = ? AND agent_id = ? AND path = ?",
+                       (unit.project, agent, path))
+
+
+def _is_upgrade_in_place(own: Row | None, mode: str) -> bool:
+    return own is not None and own["mode"] == SHARED and mode == EXCLUSIVE
+
+
+def promote_waiters(unit: Unit, *, actor: str | None) -> int:
+    """Grants every queued request that has become compatible, first come first served."""
+    waiters = unit.tx.all("SELECT * FROM lock_waiters WHERE project = ? AND deadline > ? ORDER BY id",
+                          (unit.project, unit.now))
+    granted = 0
+    still_waiting: list[Claim] = []
+    for w in waiters:
+        claim = _claim(w)
+        holders = overlapping(unit, "locks", claim.pattern)
+        others = [r for r in holders if r["agent_id"] != claim.agent_id]
+        own = _own(unit, claim.agent_id, claim.pattern.path)
+        earlier = [] if _is_upgrade_in_place(own, claim.mode) else still_waiting
+        if blockers(claim, [_claim(r) for r in others], earlier):
+            still_waiting.append(claim)
+            continue
+        unit.tx.execute("DELETE FROM lock_waiters WHERE id = ?", (w["id"],))
+        _grant(unit, claim.agent_id, claim.pattern, claim.mode, float(w["ttl_s"]), previous=own, others=others,
+               actor=actor, waiter_id=int(w["id"]))
+        granted += 1
+    return granted
+
+
+def expire_due(unit: Unit, *, ghost_grace_s: float = GHOST_WAITER_GRACE_S) -> int:
+    """Frees leases past their expiry (telling each holder) and drops abandoned queue entries."""
+    rows = unit.tx.all("SELECT * FROM locks WHERE expires_at <= ? AND project = ? ORDER BY id",
+                       (unit.now, unit.project))
+    for row in rows:
+        unit.tx.execute("DELETE FROM locks WHERE id = ?", (row["id"],))
+        # actor None: nobody caused this, so the holder's own push channels wake it too.
+        unit.emit(Kind.LOCK_EXPIRED, actor=None, audience=[row["agent_id"]], holder=row["agent_id"],
+                  path=row["path"], mode=row["mode"], fencing_token=row["token"], expired_at=iso(row["expires_at"]),
+                  reason=f"your {row['mode']} lock on {row['path']} expired at {iso(row['expires_at'])} without a "
+                         "renewal; anything you write there now is unprotected — acquire it again (new token)")
+    ghosts = unit.tx.execute("DELETE FROM lock_waiters WHERE deadline <= ? AND project = ?",
+                             (unit.now - ghost_grace_s, unit.project))
+    if rows or ghosts:
+        promote_waiters(unit, actor=None)
+    return len(rows) + ghosts
+
+
+def _deny(unit: Unit, pattern: LockPattern, blocking: Sequence[Claim], holder_rows: Sequence[Row],
+          waiter_rows: Sequence[Row], *, waited: float | None = None) -> dict[str, Any]:
+    blocking_ids = {(c.agent_id, c.pattern.path, c.mode) for c in blocking}
+    holders = [r for r in holder_rows if (r["agent_id"], r["path"], r["mode"]) in blocking_ids]
+    ahead = [r for r in waiter_rows if (r["agent_id"], r["path"], r["mode"]) in blocking_ids]
+    parts = [_describe_holder(r, pattern.path) for r in holders]
+    parts += [f"{r['agent_id']}'s {r['mode']} request for {r['path']} is queued ahead of you" for r in ahead]
+    reason = "; ".join(parts) if parts else f"{pattern.path} is not available"
+    if waited is not None:
+        reason += f" — still so after waiting {waited:g} s"
+    names = sorted({r["agent_id"] for r in holders})
+    reason += (". Pass wait_s to queue (you are granted automatically, first come first served), "
+               + (f"message {', '.join(names)} with send_message, " if names else "")
+               + "or lock something else.")
+    out: dict[str, Any] = {"granted": False, "path": pattern.path,
+                           "holders": [{"agent_id": r["agent_id"], "mode": r["mode"], "path": r["path"],
+                                        "expires_at": iso(r["expires_at"])} for r in holders],
+                           "reason": reason}
+    if ahead:
+        out["queued_ahead"] = [{"agent_id": r["agent_id"], "mode": r["mode"], "path": r["path"]} for r in ahead]
+    return out
+
+
+class LockService:
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+        # Queue entries belong to the connection that waits on them; this tags ours.
+        self.instance = uuid.uuid4().hex
+        self._purged_foreign_waiters = False
+        self._cleanups: set[asyncio.Task[Any]] = set()
+
+    # -- input ------------------------------------------------------------------------------
+
+    def target(self, raw: str, field: str = "path") -> LockPattern:
+        """Normalises and compiles a lock path. An existing directory named without its trailing
+        slash is the directory; an existing file whose name has glob characters is that file."""
+        norm = self.ctx.path(raw, field)
+        literal = False
+        on_disk = Path(self.ctx.repo_root) / norm.rstrip("/")
+        if is_glob(norm):
+            literal = on_disk.exists()
+        elif not norm.endswith("/") and on_disk.is_dir():
+            norm += "/"
+        try:
+            return compile_pattern(norm, literal)
+        except PatternError as exc:
+            raise InvalidInput(f"{field} {raw!r}: {exc}; see the glob rules in docs/coordination.md",
+                               field=field) from None
+
+    def _ttl(self, ttl_s: float | None) -> float:
+        default = min(self.ctx.settings.lock_ttl_s, MAX_TTL_S)
+        return validate.number(ttl_s, "ttl_s", low=MIN_TTL_S, high=MAX_TTL_S, default=default)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def acquire(self, agent_id: str, path: str, mode: str = EXCLUSIVE, ttl_s: float | None = None,
+                      wait_s: float | None = None) -> dict[str, Any]:
+        """Grants a lease on `path`, or says who holds it; with `wait_s`, queues and waits for it.
+
+        Returns `{granted: true, fencing_token, expires_at, warnings?}` or `{granted: false, holders,
+        reason}`. Raises InvalidInput for a bad path, mode, ttl_s or wait_s, NotFound for an
+        unregistered agent, Conflict when the agent already holds MAX_LOCKS_PER_AGENT locks.
+        """
+        agent = validate.identifier(agent_id, "agent_id")
+        mode = validate.choice(mode, "mode", MODES)
+        pattern = self.target(path)
+        ttl = self._ttl(ttl_s)
+        wait = validate.number(wait_s, "wait_s", low=0, high=MAX_WAIT_S, default=0.0)
+        if wait <= 0 or mode == INTENT:
+            return await self.ctx.store.write(lambda unit: self._acquire(unit, agent, pattern, mode, ttl, 0.0))
+
+        def mine(event: Event) -> bool:
+            return event.kind == Kind.LOCK_ACQUIRED and event.data.get("holder") == agent \
+                and event.data.get("waiter_id") is not None
+
+        started = time.monotonic()
+        # Subscribe before the write, so a grant committed right after it cannot be missed.
+        with self.ctx.bus.subscribe(mine) as subscription:
+            first = await self.ctx.store.write(lambda unit: self._acquire(unit, agent, pattern, mode, ttl, wait))
+            if "waiter_id" not in first:
+                return first
+            return await self._wait(subscription, agent, int(first.pop("waiter_id")), wait, started)
+
+    def _acquire(self, unit: Unit, agent: str, pattern: LockPattern, mode: str, ttl: float,
+                 wait: float) -> dict[str, Any]:
+        touch(unit, agent)
+        expire_due(unit)
+        own = _own(unit, agent, pattern.path)
+        if own is not None and own["mode"] == mode:
+            return self._renew_row(unit, own, ttl, renewed_by_acquire=True)
+        holder_rows = [r for r in overlapping(unit, "locks", pattern) if r["agent_id"] != agent]
+        downgrade = own is not None and mode_rank(mode) < mode_rank(own["mode"])
+        waiter_rows = [] if downgrade or _is_upgrade_in_place(own, mode) else [
+            r for r in overlapping(unit, "lock_waiters", pattern) if r["agent_id"] != agent]
+        request = Claim(agent, pattern, mode)
+        blocking = [] if downgrade else blockers(request, [_claim(r) for r in holder_rows],
+                                                 [_claim(r) for r in waiter_rows])
+        if not blocking:
+            if own is None:
+                held = unit.tx.one("SELECT COUNT(*) AS n FROM locks WHERE project = ? AND agent_id = ?",
+                                   (unit.project, agent))
+                if held is not None and held["n"] >= MAX_LOCKS_PER_AGENT:
+                    raise InvalidInput(
+                        f"agent {agent} already holds {MAX_LOCKS_PER_AGENT} locks; release some, or lock a "
+                        "directory (src/auth/) or a glob instead of every file", field="path")
+            result = _grant(unit, agent, pattern, mode, ttl, previous=own, others=holder_rows, actor=agent)
+            if downgrade:
+                promote_waiters(unit, actor=agent)
+            return result
+        denied = _deny(unit, pattern, blocking, holder_rows, waiter_rows)
+        if wait <= 0:
+            return denied
+        row = unit.tx.one(
+            "INSERT INTO lock_waiters (project, agent_id, path, literal, kind, anchor, mode, ttl_s, created_at,"
+            " deadline, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (unit.project, agent, pattern.path, int(pattern.literal), pattern.kind, pattern.anchor, mode, ttl,
+             unit.now, unit.now + wait, self.instance))
+        assert row is not None
+        in_the_way = sorted({r["agent_id"] for r in holder_rows})
+        unit.emit(Kind.LOCK_QUEUED, actor=agent, audience=[agent, *in_the_way], holder=agent, path=pattern.path,
+                  mode=mode, wait_s=wait, blocked_by=[h["agent_id"] for h in denied["holders"]])
+        return {**denied, "waiter_id": int(row["id"])}
+
+    async def _wait(self, subscription: Subscription, agent: str, waiter_id: int, wait: float,
+                    started: float) -> dict[str, Any]:
+        deadline = started + wait
+        keepalive = max(1.0, self.ctx.settings.agent_ttl_s / 3)
+        resolved = False
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                event = await subscription.next_event(timeout=min(remaining, keepalive))
+                if event is None:
+                    if deadline - time.monotonic() > 0:
+                        await self.ctx.store.write(lambda unit: touch(unit, agent))  # a long wait is not silence
+                    continue
+                if event.data.get("waiter_id") == waiter_id:
+                    resolved = True
+                    return self._granted_from_event(event, time.monotonic() - started)
+            result = await self.ctx.store.write(lambda unit: self._give_up(unit, agent, waiter_id, wait, "timeout"))
+            resolved = True
+            return result
+        finally:
+            if not resolved:  # the caller went away: leave the queue so nobody waits behind a ghost
+                task = asyncio.ensure_future(
+                    self.ctx.store.write(lambda unit: self._give_up(unit, agent, waiter_id, wait, "cancelled")))
+                self._cleanups.add(task)
+                task.add_done_callback(self._cleanups.discard)
+
+    @staticmethod
+    def _granted_from_event(event: Event, waited: float) -> dict[str, Any]:
+        data = event.data
+        out: dict[str, Any] = {"granted": True, "path": data["path"], "mode": data["mode"],
+                               "fencing_token": data["fencing_token"], "expires_at": data["expires_at"],
+                               "queued": True, "waited_s": round(waited, 3)}
+        if data.get("previous_mode"):
+            out["previous_mode"] = data["previous_mode"]
+        if data.get("warnings"):
+            out["warnings"] = data["warnings"]
+        return out
+
+    def _give_up(self, unit: Unit, agent: str, waiter_id: int, wait: float, reason: str) -> dict[str, Any]:
+        row = unit.tx.one("SELECT * FROM lock_waiters WHERE id = ?", (waiter_id,))
+        if row is None:  # granted meanwhile (or dropped by a restart): the lock row says which
+            lock = unit.tx.one("SELECT * FROM locks WHERE waiter_id = ? AND agent_id = ?", (waiter_id, agent))
+            if lock is not None:
+                return {"granted": True, "path": lock["path"], "mode": lock["mode"], "fencing_token": lock["token"],
+                        "expires_at": iso(lock["expires_at"]), "queued": True, "waited_s": wait}
+            return {"granted": False, "path": None, "holders": [],
+                    "reason": "your queued request ended before it was granted (the server restarted); ask again"}
+        unit.tx.execute("DELETE FROM lock_waiters WHERE id = ?", (waiter_id,))
+        unit.emit(Kind.LOCK_WAIT_ENDED, actor=agent, audience=[agent], holder=agent, path=row["path"],
+                  mode=row["mode"], reason=reason)
+        promote_waiters(unit, actor=agent)  # requests queued behind this one may go now
+        pattern = _pattern(row)
+        holder_rows = [r for r in overlapping(unit, "locks", pattern) if r["agent_id"] != agent]
+        waiter_rows = [r for r in overlapping(unit, "lock_waiters", pattern)
+                       if r["agent_id"] != agent and r["id"] < waiter_id]
+        blocking = blockers(Claim(agent, pattern, row["mode"]), [_claim(r) for r in holder_rows],
+                            [_claim(r) for r in waiter_rows])
+        return _deny(unit, pattern, blocking, holder_rows, waiter_rows, waited=wait)
+
+    def _renew_row(self, unit: Unit, row: Row, ttl: float, *, renewed_by_acquire: bool = False) -> dict[str, Any]:
+        expires = unit.now + ttl
+        unit.tx.execute("UPDATE locks SET expires_at = ?, ttl_s = ?, renewed_at = ? WHERE id = ?",
+                        (expires, ttl, unit.now, row["id"]))
+        unit.emit(Kind.LOCK_RENEWED, actor=row["agent_id"], audience=[row["agent_id"]], holder=row["agent_id"],
+                  path=row["path"], mode=row["mode"], fencing_token=row["token"], expires_at=iso(expires))
+        key = "granted" if renewed_by_acquire else "renewed"
+        return {key: True, "path": row["path"], "kind": row["kind"], "mode": row["mode"],
+                "fencing_token": row["token"], "expires_at": iso(expires), "ttl_s": ttl, "renewed": True}
+
+    def _own_row(self, unit: Unit, agent: str, pattern: LockPattern) -> Row | None:
+        """The agent's lock on this path, also when the path was named with or without its trailing slash."""
+        names = [pattern.path, pattern.path.rstrip("/")] if pattern.path.endswith("/") else [pattern.path]
+        return unit.tx.one(f"SELECT * FROM locks WHERE project = ? AND agent_id = ? AND path IN ({placeholders(names)})"
+                           " AND expires_at > ?", (unit.project, agent, *names, unit.now))
+
+    async def release(self, agent_id: str, path: str) -> dict[str, Any]:
+        """Releases the caller's lock on `path` and grants queued requests that can go now.
+
+        Returns `{released: false, reason}` when the caller holds no lock there (e.g. it expired).
+        """
+        agent = validate.identifier(agent_id, "agent_id")
+        pattern = self.target(path)
+
+        def txn(unit: Unit) -> dict[str, Any]:
+            touch(unit, agent)
+            expire_due(unit)
+            row = self._own_row(unit, agent, pattern)
+            if row is None:
+                return {"released": False, "path": pattern.path,
+                        "reason": f"you hold no lock on {pattern.path}; it may have expired (look for lock.expired"
+                                  " in get_updates) — list_locks with your agent_id shows what you hold"}
+            unit.tx.execute("DELETE FROM locks WHERE id = ?", (row["id"],))
+            _emit_released(unit, row, actor=agent, reason="released")
+            promote_waiters(unit, actor=agent)
+            return {"released": True, "path": row["path"], "mode": row["mode"], "fencing_token": row["token"]}
+
+        return await self.ctx.store.write(txn)
+
+    async def renew(self, agent_id: str, path: str, ttl_s: float | None = None) -> dict[str, Any]:
+        """Extends the caller's lease on `path` (same fencing token). Without ttl_s the lock's own TTL is reused.
+
+        Raises NotFound when the caller holds no live lock there (acquire it again: new token).
+        """
+        agent = validate.identifier(agent_id, "agent_id")
+        pattern = self.target(path)
+        ttl = None if ttl_s is None else self._ttl(ttl_s)
+
+        def txn(unit: Unit) -> dict[str, Any]:
+            touch(unit, agent)
+            expire_due(unit)
+            row = self._own_row(unit, agent, pattern)
+            if row is None:
+                raise NotFound(f"you hold no lock on {pattern.path} (it may have expired — see lock.expired in "
+                               "get_updates); call acquire_lock again, which issues a new fencing token", field="path")
+            return self._renew_row(unit, row, ttl if ttl is not None else float(row["ttl_s"]))
+
+        return await self.ctx.store.write(txn)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def list_locks(self, agent_id: str | None = None, path: str | None = None) -> dict[str, Any]:
+        """Live locks and queued requests, optionally one agent's and/or those overlapping `path`."""
+        agent = validate.identifier(agent_id, "agent_id") if agent_id else None
+        pattern = self.target(path) if path else None
+
+        def read(unit: Unit) -> dict[str, Any]:
+            if pattern is not None:
+                locks = overlapping(unit, "locks", pattern, live_after=unit.now)
+                waiting = overlapping(unit, "lock_waiters", pattern)
+            else:
+                locks = unit.tx.all("SELECT * FROM locks WHERE project = ? AND expires_at > ? ORDER BY id LIMIT ?",
+                                    (unit.project, unit.now, LIST_LIMIT * 10))
+                waiting = unit.tx.all("SELECT * FROM lock_waiters WHERE project = ? ORDER BY id LIMIT ?",
+                                      (unit.project, LIST_LIMIT))
+            if agent is not None:
+                locks = [r for r in locks if r["agent_id"] == agent]
+                waiting = [r for r in waiting if r["agent_id"] == agent]
+            return {"locks": [lock_dict(r, unit.now) for r in locks[:LIST_LIMIT]], "count": len(locks),
+                    "waiting": _positions(waiting, unit.now)}
+
+        return await self.ctx.store.read(read)
+
+    async def check_lock(self, path: str) -> dict[str, Any]:
+        """Who holds or waits for anything overlapping `path` (a file, directory or glob)."""
+        pattern = self.target(path)
+
+        def read(unit: Unit) -> dict[str, Any]:
+            rows = overlapping(unit, "locks", pattern, live_after=unit.now)
+            exclusive = [r for r in rows if r["mode"] == EXCLUSIVE]
+            blocking = [r for r in rows if r["mode"] != INTENT]
+            out: dict[str, Any] = {
+                "path": pattern.path, "kind": pattern.kind, "locked": bool(blocking),
+                "exclusive_holder": exclusive[0]["agent_id"] if exclusive else None,
+                "holders": [lock_dict(r, unit.now) for r in rows],
+                "waiting": _positions(overlapping(unit, "lock_waiters", pattern), unit.now),
+                "can_acquire": {"exclusive": not blocking, "shared": not exclusive, "intent": True},
+            }
+            if blocking:
+                out["reason"] = "; ".join(_describe_holder(r, pattern.path) for r in blocking)
+            return out
+
+        return await self.ctx.store.read(read)
+
+    # -- extension points -------------------------------------------------------------------
+
+    def sweep(self, unit: Unit) -> int:
+        """Sweeper step: expired leases free themselves; queue entries of a previous process go."""
+        dropped = 0
+        if not self._purged_foreign_waiters:
+            # Their callers' connections died with that process (single-instance SQLite mode).
+            dropped = unit.tx.execute("DELETE FROM lock_waiters WHERE project = ? AND instance != ?",
+                                      (unit.project, self.instance))
+            self._purged_foreign_waiters = True
+        return dropped + expire_due(unit)
+
+    def agent_gone(self, unit: Unit, agent_id: str, reason: str) -> None:
+        """Deregistration releases the agent's locks and queued requests now; offline ones keep their TTL."""
+        if reason != "deregistered":
+            return
+        rows = unit.tx.all("SELECT * FROM locks WHERE project = ? AND agent_id = ? ORDER BY id",
+                           (unit.project, agent_id))
+        for row in rows:
+            unit.tx.execute("DELETE FROM locks WHERE id = ?", (row["id"],))
+            _emit_released(unit, row, actor=agent_id, reason="deregistered")
+        unit.tx.execute("DELETE FROM lock_waiters WHERE project = ? AND agent_id = ?", (unit.project, agent_id))
+        promote_waiters(unit, actor=agent_id)
+
+    def status_section(self, unit: Unit) -> dict[str, Any]:
+        rows = unit.tx.all("SELECT * FROM locks WHERE project = ? AND expires_at > ? ORDER BY id LIMIT 201",
+                           (unit.project, unit.now))
+        count = unit.tx.one("SELECT COUNT(*) AS n FROM locks WHERE project = ? AND expires_at > ?",
+                            (unit.project, unit.now))
+        waiting = unit.tx.all("SELECT * FROM lock_waiters WHERE project = ? ORDER BY id LIMIT 200", (unit.project,))
+        return {"active": int(count["n"]) if count else 0, "waiting": len(waiting),
+                "list": [lock_dict(r, unit.now) for r in rows[:200]], "queue": _positions(waiting, unit.now)}
+
+
+def _emit_released(unit: Unit, row: Row, *, actor: str, reason: str) -> None:
+    others = [r["agent_id"] for r in overlapping(unit, "locks", _pattern(row)) if r["agent_id"] != row["agent_id"]]
+    waiters = [r["agent_id"] for r in overlapping(unit, "lock_waiters", _pattern(row))]
+    unit.emit(Kind.LOCK_RELEASED, actor=actor, audience=[row["agent_id"], *others, *waiters], holder=row["agent_id"],
+              path=row["path"], mode=row["mode"], fencing_token=row["token"], reason=reason)
+
+
+def _positions(rows: Sequence[Row], now: float) -> list[dict[str, Any]]:
+    out = []
+    for position, row in enumerate(rows, start=1):
+        item = waiter_dict(row, now)
+        item["position"] = position
+        out.append(item)
+    return out
+
+
+class LockSignal:
+    """Scoring layer L: a file I target is locked exclusively by another agent (score 100)."""
+
+    def __call__(self, unit: Unit, request: WorkRequest) -> Iterable[tuple[str, Evidence]]:
+        if not request.target_files:
+            return
+        targets = [compile_pattern(p, literal=True) for p in request.target_files]
+        clause, params = _candidate_clause(targets)
+        rows = unit.tx.all(f"SELECT * FROM locks WHERE project = ? AND mode = ? AND agent_id != ? AND expires_at > ?"
+                           f" AND {clause}", (unit.project, EXCLUSIVE, request.agent_id, unit.now, *params))
+        by_agent: dict[str, tuple[set[str], list[Row]]] = {}
+        for row in rows:
+            hit = {t.path for t in targets if overlaps(_pattern(row), t)}
+            if hit:
+                files, locks = by_agent.setdefault(row["agent_id"], (set(), []))
+                files.update(hit)
+                locks.append(row)
+        for agent_id, (files, locks) in by_agent.items():
+            reasons = "; ".join(_describe_holder(r, f) for r in locks for f in sorted(files)
+                                if overlaps(_pattern(r), compile_pattern(f, literal=True)))
+            yield agent_id, Evidence(
+                Layer.LOCK, Layer.SCORES[Layer.LOCK], tuple(sorted(files)), reasons,
+                extra={"locks": [{"path": r["path"], "mode": r["mode"], "fencing_token": r["token"],
+                                  "expires_at": iso(r["expires_at"])} for r in locks]})
+

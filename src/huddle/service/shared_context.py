@@ -1,0 +1,176 @@
+"""Shared context (SPEC F-42): decisions, discoveries, conventions, blockers and notes, searchable.
+
+Full-text search lives in `FullText` alone: SQLite uses its FTS5 index; any other dialect gets a
+portable LIKE scan until it brings its own index (e.g. a tsvector column on PostgreSQL).
+Only an entry's author may delete it; anyone can correct it by sharing a newer entry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from huddle.domain import validate
+from huddle.domain.events import EVERYONE, Kind, iso
+from huddle.domain.ids import parse_ref
+from huddle.errors import Forbidden, InvalidInput, NotFound
+from huddle.service.agents import touch
+from huddle.service.context import ServiceContext, dumps, placeholders
+from huddle.storage.base import Row, Unit
+
+TYPES = ("decision", "discovery", "convention", "blocker", "note")
+MAX_CONTENT_CHARS = 20_000
+MAX_TAGS = 20
+MAX_KEYWORD_CHARS = 500
+MAX_SEARCH_TERMS = 20
+SEARCH_CANDIDATES = 5000
+PREVIEW_CHARS = 500
+_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._:/+-]{0,49}$")
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+
+
+def context_ref(number: int) -> str:
+    return f"C-{number}"
+
+
+def entry_dict(row: Row) -> dict[str, Any]:
+    return {"id": context_ref(row["id"]), "agent_id": row["agent_id"], "type": row["type"],
+            "content": row["content"], "tags": json.loads(row["tags"]), "created_at": iso(row["created_at"])}
+
+
+def normalize_tags(tags: list[str] | None) -> list[str]:
+    out: dict[str, None] = {}
+    for i, raw in enumerate(validate.items(tags, "tags", max_items=MAX_TAGS)):
+        tag = raw.strip().lower() if isinstance(raw, str) else raw
+        if not isinstance(tag, str) or not _TAG_RE.match(tag):
+            raise InvalidInput(f"tags[{i}] {str(raw)[:40]!r} is not a tag: use 1-50 letters, digits and . _ : / + -",
+                               field=f"tags[{i}]")
+        out.setdefault(tag, None)
+    return list(out)
+
+
+class FullText:
+    """The one place that knows how shared context is indexed and searched."""
+
+    @staticmethod
+    def terms(keyword: str) -> list[str]:
+        words = _WORD_RE.findall(keyword.lower())
+        if not words:
+            raise InvalidInput("keyword has no searchable words; give one or more words, e.g. 'auth token'",
+                               field="keyword")
+        return words[:MAX_SEARCH_TERMS]
+
+    @staticmethod
+    def index(unit: Unit, entry_id: int, content: str, tags: list[str]) -> None:
+        if unit.tx.dialect == "sqlite":
+            unit.tx.execute("INSERT INTO shared_context_fts (rowid, content, tags) VALUES (?, ?, ?)",
+                            (entry_id, content, " ".join(tags)))
+
+    @staticmethod
+    def remove(unit: Unit, entry_id: int) -> None:
+        if unit.tx.dialect == "sqlite":
+            unit.tx.execute("DELETE FROM shared_context_fts WHERE rowid = ?", (entry_id,))
+
+    @staticmethod
+    def search(unit: Unit, terms: list[str]) -> list[int]:
+        """Ids of entries matching every term (as a word prefix), best match first."""
+        if unit.tx.dialect == "sqlite":
+            query = " ".join('"' + t.replace('"', '""') + '"*' for t in terms)
+            rows = unit.tx.all("SELECT rowid FROM shared_context_fts WHERE shared_context_fts MATCH ?"
+                               " ORDER BY rank LIMIT ?", (query, SEARCH_CANDIDATES))
+            return [int(r["rowid"]) for r in rows]
+        clauses = " AND ".join("(LOWER(content) LIKE ? OR LOWER(tags) LIKE ?)" for _ in terms)
+        params = [p for t in terms for p in (f"%{t}%", f"%{t}%")]
+        rows = unit.tx.all(f"SELECT id FROM shared_context WHERE project = ? AND {clauses} ORDER BY id DESC LIMIT ?",
+                           (unit.project, *params, SEARCH_CANDIDATES))
+        return [int(r["id"]) for r in rows]
+
+
+class SharedContextService:
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+
+    async def share(self, agent_id: str, type: str, content: str, tags: list[str] | None = None) -> dict[str, Any]:
+        """Records a piece of knowledge for every agent. Raises InvalidInput for a bad field."""
+        agent = validate.identifier(agent_id, "agent_id")
+        kind = validate.choice(type, "type", TYPES)
+        text = validate.text(content, "content", max_chars=MAX_CONTENT_CHARS)
+        labels = normalize_tags(tags)
+
+        def txn(unit: Unit) -> dict[str, Any]:
+            touch(unit, agent)
+            row = unit.tx.one("INSERT INTO shared_context (project, agent_id, type, content, tags, created_at)"
+                              " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                              (unit.project, agent, kind, text, dumps(labels), unit.now))
+            assert row is not None
+            number = int(row["id"])
+            unit.tx.executemany("INSERT INTO shared_context_tags (project, tag, context_id) VALUES (?, ?, ?)",
+                                [(unit.project, tag, number) for tag in labels])
+            FullText.index(unit, number, text, labels)
+            unit.emit(Kind.CONTEXT_SHARED, actor=agent, audience=[EVERYONE], context_id=context_ref(number),
+                      type=kind, tags=labels, content=text[:PREVIEW_CHARS], truncated=len(text) > PREVIEW_CHARS)
+            return {"shared": True, "id": context_ref(number), "type": kind, "tags": labels,
+                    "created_at": iso(unit.now)}
+
+        return await self.ctx.store.write(txn)
+
+    async def query(self, type: str | None = None, keyword: str | None = None, tag: str | None = None,
+                    agent_id: str | None = None, limit: int = 50) -> dict[str, Any]:
+        """Entries matching every filter given; keyword search ranks by relevance, otherwise newest first."""
+        kind = validate.choice(type, "type", TYPES) if type else None
+        terms = FullText.terms(validate.text(keyword, "keyword", max_chars=MAX_KEYWORD_CHARS)) if keyword else None
+        label = normalize_tags([tag])[0] if tag else None
+        author = validate.identifier(agent_id, "agent_id") if agent_id else None
+        count = int(validate.number(limit, "limit", low=1, high=500, default=50))
+
+        def read(unit: Unit) -> dict[str, Any]:
+            sql = "SELECT * FROM shared_context WHERE project = ?"
+            params: list[Any] = [unit.project]
+            ranked: list[int] | None = None
+            if terms is not None:
+                ranked = FullText.search(unit, terms)
+                if not ranked:
+                    return {"entries": [], "count": 0}
+                sql += f" AND id IN ({placeholders(ranked)})"
+                params += ranked
+            if kind:
+                sql += " AND type = ?"
+                params.append(kind)
+            if author:
+                sql += " AND agent_id = ?"
+                params.append(author)
+            if label:
+                sql += " AND id IN (SELECT context_id FROM shared_context_tags WHERE project = ? AND tag = ?)"
+                params += [unit.project, label]
+            if ranked is None:
+                rows = unit.tx.all(sql + " ORDER BY id DESC LIMIT ?", (*params, count))
+            else:
+                order = {number: position for position, number in enumerate(ranked)}
+                rows = sorted(unit.tx.all(sql, params), key=lambda r: order[r["id"]])[:count]
+            return {"entries": [entry_dict(r) for r in rows], "count": len(rows)}
+
+        return await self.ctx.store.read(read)
+
+    async def delete(self, id: str | int, agent_id: str) -> dict[str, Any]:
+        """Deletes an entry. Only its author may; raises Forbidden for anyone else, NotFound for a bad id."""
+        number = parse_ref(id, "C", "id")
+        agent = validate.identifier(agent_id, "agent_id")
+
+        def txn(unit: Unit) -> dict[str, Any]:
+            touch(unit, agent)
+            row = unit.tx.one("SELECT * FROM shared_context WHERE id = ? AND project = ?", (number, unit.project))
+            if row is None:
+                raise NotFound(f"context entry {context_ref(number)} does not exist; query_context lists entries",
+                               field="id")
+            if row["agent_id"] != agent:
+                raise Forbidden(f"context entry {context_ref(number)} was shared by {row['agent_id']}; only its author"
+                                " may delete it — share a correcting entry instead, or ask them", field="agent_id")
+            unit.tx.execute("DELETE FROM shared_context WHERE id = ?", (number,))
+            unit.tx.execute("DELETE FROM shared_context_tags WHERE context_id = ?", (number,))
+            FullText.remove(unit, number)
+            unit.emit(Kind.CONTEXT_DELETED, actor=agent, audience=[EVERYONE], context_id=context_ref(number),
+                      type=row["type"])
+            return {"deleted": True, "id": context_ref(number)}
+
+        return await self.ctx.store.write(txn)

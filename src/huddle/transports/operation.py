@@ -1,0 +1,25 @@
+"""What an operation is: one typed async function, in a toolset, served over MCP and REST.
+
+Its own module so that every catalogue module (tools.py, tools_coordination.py, …) can build
+operations without importing the others; tools.py gathers them all in FACTORIES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    toolset: str
+    fn: Callable[..., Awaitable[Result]]
+    read_only: bool = False
+
+    @property
+    def description(self) -> str:
+        return (self.fn.__doc__ or self.name).strip()
