@@ -109,3 +109,18 @@ async def test_bad_registrations_name_the_field(coordinator: Coordinator, kwargs
         await coordinator.agents.register(**{"name": "alice", **kwargs})
     assert caught.value.field == field
     assert (await coordinator.agents.list_agents())["agents"] == []
+
+
+async def test_an_agent_that_only_polls_get_updates_stays_online(tmp_path: Path, repo: Path) -> None:
+    c = make_coordinator(tmp_path, repo, agent_ttl_s=0.5)
+    await c.start()
+    try:
+        await c.agents.register("poller")
+        with anyio.fail_after(5):
+            for _ in range(15):  # 1.5 s of polling: three times the TTL
+                await c.updates.get_updates("poller")
+                await anyio.sleep(0.1)
+        [agent] = (await c.agents.list_agents())["agents"]
+        assert agent["online"] is True
+    finally:
+        await c.stop()

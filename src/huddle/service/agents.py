@@ -16,6 +16,7 @@ from huddle.service.signals import related_module_rows
 from huddle.storage.base import Row, Unit
 
 BRIEFING_LIMIT = 50
+READ_HEARTBEAT_EVERY_S = 5.0
 
 
 def require_agent(unit: Unit, agent_id: str, *, field: str = "agent_id") -> Row:
@@ -47,6 +48,24 @@ def touch(unit: Unit, agent_id: str, *, field: str = "agent_id") -> Row:
             modules=json.loads(row["modules"]),
         )
     return row
+
+
+async def heartbeat_on_read(ctx: ServiceContext, agent_id: str) -> None:
+    """Read-only calls count as heartbeats too (an agent that only polls get_updates stays online).
+
+    Reads do not write, so the heartbeat is a separate small write, coalesced to one per agent
+    every READ_HEARTBEAT_EVERY_S so that polling does not cost an fsync per call.
+    """
+    now = time.monotonic()
+    every = min(READ_HEARTBEAT_EVERY_S, ctx.settings.agent_ttl_s / 10)
+    if agent_id in ctx.read_heartbeats and now - ctx.read_heartbeats[agent_id] < every:
+        return
+    ctx.read_heartbeats[agent_id] = now
+
+    def txn(unit: Unit) -> None:
+        touch(unit, agent_id)
+
+    await ctx.store.write(txn)
 
 
 class AgentService:

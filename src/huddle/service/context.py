@@ -54,6 +54,8 @@ class ServiceContext:
     settings: Settings
     agent_gone_hooks: list[AgentGoneHook] = field(default_factory=list)
     signal_providers: list[SignalProvider] = field(default_factory=list)
+    # agent id → monotonic time of the last heartbeat written for a read-only call
+    read_heartbeats: dict[str, float] = field(default_factory=dict)
 
     @property
     def project(self) -> str:

@@ -12,7 +12,7 @@ from huddle.domain.ids import intent_ref, parse_ref
 from huddle.domain.paths import normalize_module
 from huddle.domain.scoring import Evidence, Impact, score_agents, verdict
 from huddle.errors import Forbidden, InvalidInput, NotFound
-from huddle.service.agents import require_agent, touch
+from huddle.service.agents import heartbeat_on_read, require_agent, touch
 from huddle.service.context import ServiceContext, WorkRequest, dumps, placeholders
 from huddle.service.lifecycle import end_intent
 from huddle.service.threads import open_thread
@@ -246,7 +246,9 @@ class IntentService:
                 "impacts": [i.to_dict() for i in impacts],
             }
 
-        return await self.ctx.store.read(read)
+        result = await self.ctx.store.read(read)
+        await heartbeat_on_read(self.ctx, request.agent_id)
+        return result
 
     async def complete(self, agent_id: str, intent_id: str) -> dict[str, Any]:
         """Ends an active intent of the caller's: its files stop counting for scoring."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from huddle.domain import validate
 from huddle.domain.events import EVERYONE, Kind
-from huddle.service.agents import require_agent, touch
+from huddle.service.agents import heartbeat_on_read, require_agent, touch
 from huddle.service.context import ServiceContext
 from huddle.storage.base import Unit, event_from_row
 
@@ -42,7 +42,9 @@ class UpdateService:
                 "has_more": len(rows) > page,
             }
 
-        return await self.ctx.store.read(read)
+        result = await self.ctx.store.read(read)
+        await heartbeat_on_read(self.ctx, agent)
+        return result
 
     async def latest_cursor(self) -> int:
         def read(unit: Unit) -> int:
