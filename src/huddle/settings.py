@@ -57,6 +57,21 @@ class Settings:
         default=600.0, metadata={"help": "Lease of a lock when acquire_lock gives no ttl_s (renew to keep it)."}
     )
     worker_slots: int = field(default=5, metadata={"help": "Number of worker slots handed out by claim_worker_slot."})
+    mqtt_broker: str = field(
+        default="embedded",
+        metadata={"help": "MQTT broker: embedded (amqtt in the server), mosquitto (a managed child process) or off;"
+                          " ignored when mqtt_url is set."},
+    )
+    mqtt_port: int = field(
+        default=1883,
+        metadata={"help": "TCP port of the embedded/managed MQTT broker; 0 picks a free port (see server.json)."},
+    )
+    mqtt_url: str = field(
+        default="", metadata={"help": "External MQTT broker to publish to instead, e.g. mqtt://127.0.0.1:1883."}
+    )
+    topic_root: str = field(
+        default="huddle/{project}", metadata={"help": "MQTT topic root; {project} becomes the project key."}
+    )
 
     @property
     def data_path(self) -> Path:
@@ -151,3 +166,13 @@ def _validate(s: Settings) -> None:
         raise InvalidInput("setting max_rounds must be at least 1", field="max_rounds")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise InvalidInput("setting log_level must be DEBUG, INFO, WARNING or ERROR", field="log_level")
+    if not 0 <= s.mqtt_port <= 65535:
+        raise InvalidInput("setting mqtt_port must be between 0 and 65535 (0 picks a free port)", field="mqtt_port")
+    if s.mqtt_broker not in ("embedded", "mosquitto", "off"):
+        raise InvalidInput("setting mqtt_broker must be embedded, mosquitto or off", field="mqtt_broker")
+    if s.mqtt_url and not s.mqtt_url.startswith(("mqtt://", "mqtts://", "ws://", "wss://")):
+        raise InvalidInput("setting mqtt_url must look like mqtt://host:1883 (or mqtts://, ws://, wss://)",
+                           field="mqtt_url")
+    if not s.topic_root.strip("/") or any(c in s.topic_root for c in "+#\0") or s.topic_root.startswith("$"):
+        raise InvalidInput("setting topic_root must be a plain MQTT topic such as huddle/{project}"
+                           " (no +, #, leading $ or empty)", field="topic_root")
