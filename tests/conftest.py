@@ -72,6 +72,7 @@ class ServerProcess:
         self.log_path = self.data_dir.parent / f"server-{time.monotonic_ns()}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--port", "0",
+                "--mqtt-port", "0",
                 "--data-dir", str(self.data_dir), "--repo", str(self.repo), *self.extra_args]
         env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING", **self.env}
         with open(self.log_path, "wb") as log:

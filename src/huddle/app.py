@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 
 from huddle.bus.memory import MemoryBus
 from huddle.errors import InvalidInput
+from huddle.push.hub import PushHub
 from huddle.service.coordinator import Coordinator
 from huddle.settings import Settings
 from huddle.storage.base import Store
@@ -33,6 +34,7 @@ class Huddle:
     coordinator: Coordinator
     mcp: MCPServer
     http: Starlette
+    push: PushHub
 
 
 def build_store(settings: Settings) -> Store:
@@ -56,8 +58,10 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 def build_app(settings: Settings) -> Huddle:
     bus = MemoryBus()
     coordinator = Coordinator(build_store(settings), bus, settings)
-    operations = all_operations(coordinator)
+    push = PushHub(settings, coordinator)
+    operations = [*all_operations(coordinator), *push.operations()]
     mcp = build_mcp_server(operations)
+    push.attach_mcp(mcp)
     # Plain JSON responses (not an SSE stream per POST) save ~0.3 ms a call; server-initiated
     # notifications still flow over the standalone GET stream.
     mcp_app = mcp.streamable_http_app(
@@ -68,13 +72,15 @@ def build_app(settings: Settings) -> Huddle:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await coordinator.start()
         try:
+            await push.start()
             async with mcp.session_manager.run():
                 yield
         finally:
+            await push.stop()
             await coordinator.stop()
 
     http = Starlette(
-        routes=[*rest_routes(operations), *mcp_app.routes],
+        routes=[*rest_routes(operations), *push.routes(), *mcp_app.routes],
         middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
         exception_handlers=json_error_handlers(),
         lifespan=lifespan,
@@ -82,4 +88,4 @@ def build_app(settings: Settings) -> Huddle:
     http.state.project = settings.project_key
     http.state.mcp = mcp
     http.state.coordinator = coordinator
-    return Huddle(settings, coordinator, mcp, http)
+    return Huddle(settings, coordinator, mcp, http, push)

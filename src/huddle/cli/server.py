@@ -39,13 +39,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def write_runtime_file(settings: Settings, port: int) -> Path:
+def write_runtime_file(settings: Settings, port: int, extra: Mapping[str, Any] | None = None) -> Path:
     """`server.json` in the data dir says which process serves which URL (one per data dir)."""
     path = settings.data_path / "server.json"
     url = f"http://{settings.host}:{port}"
     path.write_text(json.dumps({"pid": os.getpid(), "host": settings.host, "port": port, "url": url,
                                 "mcp_url": url + "/mcp", "project": settings.project_key,
-                                "repo": str(settings.repo_path)}))
+                                "repo": str(settings.repo_path), **(extra or {})}))
     return path
 
 
@@ -57,9 +57,11 @@ def start_server(overrides: Mapping[str, Any]) -> int:
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     huddle = build_app(settings)
-    runtime = write_runtime_file(settings, port)
+    huddle.push.bind()  # the MQTT port too: taken → a clear message and exit 1, before anything runs
+    runtime = write_runtime_file(settings, port, huddle.push.runtime_info())
     print(f"Huddle serving {settings.project_key} ({settings.repo_path}) on http://{settings.host}:{port}"
           f" — MCP at /mcp, data in {settings.data_path}", flush=True)
+    print(huddle.push.describe(), flush=True)
     config = uvicorn.Config(huddle.http, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)
     try:

@@ -1,0 +1,193 @@
+"""The MQTT bridge: committed events → topic map → a broker, off the request path.
+
+The bus hands every commit's events to `offer` synchronously on the event loop; `offer` only appends
+to a bounded queue, so a slow or dead broker can never block or fail a tool call. One task drains the
+queue into the sink (the embedded broker, or a client of an external one). When the queue overflows
+or the broker is unreachable, the bridge stops queueing and, once the broker is back, republishes
+from the event log by cursor — subscribers connected at that point see what they missed, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from huddle.domain.events import Event
+from huddle.push import log as eventlog
+from huddle.push.topics import Routed, route
+from huddle.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUE = 10_000
+MAX_BATCH = 256
+MAX_CATCH_UP = 10_000  # older misses are left to get_updates, the truth
+
+
+class SinkDown(Exception):
+    """The broker connection is gone; the sink reconnects on its own."""
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Sink(Protocol):
+    """Where the bridge publishes: the embedded broker or a connection to an external one."""
+
+    kind: str
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def wait_connected(self) -> None:
+        """Returns once messages can be published (immediately for the embedded broker)."""
+        ...
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publishes in order; raises SinkDown when the broker is unreachable."""
+        ...
+
+    def info(self) -> dict[str, Any]: ...
+
+
+def encode(routed: Routed) -> list[Message]:
+    data = json.dumps(routed.payload, separators=(",", ":"), default=str).encode()
+    return [Message(p.topic, data, p.qos, p.retain) for p in routed.publications]
+
+
+class MqttBridge:
+    """Bus listener + publisher task. `sent_cursor` is the last event handed to the broker."""
+
+    def __init__(self, sink: Sink, store: Store, root: str, *, max_queue: int = MAX_QUEUE):
+        self.sink = sink
+        self.store = store
+        self.root = root
+        self.max_queue = max_queue
+        self.sent_cursor = 0
+        self.names: dict[str, str] = {}
+        self._queue: deque[Event] = deque()
+        self._wake = asyncio.Event()
+        self._lagged = False
+        self._task: asyncio.Task[None] | None = None
+        self.stats = {"events": 0, "messages": 0, "catch_ups": 0, "caught_up_events": 0, "skipped_events": 0,
+                      "overflows": 0}
+        self.last_published_at: float | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts from the log's present: history is not republished when the server starts."""
+        self.sent_cursor = await eventlog.latest_cursor(self.store)
+        self.names = await eventlog.agent_names(self.store)
+        await self.sink.start()
+        self._task = asyncio.create_task(self._run(), name="huddle-mqtt-bridge")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            # Give what is queued a moment to go out (a clean shutdown should not drop the last events).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    while (self._queue or self._lagged) and self.sink.connected:
+                        await asyncio.sleep(0.01)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.sink.stop()
+
+    # -- the bus side (synchronous, never blocks) -----------------------------------------------
+
+    def offer(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if event.kind.startswith("agent.") and event.actor and isinstance(event.data.get("name"), str):
+                self.names[event.actor] = event.data["name"]
+        if self._lagged:
+            return  # the log has them; the catch-up will read them
+        if not self.sink.connected or len(self._queue) + len(events) > self.max_queue:
+            if self.sink.connected:
+                self.stats["overflows"] += 1
+                log.warning("MQTT queue full (%d events); will resend from the event log", len(self._queue))
+            self._lagged = True
+            self._queue.clear()
+        else:
+            self._queue.extend(events)
+        self._wake.set()
+
+    # -- the publisher task --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue and not self._lagged:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            await self.sink.wait_connected()
+            try:
+                if self._lagged:
+                    await self._catch_up()
+                batch: list[Event] = []
+                while self._queue and len(batch) < MAX_BATCH:
+                    event = self._queue.popleft()
+                    if event.cursor > self.sent_cursor:
+                        batch.append(event)
+                if batch:
+                    await self._send(batch)
+            except SinkDown:
+                self._lagged = True
+                self._queue.clear()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one event's rendering must not stop the bridge for good
+                log.exception("MQTT bridge failed; resending from the event log")
+                self._lagged = True
+                self._queue.clear()
+                await asyncio.sleep(0.5)
+
+    async def _send(self, events: Sequence[Event]) -> None:
+        messages: list[Message] = []
+        for event in events:
+            messages.extend(encode(route(event, self.root, self.names.get)))
+        if messages:
+            await self.sink.publish(messages)
+        self.sent_cursor = events[-1].cursor
+        self.stats["events"] += len(events)
+        self.stats["messages"] += len(messages)
+        self.last_published_at = time.time()
+
+    async def _catch_up(self) -> None:
+        """Republishes from the log everything after `sent_cursor`, then resumes from the live queue."""
+        # Clear the flag first: events offered from now on are queued and deduplicated by cursor.
+        self._lagged = False
+        self.stats["catch_ups"] += 1
+        latest = await eventlog.latest_cursor(self.store)
+        if latest - self.sent_cursor > MAX_CATCH_UP:
+            skipped = latest - MAX_CATCH_UP - self.sent_cursor
+            self.stats["skipped_events"] += skipped
+            log.warning("MQTT catch-up skips %d old events; subscribers resync with get_updates", skipped)
+            self.sent_cursor = latest - MAX_CATCH_UP
+        while True:
+            page = await eventlog.read_after(self.store, self.sent_cursor, limit=MAX_BATCH)
+            if not page:
+                return
+            await self._send(page)
+            self.stats["caught_up_events"] += len(page)
+
+    def info(self) -> dict[str, Any]:
+        return {"sent_cursor": self.sent_cursor, "queued": len(self._queue), "resyncing": self._lagged,
+                **self.stats}

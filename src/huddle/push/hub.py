@@ -1,0 +1,242 @@
+"""The push hub: builds the push channels from Settings and wires them to the bus, HTTP and MCP.
+
+One object so the composition root stays short: `build_app` creates a `PushHub`, adds its routes
+(`/api/events`, `/mqtt`), its operations (`mqtt_publish`) and its MCP resources, and starts/stops it
+in the lifespan. The CLI calls `bind()` before the server runs, so a taken MQTT port is a clear
+message and a non-zero exit rather than a failure inside the event loop.
+
+Brokers (`mqtt_url` wins over `mqtt_broker`):
+- embedded  — amqtt in this process; TCP on `host:mqtt_port`, WebSocket on `/mqtt`.
+- mosquitto — a managed `mosquitto` child on 127.0.0.1:mqtt_port; `/mqtt` proxies to it.
+- external  — `mqtt_url`; Huddle publishes to it and reconnects with backoff; `/mqtt` proxies to it.
+- off       — no MQTT; SSE and MCP push still work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from huddle.errors import HuddleError, Unavailable
+from huddle.push.bridge import Message, MqttBridge, SinkDown
+from huddle.push.broker import WS_PATH, EmbeddedBroker
+from huddle.push.external import ExternalBroker
+from huddle.push.guard import refusal
+from huddle.push.mcp_push import McpPush
+from huddle.push.mosquitto import ManagedMosquitto
+from huddle.push.ports import bind_tcp
+from huddle.push.sse import EventStream
+from huddle.push.topics import check_publish_topic, render_root
+from huddle.service.coordinator import Coordinator
+from huddle.settings import Settings
+from huddle.transports.operation import Operation, Result
+
+log = logging.getLogger(__name__)
+MAX_RAW_PAYLOAD = 64 * 1024
+
+
+class PushHub:
+    def __init__(self, settings: Settings, coordinator: Coordinator):
+        self.settings = settings
+        self.coordinator = coordinator
+        self.root = render_root(settings.topic_root, settings.project_key)
+        self.mode = "external" if settings.mqtt_url else settings.mqtt_broker
+        self.events = EventStream(coordinator.store, coordinator.bus, settings)
+        self.mcp_push = McpPush(coordinator.store, coordinator.threads)
+        self.embedded: EmbeddedBroker | None = None
+        self.external: ExternalBroker | None = None
+        self.mosquitto: ManagedMosquitto | None = None
+        self.bridge: MqttBridge | None = None
+        self._sock: socket.socket | None = None
+        self._bound = False
+        self._started = False
+        coordinator.bus.add_listener(self._offer)
+        coordinator.status.live_sections["mqtt"] = self.mqtt_status
+        coordinator.status.live_sections["push"] = self.push_status
+
+    # -- setup -----------------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Claims the MQTT port now (idempotent); raises HuddleError naming the port and the choices."""
+        if self._bound:
+            return
+        if self.mode == "embedded":
+            self._sock = bind_tcp(self.settings.host, self.settings.mqtt_port)
+        elif self.mode == "mosquitto":
+            self.mosquitto = ManagedMosquitto(self.settings.data_path, self.settings.mqtt_port)
+            self.mosquitto.prepare()
+        elif self.mode == "external":
+            self.external = ExternalBroker(self.settings.mqtt_url, project=self.settings.project_key)
+        self._bound = True
+
+    def attach_mcp(self, mcp: MCPServer) -> None:
+        self.mcp_push.attach(mcp)
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route("/api/events", self.events.endpoint, methods=["GET"]),
+                WebSocketRoute(WS_PATH, self._websocket)]
+
+    def operations(self) -> list[Operation]:
+        hub = self
+
+        async def mqtt_publish(topic: str, payload: Any = None, agent_id: str | None = None,
+                               retain: bool = False) -> Result:
+            """Publish a raw JSON message on MQTT under Huddle's topic root, e.g. <root>/broadcast (the
+            root is in coordinator_status.mqtt.topic_root). agent_id, when given, is added to an object
+            payload so the sender's own listeners can skip it. Huddle's own subtrees (consultations,
+            agents, locks, tasks, quota) are refused."""
+            return await hub.publish_raw(topic, payload, agent_id, retain)
+
+        return [Operation("mqtt_publish", "push", mqtt_publish)]
+
+    def runtime_info(self) -> dict[str, Any]:
+        """What server.json says about MQTT, so clients and tests find the actual port."""
+        info: dict[str, Any] = {"mqtt_broker": self.mode, "mqtt_topic_root": self.root}
+        if self.mode == "embedded" and self._sock is not None:
+            port = self._sock.getsockname()[1]
+            info.update(mqtt_port=port, mqtt_url=f"mqtt://{self.settings.host}:{port}", mqtt_ws_path=WS_PATH)
+        elif self.mode == "mosquitto" and self.mosquitto is not None:
+            info.update(mqtt_port=self.mosquitto.port, mqtt_url=self.mosquitto.url, mqtt_ws_path=WS_PATH)
+        elif self.mode == "external" and self.external is not None:
+            info.update(mqtt_port=self.external.url.port, mqtt_url=self.external.url.display,
+                        mqtt_ws_path=WS_PATH if self.external.url.scheme == "mqtt" else None)
+        return info
+
+    def describe(self) -> str:
+        """One line for the start banner: where MQTT subscribers connect."""
+        info = self.runtime_info()
+        if self.mode == "off":
+            return "MQTT off (mqtt_broker=off); SSE at /api/events"
+        where = {"embedded": "embedded broker", "mosquitto": "managed mosquitto", "external": "external broker"}
+        ws = f" and ws://…{WS_PATH} on the HTTP port" if info.get("mqtt_ws_path") else ""
+        return (f"MQTT: {where[self.mode]} at {info.get('mqtt_url')}{ws}, topics under {self.root}/;"
+                " SSE at /api/events")
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.bind()
+        await self.mcp_push.start()
+        if self.mode == "embedded" and self._sock is not None:
+            self.embedded = EmbeddedBroker(self._sock)
+            self.bridge = MqttBridge(self.embedded, self.coordinator.store, self.root)
+        elif self.mode == "mosquitto" and self.mosquitto is not None:
+            await self.mosquitto.start()
+            self.external = ExternalBroker(self.mosquitto.url, project=self.settings.project_key, kind="mosquitto")
+            self.bridge = MqttBridge(self.external, self.coordinator.store, self.root)
+        elif self.mode == "external" and self.external is not None:
+            self.bridge = MqttBridge(self.external, self.coordinator.store, self.root)
+        if self.bridge is not None:
+            await self.bridge.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        self._started = False
+        if self.bridge is not None:
+            await self.bridge.stop()
+        if self.mosquitto is not None:
+            await self.mosquitto.stop()
+        await self.mcp_push.stop()
+
+    def _offer(self, events: Any) -> None:
+        if not self._started:
+            return
+        if self.bridge is not None:
+            self.bridge.offer(events)
+        self.mcp_push.offer(events)
+
+    # -- MQTT over WebSocket on the HTTP port ---------------------------------------------------------
+
+    async def _websocket(self, websocket: WebSocket) -> None:
+        if refusal(websocket, self.settings) is not None:
+            await websocket.close(code=1008)
+            return
+        if self.embedded is not None:
+            await self.embedded.serve_websocket(websocket)
+        elif self.external is not None and self.external.url.scheme == "mqtt":
+            await _proxy(websocket, self.external.url.host, self.external.url.port)
+        else:
+            await websocket.close(code=1011, reason="MQTT over WebSocket is not available (mqtt_broker off)")
+
+    # -- raw publishing (mqtt_publish) --------------------------------------------------------------
+
+    async def publish_raw(self, topic: str, payload: Any, agent_id: str | None, retain: bool) -> Result:
+        sink = self.embedded or self.external
+        if sink is None:
+            raise Unavailable("MQTT is off on this server (mqtt_broker=off); use send_message to reach agents")
+        reason = check_publish_topic(topic, self.root)
+        if reason is not None:
+            raise HuddleError(reason, field="topic")
+        if agent_id is not None and isinstance(payload, dict) and "agent_id" not in payload:
+            payload = {**payload, "agent_id": agent_id}
+        data = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        if len(data) > MAX_RAW_PAYLOAD:
+            raise HuddleError(f"payload is {len(data)} bytes; MQTT broadcasts are capped at {MAX_RAW_PAYLOAD}"
+                              " bytes — share a summary, or share_context for longer text", field="payload")
+        try:
+            await sink.publish([Message(topic, data, 0, retain)])
+        except SinkDown:
+            raise Unavailable(f"the MQTT broker ({self.mode}) is not reachable right now; nothing was published."
+                              " Retry later — coordination events are not affected") from None
+        return {"published": True, "topic": topic, "bytes": len(data), "retain": retain}
+
+    # -- status --------------------------------------------------------------------------------------
+
+    def mqtt_status(self) -> dict[str, Any]:
+        sink = self.embedded or self.external
+        out: dict[str, Any] = {"enabled": self.mode != "off", "broker": self.mode, "topic_root": self.root,
+                               "connected": bool(sink is not None and sink.connected)}
+        out.update({k: v for k, v in self.runtime_info().items() if k.startswith("mqtt_") and k != "mqtt_broker"})
+        if sink is not None:
+            out.update(sink.info())
+        if self.mosquitto is not None:
+            out["child_pid"] = self.mosquitto.pid
+            out["child_running"] = self.mosquitto.running
+        if self.bridge is not None:
+            out["published"] = self.bridge.info()
+        return out
+
+    def push_status(self) -> dict[str, Any]:
+        return {"sse_streams": self.events.open_streams, "sse_events_sent": self.events.sent,
+                "sse_resyncs": self.events.resyncs, "mcp": self.mcp_push.info()}
+
+
+async def _proxy(websocket: WebSocket, host: str, port: int) -> None:
+    """`/mqtt` for a broker Huddle does not embed: WebSocket frames ↔ the broker's TCP port."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        await websocket.close(code=1013, reason="the MQTT broker is not reachable")
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol="mqtt" if "mqtt" in offered else None)
+
+    async def upstream() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            writer.write(message.get("bytes") or (message.get("text") or "").encode())
+            await writer.drain()
+
+    async def downstream() -> None:
+        while chunk := await reader.read(65536):
+            await websocket.send_bytes(chunk)
+
+    tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        writer.close()
+        with contextlib.suppress(Exception):
+            await websocket.close()

@@ -1,0 +1,150 @@
+"""Reading the event log by cursor for push channels: replay after a reconnect, catch-up after a lag.
+
+Every push channel starts from a cursor and asks the log for what came after it, so a subscriber that
+was away (SSE `Last-Event-ID`, an MQTT broker that restarted, a `huddle watch` sidecar) misses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from huddle.domain import validate
+from huddle.domain.events import EVERYONE, Event
+from huddle.errors import InvalidInput
+from huddle.storage.base import Store, Unit, event_from_row
+
+PAGE = 500
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a subscriber wants: addressed to an agent, of one thread, of some kinds.
+
+    `kinds` entries are exact kinds (`thread.opened`) or groups (`thread.*`). `exclude_self` drops the
+    agent's own actions, so a sidecar is not woken by what its agent just did.
+    """
+
+    agent: str | None = None
+    thread: str | None = None
+    kinds: tuple[str, ...] = ()
+    exclude_self: bool = False
+
+    @classmethod
+    def parse(cls, agent: str | None = None, thread: str | None = None, kinds: Iterable[str] | str | None = None,
+              exclude_self: bool = False) -> EventFilter:
+        """Validates filter values from a query string or CLI flags (raises InvalidInput)."""
+        if isinstance(kinds, str):
+            kinds = kinds.split(",")
+        wanted: list[str] = []
+        for raw in kinds or ():
+            kind = raw.strip()
+            if not kind:
+                continue
+            if len(kind) > 64 or not all(c.isalnum() or c in "._*-" for c in kind) or "*" in kind.rstrip("*"):
+                raise InvalidInput(f"kind filter {kind!r} is not an event kind; use e.g. thread.opened or thread.*",
+                                   field="kinds")
+            wanted.append(kind)
+        return cls(
+            agent=validate.identifier(agent, "agent") if agent else None,
+            thread=validate.text(thread, "thread", max_chars=64) if thread else None,
+            kinds=tuple(wanted),
+            exclude_self=exclude_self and bool(agent),
+        )
+
+    def kind_matches(self, kind: str) -> bool:
+        if not self.kinds:
+            return True
+        for wanted in self.kinds:
+            if wanted == kind or wanted == "*" or (wanted.endswith(".*") and kind.startswith(wanted[:-1])):
+                return True
+        return False
+
+    def __call__(self, event: Event) -> bool:
+        """The live-path test; must stay cheap (it runs for every event and every subscriber)."""
+        if self.agent is not None:
+            if EVERYONE not in event.audience and self.agent not in event.audience:
+                return False
+            if self.exclude_self and event.actor == self.agent:
+                return False
+        if self.thread is not None and event.thread_id != self.thread:
+            return False
+        return self.kind_matches(event.kind)
+
+    def as_query(self) -> dict[str, Any]:
+        return {k: v for k, v in (("agent", self.agent), ("thread", self.thread),
+                                  ("kinds", ",".join(self.kinds) or None)) if v}
+
+
+def _kind_sql(kinds: tuple[str, ...]) -> tuple[str, list[Any]]:
+    if not kinds or "*" in kinds:
+        return "", []
+    parts: list[str] = []
+    params: list[Any] = []
+    for kind in kinds:
+        if kind.endswith(".*"):
+            parts.append("e.kind LIKE ?")
+            params.append(kind[:-1] + "%")
+        else:
+            parts.append("e.kind = ?")
+            params.append(kind)
+    return " AND (" + " OR ".join(parts) + ")", params
+
+
+async def read_after(store: Store, after: int, wanted: EventFilter | None = None, limit: int = PAGE) -> list[Event]:
+    """Events after `after` (oldest first) that pass the filter, at most `limit`."""
+    flt = wanted or EventFilter()
+
+    def read(unit: Unit) -> list[Event]:
+        kind_clause, kind_params = _kind_sql(flt.kinds)
+        if flt.agent is not None:
+            sql = ("SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor"
+                   " WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ?")
+            params: list[Any] = [unit.project, flt.agent, EVERYONE, after]
+            order = " ORDER BY a.cursor LIMIT ?"
+        else:
+            sql = "SELECT e.* FROM events e WHERE e.project = ? AND e.cursor > ?"
+            params = [unit.project, after]
+            order = " ORDER BY e.cursor LIMIT ?"
+        if flt.thread is not None:
+            sql += " AND e.thread_id = ?"
+            params.append(flt.thread)
+        if flt.exclude_self:
+            sql += " AND (e.actor IS NULL OR e.actor != ?)"
+            params.append(flt.agent)
+        rows = unit.tx.all(sql + kind_clause + order, (*params, *kind_params, limit))
+        return [event_from_row(r) for r in rows]
+
+    return await store.read(read)
+
+
+async def latest_cursor(store: Store) -> int:
+    def read(unit: Unit) -> int:
+        row = unit.tx.one("SELECT MAX(cursor) AS c FROM events WHERE project = ?", (unit.project,))
+        return int(row["c"] or 0) if row else 0
+
+    return await store.read(read)
+
+
+async def latest_for(store: Store, agent: str, limit: int) -> list[Event]:
+    """The newest `limit` events addressed to `agent` (or everyone), oldest first: the inbox view."""
+
+    def read(unit: Unit) -> list[Event]:
+        rows = unit.tx.all(
+            "SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor"
+            " WHERE a.project = ? AND a.agent_id IN (?, ?) ORDER BY a.cursor DESC LIMIT ?",
+            (unit.project, agent, EVERYONE, limit))
+        return [event_from_row(r) for r in reversed(rows)]
+
+    return await store.read(read)
+
+
+async def agent_names(store: Store) -> dict[str, str]:
+    """agent_id → display name, to fill the `name` field MQTT payloads carry."""
+
+    def read(unit: Unit) -> dict[str, str]:
+        rows = unit.tx.all("SELECT agent_id, name FROM agents WHERE project = ?", (unit.project,))
+        return {str(r["agent_id"]): str(r["name"]) for r in rows}
+
+    return await store.read(read)

@@ -1,0 +1,220 @@
+"""MCP push (F-63): readable resources for an agent's inbox and a thread, and change notifications.
+
+Two protocol eras are served side by side:
+- handshake-era clients (≤ 2025-11-25) call `resources/subscribe` and receive
+  `notifications/resources/updated` on their session;
+- 2026-07-28 clients open `subscriptions/listen` with `resource_subscriptions=[uri, …]` and receive
+  the same change events on that stream (the SDK's listen handler, fed through its subscription bus).
+
+A notification only says "this resource changed": the client reads the resource (or calls
+`get_updates`) for the content, so a missed notification loses nothing. Notifications are coalesced
+per URI and sent by one task off the request path; an agent is not notified of its own actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import weakref
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import ListenHandler, ResourceUpdated, SubscriptionBus
+from mcp_types import (
+    EmptyResult,
+    SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
+    SubscriptionsListenResult,
+    UnsubscribeRequestParams,
+)
+
+from huddle.domain import validate
+from huddle.domain.events import EVERYONE, Event
+from huddle.errors import HuddleError, NotFound
+from huddle.push import log as eventlog
+from huddle.service.threads import ThreadService
+from huddle.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+INBOX_PREFIX = "huddle://agents/"
+INBOX_SUFFIX = "/inbox"
+THREAD_PREFIX = "huddle://threads/"
+INBOX_TEMPLATE = INBOX_PREFIX + "{agent_id}" + INBOX_SUFFIX
+THREAD_TEMPLATE = THREAD_PREFIX + "{thread_id}"
+INBOX_SIZE = 50
+SEND_TIMEOUT_S = 2.0
+
+
+def inbox_uri(agent_id: str) -> str:
+    return f"{INBOX_PREFIX}{agent_id}{INBOX_SUFFIX}"
+
+
+def thread_uri(thread_id: str) -> str:
+    return f"{THREAD_PREFIX}{thread_id}"
+
+
+def inbox_owner(uri: str) -> str | None:
+    if uri.startswith(INBOX_PREFIX) and uri.endswith(INBOX_SUFFIX):
+        return uri[len(INBOX_PREFIX) : -len(INBOX_SUFFIX)] or None
+    return None
+
+
+class TrackingListenHandler(ListenHandler):
+    """The SDK's `subscriptions/listen` handler, counting which resource URIs open streams watch,
+    so events nobody listens to cost nothing."""
+
+    def __init__(self, bus: SubscriptionBus, watched: Counter[str]):
+        super().__init__(bus)
+        self._watched = watched
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any],
+                       params: SubscriptionsListenRequestParams) -> SubscriptionsListenResult:
+        uris = list(params.notifications.resource_subscriptions or ())
+        self._watched.update(uris)
+        try:
+            return await super().__call__(ctx, params)
+        finally:
+            self._watched.subtract(uris)
+            for uri in uris:
+                if self._watched[uri] <= 0:
+                    del self._watched[uri]
+
+
+class McpPush:
+    def __init__(self, store: Store, threads: ThreadService):
+        self.store = store
+        self.threads = threads
+        self._sessions: dict[str, weakref.WeakSet[ServerSession]] = {}
+        self._listening: Counter[str] = Counter()
+        self._bus: SubscriptionBus | None = None
+        self._pending: dict[str, None] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.notifications_sent = 0
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    def attach(self, mcp: MCPServer) -> None:
+        """Registers the resources and the subscribe/listen handlers on `mcp`."""
+        store, threads = self.store, self.threads
+
+        @mcp.resource(INBOX_TEMPLATE, name="agent-inbox", mime_type="application/json",
+                      description="The newest events addressed to an agent (what get_updates returns), with"
+                                  " latest_cursor. Subscribe to be told when it changes.")
+        async def agent_inbox(agent_id: str) -> str:
+            try:
+                agent = validate.identifier(agent_id, "agent_id")
+            except HuddleError as exc:
+                raise ResourceNotFoundError(exc.message) from None
+            events = await eventlog.latest_for(store, agent, INBOX_SIZE)
+            return json.dumps({
+                "agent_id": agent,
+                "latest_cursor": events[-1].cursor if events else 0,
+                "events": [e.to_dict() for e in events],
+                "note": f"the newest {INBOX_SIZE} events; call get_updates with your last cursor for all of them",
+            }, default=str)
+
+        @mcp.resource(THREAD_TEMPLATE, name="thread", mime_type="application/json",
+                      description="A consultation thread (as get_thread returns it). Subscribe to be told when"
+                                  " it changes.")
+        async def thread(thread_id: str) -> str:
+            try:
+                return json.dumps(await threads.get(thread_id), default=str)
+            except NotFound as exc:
+                raise ResourceNotFoundError(exc.message) from None
+            except HuddleError as exc:
+                raise ResourceError(exc.message) from None
+
+        # The SDK keeps the low-level server and its subscription bus private; these are the documented
+        # extension points of that low-level server (add_request_handler), reached through MCPServer.
+        lowlevel = mcp._lowlevel_server
+        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, self._subscribe)
+        lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, self._unsubscribe)
+        self._bus = mcp._subscriptions
+        lowlevel.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams,
+                                     TrackingListenHandler(self._bus, self._listening))
+
+    async def _subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        self._sessions.setdefault(str(params.uri), weakref.WeakSet()).add(ctx.session)
+        return EmptyResult()
+
+    async def _unsubscribe(self, ctx: ServerRequestContext[Any, Any],
+                           params: UnsubscribeRequestParams) -> EmptyResult:
+        sessions = self._sessions.get(str(params.uri))
+        if sessions is not None:
+            sessions.discard(ctx.session)
+            if not sessions:
+                del self._sessions[str(params.uri)]
+        return EmptyResult()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="huddle-mcp-notifications")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # -- fan-out ---------------------------------------------------------------------------------
+
+    def watched(self) -> set[str]:
+        return {uri for uri, sessions in self._sessions.items() if sessions} | set(self._listening)
+
+    def offer(self, events: Sequence[Event]) -> None:
+        """Bus listener: marks the URIs these events change; cheap when nobody subscribed."""
+        if not self._listening and not self._sessions:
+            return
+        watched = self.watched()
+        if not watched:
+            return
+        for event in events:
+            if event.thread_id is not None and thread_uri(event.thread_id) in watched:
+                self._pending[thread_uri(event.thread_id)] = None
+            if EVERYONE in event.audience:
+                for uri in watched:
+                    owner = inbox_owner(uri)
+                    if owner is not None and owner != event.actor:
+                        self._pending[uri] = None
+            else:
+                for agent in event.audience:
+                    if agent != event.actor and inbox_uri(agent) in watched:
+                        self._pending[inbox_uri(agent)] = None
+        if self._pending:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            uris = list(self._pending)
+            self._pending.clear()
+            for uri in uris:
+                await self._notify(uri)
+
+    async def _notify(self, uri: str) -> None:
+        if uri in self._listening and self._bus is not None:
+            await self._bus.publish(ResourceUpdated(uri=uri))
+            self.notifications_sent += 1
+        for session in list(self._sessions.get(uri, ())):
+            try:
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await session.send_resource_updated(uri)
+                self.notifications_sent += 1
+            except Exception:  # the client went away: forget its subscriptions
+                log.debug("dropping MCP resource subscriber of %s", uri, exc_info=True)
+                for sessions in self._sessions.values():
+                    sessions.discard(session)
+
+    def info(self) -> dict[str, Any]:
+        return {"subscribed_uris": len(self.watched()), "listen_streams": sum(self._listening.values()),
+                "notifications_sent": self.notifications_sent}
