@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 MAX_QUEUE = 10_000
 MAX_BATCH = 256
 MAX_CATCH_UP = 10_000  # older misses are left to get_updates, the truth
+MAX_IN_FLIGHT = 64  # batches handed to a broker and not acknowledged yet
 
 
 class SinkDown(Exception):
@@ -47,6 +48,7 @@ class Sink(Protocol):
     """Where the bridge publishes: the embedded broker or a connection to an external one."""
 
     kind: str
+    acks: bool  # publish() waits for the broker's acknowledgements: the bridge pipelines it
 
     @property
     def connected(self) -> bool: ...
@@ -72,7 +74,13 @@ def encode(routed: Routed) -> list[Message]:
 
 
 class MqttBridge:
-    """Bus listener + publisher task. `sent_cursor` is the last event handed to the broker."""
+    """Bus listener + publisher task.
+
+    `sent_cursor` is the last event handed to the broker, `acked_cursor` the last one it confirmed.
+    Against an external broker batches are pipelined (the next one leaves while the previous one waits
+    for its PUBACKs); when the connection drops, everything after `acked_cursor` is sent again from
+    the log — at least once, in order.
+    """
 
     def __init__(self, sink: Sink, store: Store, root: str, *, max_queue: int = MAX_QUEUE):
         self.sink = sink
@@ -80,7 +88,9 @@ class MqttBridge:
         self.root = root
         self.max_queue = max_queue
         self.sent_cursor = 0
+        self.acked_cursor = 0
         self.names: dict[str, str] = {}
+        self._in_flight: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._queue: deque[Event] = deque()
         self._wake = asyncio.Event()
         self._lagged = False
@@ -93,7 +103,7 @@ class MqttBridge:
 
     async def start(self) -> None:
         """Starts from the log's present: history is not republished when the server starts."""
-        self.sent_cursor = await eventlog.latest_cursor(self.store)
+        self.sent_cursor = self.acked_cursor = await eventlog.latest_cursor(self.store)
         self.names = await eventlog.agent_names(self.store)
         await self.sink.start()
         self._task = asyncio.create_task(self._run(), name="huddle-mqtt-bridge")
@@ -103,12 +113,15 @@ class MqttBridge:
             # Give what is queued a moment to go out (a clean shutdown should not drop the last events).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
-                    while (self._queue or self._lagged) and self.sink.connected:
+                    while (self._queue or self._lagged or self._in_flight) and self.sink.connected:
                         await asyncio.sleep(0.01)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for _, pending in self._in_flight:
+            pending.cancel()
+        self._in_flight.clear()
         await self.sink.stop()
 
     # -- the bus side (synchronous, never blocks) -----------------------------------------------
@@ -149,26 +162,59 @@ class MqttBridge:
                 if batch:
                     await self._send(batch)
             except SinkDown:
-                self._lagged = True
-                self._queue.clear()
+                self._resend_unacked()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug in one event's rendering must not stop the bridge for good
                 log.exception("MQTT bridge failed; resending from the event log")
-                self._lagged = True
-                self._queue.clear()
+                self._resend_unacked()
                 await asyncio.sleep(0.5)
 
     async def _send(self, events: Sequence[Event]) -> None:
         messages: list[Message] = []
         for event in events:
             messages.extend(encode(route(event, self.root, self.names.get)))
-        if messages:
-            await self.sink.publish(messages)
-        self.sent_cursor = events[-1].cursor
+        cursor = events[-1].cursor
+        if not self.sink.acks:
+            if messages:
+                await self.sink.publish(messages)
+            self.acked_cursor = cursor
+        elif messages:
+            # Started now, so batches leave in order; acknowledged later, in the background.
+            future = asyncio.ensure_future(self.sink.publish(messages))
+            self._in_flight.append((cursor, future))
+            future.add_done_callback(self._reap)
+            if len(self._in_flight) > MAX_IN_FLIGHT:
+                oldest = self._in_flight[0][1]
+                await asyncio.wait([oldest])
+                if oldest.cancelled() or oldest.exception() is not None:
+                    raise SinkDown("publish failed")
+        elif not self._in_flight:
+            self.acked_cursor = cursor
+        self.sent_cursor = cursor
         self.stats["events"] += len(events)
         self.stats["messages"] += len(messages)
         self.last_published_at = time.time()
+
+    def _reap(self, _: object = None) -> None:
+        """Moves `acked_cursor` over the batches the broker confirmed, oldest first."""
+        while self._in_flight and self._in_flight[0][1].done():
+            cursor, future = self._in_flight.popleft()
+            if future.cancelled() or future.exception() is not None:
+                self._resend_unacked()
+                self._wake.set()
+                return
+            self.acked_cursor = cursor
+
+    def _resend_unacked(self) -> None:
+        """The broker went away: forget the live queue and the unconfirmed batches; the log has them."""
+        for _, future in self._in_flight:
+            future.remove_done_callback(self._reap)
+            future.cancel()
+        self._in_flight.clear()
+        self.sent_cursor = self.acked_cursor
+        self._lagged = True
+        self._queue.clear()
 
     async def _catch_up(self) -> None:
         """Republishes from the log everything after `sent_cursor`, then resumes from the live queue."""
@@ -189,5 +235,5 @@ class MqttBridge:
             self.stats["caught_up_events"] += len(page)
 
     def info(self) -> dict[str, Any]:
-        return {"sent_cursor": self.sent_cursor, "queued": len(self._queue), "resyncing": self._lagged,
-                **self.stats}
+        return {"sent_cursor": self.sent_cursor, "acked_cursor": self.acked_cursor, "queued": len(self._queue),
+                "in_flight": len(self._in_flight), "resyncing": self._lagged, **self.stats}

@@ -100,6 +100,7 @@ class EmbeddedBroker:
     """amqtt with Huddle's own TCP socket and the `/mqtt` WebSocket; a `Sink` for the bridge."""
 
     kind = "embedded"
+    acks = False
 
     def __init__(self, sock: socket.socket):
         self._sock = sock

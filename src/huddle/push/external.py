@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import secrets
+import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ class BrokerUrl:
 class ExternalBroker:
     """A `Sink` publishing through an aiomqtt client that keeps itself connected."""
 
+    acks = True
+
     def __init__(self, url: str, *, project: str, kind: str = "external"):
         self.kind = kind
         self.url = BrokerUrl.parse(url)
@@ -94,7 +97,10 @@ class ExternalBroker:
         tls = ssl.create_default_context() if u.scheme in ("mqtts", "wss") else None
         return aiomqtt.Client(u.host, u.port, username=u.username, password=u.password, identifier=self.client_id,
                               clean_session=True, transport=transport, websocket_path=u.path, tls_context=tls,
-                              keepalive=30, timeout=PUBLISH_TIMEOUT_S, max_inflight_messages=256)
+                              keepalive=30, timeout=PUBLISH_TIMEOUT_S, max_inflight_messages=1024,
+                              # paho leaves Nagle on: small PUBLISH packets would wait for the broker's ACKs.
+                              socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)] if transport == "tcp"
+                              else None)
 
     async def _maintain(self) -> None:
         backoff = FIRST_BACKOFF_S

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import weakref
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -51,6 +50,7 @@ INBOX_TEMPLATE = INBOX_PREFIX + "{agent_id}" + INBOX_SUFFIX
 THREAD_TEMPLATE = THREAD_PREFIX + "{thread_id}"
 INBOX_SIZE = 50
 SEND_TIMEOUT_S = 2.0
+_CLEANUP_KEY = "huddle.push.cleanup"
 
 
 def inbox_uri(agent_id: str) -> str:
@@ -92,7 +92,7 @@ class McpPush:
     def __init__(self, store: Store, threads: ThreadService):
         self.store = store
         self.threads = threads
-        self._sessions: dict[str, weakref.WeakSet[ServerSession]] = {}
+        self._sessions: dict[str, dict[int, ServerSession]] = {}  # uri → connection id → session
         self._listening: Counter[str] = Counter()
         self._bus: SubscriptionBus | None = None
         self._pending: dict[str, None] = {}
@@ -143,17 +143,33 @@ class McpPush:
                                      TrackingListenHandler(self._bus, self._listening))
 
     async def _subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
-        self._sessions.setdefault(str(params.uri), weakref.WeakSet()).add(ctx.session)
+        # A ServerSession is built per request; the connection behind it lives as long as the client's MCP
+        # session. Keep the session (to send on the connection's standalone stream) keyed by its connection,
+        # and forget it when the connection closes. The SDK exposes no public accessor for the connection.
+        connection = getattr(ctx.session, "_connection", None)
+        key = id(connection) if connection is not None else id(ctx.session)
+        self._sessions.setdefault(str(params.uri), {})[key] = ctx.session
+        if connection is not None and not connection.state.get(_CLEANUP_KEY):
+            connection.state[_CLEANUP_KEY] = True
+            connection.exit_stack.callback(self._forget, key)
         return EmptyResult()
 
     async def _unsubscribe(self, ctx: ServerRequestContext[Any, Any],
                            params: UnsubscribeRequestParams) -> EmptyResult:
+        connection = getattr(ctx.session, "_connection", None)
+        key = id(connection) if connection is not None else id(ctx.session)
         sessions = self._sessions.get(str(params.uri))
         if sessions is not None:
-            sessions.discard(ctx.session)
+            sessions.pop(key, None)
             if not sessions:
                 del self._sessions[str(params.uri)]
         return EmptyResult()
+
+    def _forget(self, key: int) -> None:
+        for uri in list(self._sessions):
+            self._sessions[uri].pop(key, None)
+            if not self._sessions[uri]:
+                del self._sessions[uri]
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="huddle-mcp-notifications")
@@ -205,15 +221,14 @@ class McpPush:
         if uri in self._listening and self._bus is not None:
             await self._bus.publish(ResourceUpdated(uri=uri))
             self.notifications_sent += 1
-        for session in list(self._sessions.get(uri, ())):
+        for key, session in list(self._sessions.get(uri, {}).items()):
             try:
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     await session.send_resource_updated(uri)
                 self.notifications_sent += 1
             except Exception:  # the client went away: forget its subscriptions
                 log.debug("dropping MCP resource subscriber of %s", uri, exc_info=True)
-                for sessions in self._sessions.values():
-                    sessions.discard(session)
+                self._forget(key)
 
     def info(self) -> dict[str, Any]:
         return {"subscribed_uris": len(self.watched()), "listen_streams": sum(self._listening.values()),

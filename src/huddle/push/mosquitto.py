@@ -65,6 +65,8 @@ class ManagedMosquitto:
             "max_queued_messages 10000\n"
             f"log_dest file {self.log_path}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
+            # As root, Mosquitto drops to its own user, which cannot write into a private data dir.
+            + ("user root\n" if os.geteuid() == 0 else "")
         )
 
     def _stop_stale_child(self) -> None:

@@ -6,6 +6,8 @@ event log, then the live stream — without a gap or a duplicate across the swit
 subscription is opened *before* the log is read and everything at or below the last cursor sent is
 skipped. Filters: `agent` (addressed to it), `thread`, `kinds` (`thread.*,lock.acquired`),
 `exclude_self=1`; `since=CURSOR` resumes like `Last-Event-ID` for clients that cannot set headers.
+Without either, the stream starts at the present (the `X-Huddle-Cursor` response header says where),
+and a `: live CURSOR` comment marks the end of each replay from the log.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class EventStream:
                         self.sent += 1
                     if len(page) < eventlog.PAGE:
                         break
+                # A comment (invisible to EventSource): the replay is done, what follows is live.
+                yield f": live {cursor}\n\n".encode()
                 while not subscription.lagged:
                     live = await subscription.next_event()
                     if live is not None and live.cursor > cursor:
