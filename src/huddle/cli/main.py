@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from huddle import __version__
+from huddle.cli.watch import add_watch_parser, run_watch
 from huddle.errors import HuddleError
 from huddle.settings import Settings, env_name
 
-SERVER_FLAGS = ("host", "port", "data_dir", "repo", "project", "db_url", "log_level")
+SERVER_FLAGS = ("host", "port", "data_dir", "repo", "project", "db_url", "log_level",
+                "mqtt_port", "mqtt_url", "mqtt_broker", "topic_root")
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(start, SERVER_FLAGS)
     tuning = [f.name for f in fields(Settings) if f.name not in SERVER_FLAGS]
     _add_setting_flags(start.add_argument_group("tuning"), tuning)  # type: ignore[arg-type]
+    add_watch_parser(commands)
     return parser
 
 
@@ -47,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
             return start_server(overrides)
+        if args.command == "watch":
+            return run_watch(args)
         parser.print_help()
         return 0 if args.command is None else 2
     except HuddleError as exc:
