@@ -79,12 +79,25 @@ class Subscriber:
 
 
 @contextlib.asynccontextmanager
-async def mqtt_subscriber(port: int, topic_filter: str, *, websocket_path: str | None = None, qos: int = 1,
-                          identifier: str | None = None, clean_session: bool = True,
-                          subscribe: bool = True) -> AsyncIterator[Subscriber]:
+async def mqtt_subscriber(
+    port: int,
+    topic_filter: str,
+    *,
+    websocket_path: str | None = None,
+    qos: int = 1,
+    identifier: str | None = None,
+    clean_session: bool = True,
+    subscribe: bool = True,
+) -> AsyncIterator[Subscriber]:
     """A real aiomqtt (paho) client over TCP, or over WebSocket when `websocket_path` is given."""
-    client = aiomqtt.Client("127.0.0.1", port, identifier=identifier, clean_session=clean_session,
-                            transport="websockets" if websocket_path else "tcp", websocket_path=websocket_path)
+    client = aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier=identifier,
+        clean_session=clean_session,
+        transport="websockets" if websocket_path else "tcp",
+        websocket_path=websocket_path,
+    )
     subscriber = Subscriber()
     async with client:
         if subscribe:
@@ -160,11 +173,11 @@ class SseReader:
 
 
 @contextlib.asynccontextmanager
-async def sse(http: httpx.AsyncClient, *, last_event_id: int | None = None,
-              **params: str) -> AsyncIterator[SseReader]:
+async def sse(http: httpx.AsyncClient, *, last_event_id: int | None = None, **params: str) -> AsyncIterator[SseReader]:
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
-    async with http.stream("GET", "/api/events", params=params, headers=headers,
-                           timeout=httpx.Timeout(10, read=30)) as response:
+    async with http.stream(
+        "GET", "/api/events", params=params, headers=headers, timeout=httpx.Timeout(10, read=30)
+    ) as response:
         assert response.status_code == 200, await response.aread()
         yield SseReader(response)
 
@@ -200,8 +213,10 @@ class TestBroker:
         self.config = workdir / "mosquitto.conf"
         # As root, Mosquitto would drop to its own user and could not write into the test's private tmp dir.
         user = "user root\n" if os.geteuid() == 0 else ""
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                               f"persistence_location {workdir}/\nlog_dest file {workdir}/mosquitto.log\n{user}")
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {workdir}/\nlog_dest file {workdir}/mosquitto.log\n{user}"
+        )
 
     @property
     def url(self) -> str:
@@ -210,8 +225,9 @@ class TestBroker:
     async def start(self) -> TestBroker:
         binary = mosquitto_binary()
         assert binary is not None
-        self.process = subprocess.Popen([binary, "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         with anyio.fail_after(10):
             while not accepts(self.port):
                 assert self.process.poll() is None, (self.workdir / "mosquitto.log").read_text()

@@ -12,6 +12,7 @@ import mcp_types as types
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
+
 from push_helpers import s1, tool
 
 ALICE_INBOX = "huddle://agents/alice/inbox"
@@ -51,8 +52,10 @@ async def read_json(client: Client, uri: str) -> dict[str, object]:
 
 async def test_a_client_subscribed_to_its_inbox_is_notified_when_a_consultation_opens(huddle_server):
     notes = Notifications()
-    async with (Client(huddle_server.mcp_url, mode="legacy", message_handler=notes) as alice,
-                httpx.AsyncClient(base_url=huddle_server.url) as http):
+    async with (
+        Client(huddle_server.mcp_url, mode="legacy", message_handler=notes) as alice,
+        httpx.AsyncClient(base_url=huddle_server.url) as http,
+    ):
         assert alice.session.server_capabilities.resources.subscribe is True
         await tool(http, "register_agent", name="Alice", agent_id="alice")
         await subscribe(alice, ALICE_INBOX)
@@ -66,8 +69,10 @@ async def test_a_client_subscribed_to_its_inbox_is_notified_when_a_consultation_
 
 async def test_a_thread_subscriber_is_notified_of_each_post_and_reads_the_thread(huddle_server):
     notes = Notifications()
-    async with (Client(huddle_server.mcp_url, mode="legacy", message_handler=notes) as watcher,
-                httpx.AsyncClient(base_url=huddle_server.url) as http):
+    async with (
+        Client(huddle_server.mcp_url, mode="legacy", message_handler=notes) as watcher,
+        httpx.AsyncClient(base_url=huddle_server.url) as http,
+    ):
         thread_id = await s1(http)
         uri = f"huddle://threads/{thread_id}"
         await subscribe(watcher, uri)
@@ -82,8 +87,10 @@ async def test_a_thread_subscriber_is_notified_of_each_post_and_reads_the_thread
 
 async def test_an_agent_is_not_notified_of_its_own_actions(huddle_server):
     notes = Notifications()
-    async with (Client(huddle_server.mcp_url, mode="legacy", message_handler=notes) as alice,
-                httpx.AsyncClient(base_url=huddle_server.url) as http):
+    async with (
+        Client(huddle_server.mcp_url, mode="legacy", message_handler=notes) as alice,
+        httpx.AsyncClient(base_url=huddle_server.url) as http,
+    ):
         await tool(http, "register_agent", name="Alice", agent_id="alice")
         await tool(http, "register_agent", name="Bob", agent_id="bob")
         await subscribe(alice, ALICE_INBOX)
@@ -97,7 +104,7 @@ async def test_an_agent_is_not_notified_of_its_own_actions(huddle_server):
 
 
 async def test_a_2026_client_listening_to_its_inbox_receives_resource_updated_events(huddle_server):
-    async with (Client(huddle_server.mcp_url) as alice, httpx.AsyncClient(base_url=huddle_server.url) as http):
+    async with Client(huddle_server.mcp_url) as alice, httpx.AsyncClient(base_url=huddle_server.url) as http:
         assert alice.protocol_version == "2026-07-28"
         await tool(http, "register_agent", name="Alice", agent_id="alice")
         async with alice.listen(resource_subscriptions=[ALICE_INBOX]) as events:

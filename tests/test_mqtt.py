@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+
 from push_helpers import (
     TestBroker,
     accepts,
@@ -37,9 +38,11 @@ async def test_subscribers_over_tcp_and_websocket_see_the_new_consultation_of_s1
     info = runtime(huddle_server)
     root = info["mqtt_topic_root"]
     assert info["mqtt_broker"] == "embedded" and info["mqtt_port"] > 0
-    async with (mqtt_subscriber(info["mqtt_port"], f"{root}/#") as tcp,
-                mqtt_subscriber(huddle_server.port, f"{root}/#", websocket_path="/mqtt") as ws,
-                httpx.AsyncClient(base_url=huddle_server.url) as http):
+    async with (
+        mqtt_subscriber(info["mqtt_port"], f"{root}/#") as tcp,
+        mqtt_subscriber(huddle_server.port, f"{root}/#", websocket_path="/mqtt") as ws,
+        httpx.AsyncClient(base_url=huddle_server.url) as http,
+    ):
         thread_id = await s1(http)
         for subscriber in (tcp, ws):
             message = await subscriber.wait_for(new_thread(root))
@@ -51,19 +54,28 @@ async def test_subscribers_over_tcp_and_websocket_see_the_new_consultation_of_s1
             assert payload["initiator_id"] == "bob" and payload["agent_id"] == "bob"
             assert payload["target_files"] == ["src/app.py"]
             assert isinstance(payload["cursor"], int) and payload["ts"].endswith("Z")
-            inbox = await subscriber.wait_for(lambda m: m.topic == f"{root}/agents/alice/inbox"
-                                              and m.payload["event"] == "thread.opened")
+            inbox = await subscriber.wait_for(
+                lambda m: m.topic == f"{root}/agents/alice/inbox" and m.payload["event"] == "thread.opened"
+            )
             assert inbox.payload["thread_id"] == thread_id
 
 
 async def test_thread_messages_status_claims_and_completion_have_their_own_topics(huddle_server):
     info = runtime(huddle_server)
     root = info["mqtt_topic_root"]
-    async with (mqtt_subscriber(info["mqtt_port"], f"{root}/consultations/#") as sub,
-                httpx.AsyncClient(base_url=huddle_server.url) as http):
+    async with (
+        mqtt_subscriber(info["mqtt_port"], f"{root}/consultations/#") as sub,
+        httpx.AsyncClient(base_url=huddle_server.url) as http,
+    ):
         thread_id = await s1(http)
-        await tool(http, "post_to_thread", thread_id=thread_id, agent_id="alice", type="context",
-                   content="I am renaming run() to start()")
+        await tool(
+            http,
+            "post_to_thread",
+            thread_id=thread_id,
+            agent_id="alice",
+            type="context",
+            content="I am renaming run() to start()",
+        )
         await tool(http, "propose_resolution", thread_id=thread_id, agent_id="bob", summary="alice goes first")
         await tool(http, "claim_thread", thread_id=thread_id, agent_id="bob")
         await tool(http, "complete_thread", thread_id=thread_id, agent_id="bob", resolution="merged")
@@ -84,8 +96,10 @@ async def test_thread_messages_status_claims_and_completion_have_their_own_topic
 async def test_an_agent_never_receives_its_own_events_on_its_own_inbox(huddle_server):
     info = runtime(huddle_server)
     root = info["mqtt_topic_root"]
-    async with (mqtt_subscriber(info["mqtt_port"], f"{root}/agents/bob/inbox") as bob,
-                httpx.AsyncClient(base_url=huddle_server.url) as http):
+    async with (
+        mqtt_subscriber(info["mqtt_port"], f"{root}/agents/bob/inbox") as bob,
+        httpx.AsyncClient(base_url=huddle_server.url) as http,
+    ):
         thread_id = await s1(http)  # bob opens the thread: his own events
         await tool(http, "post_to_thread", thread_id=thread_id, agent_id="bob", type="question", content="ok?")
         await tool(http, "post_to_thread", thread_id=thread_id, agent_id="alice", type="context", content="yes")
@@ -113,17 +127,24 @@ async def test_agent_status_is_retained_for_subscribers_that_connect_later(huddl
 async def test_mqtt_publish_broadcasts_under_the_root_and_refuses_anything_else(huddle_server):
     info = runtime(huddle_server)
     root = info["mqtt_topic_root"]
-    async with (mqtt_subscriber(info["mqtt_port"], f"{root}/#") as sub,
-                httpx.AsyncClient(base_url=huddle_server.url) as http):
-        result = await tool(http, "mqtt_publish", topic=f"{root}/broadcast", payload={"hello": "team"},
-                            agent_id="alice")
+    async with (
+        mqtt_subscriber(info["mqtt_port"], f"{root}/#") as sub,
+        httpx.AsyncClient(base_url=huddle_server.url) as http,
+    ):
+        result = await tool(
+            http, "mqtt_publish", topic=f"{root}/broadcast", payload={"hello": "team"}, agent_id="alice"
+        )
         assert result["published"] is True
         message = await sub.wait_for(lambda m: m.topic == f"{root}/broadcast")
         assert message.payload == {"hello": "team", "agent_id": "alice"}
         outside = (await http.post("/api/v1/tools/mqtt_publish", json={"topic": "elsewhere/x", "payload": 1})).json()
         assert outside["ok"] is False and f"outside Huddle's topic root {root!r}" in outside["error"]
-        forged = (await http.post("/api/v1/tools/mqtt_publish",
-                                  json={"topic": f"{root}/agents/bob/status", "payload": {"status": "offline"}})).json()
+        forged = (
+            await http.post(
+                "/api/v1/tools/mqtt_publish",
+                json={"topic": f"{root}/agents/bob/status", "payload": {"status": "offline"}},
+            )
+        ).json()
         assert forged["ok"] is False and "only the server publishes there" in forged["error"]
         wildcard = (await http.post("/api/v1/tools/mqtt_publish", json={"topic": f"{root}/#", "payload": 1})).json()
         assert wildcard["ok"] is False and "not a valid MQTT topic" in wildcard["error"]
@@ -131,8 +152,7 @@ async def test_mqtt_publish_broadcasts_under_the_root_and_refuses_anything_else(
 
 async def test_coordinator_status_reports_the_mqtt_broker(huddle_server):
     info = runtime(huddle_server)
-    async with (mqtt_subscriber(info["mqtt_port"], "x/#"),
-                httpx.AsyncClient(base_url=huddle_server.url) as http):
+    async with mqtt_subscriber(info["mqtt_port"], "x/#"), httpx.AsyncClient(base_url=huddle_server.url) as http:
         await tool(http, "register_agent", name="Alice")
         status = (await tool(http, "coordinator_status"))["mqtt"]
     assert status["broker"] == "embedded" and status["connected"] is True
@@ -146,8 +166,7 @@ async def test_s1_reaches_subscribers_of_the_external_mosquitto_on_1883(server_f
     root = f"huddle-test/{uuid.uuid4().hex[:10]}"
     server = server_factory("--mqtt-url", "mqtt://127.0.0.1:1883", "--topic-root", root)
     assert runtime(server)["mqtt_broker"] == "external"
-    async with (mqtt_subscriber(1883, f"{root}/#") as sub,
-                httpx.AsyncClient(base_url=server.url) as http):
+    async with mqtt_subscriber(1883, f"{root}/#") as sub, httpx.AsyncClient(base_url=server.url) as http:
         await wait_until(lambda: _connected(http))
         thread_id = await s1(http)
         message = await sub.wait_for(new_thread(root))
@@ -172,7 +191,8 @@ async def _prepare_persistent_watcher(broker: TestBroker, root: str, client_id: 
 
 @needs_mosquitto
 async def test_a_broker_that_is_down_does_not_block_tool_calls_and_events_catch_up_when_it_returns(
-        server_factory, tmp_path: Path):
+    server_factory, tmp_path: Path
+):
     root = f"huddle-test/{uuid.uuid4().hex[:10]}"
     broker = TestBroker(tmp_path / "broker")
     await broker.start()
@@ -184,14 +204,21 @@ async def test_a_broker_that_is_down_does_not_block_tool_calls_and_events_catch_
             started = time.monotonic()
             with anyio.fail_after(5):
                 thread_id = await s1(http)
-                await tool(http, "post_to_thread", thread_id=thread_id, agent_id="alice", type="context",
-                           content="while the broker was down")
+                await tool(
+                    http,
+                    "post_to_thread",
+                    thread_id=thread_id,
+                    agent_id="alice",
+                    type="context",
+                    content="while the broker was down",
+                )
             assert time.monotonic() - started < 3, "tool calls waited for the broker"
             assert not await _connected(http)
             await broker.start()
             await wait_until(lambda: _connected(http), timeout=15)
-            async with mqtt_subscriber(broker.port, f"{root}/#", identifier="watcher", clean_session=False,
-                                       subscribe=False) as watcher:
+            async with mqtt_subscriber(
+                broker.port, f"{root}/#", identifier="watcher", clean_session=False, subscribe=False
+            ) as watcher:
                 opened = await watcher.wait_for(new_thread(root), timeout=15)
                 assert opened.payload["thread_id"] == thread_id
                 await watcher.wait_for(lambda m: m.payload.get("content") == "while the broker was down")
@@ -214,15 +241,21 @@ async def test_a_broker_restart_loses_no_event_for_a_persistent_subscriber(serve
             broker.stop()
             with anyio.fail_after(5):
                 for n in range(5):
-                    await tool(http, "post_to_thread", thread_id=thread_id, agent_id="alice", type="context",
-                               content=f"during restart {n}")
+                    await tool(
+                        http,
+                        "post_to_thread",
+                        thread_id=thread_id,
+                        agent_id="alice",
+                        type="context",
+                        content=f"during restart {n}",
+                    )
             await broker.start()
-            async with mqtt_subscriber(broker.port, f"{root}/#", identifier="watcher", clean_session=False,
-                                       subscribe=False) as watcher:
+            async with mqtt_subscriber(
+                broker.port, f"{root}/#", identifier="watcher", clean_session=False, subscribe=False
+            ) as watcher:
                 await watcher.wait_for(new_thread(root), timeout=15)
                 for n in range(5):
-                    await watcher.wait_for(lambda m, n=n: m.payload.get("content") == f"during restart {n}",
-                                           timeout=15)
+                    await watcher.wait_for(lambda m, n=n: m.payload.get("content") == f"during restart {n}", timeout=15)
                 contents = [m.payload["content"] for m in watcher.on(f"{root}/consultations/{thread_id}/messages")]
                 assert [c for c in contents if c.startswith("during")] == [f"during restart {n}" for n in range(5)]
     finally:
@@ -231,9 +264,24 @@ async def test_a_broker_restart_loses_no_event_for_a_persistent_subscriber(serve
 
 def _start_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "huddle.cli.main", "server", "start", "--port", "0",
-         "--data-dir", str(tmp_path / "data"), "--repo", str(tmp_path), *args],
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "huddle.cli.main",
+            "server",
+            "start",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--repo",
+            str(tmp_path),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_a_taken_mqtt_port_is_a_clear_message_and_a_non_zero_exit(tmp_path: Path):
@@ -262,8 +310,7 @@ async def test_the_managed_mosquitto_child_serves_subscribers_and_stops_with_the
     info = runtime(server)
     assert info["mqtt_broker"] == "mosquitto" and info["mqtt_port"] != 1883
     root = info["mqtt_topic_root"]
-    async with (mqtt_subscriber(info["mqtt_port"], f"{root}/#") as sub,
-                httpx.AsyncClient(base_url=server.url) as http):
+    async with mqtt_subscriber(info["mqtt_port"], f"{root}/#") as sub, httpx.AsyncClient(base_url=server.url) as http:
         await wait_until(lambda: _connected(http))
         thread_id = await s1(http)
         assert (await sub.wait_for(new_thread(root))).payload["thread_id"] == thread_id

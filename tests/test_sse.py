@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 import httpx
+
 from push_helpers import s1, sse, tool
 
 

@@ -36,21 +36,34 @@ class WatchError(Exception):
 
 
 def add_watch_parser(commands: Any) -> None:
-    watch = commands.add_parser("watch", help="print or forward the events an agent must see (sidecar)",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    watch = commands.add_parser(
+        "watch",
+        help="print or forward the events an agent must see (sidecar)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     watch.add_argument("--agent", required=True, help="the agent whose events to follow")
     watch.add_argument("--json", action="store_true", help="one JSON object per line instead of readable text")
-    watch.add_argument("--exec", dest="exec_cmd", metavar="CMD",
-                       help="run CMD (through the shell) per event with the event JSON on stdin;"
-                            " env HUDDLE_EVENT, HUDDLE_CURSOR, HUDDLE_AGENT")
+    watch.add_argument(
+        "--exec",
+        dest="exec_cmd",
+        metavar="CMD",
+        help="run CMD (through the shell) per event with the event JSON on stdin;"
+        " env HUDDLE_EVENT, HUDDLE_CURSOR, HUDDLE_AGENT",
+    )
     watch.add_argument("--once", action="store_true", help="print the pending events and exit")
-    watch.add_argument("--since", type=int, metavar="CURSOR",
-                       help="start after this cursor instead of the saved one (0 = the whole history)")
+    watch.add_argument(
+        "--since",
+        type=int,
+        metavar="CURSOR",
+        help="start after this cursor instead of the saved one (0 = the whole history)",
+    )
     watch.add_argument("--kinds", help="only these kinds, comma-separated (thread.opened, thread.*, lock.*)")
     watch.add_argument("--include-own", action="store_true", help="also show the agent's own actions")
     watch.add_argument("--url", help=f"server URL (default: from the data dir's server.json, else {DEFAULT_URL})")
-    watch.add_argument("--data-dir", help="data dir holding server.json and the saved cursors"
-                                          " [env HUDDLE_DATA_DIR; default ~/.huddle]")
+    watch.add_argument(
+        "--data-dir", help="data dir holding server.json and the saved cursors [env HUDDLE_DATA_DIR; default ~/.huddle]"
+    )
 
 
 def data_dir(args: argparse.Namespace) -> Path:
@@ -133,12 +146,19 @@ class Watcher:
     def handle(self, cursor: int, raw: str) -> None:
         if self.args.exec_cmd:
             event = json.loads(raw)
-            env = {**os.environ, "HUDDLE_EVENT": str(event.get("event", "")), "HUDDLE_CURSOR": str(cursor),
-                   "HUDDLE_AGENT": self.args.agent}
+            env = {
+                **os.environ,
+                "HUDDLE_EVENT": str(event.get("event", "")),
+                "HUDDLE_CURSOR": str(cursor),
+                "HUDDLE_AGENT": self.args.agent,
+            }
             done = subprocess.run(self.args.exec_cmd, shell=True, input=raw.encode() + b"\n", env=env, check=False)
             if done.returncode != 0:
-                print(f"huddle watch: command exited with {done.returncode} for event #{cursor}; moving on",
-                      file=self.err, flush=True)
+                print(
+                    f"huddle watch: command exited with {done.returncode} for event #{cursor}; moving on",
+                    file=self.err,
+                    flush=True,
+                )
         elif self.args.json:
             print(raw, file=self.out, flush=True)
         else:
@@ -170,8 +190,12 @@ class Watcher:
             if self.cursor is None:
                 self.cursor = int(resp.headers.get("x-huddle-cursor", "0"))
                 self.cursors.save(self.cursor)
-                print(f"huddle watch: following {self.args.agent} from cursor {self.cursor} (now);"
-                      " --since 0 replays the whole history", file=self.err, flush=True)
+                print(
+                    f"huddle watch: following {self.args.agent} from cursor {self.cursor} (now);"
+                    " --since 0 replays the whole history",
+                    file=self.err,
+                    flush=True,
+                )
             for kind, cursor, text in sse_frames(resp.iter_lines()):
                 if kind == "event" and cursor is not None:
                     if self.cursor is not None and cursor <= self.cursor:
@@ -192,10 +216,15 @@ class Watcher:
                 backoff = 0.2
             except httpx.HTTPError as exc:
                 if self.args.once:
-                    raise WatchError(f"cannot reach the Huddle server at {self.url} ({exc}); is it running?"
-                                     " Start it with `huddle server start`, or pass --url") from None
-                print(f"huddle watch: lost {self.url} ({exc.__class__.__name__}); reconnecting from cursor"
-                      f" {self.cursor}", file=self.err, flush=True)
+                    raise WatchError(
+                        f"cannot reach the Huddle server at {self.url} ({exc}); is it running?"
+                        " Start it with `huddle server start`, or pass --url"
+                    ) from None
+                print(
+                    f"huddle watch: lost {self.url} ({exc.__class__.__name__}); reconnecting from cursor {self.cursor}",
+                    file=self.err,
+                    flush=True,
+                )
             time.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 

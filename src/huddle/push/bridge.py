@@ -95,8 +95,14 @@ class MqttBridge:
         self._wake = asyncio.Event()
         self._lagged = False
         self._task: asyncio.Task[None] | None = None
-        self.stats = {"events": 0, "messages": 0, "catch_ups": 0, "caught_up_events": 0, "skipped_events": 0,
-                      "overflows": 0}
+        self.stats = {
+            "events": 0,
+            "messages": 0,
+            "catch_ups": 0,
+            "caught_up_events": 0,
+            "skipped_events": 0,
+            "overflows": 0,
+        }
         self.last_published_at: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -235,5 +241,11 @@ class MqttBridge:
             self.stats["caught_up_events"] += len(page)
 
     def info(self) -> dict[str, Any]:
-        return {"sent_cursor": self.sent_cursor, "acked_cursor": self.acked_cursor, "queued": len(self._queue),
-                "in_flight": len(self._in_flight), "resyncing": self._lagged, **self.stats}
+        return {
+            "sent_cursor": self.sent_cursor,
+            "acked_cursor": self.acked_cursor,
+            "queued": len(self._queue),
+            "in_flight": len(self._in_flight),
+            "resyncing": self._lagged,
+            **self.stats,
+        }

@@ -188,5 +188,10 @@ class EmbeddedBroker:
         broker = self._broker
         sessions = broker.sessions.values() if broker is not None else []
         clients = sum(1 for session, _ in sessions if session.transitions.state == "connected")
-        return {"host": self.host, "port": self.port, "ws_path": WS_PATH, "clients": clients,
-                "retained": len(broker.retained_messages) if broker is not None else 0}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "ws_path": WS_PATH,
+            "clients": clients,
+            "retained": len(broker.retained_messages) if broker is not None else 0,
+        }

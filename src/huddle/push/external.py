@@ -45,15 +45,21 @@ class BrokerUrl:
     def parse(cls, url: str) -> BrokerUrl:
         parts = urlsplit(url)
         if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-            raise InvalidInput(f"mqtt_url {url!r} must look like mqtt://host:1883 (or mqtts://, ws://, wss://)",
-                               field="mqtt_url")
+            raise InvalidInput(
+                f"mqtt_url {url!r} must look like mqtt://host:1883 (or mqtts://, ws://, wss://)", field="mqtt_url"
+            )
         try:
             port = parts.port or DEFAULT_PORTS[parts.scheme]
         except ValueError:
             raise InvalidInput(f"mqtt_url {url!r} has an invalid port", field="mqtt_url") from None
-        return cls(parts.scheme, parts.hostname, port, parts.path or None if parts.scheme.startswith("ws") else None,
-                   unquote(parts.username) if parts.username else None,
-                   unquote(parts.password) if parts.password else None)
+        return cls(
+            parts.scheme,
+            parts.hostname,
+            port,
+            parts.path or None if parts.scheme.startswith("ws") else None,
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+        )
 
     @property
     def display(self) -> str:
@@ -95,12 +101,22 @@ class ExternalBroker:
         u = self.url
         transport: Literal["tcp", "websockets"] = "websockets" if u.scheme.startswith("ws") else "tcp"
         tls = ssl.create_default_context() if u.scheme in ("mqtts", "wss") else None
-        return aiomqtt.Client(u.host, u.port, username=u.username, password=u.password, identifier=self.client_id,
-                              clean_session=True, transport=transport, websocket_path=u.path, tls_context=tls,
-                              keepalive=30, timeout=PUBLISH_TIMEOUT_S, max_inflight_messages=1024,
-                              # paho leaves Nagle on: small PUBLISH packets would wait for the broker's ACKs.
-                              socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)] if transport == "tcp"
-                              else None)
+        return aiomqtt.Client(
+            u.host,
+            u.port,
+            username=u.username,
+            password=u.password,
+            identifier=self.client_id,
+            clean_session=True,
+            transport=transport,
+            websocket_path=u.path,
+            tls_context=tls,
+            keepalive=30,
+            timeout=PUBLISH_TIMEOUT_S,
+            max_inflight_messages=1024,
+            # paho leaves Nagle on: small PUBLISH packets would wait for the broker's ACKs.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)] if transport == "tcp" else None,
+        )
 
     async def _maintain(self) -> None:
         backoff = FIRST_BACKOFF_S
@@ -136,11 +152,16 @@ class ExternalBroker:
             raise SinkDown(f"MQTT broker {self.url.display} is not connected")
         try:
             # Started in order, so they leave on the wire in order; then wait for every PUBACK together.
-            await asyncio.gather(*(client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
-                                   for m in messages))
+            await asyncio.gather(*(client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in messages))
         except aiomqtt.MqttError as exc:
             raise SinkDown(str(exc)) from exc
 
     def info(self) -> dict[str, Any]:
-        return {"url": self.url.display, "host": self.url.host, "port": self.url.port, "client_id": self.client_id,
-                "connects": self.connects, "last_error": self.last_error}
+        return {
+            "url": self.url.display,
+            "host": self.url.host,
+            "port": self.url.port,
+            "client_id": self.client_id,
+            "connects": self.connects,
+            "last_error": self.last_error,
+        }

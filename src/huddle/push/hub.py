@@ -81,14 +81,14 @@ class PushHub:
         self.mcp_push.attach(mcp)
 
     def routes(self) -> list[BaseRoute]:
-        return [Route("/api/events", self.events.endpoint, methods=["GET"]),
-                WebSocketRoute(WS_PATH, self._websocket)]
+        return [Route("/api/events", self.events.endpoint, methods=["GET"]), WebSocketRoute(WS_PATH, self._websocket)]
 
     def operations(self) -> list[Operation]:
         hub = self
 
-        async def mqtt_publish(topic: str, payload: Any = None, agent_id: str | None = None,
-                               retain: bool = False) -> Result:
+        async def mqtt_publish(
+            topic: str, payload: Any = None, agent_id: str | None = None, retain: bool = False
+        ) -> Result:
             """Publish a raw JSON message on MQTT under Huddle's topic root, e.g. <root>/broadcast (the
             root is in coordinator_status.mqtt.topic_root). agent_id, when given, is added to an object
             payload so the sender's own listeners can skip it. Huddle's own subtrees (consultations,
@@ -106,8 +106,11 @@ class PushHub:
         elif self.mode == "mosquitto" and self.mosquitto is not None:
             info.update(mqtt_port=self.mosquitto.port, mqtt_url=self.mosquitto.url, mqtt_ws_path=WS_PATH)
         elif self.mode == "external" and self.external is not None:
-            info.update(mqtt_port=self.external.url.port, mqtt_url=self.external.url.display,
-                        mqtt_ws_path=WS_PATH if self.external.url.scheme == "mqtt" else None)
+            info.update(
+                mqtt_port=self.external.url.port,
+                mqtt_url=self.external.url.display,
+                mqtt_ws_path=WS_PATH if self.external.url.scheme == "mqtt" else None,
+            )
         return info
 
     def describe(self) -> str:
@@ -117,8 +120,7 @@ class PushHub:
             return "MQTT off (mqtt_broker=off); SSE at /api/events"
         where = {"embedded": "embedded broker", "mosquitto": "managed mosquitto", "external": "external broker"}
         ws = f" and ws://…{WS_PATH} on the HTTP port" if info.get("mqtt_ws_path") else ""
-        return (f"MQTT: {where[self.mode]} at {info.get('mqtt_url')}{ws}, topics under {self.root}/;"
-                " SSE at /api/events")
+        return f"MQTT: {where[self.mode]} at {info.get('mqtt_url')}{ws}, topics under {self.root}/; SSE at /api/events"
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -179,21 +181,30 @@ class PushHub:
             payload = {**payload, "agent_id": agent_id}
         data = json.dumps(payload, separators=(",", ":"), default=str).encode()
         if len(data) > MAX_RAW_PAYLOAD:
-            raise HuddleError(f"payload is {len(data)} bytes; MQTT broadcasts are capped at {MAX_RAW_PAYLOAD}"
-                              " bytes — share a summary, or share_context for longer text", field="payload")
+            raise HuddleError(
+                f"payload is {len(data)} bytes; MQTT broadcasts are capped at {MAX_RAW_PAYLOAD}"
+                " bytes — share a summary, or share_context for longer text",
+                field="payload",
+            )
         try:
             await sink.publish([Message(topic, data, 0, retain)])
         except SinkDown:
-            raise Unavailable(f"the MQTT broker ({self.mode}) is not reachable right now; nothing was published."
-                              " Retry later — coordination events are not affected") from None
+            raise Unavailable(
+                f"the MQTT broker ({self.mode}) is not reachable right now; nothing was published."
+                " Retry later — coordination events are not affected"
+            ) from None
         return {"published": True, "topic": topic, "bytes": len(data), "retain": retain}
 
     # -- status --------------------------------------------------------------------------------------
 
     def mqtt_status(self) -> dict[str, Any]:
         sink = self.embedded or self.external
-        out: dict[str, Any] = {"enabled": self.mode != "off", "broker": self.mode, "topic_root": self.root,
-                               "connected": bool(sink is not None and sink.connected)}
+        out: dict[str, Any] = {
+            "enabled": self.mode != "off",
+            "broker": self.mode,
+            "topic_root": self.root,
+            "connected": bool(sink is not None and sink.connected),
+        }
         out.update({k: v for k, v in self.runtime_info().items() if k.startswith("mqtt_") and k != "mqtt_broker"})
         if sink is not None:
             out.update(sink.info())
@@ -205,8 +216,12 @@ class PushHub:
         return out
 
     def push_status(self) -> dict[str, Any]:
-        return {"sse_streams": self.events.open_streams, "sse_events_sent": self.events.sent,
-                "sse_resyncs": self.events.resyncs, "mcp": self.mcp_push.info()}
+        return {
+            "sse_streams": self.events.open_streams,
+            "sse_events_sent": self.events.sent,
+            "sse_resyncs": self.events.resyncs,
+            "mcp": self.mcp_push.info(),
+        }
 
 
 async def _proxy(websocket: WebSocket, host: str, port: int) -> None:

@@ -32,8 +32,13 @@ class EventFilter:
     exclude_self: bool = False
 
     @classmethod
-    def parse(cls, agent: str | None = None, thread: str | None = None, kinds: Iterable[str] | str | None = None,
-              exclude_self: bool = False) -> EventFilter:
+    def parse(
+        cls,
+        agent: str | None = None,
+        thread: str | None = None,
+        kinds: Iterable[str] | str | None = None,
+        exclude_self: bool = False,
+    ) -> EventFilter:
         """Validates filter values from a query string or CLI flags (raises InvalidInput)."""
         if isinstance(kinds, str):
             kinds = kinds.split(",")
@@ -43,8 +48,9 @@ class EventFilter:
             if not kind:
                 continue
             if len(kind) > 64 or not all(c.isalnum() or c in "._*-" for c in kind) or "*" in kind.rstrip("*"):
-                raise InvalidInput(f"kind filter {kind!r} is not an event kind; use e.g. thread.opened or thread.*",
-                                   field="kinds")
+                raise InvalidInput(
+                    f"kind filter {kind!r} is not an event kind; use e.g. thread.opened or thread.*", field="kinds"
+                )
             wanted.append(kind)
         return cls(
             agent=validate.identifier(agent, "agent") if agent else None,
@@ -73,8 +79,11 @@ class EventFilter:
         return self.kind_matches(event.kind)
 
     def as_query(self) -> dict[str, Any]:
-        return {k: v for k, v in (("agent", self.agent), ("thread", self.thread),
-                                  ("kinds", ",".join(self.kinds) or None)) if v}
+        return {
+            k: v
+            for k, v in (("agent", self.agent), ("thread", self.thread), ("kinds", ",".join(self.kinds) or None))
+            if v
+        }
 
 
 def _kind_sql(kinds: tuple[str, ...]) -> tuple[str, list[Any]]:
@@ -99,8 +108,10 @@ async def read_after(store: Store, after: int, wanted: EventFilter | None = None
     def read(unit: Unit) -> list[Event]:
         kind_clause, kind_params = _kind_sql(flt.kinds)
         if flt.agent is not None:
-            sql = ("SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor"
-                   " WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ?")
+            sql = (
+                "SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor"
+                " WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ?"
+            )
             params: list[Any] = [unit.project, flt.agent, EVERYONE, after]
             order = " ORDER BY a.cursor LIMIT ?"
         else:
@@ -134,7 +145,8 @@ async def latest_for(store: Store, agent: str, limit: int) -> list[Event]:
         rows = unit.tx.all(
             "SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor"
             " WHERE a.project = ? AND a.agent_id IN (?, ?) ORDER BY a.cursor DESC LIMIT ?",
-            (unit.project, agent, EVERYONE, limit))
+            (unit.project, agent, EVERYONE, limit),
+        )
         return [event_from_row(r) for r in reversed(rows)]
 
     return await store.read(read)

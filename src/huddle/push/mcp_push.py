@@ -75,8 +75,9 @@ class TrackingListenHandler(ListenHandler):
         super().__init__(bus)
         self._watched = watched
 
-    async def __call__(self, ctx: ServerRequestContext[Any, Any],
-                       params: SubscriptionsListenRequestParams) -> SubscriptionsListenResult:
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], params: SubscriptionsListenRequestParams
+    ) -> SubscriptionsListenResult:
         uris = list(params.notifications.resource_subscriptions or ())
         self._watched.update(uris)
         try:
@@ -106,25 +107,35 @@ class McpPush:
         """Registers the resources and the subscribe/listen handlers on `mcp`."""
         store, threads = self.store, self.threads
 
-        @mcp.resource(INBOX_TEMPLATE, name="agent-inbox", mime_type="application/json",
-                      description="The newest events addressed to an agent (what get_updates returns), with"
-                                  " latest_cursor. Subscribe to be told when it changes.")
+        @mcp.resource(
+            INBOX_TEMPLATE,
+            name="agent-inbox",
+            mime_type="application/json",
+            description="The newest events addressed to an agent (what get_updates returns), with"
+            " latest_cursor. Subscribe to be told when it changes.",
+        )
         async def agent_inbox(agent_id: str) -> str:
             try:
                 agent = validate.identifier(agent_id, "agent_id")
             except HuddleError as exc:
                 raise ResourceNotFoundError(exc.message) from None
             events = await eventlog.latest_for(store, agent, INBOX_SIZE)
-            return json.dumps({
-                "agent_id": agent,
-                "latest_cursor": events[-1].cursor if events else 0,
-                "events": [e.to_dict() for e in events],
-                "note": f"the newest {INBOX_SIZE} events; call get_updates with your last cursor for all of them",
-            }, default=str)
+            return json.dumps(
+                {
+                    "agent_id": agent,
+                    "latest_cursor": events[-1].cursor if events else 0,
+                    "events": [e.to_dict() for e in events],
+                    "note": f"the newest {INBOX_SIZE} events; call get_updates with your last cursor for all of them",
+                },
+                default=str,
+            )
 
-        @mcp.resource(THREAD_TEMPLATE, name="thread", mime_type="application/json",
-                      description="A consultation thread (as get_thread returns it). Subscribe to be told when"
-                                  " it changes.")
+        @mcp.resource(
+            THREAD_TEMPLATE,
+            name="thread",
+            mime_type="application/json",
+            description="A consultation thread (as get_thread returns it). Subscribe to be told when it changes.",
+        )
         async def thread(thread_id: str) -> str:
             try:
                 return json.dumps(await threads.get(thread_id), default=str)
@@ -139,8 +150,9 @@ class McpPush:
         lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, self._subscribe)
         lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, self._unsubscribe)
         self._bus = mcp._subscriptions
-        lowlevel.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams,
-                                     TrackingListenHandler(self._bus, self._listening))
+        lowlevel.add_request_handler(
+            "subscriptions/listen", SubscriptionsListenRequestParams, TrackingListenHandler(self._bus, self._listening)
+        )
 
     async def _subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
         # A ServerSession is built per request; the connection behind it lives as long as the client's MCP
@@ -154,8 +166,7 @@ class McpPush:
             connection.exit_stack.callback(self._forget, key)
         return EmptyResult()
 
-    async def _unsubscribe(self, ctx: ServerRequestContext[Any, Any],
-                           params: UnsubscribeRequestParams) -> EmptyResult:
+    async def _unsubscribe(self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
         connection = getattr(ctx.session, "_connection", None)
         key = id(connection) if connection is not None else id(ctx.session)
         sessions = self._sessions.get(str(params.uri))
@@ -231,5 +242,8 @@ class McpPush:
                 self._forget(key)
 
     def info(self) -> dict[str, Any]:
-        return {"subscribed_uris": len(self.watched()), "listen_streams": sum(self._listening.values()),
-                "notifications_sent": self.notifications_sent}
+        return {
+            "subscribed_uris": len(self.watched()),
+            "listen_streams": sum(self._listening.values()),
+            "notifications_sent": self.notifications_sent,
+        }

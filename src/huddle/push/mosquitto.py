@@ -26,9 +26,11 @@ SEARCH_PATH = ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin", "/usr/local
 def find_mosquitto() -> str:
     found = shutil.which("mosquitto") or shutil.which("mosquitto", path=os.pathsep.join(SEARCH_PATH))
     if found is None:
-        raise HuddleError("--mqtt-broker mosquitto needs the mosquitto binary, which is not installed (e.g. `apt"
-                          " install mosquitto` or `brew install mosquitto`); or use the embedded broker"
-                          " (--mqtt-broker embedded)")
+        raise HuddleError(
+            "--mqtt-broker mosquitto needs the mosquitto binary, which is not installed (e.g. `apt"
+            " install mosquitto` or `brew install mosquitto`); or use the embedded broker"
+            " (--mqtt-broker embedded)"
+        )
     return found
 
 
@@ -64,9 +66,8 @@ class ManagedMosquitto:
             "set_tcp_nodelay true\n"
             "max_queued_messages 10000\n"
             f"log_dest file {self.log_path}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
+            "log_type error\nlog_type warning\nlog_type notice\n" + ("user root\n" if os.geteuid() == 0 else "")
             # As root, Mosquitto drops to its own user, which cannot write into a private data dir.
-            + ("user root\n" if os.geteuid() == 0 else "")
         )
 
     def _stop_stale_child(self) -> None:
@@ -92,8 +93,13 @@ class ManagedMosquitto:
             self.prepare()
         assert self.binary is not None
         self._process = await asyncio.create_subprocess_exec(
-            self.binary, "-c", str(self.config_path), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            self.binary,
+            "-c",
+            str(self.config_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._process.returncode is not None:
@@ -107,8 +113,10 @@ class ManagedMosquitto:
             err = await self._process.stderr.read()
         await self.stop()
         detail = (err.decode(errors="replace").strip() or self._log_tail()) or "no output"
-        raise HuddleError(f"mosquitto did not start on {HOST}:{self.port} ({detail[-400:]}); see {self.log_path},"
-                          " or use the embedded broker (--mqtt-broker embedded)")
+        raise HuddleError(
+            f"mosquitto did not start on {HOST}:{self.port} ({detail[-400:]}); see {self.log_path},"
+            " or use the embedded broker (--mqtt-broker embedded)"
+        )
 
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):

@@ -27,10 +27,12 @@ def speaks_mqtt(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def port_taken_message(host: str, port: int) -> str:
     who = "an MQTT broker answers there" if speaks_mqtt(host, port) else "something else listens there"
-    return (f"MQTT port {port} on {host} is already in use ({who}). Choose one: --mqtt-port N (or"
-            f" HUDDLE_MQTT_PORT; 0 picks a free port) to run Huddle's broker elsewhere; --mqtt-url"
-            f" mqtt://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port} to publish to the broker that is"
-            " there; or --mqtt-broker off to run without MQTT.")
+    return (
+        f"MQTT port {port} on {host} is already in use ({who}). Choose one: --mqtt-port N (or"
+        f" HUDDLE_MQTT_PORT; 0 picks a free port) to run Huddle's broker elsewhere; --mqtt-url"
+        f" mqtt://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port} to publish to the broker that is"
+        " there; or --mqtt-broker off to run without MQTT."
+    )
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
@@ -45,8 +47,9 @@ def bind_tcp(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise HuddleError(port_taken_message(host, port)) from None
-        raise HuddleError(f"cannot listen for MQTT on {host}:{port} ({exc.strerror}); check --host and"
-                          " --mqtt-port") from None
+        raise HuddleError(
+            f"cannot listen for MQTT on {host}:{port} ({exc.strerror}); check --host and --mqtt-port"
+        ) from None
     sock.listen(1024)
     sock.setblocking(False)
     return sock

@@ -62,20 +62,26 @@ class EventStream:
             return denied
         q = request.query_params
         try:
-            wanted = EventFilter.parse(agent=q.get("agent"), thread=q.get("thread"), kinds=q.get("kinds"),
-                                       exclude_self=q.get("exclude_self", "").lower() in ("1", "true", "yes"))
+            wanted = EventFilter.parse(
+                agent=q.get("agent"),
+                thread=q.get("thread"),
+                kinds=q.get("kinds"),
+                exclude_self=q.get("exclude_self", "").lower() in ("1", "true", "yes"),
+            )
             resume = request.headers.get("last-event-id") or q.get("since") or q.get("cursor")
             if resume is not None and resume.strip() != "":
                 if not resume.strip().isdigit():
-                    raise InvalidInput("Last-Event-ID / since must be an event cursor (a non-negative integer)",
-                                       field="since")
+                    raise InvalidInput(
+                        "Last-Event-ID / since must be an event cursor (a non-negative integer)", field="since"
+                    )
                 after = int(resume)
             else:
                 after = await eventlog.latest_cursor(self.store)  # no resume point: live from now on
         except HuddleError as exc:
             return JSONResponse(exc.to_dict(), status_code=exc.status)
-        return EventSourceResponse(self.stream(wanted, after), ping=PING_S, sep="\n",
-                                   headers={"X-Huddle-Cursor": str(after)})
+        return EventSourceResponse(
+            self.stream(wanted, after), ping=PING_S, sep="\n", headers={"X-Huddle-Cursor": str(after)}
+        )
 
     async def stream(self, wanted: EventFilter, after: int) -> AsyncIterator[bytes]:
         """Replay from the log after `after`, then live; resync from the log whenever the live queue overflowed."""

@@ -144,8 +144,11 @@ def route(event: Event, root: str, name_of: NameOf | None = None) -> Routed:
             topics.append(Publication(f"{root}/{BROADCAST}", rule.qos, False))
         else:
             # Nobody is woken by their own action on their own inbox (the payload's agent_id says who acted).
-            topics.extend(Publication(f"{root}/agents/{segment(agent)}/inbox", rule.qos, False)
-                          for agent in event.audience if agent != event.actor)
+            topics.extend(
+                Publication(f"{root}/agents/{segment(agent)}/inbox", rule.qos, False)
+                for agent in event.audience
+                if agent != event.actor
+            )
     return Routed(payload, tuple(topics))
 
 
@@ -158,6 +161,8 @@ def check_publish_topic(topic: str, root: str) -> str | None:
         return f"topic {topic!r} is outside Huddle's topic root {root!r}; publish under {root}/…, e.g. {example}"
     first = topic[len(root) + 1 :].split("/", 1)[0]
     if first in RESERVED:
-        return (f"{root}/{first}/… carries Huddle's own coordination state and only the server publishes there;"
-                f" use {example} or a topic of your own under {root}/")
+        return (
+            f"{root}/{first}/… carries Huddle's own coordination state and only the server publishes there;"
+            f" use {example} or a topic of your own under {root}/"
+        )
     return None
