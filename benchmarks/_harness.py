@@ -42,7 +42,7 @@ def huddle_server(*extra_args: str) -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="huddle-bench-") as tmp:
         data_dir, repo = Path(tmp) / "data", Path(tmp) / "repo"
         repo.mkdir()
-        args = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--port", "0",
+        args = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--port", "0", "--mqtt-port", "0",
                 "--data-dir", str(data_dir), "--repo", str(repo), *extra_args]
         env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING"}
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
