@@ -155,6 +155,9 @@ class MqttBridge:
             if not self._queue and not self._lagged:
                 await self._wake.wait()
                 self._wake.clear()
+                # Woken by a commit: let the request that made it answer first (it was scheduled after
+                # us); the fan-out to subscribers then costs that caller nothing.
+                await asyncio.sleep(0)
                 continue
             await self.sink.wait_connected()
             try:

@@ -12,6 +12,7 @@ and a `: live CURSOR` comment marks the end of each replay from the log.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -102,11 +103,18 @@ class EventStream:
                 # A comment (invisible to EventSource): the replay is done, what follows is live.
                 yield f": live {cursor}\n\n".encode()
                 while not subscription.lagged:
-                    live = await subscription.next_event()
-                    if live is not None and live.cursor > cursor:
-                        yield self.encode(live)
-                        cursor = live.cursor
-                        self.sent += 1
+                    first = await subscription.next_event()
+                    # Woken by a commit: let the request that made it send its response first (it was
+                    # scheduled after us), then send everything queued by now as one chunk.
+                    await asyncio.sleep(0)
+                    frames = []
+                    for live in (first, *subscription.drain()):
+                        if live is not None and live.cursor > cursor:
+                            frames.append(self.encode(live))
+                            cursor = live.cursor
+                    if frames:
+                        self.sent += len(frames)
+                        yield b"".join(frames)
                 # Too far behind: drop the queue and read the rest from the log (drain first, then read).
                 self.resyncs += 1
                 subscription.lagged = False
