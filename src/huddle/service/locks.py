@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from huddle.bus.memory import Subscription
@@ -212,8 +212,9 @@ def promote_waiters(unit: Unit, *, actor: str | None) -> int:
     return granted
 
 
-def expire_due(unit: Unit, *, ghost_grace_s: float = GHOST_WAITER_GRACE_S) -> int:
-    """Frees leases past their expiry (telling each holder) and drops abandoned queue entries."""
+def expire_due(unit: Unit, *, ghost_grace_s: float | None = None) -> int:
+    """Frees leases past their expiry (telling each holder); with `ghost_grace_s` (the sweeper)
+    also drops queue entries whose caller vanished that long after their deadline."""
     rows = unit.tx.all("SELECT * FROM locks WHERE expires_at <= ? AND project = ? ORDER BY id",
                        (unit.now, unit.project))
     for row in rows:
@@ -223,8 +224,10 @@ def expire_due(unit: Unit, *, ghost_grace_s: float = GHOST_WAITER_GRACE_S) -> in
                   path=row["path"], mode=row["mode"], fencing_token=row["token"], expired_at=iso(row["expires_at"]),
                   reason=f"your {row['mode']} lock on {row['path']} expired at {iso(row['expires_at'])} without a "
                          "renewal; anything you write there now is unprotected — acquire it again (new token)")
-    ghosts = unit.tx.execute("DELETE FROM lock_waiters WHERE deadline <= ? AND project = ?",
-                             (unit.now - ghost_grace_s, unit.project))
+    ghosts = 0
+    if ghost_grace_s is not None:
+        ghosts = unit.tx.execute("DELETE FROM lock_waiters WHERE deadline <= ? AND project = ?",
+                                 (unit.now - ghost_grace_s, unit.project))
     if rows or ghosts:
         promote_waiters(unit, actor=None)
     return len(rows) + ghosts
@@ -268,10 +271,10 @@ class LockService:
         slash is the directory; an existing file whose name has glob characters is that file."""
         norm = self.ctx.path(raw, field)
         literal = False
-        on_disk = Path(self.ctx.repo_root) / norm.rstrip("/")
+        on_disk = os.path.join(self.ctx.repo_root, norm.rstrip("/"))
         if is_glob(norm):
-            literal = on_disk.exists()
-        elif not norm.endswith("/") and on_disk.is_dir():
+            literal = os.path.exists(on_disk)
+        elif not norm.endswith("/") and os.path.isdir(on_disk):
             norm += "/"
         try:
             return compile_pattern(norm, literal)
@@ -317,10 +320,11 @@ class LockService:
                  wait: float) -> dict[str, Any]:
         touch(unit, agent)
         expire_due(unit)
-        own = _own(unit, agent, pattern.path)
+        rows = overlapping(unit, "locks", pattern)
+        own = next((r for r in rows if r["agent_id"] == agent and r["path"] == pattern.path), None)
         if own is not None and own["mode"] == mode:
             return self._renew_row(unit, own, ttl, renewed_by_acquire=True)
-        holder_rows = [r for r in overlapping(unit, "locks", pattern) if r["agent_id"] != agent]
+        holder_rows = [r for r in rows if r["agent_id"] != agent]
         downgrade = own is not None and mode_rank(mode) < mode_rank(own["mode"])
         waiter_rows = [] if downgrade or _is_upgrade_in_place(own, mode) else [
             r for r in overlapping(unit, "lock_waiters", pattern) if r["agent_id"] != agent]
@@ -528,7 +532,7 @@ class LockService:
             dropped = unit.tx.execute("DELETE FROM lock_waiters WHERE project = ? AND instance != ?",
                                       (unit.project, self.instance))
             self._purged_foreign_waiters = True
-        return dropped + expire_due(unit)
+        return dropped + expire_due(unit, ghost_grace_s=GHOST_WAITER_GRACE_S)
 
     def agent_gone(self, unit: Unit, agent_id: str, reason: str) -> None:
         """Deregistration releases the agent's locks and queued requests now; offline ones keep their TTL."""
