@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from huddle import __version__
+from huddle.cli.locks import add_locks_parser, run_locks
+from huddle.cli.remote import RemoteError
+from huddle.cli.tasks import add_tasks_parser, run_tasks
 from huddle.cli.watch import add_watch_parser, run_watch
 from huddle.errors import HuddleError
 from huddle.settings import Settings, env_name
@@ -38,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     tuning = [f.name for f in fields(Settings) if f.name not in SERVER_FLAGS]
     _add_setting_flags(start.add_argument_group("tuning"), tuning)  # type: ignore[arg-type]
     add_watch_parser(commands)
+    add_tasks_parser(commands)
+    add_locks_parser(commands)
     return parser
 
 
@@ -52,10 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return start_server(overrides)
         if args.command == "watch":
             return run_watch(args)
+        if args.command == "tasks":
+            return run_tasks(args)
+        if args.command == "locks":
+            return run_locks(args)
         parser.print_help()
         return 0 if args.command is None else 2
     except HuddleError as exc:
         print(f"huddle: {exc.message}", file=sys.stderr)
+        return 1
+    except RemoteError as exc:
+        print(f"huddle: {exc}", file=sys.stderr)
         return 1
 
 

@@ -128,7 +128,7 @@ def _describe_holder(row: Row, target: str) -> str:
         how = "exclusively" if row["mode"] == EXCLUSIVE else "shared"
         return f"{target} is locked {how} by {row['agent_id']} {until}"
     where = "" if row["path"] == target else f" (overlaps {target})"
-    mode = "an intent" if row["mode"] == INTENT else f"a {row['mode']}"
+    mode = {INTENT: "an intent", EXCLUSIVE: "an exclusive", SHARED: "a shared"}[row["mode"]]
     return f"{row['agent_id']} holds {mode} lock on {row['path']}{where} {until}"
 
 
