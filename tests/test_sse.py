@@ -5,6 +5,9 @@ from __future__ import annotations
 import anyio
 import httpx
 
+from huddle.push import sse as sse_module
+from huddle.push.log import EventFilter
+from huddle.settings import Settings
 from push_helpers import s1, sse, tool
 
 
@@ -95,3 +98,27 @@ async def test_bad_resume_points_filters_and_foreign_hosts_are_refused_with_the_
         assert rebinding.status_code == 403 and rebinding.json()["code"] == "forbidden"
         cross_site = await http.get("/api/events", headers={"Origin": "https://evil.example"})
         assert cross_site.status_code == 403
+
+
+async def test_a_stream_too_far_behind_resyncs_from_the_log_without_losing_an_event(coordinator, monkeypatch):
+    monkeypatch.setattr(sse_module, "LIVE_QUEUE", 3)
+    stream = sse_module.EventStream(coordinator.store, Settings())
+    coordinator.bus.add_listener(stream.offer)
+    await coordinator.agents.register("Writer", "writer")
+    start = (await coordinator.status.status())["latest_cursor"]
+    live = sse_module.LiveQueue(EventFilter())
+    frames = stream.stream(live, start)
+    assert (await anext(frames)).startswith(b"retry:")
+    assert (await anext(frames)).startswith(b": live")
+    for n in range(10):  # more than the live queue holds, before the stream reads any
+        await coordinator.updates.log_action_summary("writer", f"note {n}")
+    assert live.lagged
+    received = b""
+    with anyio.fail_after(5):
+        while received.count(b"action.summary") < 10:
+            received += await anext(frames)
+    ids = [int(line[4:]) for line in received.decode().splitlines() if line.startswith("id: ")]
+    assert ids == list(range(start + 1, start + 11))
+    assert stream.resyncs == 1
+    await frames.aclose()
+    assert stream.open_streams == 0

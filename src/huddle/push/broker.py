@@ -92,7 +92,7 @@ class StarletteWsWriter(WriterAdapter):  # type: ignore[misc]
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            with contextlib.suppress(RuntimeError, OSError):
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
                 await self._ws.close()
 
 

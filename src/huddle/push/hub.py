@@ -49,7 +49,7 @@ class PushHub:
         self.coordinator = coordinator
         self.root = render_root(settings.topic_root, settings.project_key)
         self.mode = "external" if settings.mqtt_url else settings.mqtt_broker
-        self.events = EventStream(coordinator.store, coordinator.bus, settings)
+        self.events = EventStream(coordinator.store, settings)
         self.mcp_push = McpPush(coordinator.store, coordinator.threads)
         self.embedded: EmbeddedBroker | None = None
         self.external: ExternalBroker | None = None
@@ -142,6 +142,7 @@ class PushHub:
 
     async def stop(self) -> None:
         self._started = False
+        self.events.close_all()
         if self.bridge is not None:
             await self.bridge.stop()
         if self.mosquitto is not None:
@@ -149,6 +150,7 @@ class PushHub:
         await self.mcp_push.stop()
 
     def _offer(self, events: Any) -> None:
+        self.events.offer(events)
         if not self._started:
             return
         if self.bridge is not None:

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Sequence
+from typing import cast
 
+import anyio
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from huddle.bus.memory import EventBus
 from huddle.domain.events import Event
 from huddle.errors import HuddleError, InvalidInput
 from huddle.push import log as eventlog
@@ -36,15 +37,63 @@ LIVE_QUEUE = 5_000  # a client this far behind resyncs from the log instead of g
 ENCODED_CACHE = 2_048
 
 
+class LiveQueue:
+    """One stream's live side: filtered events queued by the bus listener, a wake-up, and a stop flag.
+
+    `set()` is what sse-starlette calls on the `shutdown_event` it is given when the server is going
+    down: the stream then ends cleanly (a complete response) instead of being cut off.
+    """
+
+    __slots__ = ("closing", "events", "lagged", "wake", "wanted")
+
+    def __init__(self, wanted: EventFilter):
+        self.wanted = wanted
+        self.events: deque[Event] = deque()
+        self.wake = asyncio.Event()
+        self.lagged = False
+        self.closing = False
+
+    def offer(self, events: Sequence[Event]) -> None:
+        if self.lagged:
+            return
+        matched = False
+        for event in events:
+            if self.wanted(event):
+                if len(self.events) >= LIVE_QUEUE:
+                    self.lagged = True  # too far behind: the stream resyncs from the log
+                    self.events.clear()
+                    break
+                self.events.append(event)
+                matched = True
+        if matched or self.lagged:
+            self.wake.set()
+
+    def set(self) -> None:
+        self.closing = True
+        self.wake.set()
+
+
 class EventStream:
-    def __init__(self, store: Store, bus: EventBus, settings: Settings):
+    def __init__(self, store: Store, settings: Settings):
         self.store = store
-        self.bus = bus
         self.settings = settings
-        self.open_streams = 0
         self.sent = 0
         self.resyncs = 0
+        self._live: set[LiveQueue] = set()
         self._encoded: OrderedDict[int, bytes] = OrderedDict()
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._live)
+
+    def offer(self, events: Sequence[Event]) -> None:
+        """Bus listener: hands committed events to every open stream's queue (never blocks)."""
+        for live in self._live:
+            live.offer(events)
+
+    def close_all(self) -> None:
+        for live in self._live:
+            live.set()
 
     def encode(self, event: Event) -> bytes:
         """One event as an SSE frame; shared by every stream (encoded once, not once per subscriber)."""
@@ -80,20 +129,29 @@ class EventStream:
                 after = await eventlog.latest_cursor(self.store)  # no resume point: live from now on
         except HuddleError as exc:
             return JSONResponse(exc.to_dict(), status_code=exc.status)
+        live = LiveQueue(wanted)
         return EventSourceResponse(
-            self.stream(wanted, after), ping=PING_S, sep="\n", headers={"X-Huddle-Cursor": str(after)}
+            self.stream(live, after),
+            ping=PING_S,
+            sep="\n",
+            headers={"X-Huddle-Cursor": str(after)},
+            shutdown_event=cast(anyio.Event, live),  # sse-starlette only calls .set() on it
+            shutdown_grace_period=1.0,
         )
 
-    async def stream(self, wanted: EventFilter, after: int) -> AsyncIterator[bytes]:
-        """Replay from the log after `after`, then live; resync from the log whenever the live queue overflowed."""
-        subscription = self.bus.subscribe(wanted, maxsize=LIVE_QUEUE)
-        self.open_streams += 1
+    async def stream(self, live: LiveQueue, after: int) -> AsyncIterator[bytes]:
+        """Replay from the log after `after`, then live; resync from the log whenever the live queue overflowed.
+
+        The live queue is registered *before* the log is read, and everything at or below the last
+        cursor sent is skipped, so the switch from replay to live has neither a gap nor a duplicate.
+        """
+        self._live.add(live)
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
             cursor = after
-            while True:
+            while not live.closing:
                 while True:
-                    page = await eventlog.read_after(self.store, cursor, wanted)
+                    page = await eventlog.read_after(self.store, cursor, live.wanted)
                     for event in page:
                         yield self.encode(event)
                         cursor = event.cursor
@@ -102,23 +160,26 @@ class EventStream:
                         break
                 # A comment (invisible to EventSource): the replay is done, what follows is live.
                 yield f": live {cursor}\n\n".encode()
-                while not subscription.lagged:
-                    first = await subscription.next_event()
-                    # Woken by a commit: let the request that made it send its response first (it was
-                    # scheduled after us), then send everything queued by now as one chunk.
-                    await asyncio.sleep(0)
+                while not live.lagged and not live.closing:
+                    if not live.events:
+                        live.wake.clear()
+                        await live.wake.wait()
+                        # Woken by a commit: let the request that made it send its response first (it
+                        # was scheduled after us), then send everything queued by now as one chunk.
+                        await asyncio.sleep(0)
+                        continue
                     frames = []
-                    for live in (first, *subscription.drain()):
-                        if live is not None and live.cursor > cursor:
-                            frames.append(self.encode(live))
-                            cursor = live.cursor
+                    while live.events:
+                        event = live.events.popleft()
+                        if event.cursor > cursor:
+                            frames.append(self.encode(event))
+                            cursor = event.cursor
                     if frames:
                         self.sent += len(frames)
                         yield b"".join(frames)
-                # Too far behind: drop the queue and read the rest from the log (drain first, then read).
-                self.resyncs += 1
-                subscription.lagged = False
-                subscription.drain()
+                if live.lagged:
+                    self.resyncs += 1
+                    live.events.clear()
+                    live.lagged = False
         finally:
-            subscription.close()
-            self.open_streams -= 1
+            self._live.discard(live)
