@@ -217,6 +217,15 @@ class PushHub:
             out["published"] = self.bridge.info()
         return out
 
+    def readiness(self) -> dict[str, Any]:
+        """For /readyz: is the broker there? (`ok` stays true with MQTT off; push is a hint either way.)"""
+        sink = self.embedded or self.external
+        connected = bool(sink is not None and sink.connected)
+        out: dict[str, Any] = {"ok": self.mode == "off" or connected, "broker": self.mode, "connected": connected}
+        if self.external is not None and self.external.last_error:
+            out["error"] = self.external.last_error
+        return out
+
     def push_status(self) -> dict[str, Any]:
         return {
             "sse_streams": self.events.open_streams,
