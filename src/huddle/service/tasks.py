@@ -105,6 +105,9 @@ class TaskSpec:
         low, high = PRIORITY_RANGE
         self.priority = int(validate.number(priority, f"{prefix}priority", low=low, high=high, default=0))
         payload = raw.get("payload")
+        if payload is not None and not isinstance(payload, Mapping):
+            raise InvalidInput(f"{prefix}payload must be a JSON object, e.g. {{\"branch\": \"main\"}}",
+                               field=f"{prefix}payload")
         try:
             self.payload = None if payload is None else json.dumps(payload, separators=(",", ":"), sort_keys=True)
         except (TypeError, ValueError):
@@ -123,7 +126,7 @@ class TaskService:
         self.ctx = ctx
 
     async def add(self, task_id: str, description: str, depends_on: list[str] | None = None, priority: int = 0,
-                  payload: Any = None, agent_id: str | None = None) -> dict[str, Any]:
+                  payload: Mapping[str, Any] | None = None, agent_id: str | None = None) -> dict[str, Any]:
         """Adds one task; re-adding an identical task is a no-op (created: false).
 
         Raises InvalidInput for bad fields, unknown dependencies or a cycle, Conflict when the id

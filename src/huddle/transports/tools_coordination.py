@@ -98,7 +98,7 @@ def context_operations(c: Coordinator) -> list[Operation]:
         """Search shared context: full-text keyword (word prefixes, all must match), type, tag, author."""
         return await c.shared_context.query(type, keyword, tag, agent_id, limit)
 
-    async def delete_context(id: str, agent_id: str) -> Result:
+    async def delete_context(id: str | int, agent_id: str) -> Result:
         """Delete a context entry you shared (C-12); only its author may."""
         return await c.shared_context.delete(id, agent_id)
 
@@ -111,9 +111,9 @@ def context_operations(c: Coordinator) -> list[Operation]:
 
 def task_operations(c: Coordinator) -> list[Operation]:
     async def add_task(task_id: str, description: str, depends_on: list[str] | None = None, priority: int = 0,
-                       payload: Any = None, agent_id: str | None = None) -> Result:
+                       payload: dict[str, Any] | None = None, agent_id: str | None = None) -> Result:
         """Add a task to the board; depends_on must name existing tasks (no cycles). Higher priority is
-        claimed first. Re-adding the identical task is a no-op."""
+        claimed first; payload (a JSON object) goes to whoever claims it. Re-adding the identical task is a no-op."""
         return await c.tasks.add(task_id, description, depends_on, priority, payload, agent_id)
 
     async def add_tasks(tasks: list[dict[str, Any]], agent_id: str | None = None) -> Result:
