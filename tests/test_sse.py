@@ -122,3 +122,14 @@ async def test_a_stream_too_far_behind_resyncs_from_the_log_without_losing_an_ev
     assert stream.resyncs == 1
     await frames.aclose()
     assert stream.open_streams == 0
+
+
+async def test_a_resume_point_beyond_the_log_starts_at_the_present_instead_of_skipping_new_events(huddle_server):
+    async with httpx.AsyncClient(base_url=huddle_server.url) as http:
+        await tool(http, "register_agent", name="Alice")
+        async with sse(http, last_event_id=10_000) as stream:  # e.g. a client of a data dir since wiped
+            latest = int(stream.response.headers["x-huddle-cursor"])
+            assert latest < 10_000
+            await stream.until_live()
+            await tool(http, "register_agent", name="Bob")
+            assert (await stream.until(lambda e: True)).id == latest + 1

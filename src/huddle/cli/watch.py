@@ -225,6 +225,7 @@ class Watcher:
                     file=self.err,
                     flush=True,
                 )
+                self.url = server_url(self.args)  # a restarted server may listen on another port
             time.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 

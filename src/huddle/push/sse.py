@@ -124,7 +124,9 @@ class EventStream:
                     raise InvalidInput(
                         "Last-Event-ID / since must be an event cursor (a non-negative integer)", field="since"
                     )
-                after = int(resume)
+                # A cursor beyond the log's end comes from another database (a reset data dir): start at
+                # the present rather than skipping every new event until the cursors catch up.
+                after = min(int(resume), await eventlog.latest_cursor(self.store))
             else:
                 after = await eventlog.latest_cursor(self.store)  # no resume point: live from now on
         except HuddleError as exc:
