@@ -12,6 +12,7 @@ its event loop, on the same machine as the server.
 
     python benchmarks/push.py            # 1, 50 and 200 subscribers per channel
     python benchmarks/push.py --quick    # CI: fewer iterations, 1 and 50 subscribers
+    python benchmarks/push.py --pin      # the announcing client on a CPU of its own (Linux)
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -206,6 +209,8 @@ class SubscriberHost:
         self.process = await asyncio.create_subprocess_exec(
             *self.args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
         )
+        if SERVER_CPUS:
+            pin(self.process.pid, SERVER_CPUS)
         assert await self._line() == "ready"
         return self
 
@@ -303,7 +308,24 @@ class Case:
         }
 
 
-async def main(quick: bool) -> dict[str, Any]:
+SERVER_CPUS: set[int] = set()
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pins every thread of a process (sched_setaffinity on a pid only covers its main thread)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
+async def main(quick: bool, pinned: bool) -> dict[str, Any]:
+    if pinned:
+        # The announcing client gets a CPU of its own; server and subscribers share the rest. On a small
+        # machine this keeps the subscribers' own CPU use out of the announce latency the client sees.
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs at least 2 CPUs")
+        os.sched_setaffinity(0, {cpus[-1]})
+        SERVER_CPUS.update(cpus[:-1])
     counts = [1, 50] if quick else [1, 50, 200]
     iterations = 20 if quick else 200
     results: list[dict[str, Any]] = []
@@ -311,6 +333,8 @@ async def main(quick: bool) -> dict[str, Any]:
         for count in counts:
             rounds = max(20, iterations // 4) if count >= 200 else iterations
             with huddle_server() as server:  # a fresh server per case: history does not carry over
+                if SERVER_CPUS:
+                    pin(server.process.pid, SERVER_CPUS)
                 runtime = json.loads((server.data_dir / "server.json").read_text())
                 async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
                     case = Case(http, server.url, runtime["mqtt_port"], runtime["mqtt_topic_root"], channel, count)
@@ -322,7 +346,14 @@ async def main(quick: bool) -> dict[str, Any]:
         for r in fifty
     }
     targets.update({f"{r['channel']}_50_announce_overhead<=20%": r["announce_overhead_pct"] <= 20 for r in fifty})
-    return {"benchmark": "push", "machine": machine(), "quick": quick, "results": results, "targets_met": targets}
+    return {
+        "benchmark": "push",
+        "machine": {**machine(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
+        "quick": quick,
+        "pinned": pinned,
+        "results": results,
+        "targets_met": targets,
+    }
 
 
 if __name__ == "__main__":
@@ -332,4 +363,6 @@ if __name__ == "__main__":
         raise SystemExit(0)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few iterations, for CI")
-    print(json.dumps(asyncio.run(main(parser.parse_args().quick)), indent=2))
+    parser.add_argument("--pin", action="store_true", help="give the announcing client a CPU of its own (Linux)")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.quick, args.pin)), indent=2))
