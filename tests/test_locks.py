@@ -169,6 +169,21 @@ async def test_a_queued_request_gives_up_after_wait_s_and_leaves_the_queue(coord
     assert (await coordinator.locks.check_lock("a.py"))["waiting"] == []
 
 
+async def test_a_queued_request_whose_caller_goes_away_leaves_the_queue_and_unblocks_those_behind(coordinator):
+    await register(coordinator, "alice", "bob", "carol")
+    await coordinator.locks.acquire("alice", "a.py", "shared")
+    with watch(coordinator, Kind.LOCK_QUEUED, holder="bob") as queued, \
+            watch(coordinator, Kind.LOCK_WAIT_ENDED, holder="bob") as ended:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: coordinator.locks.acquire("bob", "a.py", "exclusive", wait_s=60))
+            await next_event(queued)
+            assert not (await coordinator.locks.acquire("carol", "a.py", "shared"))["granted"]  # bob is ahead
+            tg.cancel_scope.cancel()  # bob's connection drops
+        assert (await next_event(ended)).data["reason"] == "cancelled"
+    assert (await coordinator.locks.check_lock("a.py"))["waiting"] == []
+    assert (await coordinator.locks.acquire("carol", "a.py", "shared"))["granted"]
+
+
 async def test_an_expired_lease_frees_itself_and_its_holder_is_told(coordinator):
     await register(coordinator, "alice", "bob")
     before = await event_count(coordinator)

@@ -138,6 +138,8 @@ async def test_worker_slots_are_limited_idempotent_and_returned(coordinator):
     assert (await coordinator.workers.claim("w5"))["slot"] == 3
     workers = await coordinator.workers.workers()
     assert workers["total"] == 5 and workers["busy"] == 5 and workers["free"] == 0
+    status = await coordinator.status.status()
+    assert status["workers"]["busy"] == 5 and status["tasks"]["total"] == 0 and status["messages"]["waiting"] == []
 
 
 async def test_when_an_agent_goes_offline_its_tasks_and_worker_slot_return_to_the_pool(tmp_path, repo):
