@@ -307,6 +307,6 @@ async def test_tasks_and_their_state_survive_a_restart(huddle_server):
     async with Client(huddle_server.mcp_url) as client:
         board = await call(client, "list_tasks")
         available = await call(client, "get_available_tasks")
-    statuses = {t["task_id"]: (t["status"], t["output"]) for t in board["tasks"]}
+    statuses = {t["task_id"]: (t["status"], t.get("output")) for t in board["tasks"]}
     assert statuses == {"a": ("done", "built"), "b": ("pending", None)}
     assert [t["task_id"] for t in available["tasks"]] == ["b"]
