@@ -122,7 +122,11 @@ class MqttSubscriber(Subscriber):
                 offset = 2 + topic_len
                 if (header >> 1) & 3:
                     assert self.transport is not None
-                    self.transport.write(bytes([0x40, 2]) + body[offset : offset + 2])  # PUBACK
+                    # PUBACK after this loop pass: the other sockets that became readable with this one
+                    # get their arrival stamped first, not after our send syscalls.
+                    asyncio.get_running_loop().call_soon(
+                        self.transport.write, bytes([0x40, 2]) + body[offset : offset + 2]
+                    )
                     offset += 2
                 self.feed(now, body[offset:])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import logging
 import os
@@ -64,6 +65,10 @@ def start_server(overrides: Mapping[str, Any]) -> int:
     print(huddle.push.describe(), flush=True)
     config = uvicorn.Config(huddle.http, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)
+    # A server lives long: freeze what startup built and collect young objects less often, so the cyclic
+    # GC stops stalling the event loop (gen-2 pauses of ~45 ms were seen with 200 MQTT subscribers).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
