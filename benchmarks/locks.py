@@ -13,6 +13,9 @@ Errors (tool errors, transport errors, refused grants/claims) are counted, never
 `message_wake` is the time from the start of `send_message` to the return of the recipient's
 blocked `wait_for_message`.
 
+`service` runs the same operations in-process on the service API (a fresh SQLite file, no HTTP,
+no MCP): what the lease and claim logic itself costs, commit with fsync included.
+
 `sdk_floor` runs the same closed loops against a bare SDK `MCPServer` (same JSON-response
 transport) whose tools return canned answers without touching anything: the latency the MCP SDK,
 HTTP and this machine impose before Huddle does any work. `overhead_vs_floor_ms` is the difference.
@@ -29,6 +32,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +43,10 @@ import anyio
 from mcp import Client
 
 from _harness import huddle_server, machine, summarise
+from huddle.bus.memory import MemoryBus
+from huddle.service.coordinator import Coordinator
+from huddle.settings import load_settings
+from huddle.storage.sqlite import SqliteStore
 
 WARMUP = 5
 FLOOR_SERVER = textwrap.dedent("""
@@ -245,6 +253,47 @@ def p50(result: dict[str, Any], kind: str) -> float:
     return float(section["acquire_release"]["p50_ms"] if kind == "locks" else section["p50_ms"])
 
 
+async def service_only(agents: int, iterations: int) -> dict[str, Any]:
+    """The same loops on the service API in this process: no HTTP, no MCP."""
+    with tempfile.TemporaryDirectory(prefix="huddle-bench-service-") as tmp:
+        settings = load_settings({"data_dir": tmp, "repo": tmp, "mqtt_broker": "off"}, environ={})
+        coordinator = Coordinator(SqliteStore(settings.sqlite_path, settings.project_key), MemoryBus(), settings)
+        await coordinator.start()
+        try:
+            names = [f"svc-{i}" for i in range(agents)]
+            for name in names:
+                await coordinator.agents.register(name, agent_id=name)
+            total = agents * (WARMUP + iterations)
+            for first in range(0, total, 500):
+                await coordinator.tasks.add_many([{"task_id": f"svc-{i}", "description": "x"}
+                                                  for i in range(first, min(total, first + 500))])
+            locks, claims = Sample(), Sample()
+
+            async def loop(name: str) -> None:
+                for i in range(WARMUP + iterations):
+                    for tool, call, key, sample in (
+                            ("acquire_lock", lambda: coordinator.locks.acquire(name, f"bench/{name}.py"), "granted",
+                             locks),
+                            ("release_lock", lambda: coordinator.locks.release(name, f"bench/{name}.py"), "released",
+                             locks),
+                            ("claim_task", lambda: coordinator.tasks.claim(name), "claimed", claims)):
+                        start = time.perf_counter()
+                        result = await call()
+                        if not result.get(key):
+                            sample.fail(f"{tool}: {result}")
+                        elif i >= WARMUP:
+                            sample.add(tool, time.perf_counter() - start)
+
+            start = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for name in names:
+                    tg.start_soon(loop, name)
+            wall = time.perf_counter() - start
+            return {"agents": agents, "locks": report(locks, wall), "claim_task": report(claims, wall)}
+        finally:
+            await coordinator.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small run for CI (no timing claims)")
@@ -257,6 +306,8 @@ def main() -> None:
         results["agents_50_sequential"] = anyio.run(sequential_fifty, server.mcp_url, rounds)
         results["agents_50_in_flight"] = anyio.run(closed_loops, server.mcp_url, 50, fifty)
         results["message_wake"] = anyio.run(message_wake, server.mcp_url, wakes)
+    out["service"] = {"agents_2": anyio.run(service_only, 2, min(two, 200)),
+                      "agents_50": anyio.run(service_only, 50, fifty)}
     with floor_server() as url:
         out["sdk_floor"] = {"agents_2": anyio.run(closed_loops, url, 2, two),
                             "agents_50_in_flight": anyio.run(closed_loops, url, 50, fifty)}
