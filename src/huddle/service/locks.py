@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from huddle.bus.memory import Subscription
@@ -35,11 +35,9 @@ from huddle.domain.locks import (
     EXCLUSIVE,
     INTENT,
     MODES,
-    SHARED,
     Claim,
     LockPattern,
     PatternError,
-    anchor_prefixes,
     blockers,
     compile_pattern,
     is_glob,
@@ -50,6 +48,21 @@ from huddle.domain.scoring import Evidence, Layer
 from huddle.errors import InvalidInput, NotFound
 from huddle.service.agents import touch
 from huddle.service.context import ServiceContext, WorkRequest, placeholders
+from huddle.service.lock_store import (
+    candidate_clause,
+    claim_of,
+    deny,
+    describe_holder,
+    emit_released,
+    expire_due,
+    grant,
+    is_upgrade_in_place,
+    lock_dict,
+    overlapping,
+    pattern_of,
+    positions,
+    promote_waiters,
+)
 from huddle.storage.base import Row, Unit
 
 log = logging.getLogger(__name__)
@@ -61,199 +74,6 @@ MAX_LOCKS_PER_AGENT = 1000
 LIST_LIMIT = 1000
 # A queued request whose caller vanished without cleaning up is dropped this long after its deadline.
 GHOST_WAITER_GRACE_S = 5.0
-
-
-# -- queries shared by the service, the sweeper, the hooks and the scorer -------------------------
-
-
-def _pattern(row: Row) -> LockPattern:
-    return compile_pattern(row["path"], bool(row["literal"]))
-
-
-def _claim(row: Row) -> Claim:
-    return Claim(row["agent_id"], _pattern(row), row["mode"])
-
-
-def _candidate_clause(patterns: Iterable[LockPattern]) -> tuple[str, list[Any]]:
-    """SQL matching rows whose anchor nests with one of `patterns`' anchors (an index lookup)."""
-    prefixes: set[str] = set()
-    ranges: list[str] = []
-    params: list[Any] = []
-    for pattern in patterns:
-        if pattern.anchor == "":
-            return "1 = 1", []
-        prefixes.update(anchor_prefixes(pattern.anchor))
-        if pattern.kind != "file":  # files below a directory or glob anchor
-            ranges.append("(anchor > ? AND anchor < ?)")
-            params += [pattern.anchor, pattern.anchor + "\U0010ffff"]
-    ordered = sorted(prefixes)
-    clause = " OR ".join([f"anchor IN ({placeholders(ordered)})", *ranges])
-    return f"({clause})", [*ordered, *params]
-
-
-def overlapping(unit: Unit, table: str, pattern: LockPattern, *, live_after: float | None = None) -> list[Row]:
-    """Rows of `locks` or `lock_waiters` whose path overlaps `pattern`, oldest first."""
-    clause, params = _candidate_clause([pattern])
-    sql = f"SELECT * FROM {table} WHERE project = ? AND {clause}"
-    args: list[Any] = [unit.project, *params]
-    if live_after is not None:
-        sql += " AND expires_at > ?"
-        args.append(live_after)
-    rows = unit.tx.all(sql + " ORDER BY id", args)
-    return [r for r in rows if overlaps(_pattern(r), pattern)]
-
-
-def _next_token(unit: Unit) -> int:
-    row = unit.tx.one(
-        "INSERT INTO lock_counters (project, last_token) VALUES (?, 1) ON CONFLICT (project)"
-        " DO UPDATE SET last_token = lock_counters.last_token + 1 RETURNING last_token", (unit.project,))
-    assert row is not None
-    return int(row["last_token"])
-
-
-def lock_dict(row: Row, now: float) -> dict[str, Any]:
-    return {"agent_id": row["agent_id"], "path": row["path"], "mode": row["mode"], "kind": row["kind"],
-            "fencing_token": row["token"], "acquired_at": iso(row["acquired_at"]),
-            "expires_at": iso(row["expires_at"]), "expires_in_s": round(max(0.0, row["expires_at"] - now), 1)}
-
-
-def waiter_dict(row: Row, now: float) -> dict[str, Any]:
-    return {"agent_id": row["agent_id"], "path": row["path"], "mode": row["mode"], "queued_at": iso(row["created_at"]),
-            "gives_up_at": iso(row["deadline"]), "position": None}
-
-
-def _describe_holder(row: Row, target: str) -> str:
-    until = f"until {iso(row['expires_at'])}"
-    if row["path"] == target and row["mode"] != INTENT:
-        how = "exclusively" if row["mode"] == EXCLUSIVE else "shared"
-        return f"{target} is locked {how} by {row['agent_id']} {until}"
-    where = "" if row["path"] == target else f" (overlaps {target})"
-    mode = {INTENT: "an intent", EXCLUSIVE: "an exclusive", SHARED: "a shared"}[row["mode"]]
-    return f"{row['agent_id']} holds {mode} lock on {row['path']}{where} {until}"
-
-
-def _warnings(others: Sequence[Row], target: str, requested: str) -> list[str]:
-    out = []
-    for row in others:
-        text = _describe_holder(row, target)
-        if row["mode"] == INTENT:
-            text += ": they plan to edit there — coordinate before you both change the same lines"
-        elif requested == INTENT:
-            text += (": an intent lock does not stop them; wait for their release before editing"
-                     if row["mode"] == EXCLUSIVE else ": others read it; tell them before you change it")
-        else:
-            text += " as well"
-        out.append(text)
-    return out
-
-
-# -- grants, queue promotion, expiry ------------------------------------------------------------
-
-
-def _grant(unit: Unit, agent: str, pattern: LockPattern, mode: str, ttl: float, *, previous: Row | None,
-           others: Sequence[Row], actor: str | None, waiter_id: int | None = None) -> dict[str, Any]:
-    """Writes the grant (new lock, or a mode change of the agent's own) and emits lock.acquired."""
-    token = _next_token(unit)
-    expires = unit.now + ttl
-    unit.tx.execute(
-        "INSERT INTO locks (project, agent_id, path, literal, kind, anchor, mode, token, ttl_s, acquired_at,"
-        " renewed_at, expires_at, waiter_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (project, agent_id, path) DO UPDATE SET literal = excluded.literal, kind = excluded.kind,"
-        " anchor = excluded.anchor, mode = excluded.mode, token = excluded.token, ttl_s = excluded.ttl_s,"
-        " acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at,"
-        " waiter_id = excluded.waiter_id",
-        (unit.project, agent, pattern.path, int(pattern.literal), pattern.kind, pattern.anchor, mode, token, ttl,
-         unit.now, unit.now, expires, waiter_id))
-    result: dict[str, Any] = {"granted": True, "path": pattern.path, "kind": pattern.kind, "mode": mode,
-                              "fencing_token": token, "expires_at": iso(expires), "ttl_s": ttl}
-    if previous is not None:
-        result["previous_mode"] = previous["mode"]
-    warnings = _warnings(others, pattern.path, mode)
-    if warnings:
-        result["warnings"] = warnings
-        result["others"] = [lock_dict(r, unit.now) for r in others]
-    if waiter_id is not None:
-        result["queued"] = True
-    unit.emit(Kind.LOCK_ACQUIRED, actor=actor, audience=[agent, *(r["agent_id"] for r in others)], holder=agent,
-              path=pattern.path, mode=mode, fencing_token=token, expires_at=iso(expires),
-              waiter_id=waiter_id, previous_mode=previous["mode"] if previous is not None else None,
-              warnings=warnings)
-    return result
-
-
-def _own(unit: Unit, agent: str, path: str) -> Row | None:
-    return unit.tx.one("SELECT * FROM locks WHERE project = ? AND agent_id = ? AND path = ?",
-                       (unit.project, agent, path))
-
-
-def _is_upgrade_in_place(own: Row | None, mode: str) -> bool:
-    return own is not None and own["mode"] == SHARED and mode == EXCLUSIVE
-
-
-def promote_waiters(unit: Unit, *, actor: str | None) -> int:
-    """Grants every queued request that has become compatible, first come first served."""
-    waiters = unit.tx.all("SELECT * FROM lock_waiters WHERE project = ? AND deadline > ? ORDER BY id",
-                          (unit.project, unit.now))
-    granted = 0
-    still_waiting: list[Claim] = []
-    for w in waiters:
-        claim = _claim(w)
-        holders = overlapping(unit, "locks", claim.pattern)
-        others = [r for r in holders if r["agent_id"] != claim.agent_id]
-        own = _own(unit, claim.agent_id, claim.pattern.path)
-        earlier = [] if _is_upgrade_in_place(own, claim.mode) else still_waiting
-        if blockers(claim, [_claim(r) for r in others], earlier):
-            still_waiting.append(claim)
-            continue
-        unit.tx.execute("DELETE FROM lock_waiters WHERE id = ?", (w["id"],))
-        _grant(unit, claim.agent_id, claim.pattern, claim.mode, float(w["ttl_s"]), previous=own, others=others,
-               actor=actor, waiter_id=int(w["id"]))
-        granted += 1
-    return granted
-
-
-def expire_due(unit: Unit, *, ghost_grace_s: float | None = None) -> int:
-    """Frees leases past their expiry (telling each holder); with `ghost_grace_s` (the sweeper)
-    also drops queue entries whose caller vanished that long after their deadline."""
-    rows = unit.tx.all("SELECT * FROM locks WHERE expires_at <= ? AND project = ? ORDER BY id",
-                       (unit.now, unit.project))
-    for row in rows:
-        unit.tx.execute("DELETE FROM locks WHERE id = ?", (row["id"],))
-        # actor None: nobody caused this, so the holder's own push channels wake it too.
-        unit.emit(Kind.LOCK_EXPIRED, actor=None, audience=[row["agent_id"]], holder=row["agent_id"],
-                  path=row["path"], mode=row["mode"], fencing_token=row["token"], expired_at=iso(row["expires_at"]),
-                  reason=f"your {row['mode']} lock on {row['path']} expired at {iso(row['expires_at'])} without a "
-                         "renewal; anything you write there now is unprotected — acquire it again (new token)")
-    ghosts = 0
-    if ghost_grace_s is not None:
-        ghosts = unit.tx.execute("DELETE FROM lock_waiters WHERE deadline <= ? AND project = ?",
-                                 (unit.now - ghost_grace_s, unit.project))
-    if rows or ghosts:
-        promote_waiters(unit, actor=None)
-    return len(rows) + ghosts
-
-
-def _deny(unit: Unit, pattern: LockPattern, blocking: Sequence[Claim], holder_rows: Sequence[Row],
-          waiter_rows: Sequence[Row], *, waited: float | None = None) -> dict[str, Any]:
-    blocking_ids = {(c.agent_id, c.pattern.path, c.mode) for c in blocking}
-    holders = [r for r in holder_rows if (r["agent_id"], r["path"], r["mode"]) in blocking_ids]
-    ahead = [r for r in waiter_rows if (r["agent_id"], r["path"], r["mode"]) in blocking_ids]
-    parts = [_describe_holder(r, pattern.path) for r in holders]
-    parts += [f"{r['agent_id']}'s {r['mode']} request for {r['path']} is queued ahead of you" for r in ahead]
-    reason = "; ".join(parts) if parts else f"{pattern.path} is not available"
-    if waited is not None:
-        reason += f" — still so after waiting {waited:g} s"
-    names = sorted({r["agent_id"] for r in holders})
-    reason += (". Pass wait_s to queue (you are granted automatically, first come first served), "
-               + (f"message {', '.join(names)} with send_message, " if names else "")
-               + "or lock something else.")
-    out: dict[str, Any] = {"granted": False, "path": pattern.path,
-                           "holders": [{"agent_id": r["agent_id"], "mode": r["mode"], "path": r["path"],
-                                        "expires_at": iso(r["expires_at"])} for r in holders],
-                           "reason": reason}
-    if ahead:
-        out["queued_ahead"] = [{"agent_id": r["agent_id"], "mode": r["mode"], "path": r["path"]} for r in ahead]
-    return out
 
 
 class LockService:
@@ -326,11 +146,11 @@ class LockService:
             return self._renew_row(unit, own, ttl, renewed_by_acquire=True)
         holder_rows = [r for r in rows if r["agent_id"] != agent]
         downgrade = own is not None and mode_rank(mode) < mode_rank(own["mode"])
-        waiter_rows = [] if downgrade or _is_upgrade_in_place(own, mode) else [
+        waiter_rows = [] if downgrade or is_upgrade_in_place(own, mode) else [
             r for r in overlapping(unit, "lock_waiters", pattern) if r["agent_id"] != agent]
         request = Claim(agent, pattern, mode)
-        blocking = [] if downgrade else blockers(request, [_claim(r) for r in holder_rows],
-                                                 [_claim(r) for r in waiter_rows])
+        blocking = [] if downgrade else blockers(request, [claim_of(r) for r in holder_rows],
+                                                 [claim_of(r) for r in waiter_rows])
         if not blocking:
             if own is None:
                 held = unit.tx.one("SELECT COUNT(*) AS n FROM locks WHERE project = ? AND agent_id = ?",
@@ -339,11 +159,11 @@ class LockService:
                     raise InvalidInput(
                         f"agent {agent} already holds {MAX_LOCKS_PER_AGENT} locks; release some, or lock a "
                         "directory (src/auth/) or a glob instead of every file", field="path")
-            result = _grant(unit, agent, pattern, mode, ttl, previous=own, others=holder_rows, actor=agent)
+            result = grant(unit, agent, pattern, mode, ttl, previous=own, others=holder_rows, actor=agent)
             if downgrade:
                 promote_waiters(unit, actor=agent)
             return result
-        denied = _deny(unit, pattern, blocking, holder_rows, waiter_rows)
+        denied = deny(unit, pattern, blocking, holder_rows, waiter_rows)
         if wait <= 0:
             return denied
         row = unit.tx.one(
@@ -410,13 +230,13 @@ class LockService:
         unit.emit(Kind.LOCK_WAIT_ENDED, actor=agent, audience=[agent], holder=agent, path=row["path"],
                   mode=row["mode"], reason=reason)
         promote_waiters(unit, actor=agent)  # requests queued behind this one may go now
-        pattern = _pattern(row)
+        pattern = pattern_of(row)
         holder_rows = [r for r in overlapping(unit, "locks", pattern) if r["agent_id"] != agent]
         waiter_rows = [r for r in overlapping(unit, "lock_waiters", pattern)
                        if r["agent_id"] != agent and r["id"] < waiter_id]
-        blocking = blockers(Claim(agent, pattern, row["mode"]), [_claim(r) for r in holder_rows],
-                            [_claim(r) for r in waiter_rows])
-        return _deny(unit, pattern, blocking, holder_rows, waiter_rows, waited=wait)
+        blocking = blockers(Claim(agent, pattern, row["mode"]), [claim_of(r) for r in holder_rows],
+                            [claim_of(r) for r in waiter_rows])
+        return deny(unit, pattern, blocking, holder_rows, waiter_rows, waited=wait)
 
     def _renew_row(self, unit: Unit, row: Row, ttl: float, *, renewed_by_acquire: bool = False) -> dict[str, Any]:
         expires = unit.now + ttl
@@ -451,7 +271,7 @@ class LockService:
                         "reason": f"you hold no lock on {pattern.path}; it may have expired (look for lock.expired"
                                   " in get_updates) — list_locks with your agent_id shows what you hold"}
             unit.tx.execute("DELETE FROM locks WHERE id = ?", (row["id"],))
-            _emit_released(unit, row, actor=agent, reason="released")
+            emit_released(unit, row, actor=agent, reason="released")
             promote_waiters(unit, actor=agent)
             return {"released": True, "path": row["path"], "mode": row["mode"], "fencing_token": row["token"]}
 
@@ -497,7 +317,7 @@ class LockService:
                 locks = [r for r in locks if r["agent_id"] == agent]
                 waiting = [r for r in waiting if r["agent_id"] == agent]
             return {"locks": [lock_dict(r, unit.now) for r in locks[:LIST_LIMIT]], "count": len(locks),
-                    "waiting": _positions(waiting, unit.now)}
+                    "waiting": positions(waiting, unit.now)}
 
         return await self.ctx.store.read(read)
 
@@ -513,11 +333,11 @@ class LockService:
                 "path": pattern.path, "kind": pattern.kind, "locked": bool(blocking),
                 "exclusive_holder": exclusive[0]["agent_id"] if exclusive else None,
                 "holders": [lock_dict(r, unit.now) for r in rows],
-                "waiting": _positions(overlapping(unit, "lock_waiters", pattern), unit.now),
+                "waiting": positions(overlapping(unit, "lock_waiters", pattern), unit.now),
                 "can_acquire": {"exclusive": not blocking, "shared": not exclusive, "intent": True},
             }
             if blocking:
-                out["reason"] = "; ".join(_describe_holder(r, pattern.path) for r in blocking)
+                out["reason"] = "; ".join(describe_holder(r, pattern.path) for r in blocking)
             return out
 
         return await self.ctx.store.read(read)
@@ -542,7 +362,7 @@ class LockService:
                            (unit.project, agent_id))
         for row in rows:
             unit.tx.execute("DELETE FROM locks WHERE id = ?", (row["id"],))
-            _emit_released(unit, row, actor=agent_id, reason="deregistered")
+            emit_released(unit, row, actor=agent_id, reason="deregistered")
         unit.tx.execute("DELETE FROM lock_waiters WHERE project = ? AND agent_id = ?", (unit.project, agent_id))
         promote_waiters(unit, actor=agent_id)
 
@@ -553,23 +373,7 @@ class LockService:
                             (unit.project, unit.now))
         waiting = unit.tx.all("SELECT * FROM lock_waiters WHERE project = ? ORDER BY id LIMIT 200", (unit.project,))
         return {"active": int(count["n"]) if count else 0, "waiting": len(waiting),
-                "list": [lock_dict(r, unit.now) for r in rows[:200]], "queue": _positions(waiting, unit.now)}
-
-
-def _emit_released(unit: Unit, row: Row, *, actor: str, reason: str) -> None:
-    others = [r["agent_id"] for r in overlapping(unit, "locks", _pattern(row)) if r["agent_id"] != row["agent_id"]]
-    waiters = [r["agent_id"] for r in overlapping(unit, "lock_waiters", _pattern(row))]
-    unit.emit(Kind.LOCK_RELEASED, actor=actor, audience=[row["agent_id"], *others, *waiters], holder=row["agent_id"],
-              path=row["path"], mode=row["mode"], fencing_token=row["token"], reason=reason)
-
-
-def _positions(rows: Sequence[Row], now: float) -> list[dict[str, Any]]:
-    out = []
-    for position, row in enumerate(rows, start=1):
-        item = waiter_dict(row, now)
-        item["position"] = position
-        out.append(item)
-    return out
+                "list": [lock_dict(r, unit.now) for r in rows[:200]], "queue": positions(waiting, unit.now)}
 
 
 class LockSignal:
@@ -579,19 +383,19 @@ class LockSignal:
         if not request.target_files:
             return
         targets = [compile_pattern(p, literal=True) for p in request.target_files]
-        clause, params = _candidate_clause(targets)
+        clause, params = candidate_clause(targets)
         rows = unit.tx.all(f"SELECT * FROM locks WHERE project = ? AND mode = ? AND agent_id != ? AND expires_at > ?"
                            f" AND {clause}", (unit.project, EXCLUSIVE, request.agent_id, unit.now, *params))
         by_agent: dict[str, tuple[set[str], list[Row]]] = {}
         for row in rows:
-            hit = {t.path for t in targets if overlaps(_pattern(row), t)}
+            hit = {t.path for t in targets if overlaps(pattern_of(row), t)}
             if hit:
                 files, locks = by_agent.setdefault(row["agent_id"], (set(), []))
                 files.update(hit)
                 locks.append(row)
         for agent_id, (files, locks) in by_agent.items():
-            reasons = "; ".join(_describe_holder(r, f) for r in locks for f in sorted(files)
-                                if overlaps(_pattern(r), compile_pattern(f, literal=True)))
+            reasons = "; ".join(describe_holder(r, f) for r in locks for f in sorted(files)
+                                if overlaps(pattern_of(r), compile_pattern(f, literal=True)))
             yield agent_id, Evidence(
                 Layer.LOCK, Layer.SCORES[Layer.LOCK], tuple(sorted(files)), reasons,
                 extra={"locks": [{"path": r["path"], "mode": r["mode"], "fencing_token": r["token"],
