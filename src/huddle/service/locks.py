@@ -21,7 +21,6 @@ Rules this service adds (documented in docs/coordination.md):
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 import uuid
@@ -64,8 +63,6 @@ from huddle.service.lock_store import (
     promote_waiters,
 )
 from huddle.storage.base import Row, Unit
-
-log = logging.getLogger(__name__)
 
 MIN_TTL_S = 1.0
 MAX_TTL_S = 24 * 3600.0
@@ -113,8 +110,8 @@ class LockService:
         """Grants a lease on `path`, or says who holds it; with `wait_s`, queues and waits for it.
 
         Returns `{granted: true, fencing_token, expires_at, warnings?}` or `{granted: false, holders,
-        reason}`. Raises InvalidInput for a bad path, mode, ttl_s or wait_s, NotFound for an
-        unregistered agent, Conflict when the agent already holds MAX_LOCKS_PER_AGENT locks.
+        reason}`. Raises InvalidInput for a bad path, mode, ttl_s or wait_s, or when the agent already
+        holds MAX_LOCKS_PER_AGENT locks; NotFound for an unregistered agent.
         """
         agent = validate.identifier(agent_id, "agent_id")
         mode = validate.choice(mode, "mode", MODES)
