@@ -103,6 +103,7 @@ async def test_bad_resume_points_filters_and_foreign_hosts_are_refused_with_the_
 async def test_a_stream_too_far_behind_resyncs_from_the_log_without_losing_an_event(coordinator, monkeypatch):
     monkeypatch.setattr(sse_module, "LIVE_QUEUE", 3)
     stream = sse_module.EventStream(coordinator.store, Settings())
+    await stream.start()
     coordinator.bus.add_listener(stream.offer)
     await coordinator.agents.register("Writer", "writer")
     start = (await coordinator.status.status())["latest_cursor"]
@@ -112,7 +113,9 @@ async def test_a_stream_too_far_behind_resyncs_from_the_log_without_losing_an_ev
     assert (await anext(frames)).startswith(b": live")
     for n in range(10):  # more than the live queue holds, before the stream reads any
         await coordinator.updates.log_action_summary("writer", f"note {n}")
-    assert live.lagged
+    with anyio.fail_after(5):
+        while not live.lagged:  # the dispatcher runs after the writes that woke it
+            await anyio.sleep(0)
     received = b""
     with anyio.fail_after(5):
         while received.count(b"action.summary") < 10:
@@ -122,6 +125,7 @@ async def test_a_stream_too_far_behind_resyncs_from_the_log_without_losing_an_ev
     assert stream.resyncs == 1
     await frames.aclose()
     assert stream.open_streams == 0
+    await stream.stop()
 
 
 async def test_a_resume_point_beyond_the_log_starts_at_the_present_instead_of_skipping_new_events(huddle_server):

@@ -126,6 +126,7 @@ class PushHub:
 
     async def start(self) -> None:
         self.bind()
+        await self.events.start()
         await self.mcp_push.start()
         if self.mode == "embedded" and self._sock is not None:
             self.embedded = EmbeddedBroker(self._sock)
@@ -142,7 +143,7 @@ class PushHub:
 
     async def stop(self) -> None:
         self._started = False
-        self.events.close_all()
+        await self.events.stop()
         if self.bridge is not None:
             await self.bridge.stop()
         if self.mosquitto is not None:

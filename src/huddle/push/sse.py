@@ -13,6 +13,7 @@ and a `: live CURSOR` comment marks the end of each replay from the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
@@ -38,7 +39,7 @@ ENCODED_CACHE = 2_048
 
 
 class LiveQueue:
-    """One stream's live side: filtered events queued by the bus listener, a wake-up, and a stop flag.
+    """One stream's live side: filtered events queued by the dispatcher, a wake-up, and a stop flag.
 
     `set()` is what sse-starlette calls on the `shutdown_event` it is given when the server is going
     down: the stream then ends cleanly (a complete response) instead of being cut off.
@@ -53,20 +54,16 @@ class LiveQueue:
         self.lagged = False
         self.closing = False
 
-    def offer(self, events: Sequence[Event]) -> None:
+    def push(self, events: list[Event]) -> None:
+        """Events that passed this stream's filter; never blocks, never grows past LIVE_QUEUE."""
         if self.lagged:
             return
-        matched = False
-        for event in events:
-            if self.wanted(event):
-                if len(self.events) >= LIVE_QUEUE:
-                    self.lagged = True  # too far behind: the stream resyncs from the log
-                    self.events.clear()
-                    break
-                self.events.append(event)
-                matched = True
-        if matched or self.lagged:
-            self.wake.set()
+        if len(self.events) + len(events) > LIVE_QUEUE:
+            self.lagged = True  # too far behind: the stream resyncs from the log
+            self.events.clear()
+        else:
+            self.events.extend(events)
+        self.wake.set()
 
     def set(self) -> None:
         self.closing = True
@@ -74,26 +71,63 @@ class LiveQueue:
 
 
 class EventStream:
+    """All SSE streams of the server, fed by one dispatcher task.
+
+    The bus listener (`offer`) only appends to a list: the per-stream work — filtering, queueing,
+    waking — runs in the dispatcher after the request that committed the events has been answered, so
+    200 open streams do not slow down the call that caused the event. Streams with the same filter
+    share one evaluation of it.
+    """
+
     def __init__(self, store: Store, settings: Settings):
         self.store = store
         self.settings = settings
         self.sent = 0
         self.resyncs = 0
-        self._live: set[LiveQueue] = set()
+        self._groups: dict[EventFilter, set[LiveQueue]] = {}
+        self._pending: list[Event] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self._encoded: OrderedDict[int, bytes] = OrderedDict()
 
     @property
     def open_streams(self) -> int:
-        return len(self._live)
+        return sum(len(group) for group in self._groups.values())
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._dispatch_forever(), name="huddle-sse-dispatch")
+
+    async def stop(self) -> None:
+        self.close_all()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
     def offer(self, events: Sequence[Event]) -> None:
-        """Bus listener: hands committed events to every open stream's queue (never blocks)."""
-        for live in self._live:
-            live.offer(events)
+        """Bus listener: O(1), on the commit path."""
+        if self._groups:
+            self._pending.extend(events)
+            self._wake.set()
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # The request that committed these events was woken after us: let it answer first.
+            await asyncio.sleep(0)
+            batch, self._pending = self._pending, []
+            for wanted, group in self._groups.items():
+                matched = [event for event in batch if wanted(event)]
+                if matched:
+                    for live in group:
+                        live.push(matched)
 
     def close_all(self) -> None:
-        for live in self._live:
-            live.set()
+        for group in self._groups.values():
+            for live in group:
+                live.set()
 
     def encode(self, event: Event) -> bytes:
         """One event as an SSE frame; shared by every stream (encoded once, not once per subscriber)."""
@@ -147,7 +181,7 @@ class EventStream:
         The live queue is registered *before* the log is read, and everything at or below the last
         cursor sent is skipped, so the switch from replay to live has neither a gap nor a duplicate.
         """
-        self._live.add(live)
+        self._groups.setdefault(live.wanted, set()).add(live)
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
             cursor = after
@@ -166,9 +200,6 @@ class EventStream:
                     if not live.events:
                         live.wake.clear()
                         await live.wake.wait()
-                        # Woken by a commit: let the request that made it send its response first (it
-                        # was scheduled after us), then send everything queued by now as one chunk.
-                        await asyncio.sleep(0)
                         continue
                     frames = []
                     while live.events:
@@ -184,4 +215,8 @@ class EventStream:
                     live.events.clear()
                     live.lagged = False
         finally:
-            self._live.discard(live)
+            group = self._groups.get(live.wanted)
+            if group is not None:
+                group.discard(live)
+                if not group:
+                    del self._groups[live.wanted]
