@@ -71,6 +71,9 @@ MAX_LOCKS_PER_AGENT = 1000
 LIST_LIMIT = 1000
 # A queued request whose caller vanished without cleaning up is dropped this long after its deadline.
 GHOST_WAITER_GRACE_S = 5.0
+# How long whether a lock path is a directory on disk is remembered.
+DISK_CACHE_S = 5.0
+DISK_CACHE_SIZE = 10_000
 
 
 class LockService:
@@ -80,6 +83,7 @@ class LockService:
         self.instance = uuid.uuid4().hex
         self._purged_foreign_waiters = False
         self._cleanups: set[asyncio.Task[Any]] = set()
+        self._disk_cache: dict[str, tuple[str, float]] = {}
 
     # -- input ------------------------------------------------------------------------------
 
@@ -88,16 +92,32 @@ class LockService:
         slash is the directory; an existing file whose name has glob characters is that file."""
         norm = self.ctx.path(raw, field)
         literal = False
-        on_disk = os.path.join(self.ctx.repo_root, norm.rstrip("/"))
         if is_glob(norm):
-            literal = os.path.exists(on_disk)
-        elif not norm.endswith("/") and os.path.isdir(on_disk):
+            literal = self._on_disk(norm.rstrip("/")) != "missing"
+        elif not norm.endswith("/") and self._on_disk(norm) == "dir":
             norm += "/"
         try:
             return compile_pattern(norm, literal)
         except PatternError as exc:
             raise InvalidInput(f"{field} {raw!r}: {exc}; see the glob rules in docs/coordination.md",
                                field=field) from None
+
+    def _on_disk(self, relative: str) -> str:
+        """'dir', 'file' or 'missing', remembered for a few seconds.
+
+        A stat is a blocking call that hands the GIL to the database thread and waits to get it
+        back; under load that wait dominated the event loop, and what a path is rarely changes.
+        """
+        now = time.monotonic()
+        cached = self._disk_cache.get(relative)
+        if cached is not None and now - cached[1] < DISK_CACHE_S:
+            return cached[0]
+        full = os.path.join(self.ctx.repo_root, relative)
+        kind = "dir" if os.path.isdir(full) else "file" if os.path.exists(full) else "missing"
+        if len(self._disk_cache) >= DISK_CACHE_SIZE:
+            self._disk_cache.clear()
+        self._disk_cache[relative] = (kind, now)
+        return kind
 
     def _ttl(self, ttl_s: float | None) -> float:
         default = min(self.ctx.settings.lock_ttl_s, MAX_TTL_S)
