@@ -42,6 +42,9 @@ def as_tool(op: Operation) -> Any:
 
 def build_mcp_server(operations: Iterable[Operation]) -> MCPServer:
     server: MCPServer = MCPServer("huddle", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    # The SDK wraps every message in an OpenTelemetry span by default; with no exporter installed
+    # that is pure overhead on every call (the SDK documents dropping it as the opt-out).
+    server.middleware[:] = [m for m in server.middleware if type(m).__name__ != "OpenTelemetryMiddleware"]
     for op in operations:
         server.add_tool(as_tool(op), name=op.name, description=op.description,
                         annotations=ToolAnnotations(read_only_hint=op.read_only))
