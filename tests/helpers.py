@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from mcp import Client
 
 from huddle.bus.memory import MemoryBus
@@ -38,3 +46,75 @@ def make_coordinator(tmp_path: Path, repo: Path, **overrides: Any) -> Coordinato
     base: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "repo": str(repo), "sweep_interval_s": 0.05}
     settings = load_settings({**base, **overrides}, environ={})
     return Coordinator(SqliteStore(settings.sqlite_path, settings.project_key), MemoryBus(), settings)
+
+
+STARTUP_TIMEOUT_S = 20
+
+
+@dataclass
+class ServerProcess:
+    data_dir: Path
+    repo: Path
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    mqtt_port: str | None = "0"  # None: leave the MQTT port to the server's settings
+    process: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mcp_url(self) -> str:
+        return self.url + "/mcp"
+
+    def start(self) -> ServerProcess:
+        runtime = self.data_dir / "server.json"
+        runtime.unlink(missing_ok=True)
+        self.log_path = self.data_dir.parent / f"server-{time.monotonic_ns()}.log"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        mqtt = ["--mqtt-port", self.mqtt_port] if self.mqtt_port is not None else []
+        args = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--port", "0", *mqtt,
+                "--data-dir", str(self.data_dir), "--repo", str(self.repo), *self.extra_args]
+        env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING", **self.env}
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"huddle exited with {self.process.returncode}: {self.log()}")
+            if runtime.exists():
+                try:
+                    self.port = json.loads(runtime.read_text())["port"]
+                    if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                        return self
+                except (ValueError, KeyError, httpx.HTTPError):
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"huddle did not become healthy in {STARTUP_TIMEOUT_S}s: {self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """Simulates a crash: no shutdown, no cleanup."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self) -> ServerProcess:
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path and self.log_path.exists() else ""

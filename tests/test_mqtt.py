@@ -15,6 +15,7 @@ import anyio
 import httpx
 import pytest
 
+from helpers import ServerProcess
 from push_helpers import (
     TestBroker,
     accepts,
@@ -297,11 +298,26 @@ def test_a_taken_mqtt_port_is_a_clear_message_and_a_non_zero_exit(tmp_path: Path
 
 
 @pytest.mark.skipif(not accepts(1883), reason="no MQTT broker on 127.0.0.1:1883")
-def test_the_default_port_taken_by_a_broker_suggests_using_that_broker(tmp_path: Path):
-    done = _start_cli(tmp_path)  # mqtt_port defaults to 1883, where a broker already runs
+def test_a_chosen_port_taken_by_a_broker_suggests_using_that_broker(tmp_path: Path):
+    done = _start_cli(tmp_path, "--mqtt-port", "1883")
     assert done.returncode == 1
     assert "MQTT port 1883 on 127.0.0.1 is already in use (an MQTT broker answers there)" in done.stderr
     assert "--mqtt-url mqtt://127.0.0.1:1883" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not accepts(1883), reason="no MQTT broker on 127.0.0.1:1883")
+def test_the_default_port_taken_warns_with_the_choices_and_serves_on_a_free_port(repo: Path, tmp_path: Path):
+    # No --mqtt-port: the default 1883 is taken by the machine's broker.
+    server = ServerProcess(tmp_path / "data", repo, mqtt_port=None).start()
+    try:
+        info = json.loads((server.data_dir / "server.json").read_text())
+        assert info["mqtt_broker"] == "embedded" and info["mqtt_port"] not in (0, 1883)
+        assert accepts(info["mqtt_port"])
+        log = server.log()
+        assert "MQTT port 1883 on 127.0.0.1 is already in use (an MQTT broker answers there)" in log
+        assert "--mqtt-url mqtt://127.0.0.1:1883" in log and "Traceback" not in log
+    finally:
+        server.stop()
 
 
 @needs_mosquitto

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
@@ -88,4 +89,9 @@ def build_app(settings: Settings) -> Huddle:
     http.state.project = settings.project_key
     http.state.mcp = mcp
     http.state.coordinator = coordinator
+
+    async def readiness() -> dict[str, Any]:
+        return {**await coordinator.readiness(), "mqtt": push.readiness()}
+
+    http.state.readiness = readiness
     return Huddle(settings, coordinator, mcp, http, push)

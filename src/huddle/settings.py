@@ -127,18 +127,29 @@ def load_settings(
     if unknown:
         raise InvalidInput(f"unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
 
-    from_env = {name: environ[env_name(name)] for name in known if env_name(name) in environ}
-    # The data dir decides where config.toml lives, so it is resolved first.
-    data_dir = overrides.get("data_dir") or from_env.get("data_dir") or Settings.data_dir
-    from_file = _read_config_file(Path(str(data_dir)).expanduser() / "config.toml")
-
     merged: dict[str, Any] = {}
-    for layer in (from_file, from_env, overrides):
+    for layer in _layers(overrides, environ):
         for name, raw in layer.items():
             merged[name] = _coerce(name, raw)
     settings = replace(Settings(), **merged)
     _validate(settings)
     return settings
+
+
+def _layers(overrides: Mapping[str, Any], environ: Mapping[str, str]) -> list[Mapping[str, Any]]:
+    """The sources of settings, lowest precedence first: config.toml, environment, flags."""
+    from_env = {name: environ[env_name(name)] for name in SETTING_HELP if env_name(name) in environ}
+    # The data dir decides where config.toml lives, so it is resolved first.
+    data_dir = overrides.get("data_dir") or from_env.get("data_dir") or Settings.data_dir
+    from_file = _read_config_file(Path(str(data_dir)).expanduser() / "config.toml")
+    return [from_file, from_env, overrides]
+
+
+def explicit_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> set[str]:
+    """Names the user set on purpose (flag, environment or config.toml), as opposed to defaults."""
+    environ = os.environ if environ is None else environ
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return {name for layer in _layers(given, environ) for name in layer}
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

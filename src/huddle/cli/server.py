@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import uvicorn
 
 from huddle.app import build_app
 from huddle.errors import HuddleError
-from huddle.settings import Settings, load_settings
+from huddle.push.ports import check_free
+from huddle.settings import Settings, explicit_settings, load_settings
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -50,8 +52,27 @@ def write_runtime_file(settings: Settings, port: int, extra: Mapping[str, Any] |
     return path
 
 
+def settle_mqtt_port(settings: Settings, explicit: set[str]) -> Settings:
+    """The *default* MQTT port falls back to a free one when taken; a port the user chose never does.
+
+    1883 is the port every MQTT broker wants, so on many machines it is taken. Refusing to start
+    would make the zero-config default fail there; moving silently would leave subscribers on the
+    wrong broker. So: say which port is taken and what the choices are, and carry on elsewhere.
+    """
+    own_broker = settings.mqtt_broker in ("embedded", "mosquitto") and not settings.mqtt_url
+    if not own_broker or "mqtt_port" in explicit or settings.mqtt_port == 0:
+        return settings
+    try:
+        check_free(settings.host, settings.mqtt_port)
+    except HuddleError as exc:
+        print(f"huddle: warning: {exc.message} For now Huddle's broker takes a free port (below, and in"
+              f" {settings.data_path / 'server.json'}).", file=sys.stderr, flush=True)
+        return replace(settings, mqtt_port=0)
+    return settings
+
+
 def start_server(overrides: Mapping[str, Any]) -> int:
-    settings = load_settings(overrides)
+    settings = settle_mqtt_port(load_settings(overrides), explicit_settings(overrides))
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
     settings.data_path.mkdir(parents=True, exist_ok=True)
@@ -71,6 +92,8 @@ def start_server(overrides: Mapping[str, Any]) -> int:
     gc.set_threshold(50_000, 20, 100)
     try:
         uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it handled after a clean shutdown; that is a normal stop
     finally:
         runtime.unlink(missing_ok=True)
     return 0

@@ -25,7 +25,8 @@ from mcp.server.mcpserver import MCPServer
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from huddle.errors import HuddleError, Unavailable
+from huddle.domain import validate
+from huddle.errors import InvalidInput, Unavailable
 from huddle.push.bridge import Message, MqttBridge, SinkDown
 from huddle.push.broker import WS_PATH, EmbeddedBroker
 from huddle.push.external import ExternalBroker
@@ -179,12 +180,14 @@ class PushHub:
             raise Unavailable("MQTT is off on this server (mqtt_broker=off); use send_message to reach agents")
         reason = check_publish_topic(topic, self.root)
         if reason is not None:
-            raise HuddleError(reason, field="topic")
+            raise InvalidInput(reason, field="topic")
+        if agent_id is not None:
+            agent_id = validate.identifier(agent_id, "agent_id")
         if agent_id is not None and isinstance(payload, dict) and "agent_id" not in payload:
             payload = {**payload, "agent_id": agent_id}
         data = json.dumps(payload, separators=(",", ":"), default=str).encode()
         if len(data) > MAX_RAW_PAYLOAD:
-            raise HuddleError(
+            raise InvalidInput(
                 f"payload is {len(data)} bytes; MQTT broadcasts are capped at {MAX_RAW_PAYLOAD}"
                 " bytes — share a summary, or share_context for longer text",
                 field="payload",

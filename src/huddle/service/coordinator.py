@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from huddle.bus.memory import EventBus
 from huddle.service.agents import AgentService
@@ -81,6 +82,16 @@ class Coordinator:
                 await self._sweeper
             self._sweeper = None
         await self.store.close()
+
+    async def readiness(self) -> dict[str, Any]:
+        """For /readyz: the database answers and the expiry sweeper is alive."""
+        try:
+            cursor = await self.updates.latest_cursor()
+            database: dict[str, Any] = {"ok": True, "latest_cursor": cursor}
+        except Exception as exc:  # a broken database is exactly what readiness reports
+            database = {"ok": False, "error": str(exc)}
+        alive = self._sweeper is not None and not self._sweeper.done()
+        return {"database": database, "sweeper": {"ok": alive}}
 
     async def sweep(self) -> int:
         """Runs every expiry step once in one transaction; returns how many records changed."""

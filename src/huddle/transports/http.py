@@ -81,6 +81,13 @@ async def health(request: Request) -> Response:
                          "project": request.app.state.project})
 
 
+async def readyz(request: Request) -> Response:
+    """Readiness: every dependency check of `app.state.readiness` passes (503 otherwise)."""
+    checks: dict[str, Any] = await request.app.state.readiness()
+    ok = all(check.get("ok") for check in checks.values())
+    return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
 class BodySizeLimit:
     """Refuses request bodies over the cap with a 413 envelope before any handler reads them."""
 
@@ -126,6 +133,7 @@ def rest_routes(operations: Iterable[Operation]) -> list[BaseRoute]:
     endpoint = OperationEndpoint(list(operations))
     return [
         Route("/health", health, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/api/v1/tools", endpoint.index, methods=["GET"]),
         Route("/api/v1/tools/{name}", endpoint.call, methods=["POST"]),
     ]
