@@ -16,11 +16,19 @@ async def seed(url: str) -> tuple[str, dict]:
         thread_id = opened["thread_id"]
         await call(alice, "post_to_thread", thread_id=thread_id, agent_id="alice", type="context", content="hi")
         await call(bob, "propose_resolution", thread_id=thread_id, agent_id="bob", summary="alice first")
+        await call(
+            bob,
+            "send_message",
+            from_agent="bob",
+            to_agent="alice",
+            channel="coordination",
+            content="ping me when your field lands",
+        )
         updates = await call(alice, "get_updates", agent_id="alice")
         return thread_id, updates
 
 
-async def test_agents_intents_threads_and_cursors_are_intact_after_a_restart(huddle_server) -> None:
+async def test_agents_intents_threads_messages_and_cursors_are_intact_after_a_restart(huddle_server) -> None:
     thread_id, updates_before = await seed(huddle_server.mcp_url)
     huddle_server.restart()
     async with Client(huddle_server.mcp_url) as alice:
@@ -32,6 +40,8 @@ async def test_agents_intents_threads_and_cursors_are_intact_after_a_restart(hud
         assert [m["content"] for m in thread["messages"]] == ["hi"]
         intents = (await call(alice, "coordinator_status"))["intents"]["list"]
         assert {i["agent_id"] for i in intents} == {"alice", "bob"}
+        inbox = (await call(alice, "list_messages", agent_id="alice"))["messages"]
+        assert [m["content"] for m in inbox] == ["ping me when your field lands"]
         replay = await call(alice, "get_updates", agent_id="alice")
         assert replay["events"] == updates_before["events"]
         # New events continue after the old cursors: nothing is reused.
