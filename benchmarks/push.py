@@ -7,8 +7,9 @@ the client (all in this process, one clock). The thread is then cancelled and th
 subscriber to see that too, so iterations do not overlap.
 
 Subscribers are lean asyncio protocols (a minimal MQTT 3.1.1 client, a raw HTTP/1.1 SSE reader) so the
-numbers measure the server's fan-out, not a heavy client library; 200 of them share this process and
-its event loop, on the same machine as the server.
+numbers measure the server's fan-out, not a heavy client library. They run in a child process of
+their own (one event loop for all of them), so the announcing client does not share a loop with them;
+all three processes share this machine's cores.
 
     python benchmarks/push.py            # 1, 50 and 200 subscribers per channel
     python benchmarks/push.py --quick    # CI: fewer iterations, 1 and 50 subscribers
