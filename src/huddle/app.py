@@ -24,6 +24,7 @@ from huddle.storage.base import Store
 from huddle.storage.sqlite import SqliteStore
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
 from huddle.transports.mcp_server import build_mcp_server
+from huddle.transports.origin import LoopbackGuard
 from huddle.transports.tools import all_operations
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -82,7 +83,10 @@ def build_app(settings: Settings) -> Huddle:
 
     http = Starlette(
         routes=[*rest_routes(operations), *push.routes(), *mcp_app.routes],
-        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(LoopbackGuard, bind_host=settings.host),
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+        ],
         exception_handlers=json_error_handlers(),
         lifespan=lifespan,
     )

@@ -30,7 +30,6 @@ from huddle.errors import InvalidInput, Unavailable
 from huddle.push.bridge import Message, MqttBridge, SinkDown
 from huddle.push.broker import WS_PATH, EmbeddedBroker
 from huddle.push.external import ExternalBroker
-from huddle.push.guard import refusal
 from huddle.push.mcp_push import McpPush
 from huddle.push.mosquitto import ManagedMosquitto
 from huddle.push.ports import bind_tcp
@@ -162,9 +161,6 @@ class PushHub:
     # -- MQTT over WebSocket on the HTTP port ---------------------------------------------------------
 
     async def _websocket(self, websocket: WebSocket) -> None:
-        if refusal(websocket, self.settings) is not None:
-            await websocket.close(code=1008)
-            return
         if self.embedded is not None:
             await self.embedded.serve_websocket(websocket)
         elif self.external is not None and self.external.url.scheme == "mqtt":

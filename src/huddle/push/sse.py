@@ -27,7 +27,6 @@ from starlette.responses import JSONResponse, Response
 from huddle.domain.events import Event
 from huddle.errors import HuddleError, InvalidInput
 from huddle.push import log as eventlog
-from huddle.push.guard import request_allowed
 from huddle.push.log import EventFilter
 from huddle.settings import Settings
 from huddle.storage.base import Store
@@ -141,9 +140,6 @@ class EventStream:
         return frame
 
     async def endpoint(self, request: Request) -> Response:
-        denied = request_allowed(request, self.settings)
-        if denied is not None:
-            return denied
         q = request.query_params
         try:
             wanted = EventFilter.parse(

@@ -1,0 +1,41 @@
+"""A loopback server refuses web pages from other sites on every route (DNS rebinding, CSRF)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},  # a sandboxed iframe on any site
+        {"Host": "evil.example:3100"},  # DNS rebinding: their name, our address
+    ],
+    ids=["cross-site-origin", "null-origin", "rebound-host"],
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/api/v1/tools/register_agent"), ("GET", "/api/v1/tools"), ("GET", "/api/events"), ("POST", "/mcp")],
+)
+def test_foreign_pages_are_refused_and_nothing_is_written(huddle_server, headers, method, path) -> None:
+    body = {"name": "mallory"} if path.endswith("register_agent") else None
+    if path == "/mcp":  # a well-formed initialize, so only the headers can be the reason for refusal
+        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}}
+        headers = {**headers, "Accept": "application/json, text/event-stream"}
+    response = httpx.request(method, huddle_server.url + path, json=body, headers=headers, timeout=5)
+    assert response.status_code in (403, 421), (path, response.status_code, response.text[:200])
+    agents = httpx.post(huddle_server.url + "/api/v1/tools/list_agents", json={}).json()["result"]["agents"]
+    assert agents == []
+
+
+def test_local_tools_and_local_pages_are_served(huddle_server) -> None:
+    ok = httpx.post(
+        huddle_server.url + "/api/v1/tools/register_agent",
+        json={"name": "alice"},
+        headers={"Origin": f"http://127.0.0.1:{huddle_server.port}"},
+    )
+    assert ok.status_code == 200 and ok.json()["result"]["agent_id"] == "alice"
+    assert httpx.post(huddle_server.url + "/api/v1/tools/list_agents", json={}).status_code == 200
