@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
+from helpers import make_coordinator
 from huddle.errors import Forbidden, InvalidInput, NotFound
 from huddle.service.coordinator import Coordinator
 
@@ -97,8 +99,6 @@ async def test_disjoint_symbols_on_one_file_lower_the_score_to_50(coordinator: C
 
 
 async def test_offline_agents_are_not_scored(tmp_path, repo) -> None:
-    from helpers import make_coordinator
-
     c = make_coordinator(tmp_path, repo, agent_ttl_s=0.2)
     await c.start()
     try:
@@ -143,8 +143,6 @@ async def test_an_intent_expires_after_its_ttl(coordinator: Coordinator) -> None
     first = await coordinator.intents.announce("alice", "x", ["a.py"], ttl_s=1)
     await coordinator.sweep()
     assert (await coordinator.intents.list_intents(agent_id="alice"))["intents"][0]["intent_id"] == first["intent_id"]
-    import anyio
-
     with anyio.fail_after(5):
         while (await coordinator.intents.list_intents(agent_id="alice"))["intents"]:
             await anyio.sleep(0.05)
@@ -178,3 +176,16 @@ async def test_bad_announcements_name_the_field_and_write_nothing(coordinator: C
         await coordinator.intents.announce(**args)
     assert caught.value.field == field
     assert await coordinator.updates.latest_cursor() == before
+
+
+async def test_an_expired_intent_stops_counting_even_before_the_sweeper_ends_it(tmp_path, repo) -> None:
+    c = make_coordinator(tmp_path, repo, sweep_interval_s=3600)  # the sweeper will not run in time
+    await c.start()
+    try:
+        await register(c, "alice", "bob")
+        await c.intents.announce("alice", "x", ["a.py"], target_modules=["src/auth"], ttl_s=1)
+        await anyio.sleep(1.1)  # let the 1 s TTL pass
+        result = await c.intents.announce("bob", "y", ["a.py"], target_modules=["src/auth"])
+        assert (result["verdict"], result["impacts"]) == ("proceed", [])
+    finally:
+        await c.stop()

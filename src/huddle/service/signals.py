@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from huddle.domain.ids import intent_ref
 from huddle.domain.paths import module_prefixes, modules_related
@@ -142,13 +143,18 @@ def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str)
         return []
     prefixes = sorted({p for m in modules for p in module_prefixes(m)})
     clauses = [f"module IN ({placeholders(prefixes)})"]
-    params: list[str] = list(prefixes)
+    params: list[Any] = list(prefixes)
     for m in modules:
         clauses.append("(module > ? AND module < ?)")
         params += [m, m + "\U0010ffff"]
-    extra = ", intent_id" if table == "intent_modules" else ""
+    columns, live = "module, agent_id", ""
+    if table == "intent_modules":
+        # Ended intents leave this table at once; an expired one only at the next sweep, so check.
+        columns += ", intent_id"
+        live = " AND intent_id IN (SELECT id FROM intents WHERE expires_at > ?)"
+        params.append(unit.now)
     rows = unit.tx.all(
-        f"SELECT module, agent_id{extra} FROM {table} WHERE project = ? AND agent_id != ? AND ({' OR '.join(clauses)})",
+        f"SELECT {columns} FROM {table} WHERE project = ? AND agent_id != ? AND ({' OR '.join(clauses)}){live}",
         (unit.project, me, *params),
     )
     return [r for r in rows if any(modules_related(r["module"], m) for m in modules)]
