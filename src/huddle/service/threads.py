@@ -8,7 +8,7 @@ thread event is addressed to the thread's members, so `get_updates` replays the 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from huddle.domain import threads as rules
@@ -22,6 +22,7 @@ from huddle.service.lifecycle import end_intent
 from huddle.storage.base import Row, Unit, event_from_row
 
 MAX_MESSAGES_RETURNED = 500
+ThreadStep = Callable[[Unit, Row, rules.ThreadView, list[str]], dict[str, Any]]
 
 
 def open_thread(
@@ -141,6 +142,15 @@ class ThreadService:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
 
+    async def _act(self, thread_id: str, agent_id: str, step: ThreadStep) -> dict[str, Any]:
+        """Runs one thread transition in a transaction: the caller's heartbeat, the thread, then `step`."""
+
+        def txn(unit: Unit) -> dict[str, Any]:
+            touch(unit, agent_id)
+            return step(unit, *_load(unit, thread_id))
+
+        return await self.ctx.store.write(txn)
+
     async def get(self, thread_id: str) -> dict[str, Any]:
         def read(unit: Unit) -> dict[str, Any]:
             return thread_dict(unit, *_load(unit, thread_id)[:2])
@@ -154,9 +164,7 @@ class ThreadService:
         kind = validate.choice(type, "type", rules.MESSAGE_TYPES)
         content = validate.text(content, "content")
 
-        def txn(unit: Unit) -> dict[str, Any]:
-            touch(unit, agent_id)
-            row, view, members = _load(unit, thread_id)
+        def step(unit: Unit, row: Row, view: rules.ThreadView, members: list[str]) -> dict[str, Any]:
             rules.check_post(view)
             number = int(row["id"])
             if (
@@ -186,16 +194,14 @@ class ThreadService:
             )
             return {"thread_id": view.thread_id, "message_id": msg["id"], "status": view.status}
 
-        return await self.ctx.store.write(txn)
+        return await self._act(thread_id, agent_id, step)
 
     async def propose(self, thread_id: str, agent_id: str, summary: str, plan: str | None = None) -> dict[str, Any]:
         """Puts a resolution on the table (participants only); the others then approve or contest."""
         summary = validate.text(summary, "summary", max_chars=4000)
         plan = validate.text(plan, "plan", required=False)
 
-        def txn(unit: Unit) -> dict[str, Any]:
-            touch(unit, agent_id)
-            row, view, members = _load(unit, thread_id)
+        def step(unit: Unit, row: Row, view: rules.ThreadView, members: list[str]) -> dict[str, Any]:
             rules.check_propose(view, agent_id)
             proposal = {"summary": summary, "plan": plan, "by": agent_id, "round": view.round, "at": iso(unit.now)}
             number = int(row["id"])
@@ -244,14 +250,12 @@ class ThreadService:
                 "waiting_for": waiting_for,
             }
 
-        return await self.ctx.store.write(txn)
+        return await self._act(thread_id, agent_id, step)
 
     async def approve(self, thread_id: str, agent_id: str) -> dict[str, Any]:
         """Approves the current proposal; when every needed approval is in, the thread resolves."""
 
-        def txn(unit: Unit) -> dict[str, Any]:
-            touch(unit, agent_id)
-            row, view, members = _load(unit, thread_id)
+        def step(unit: Unit, row: Row, view: rules.ThreadView, members: list[str]) -> dict[str, Any]:
             rules.check_vote(view, agent_id, "approve")
             number = int(row["id"])
             unit.tx.execute(
@@ -274,15 +278,13 @@ class ThreadService:
                 "waiting_for": sorted(after.needed_approvals() - after.approvals),
             }
 
-        return await self.ctx.store.write(txn)
+        return await self._act(thread_id, agent_id, step)
 
     async def contest(self, thread_id: str, agent_id: str, reason: str) -> dict[str, Any]:
         """Rejects the proposal: back to `open` for another round, or forced resolution past max_rounds."""
         reason = validate.text(reason, "reason", max_chars=4000)
 
-        def txn(unit: Unit) -> dict[str, Any]:
-            touch(unit, agent_id)
-            row, view, members = _load(unit, thread_id)
+        def step(unit: Unit, row: Row, view: rules.ThreadView, members: list[str]) -> dict[str, Any]:
             rules.check_vote(view, agent_id, "contest")
             status, next_round = rules.after_contest(view)
             number = int(row["id"])
@@ -320,7 +322,7 @@ class ThreadService:
             )
             return {"thread_id": view.thread_id, "status": rules.OPEN, "round": next_round}
 
-        return await self.ctx.store.write(txn)
+        return await self._act(thread_id, agent_id, step)
 
     async def close(self, thread_id: str, agent_id: str, summary: str | None = None) -> dict[str, Any]:
         """Closes the thread once the work is settled (participants only); ends its intent."""
@@ -332,23 +334,21 @@ class ThreadService:
         reason = validate.text(reason, "reason", required=False, max_chars=4000)
         return await self._finish(thread_id, agent_id, rules.CANCELLED, reason, rules.check_cancel)
 
-    async def _finish(self, thread_id: str, agent_id: str, status: str, text: str, check: Any) -> dict[str, Any]:
-        def txn(unit: Unit) -> dict[str, Any]:
-            touch(unit, agent_id)
-            row, view, members = _load(unit, thread_id)
+    async def _finish(
+        self, thread_id: str, agent_id: str, status: str, text: str, check: Callable[[rules.ThreadView, str], None]
+    ) -> dict[str, Any]:
+        def step(unit: Unit, row: Row, view: rules.ThreadView, members: list[str]) -> dict[str, Any]:
             check(view, agent_id)
             _set_status(unit, view, members, status, actor=agent_id, resolution=text or None, reason=text)
             _end_thread_intent(unit, row, status, agent_id)
             return {"thread_id": view.thread_id, "status": status}
 
-        return await self.ctx.store.write(txn)
+        return await self._act(thread_id, agent_id, step)
 
     async def claim(self, thread_id: str, agent_id: str) -> dict[str, Any]:
         """Work stealing: exactly one caller wins an unclaimed thread (a single conditional UPDATE)."""
 
-        def txn(unit: Unit) -> dict[str, Any]:
-            touch(unit, agent_id)
-            row, view, members = _load(unit, thread_id)
+        def step(unit: Unit, row: Row, view: rules.ThreadView, members: list[str]) -> dict[str, Any]:
             rules.check_claim(view, agent_id)
             won = unit.tx.execute(
                 "UPDATE threads SET claimed_by = ?, claimed_at = ? WHERE id = ? AND claimed_by IS NULL",
@@ -372,15 +372,13 @@ class ThreadService:
             )
             return {"thread_id": view.thread_id, "claimed": True, "claimed_by": agent_id}
 
-        return await self.ctx.store.write(txn)
+        return await self._act(thread_id, agent_id, step)
 
     async def complete(self, thread_id: str, agent_id: str, resolution: str) -> dict[str, Any]:
         """The claimer reports the claimed work done; an active thread becomes resolved."""
         resolution = validate.text(resolution, "resolution", max_chars=4000)
 
-        def txn(unit: Unit) -> dict[str, Any]:
-            touch(unit, agent_id)
-            row, view, members = _load(unit, thread_id)
+        def step(unit: Unit, row: Row, view: rules.ThreadView, members: list[str]) -> dict[str, Any]:
             rules.check_complete(view, agent_id)
             unit.tx.execute(
                 "UPDATE threads SET completed_at = ?, resolution = ? WHERE id = ?",
@@ -407,7 +405,7 @@ class ThreadService:
                 status = rules.RESOLVED
             return {"thread_id": view.thread_id, "status": status, "completed": True}
 
-        return await self.ctx.store.write(txn)
+        return await self._act(thread_id, agent_id, step)
 
     async def list(self, status: str | None = None, agent_id: str | None = None, limit: int = 100) -> dict[str, Any]:
         if status is not None:
