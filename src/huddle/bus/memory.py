@@ -9,11 +9,13 @@ the log is the truth.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from huddle.domain.events import Event
 
+log = logging.getLogger(__name__)
 EventFilter = Callable[[Event], bool]
 Listener = Callable[[Sequence[Event]], None]
 
@@ -88,7 +90,10 @@ class MemoryBus:
 
     def publish(self, events: Sequence[Event]) -> None:
         for listener in self._listeners:
-            listener(events)
+            try:
+                listener(events)
+            except Exception:  # one broken channel must not starve the others of events
+                log.exception("event listener %r failed", listener)
         for subscription in list(self._subscriptions):
             for event in events:
                 subscription.offer(event)
