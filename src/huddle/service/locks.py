@@ -399,6 +399,12 @@ class LockSignal:
     def __call__(self, unit: Unit, request: WorkRequest) -> Iterable[tuple[str, Evidence]]:
         if not request.target_files:
             return
+        # Compiling target patterns is the expensive part: skip it when no one else holds an
+        # exclusive lock at all, which is the common case.
+        anyone = unit.tx.one("SELECT 1 FROM locks WHERE project = ? AND mode = ? AND expires_at > ? AND agent_id != ?"
+                             " LIMIT 1", (unit.project, EXCLUSIVE, unit.now, request.agent_id))
+        if anyone is None:
+            return
         targets = [compile_pattern(p, literal=True) for p in request.target_files]
         clause, params = candidate_clause(targets)
         rows = unit.tx.all(f"SELECT * FROM locks WHERE project = ? AND mode = ? AND agent_id != ? AND expires_at > ?"
