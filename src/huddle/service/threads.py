@@ -119,6 +119,21 @@ def _set_status(
         " resolution = COALESCE(?, resolution) WHERE id = ?",
         (status, unit.now, ended, resolution, number),
     )
+    _status_event(unit, view, members, status, actor=actor, resolution=resolution, reason=reason)
+
+
+def _status_event(
+    unit: Unit,
+    view: rules.ThreadView,
+    members: list[str],
+    status: str,
+    *,
+    actor: str | None,
+    at_round: int | None = None,
+    resolution: str | None = None,
+    reason: str = "",
+) -> None:
+    """The one event every status transition emits (the caller has already stored the change)."""
     unit.emit(
         Kind.THREAD_STATUS,
         actor=actor,
@@ -126,7 +141,7 @@ def _set_status(
         thread_id=view.thread_id,
         status=status,
         previous=view.status,
-        round=view.round,
+        round=view.round if at_round is None else at_round,
         resolution=resolution,
         reason=reason,
     )
@@ -220,17 +235,7 @@ class ThreadService:
                 round=view.round,
             )
             if view.status != rules.RESOLVING:
-                unit.emit(
-                    Kind.THREAD_STATUS,
-                    actor=agent_id,
-                    audience=members,
-                    thread_id=view.thread_id,
-                    status=rules.RESOLVING,
-                    previous=view.status,
-                    round=view.round,
-                    resolution=None,
-                    reason="proposal",
-                )
+                _status_event(unit, view, members, rules.RESOLVING, actor=agent_id, reason="proposal")
             waiting_for = sorted(view.participants - {agent_id})
             if not waiting_for:  # nobody else is left to agree: the proposal stands
                 _set_status(
@@ -309,16 +314,8 @@ class ThreadService:
             unit.tx.execute(
                 "UPDATE threads SET status = 'open', round = ?, proposal = NULL WHERE id = ?", (next_round, number)
             )
-            unit.emit(
-                Kind.THREAD_STATUS,
-                actor=agent_id,
-                audience=members,
-                thread_id=view.thread_id,
-                status=rules.OPEN,
-                previous=view.status,
-                round=next_round,
-                resolution=None,
-                reason=f"contested: {reason}",
+            _status_event(
+                unit, view, members, rules.OPEN, actor=agent_id, at_round=next_round, reason=f"contested: {reason}"
             )
             return {"thread_id": view.thread_id, "status": rules.OPEN, "round": next_round}
 
