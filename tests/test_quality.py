@@ -44,3 +44,17 @@ def test_every_setting_is_documented_in_the_readme_with_its_flag_and_env_var() -
     for f in fields(Settings):
         row = f"| `{f.name}` | `--{f.name.replace('_', '-')}` | `{env_name(f.name)}` |"
         assert row in readme, f"README settings table lacks {f.name}"
+
+
+def test_every_cli_command_is_documented_in_the_readme() -> None:
+    import argparse
+
+    from huddle.cli.main import build_parser
+
+    readme = (ROOT / "README.md").read_text()
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        actions = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        names = [f"huddle {name} {child}" for a in actions for child in a.choices] or [f"huddle {name}"]
+        assert any(n in readme for n in names), f"README does not mention any of {names}"
