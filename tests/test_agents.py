@@ -124,3 +124,24 @@ async def test_an_agent_that_only_polls_get_updates_stays_online(tmp_path: Path,
         assert agent["online"] is True
     finally:
         await c.stop()
+
+
+@pytest.mark.parametrize("bad", [" alice", "alice\n", "alice ", "al\u00a0ice"])
+async def test_an_id_with_stray_whitespace_is_refused_not_read_as_another_agent(
+    coordinator: Coordinator, bad: str
+) -> None:
+    await coordinator.agents.register("alice")
+    with pytest.raises(InvalidInput) as caught:
+        await coordinator.files.log_edit(bad, "a.py")
+    assert caught.value.field == "agent_id"
+    assert (await coordinator.files.hot_files())["files"] == []
+
+
+async def test_text_with_an_unpaired_surrogate_is_refused_with_the_field_named(coordinator: Coordinator) -> None:
+    await coordinator.agents.register("alice")
+    with pytest.raises(InvalidInput) as caught:
+        await coordinator.intents.announce("alice", "subject \ud800", ["a.py"])
+    assert caught.value.field == "subject"
+    with pytest.raises(InvalidInput) as caught:
+        await coordinator.intents.announce("alice", "subject", ["a\udfff.py"])
+    assert caught.value.field == "target_files[0]"

@@ -6,9 +6,8 @@ import anyio
 import pytest
 from mcp import Client
 
-from conftest import make_coordinator
 from coordination_helpers import event_count, mcp_sessions, next_event, register, watch
-from helpers import call
+from helpers import call, make_coordinator
 from huddle.domain.events import Kind
 from huddle.errors import InvalidInput, NotFound
 
@@ -359,3 +358,30 @@ async def test_a_fencing_token_after_a_restart_is_larger_than_every_token_before
         held = await call(client, "list_locks", agent_id="alice")
     assert after["fencing_token"] > max(tokens)
     assert {lock["path"] for lock in held["locks"]} == {"f0.py", "f1.py", "f2.py"}  # leases survive too
+
+
+async def test_a_queued_request_whose_caller_goes_away_mid_write_is_never_granted(coordinator):
+    for name in ("alice", "bob", "carol"):
+        await coordinator.agents.register(name)
+    await coordinator.locks.acquire("alice", "a.py")
+    # bob's queued request is cancelled while its first write is still on its way to the database.
+    async with anyio.create_task_group() as tg:
+        cancel = anyio.CancelScope()
+
+        async def bob() -> None:
+            with cancel:
+                await coordinator.locks.acquire("bob", "a.py", wait_s=60)
+
+        tg.start_soon(bob)
+        await anyio.sleep(0)
+        cancel.cancel()
+    await coordinator.locks.release("alice", "a.py")
+    # Whatever the interleaving, bob neither waits in the queue nor ends up holding the lease.
+    with anyio.fail_after(5):
+        while True:
+            state = await coordinator.locks.list_locks()
+            if not state["waiting"] and not state["locks"]:
+                break
+            await anyio.sleep(0.01)
+    granted = await coordinator.locks.acquire("carol", "a.py")
+    assert granted["granted"] is True

@@ -177,3 +177,38 @@ async def test_unknown_threads_and_bad_fields_are_clear_errors(coordinator: Coor
     with pytest.raises(InvalidInput) as caught:
         await coordinator.threads.post(thread_id, "bob", "shout", "x")
     assert caught.value.field == "type"
+
+
+async def test_a_thread_is_cancelled_when_its_initiator_deregisters(coordinator: Coordinator) -> None:
+    thread_id = await collide(coordinator, "bob")
+    await coordinator.agents.deregister("alice")
+    assert (await coordinator.threads.get(thread_id))["status"] == "cancelled"
+    activity = {a["agent_id"]: a["activity"] for a in (await coordinator.agents.activity())["agents"]}
+    assert activity["bob"] == "idle"
+
+
+async def test_claimed_work_cannot_be_completed_once_the_thread_is_cancelled_or_completed(
+    coordinator: Coordinator,
+) -> None:
+    thread_id = await collide(coordinator, "bob")
+    await coordinator.agents.register("carol")
+    await coordinator.threads.claim(thread_id, "carol")
+    await coordinator.threads.cancel(thread_id, "alice", "not needed")
+    with pytest.raises(Conflict, match="cancelled"):
+        await coordinator.threads.complete(thread_id, "carol", "did it anyway")
+    assert (await coordinator.threads.get(thread_id))["resolution"] == "not needed"
+
+    other = (await coordinator.intents.announce("carol", "again", ["a.py"]))["thread_id"]
+    await coordinator.threads.claim(other, "carol")
+    await coordinator.threads.complete(other, "carol", "done")
+    with pytest.raises(Conflict, match="already completed"):
+        await coordinator.threads.complete(other, "carol", "done twice")
+
+
+async def test_a_reply_to_an_absurd_message_id_is_a_clear_error(coordinator: Coordinator) -> None:
+    thread_id = await collide(coordinator, "bob")
+    with pytest.raises(InvalidInput) as caught:
+        await coordinator.threads.post(thread_id, "bob", "context", "x", in_reply_to=10**20)
+    assert caught.value.field == "in_reply_to"
+    with pytest.raises(InvalidInput, match="not an id like T-12"):
+        await coordinator.threads.get("T-²")

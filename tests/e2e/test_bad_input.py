@@ -7,6 +7,7 @@ NUL byte) while the others stay valid.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -164,3 +165,27 @@ async def test_rest_errors_use_one_envelope_and_never_500(seeded) -> None:
         assert cases[6].status_code == 413
         ok = http.post("/api/v1/tools/list_agents", json={}).json()
         assert ok["ok"] is True and {a["agent_id"] for a in ok["result"]["agents"]} == {"alice", "bob"}
+
+
+async def test_unpaired_surrogates_over_rest_are_refused_by_field_never_a_500(seeded) -> None:
+    """JSON may carry a lone surrogate (\\ud800) that no database can store; every text field refuses it."""
+    client, server = seeded
+    tools = (await client.list_tools()).tools
+    before = await latest_cursor(client)
+    checked = 0
+    with httpx.Client(base_url=server.url) as http:
+        for tool in tools:
+            base = {f: VALID_FOR.get((tool.name, f), VALID[f]) for f in tool.input_schema.get("required", [])}
+            for field, schema in tool.input_schema.get("properties", {}).items():
+                types = {s.get("type") for s in schema.get("anyOf", [schema])}
+                if "string" not in types or "enum" in schema:
+                    continue
+                body = json.dumps({**base, field: "PLACEHOLDER"}).replace("PLACEHOLDER", "bad\\ud800value")
+                response = http.post(f"/api/v1/tools/{tool.name}", content=body,
+                                     headers={"content-type": "application/json"})
+                assert response.status_code < 500, (tool.name, field, response.text[:200])
+                if response.status_code >= 400:
+                    assert field in response.json()["error"], (tool.name, field, response.text[:200])
+                checked += 1
+    assert checked > 40
+    assert await latest_cursor(client) == before

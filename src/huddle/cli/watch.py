@@ -115,7 +115,7 @@ def sse_frames(lines: Iterator[str]) -> Iterator[tuple[str, int | None, str]]:
             data.append(line[5:].removeprefix(" "))
         elif line.startswith("id:"):
             value = line[3:].strip()
-            event_id = int(value) if value.isdigit() else None
+            event_id = int(value) if value.isascii() and value.isdigit() else None
 
 
 def summary(event: dict[str, Any]) -> str:

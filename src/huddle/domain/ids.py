@@ -26,7 +26,7 @@ def parse_ref(value: str | int, prefix: str, field: str) -> int:
         text = value.strip()
         if text[:2].upper() == f"{prefix}-":
             text = text[2:]
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise InvalidInput(f"{field} {value[:40]!r} is not an id like {prefix}-12", field=field)
         number = int(text)
     else:

@@ -11,6 +11,7 @@ import posixpath
 from collections.abc import Iterable
 from pathlib import PureWindowsPath
 
+from huddle.domain.validate import encodable
 from huddle.errors import InvalidInput
 
 MAX_PATH_CHARS = 1024
@@ -25,8 +26,7 @@ def normalize_path(raw: str, repo_root: str, *, field: str = "path") -> str:
     text = raw.strip()
     if not text:
         raise InvalidInput(f"{field} is empty; give a path relative to the repository root", field=field)
-    if "\x00" in text:
-        raise InvalidInput(f"{field} contains a NUL byte; send the plain file path", field=field)
+    encodable(text, field)
     if len(text) > MAX_PATH_CHARS:
         raise InvalidInput(f"{field} is longer than {MAX_PATH_CHARS} characters", field=field)
     if "\\" in text and "/" not in text:
@@ -80,7 +80,8 @@ def normalize_module(raw: str, *, field: str = "module") -> str:
     text = raw.strip().strip("/")
     if not text:
         raise InvalidInput(f"{field} is empty; give a module name such as 'auth' or 'src/auth'", field=field)
-    if "\x00" in text or len(text) > 256:
+    encodable(text, field)
+    if len(text) > 256:
         raise InvalidInput(f"{field} must be a plain name of at most 256 characters", field=field)
     return text
 

@@ -126,7 +126,11 @@ def check_claim(view: ThreadView, agent_id: str) -> None:
         raise Conflict(f"thread {view.thread_id} is {view.status}; there is nothing left to claim")
 
 
-def check_complete(view: ThreadView, agent_id: str) -> None:
+def check_complete(view: ThreadView, agent_id: str, already_completed: bool) -> None:
+    if view.status in (CLOSED, CANCELLED, TIMEOUT):
+        raise Conflict(f"thread {view.thread_id} is {view.status}; its claimed work can no longer be completed")
+    if already_completed:
+        raise Conflict(f"thread {view.thread_id} was already completed; post_to_thread to add to it")
     if view.claimed_by != agent_id:
         holder = view.claimed_by or "nobody"
         raise Forbidden(

@@ -16,17 +16,32 @@ MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 200
 MAX_TEXT_CHARS = 20_000
 MAX_LIST_ITEMS = 200
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]*$")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]*")
 
 T = TypeVar("T")
 
 
+def encodable(value: str, field: str) -> str:
+    """Refuses text the database cannot store: NUL bytes and lone UTF-16 surrogates (valid JSON!)."""
+    if "\x00" in value:
+        raise InvalidInput(f"{field} contains a NUL byte; send plain text", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{field} contains an unpaired surrogate (\\ud800…); send valid Unicode text",
+                           field=field) from None
+    return value
+
+
 def identifier(value: str, field: str) -> str:
-    """An id chosen by a client (agent id, task id): short, printable, no spaces."""
+    """An id chosen by a client (agent id, task id): short, printable, no spaces.
+
+    Not stripped: an id with a stray space or newline is refused rather than quietly read as
+    another id, so every layer sees exactly the id the agent registered with.
+    """
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"{field} is required; pass the id you registered with", field=field)
-    value = value.strip()
-    if len(value) > MAX_ID_CHARS or not _ID_RE.match(value):
+    if len(value) > MAX_ID_CHARS or not _ID_RE.fullmatch(value):
         raise InvalidInput(
             f"{field} {value[:40]!r} is not a valid id: use at most {MAX_ID_CHARS} letters, digits "
             "and . _ : @ / + - (starting with a letter or digit)",
@@ -49,8 +64,7 @@ def text(value: str | None, field: str, *, required: bool = True, max_chars: int
         return ""
     if not isinstance(value, str):
         raise InvalidInput(f"{field} must be a string", field=field)
-    if "\x00" in value:
-        raise InvalidInput(f"{field} contains a NUL byte; send plain text", field=field)
+    encodable(value, field)
     if len(value) > max_chars:
         raise InvalidInput(
             f"{field} is {len(value)} characters; at most {max_chars} are allowed — summarise it", field=field

@@ -226,7 +226,10 @@ class McpPush:
             uris = list(self._pending)
             self._pending.clear()
             for uri in uris:
-                await self._notify(uri)
+                try:
+                    await self._notify(uri)
+                except Exception:  # one failed notification must not end MCP push for good
+                    log.exception("MCP resource notification for %s failed", uri)
 
     async def _notify(self, uri: str) -> None:
         if uri in self._listening and self._bus is not None:

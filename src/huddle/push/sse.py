@@ -150,7 +150,7 @@ class EventStream:
             )
             resume = request.headers.get("last-event-id") or q.get("since") or q.get("cursor")
             if resume is not None and resume.strip() != "":
-                if not resume.strip().isdigit():
+                if not (resume.strip().isascii() and resume.strip().isdigit()):
                     raise InvalidInput(
                         "Last-Event-ID / since must be an event cursor (a non-negative integer)", field="since"
                     )

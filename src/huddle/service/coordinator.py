@@ -94,12 +94,20 @@ class Coordinator:
         return {"database": database, "sweeper": {"ok": alive}}
 
     async def sweep(self) -> int:
-        """Runs every expiry step once in one transaction; returns how many records changed."""
+        """Runs every expiry step once; returns how many records changed.
 
-        def txn(unit: Unit) -> int:
-            return sum(step(unit) for step in self.sweep_steps)
-
-        return await self.store.write(txn)
+        Each step is its own transaction function (they still share one commit, in one batch),
+        so a step that keeps failing rolls back alone instead of stopping every other expiry.
+        """
+        outcomes = await asyncio.gather(*(self.store.write(step) for step in self.sweep_steps),
+                                        return_exceptions=True)
+        changed = 0
+        for step, outcome in zip(self.sweep_steps, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("sweep step %s failed", getattr(step, "__qualname__", step), exc_info=outcome)
+            else:
+                changed += outcome
+        return changed
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -24,7 +24,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from huddle.bus.memory import Subscription
@@ -148,10 +148,33 @@ class LockService:
         started = time.monotonic()
         # Subscribe before the write, so a grant committed right after it cannot be missed.
         with self.ctx.bus.subscribe(mine) as subscription:
-            first = await self.ctx.store.write(lambda unit: self._acquire(unit, agent, pattern, mode, ttl, wait))
+            write = asyncio.ensure_future(
+                self.ctx.store.write(lambda unit: self._acquire(unit, agent, pattern, mode, ttl, wait)))
+            try:
+                # Shielded: a caller that goes away mid-write must not leave a queue entry behind
+                # that nobody will ever clean up (it would be granted to nobody for a whole TTL).
+                first = await asyncio.shield(write)
+            except asyncio.CancelledError:
+                self._background(self._abandon(write, agent, wait))
+                raise
             if "waiter_id" not in first:
                 return first
             return await self._wait(subscription, agent, int(first.pop("waiter_id")), wait, started)
+
+    async def _abandon(self, write: asyncio.Future[dict[str, Any]], agent: str, wait: float) -> None:
+        """After a cancelled acquire: once its write lands, leave the queue it may have joined."""
+        try:
+            first = await write
+        except Exception:  # the write failed: nothing was queued
+            return
+        if "waiter_id" in first:
+            waiter_id = int(first["waiter_id"])
+            await self.ctx.store.write(lambda unit: self._give_up(unit, agent, waiter_id, wait, "cancelled"))
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     def _acquire(self, unit: Unit, agent: str, pattern: LockPattern, mode: str, ttl: float,
                  wait: float) -> dict[str, Any]:
@@ -217,10 +240,8 @@ class LockService:
             return result
         finally:
             if not resolved:  # the caller went away: leave the queue so nobody waits behind a ghost
-                task = asyncio.ensure_future(
+                self._background(
                     self.ctx.store.write(lambda unit: self._give_up(unit, agent, waiter_id, wait, "cancelled")))
-                self._cleanups.add(task)
-                task.add_done_callback(self._cleanups.discard)
 
     @staticmethod
     def _granted_from_event(event: Event, waited: float) -> dict[str, Any]:
@@ -238,6 +259,12 @@ class LockService:
         row = unit.tx.one("SELECT * FROM lock_waiters WHERE id = ?", (waiter_id,))
         if row is None:  # granted meanwhile (or dropped by a restart): the lock row says which
             lock = unit.tx.one("SELECT * FROM locks WHERE waiter_id = ? AND agent_id = ?", (waiter_id, agent))
+            if lock is not None and reason == "cancelled":
+                # Granted just as its caller went away: nobody knows they hold it, so give it back.
+                unit.tx.execute("DELETE FROM locks WHERE id = ?", (lock["id"],))
+                emit_released(unit, lock, actor=agent, reason="requester went away")
+                promote_waiters(unit, actor=agent)
+                return {"granted": False, "path": lock["path"], "holders": [], "reason": "cancelled"}
             if lock is not None:
                 return {"granted": True, "path": lock["path"], "mode": lock["mode"], "fencing_token": lock["token"],
                         "expires_at": iso(lock["expires_at"]), "queued": True, "waited_s": wait}

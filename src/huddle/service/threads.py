@@ -178,6 +178,8 @@ class ThreadService:
         """Adds a message (context, question, warning, suggestion); anyone registered may post."""
         kind = validate.choice(type, "type", rules.MESSAGE_TYPES)
         content = validate.text(content, "content")
+        if in_reply_to is not None:
+            in_reply_to = int(validate.number(in_reply_to, "in_reply_to", low=1, high=2**62, default=1))
 
         def step(unit: Unit, row: Row, view: rules.ThreadView, members: list[str]) -> dict[str, Any]:
             rules.check_post(view)
@@ -376,7 +378,7 @@ class ThreadService:
         resolution = validate.text(resolution, "resolution", max_chars=4000)
 
         def step(unit: Unit, row: Row, view: rules.ThreadView, members: list[str]) -> dict[str, Any]:
-            rules.check_complete(view, agent_id)
+            rules.check_complete(view, agent_id, already_completed=row["completed_at"] is not None)
             unit.tx.execute(
                 "UPDATE threads SET completed_at = ?, resolution = ? WHERE id = ?",
                 (unit.now, resolution, int(row["id"])),
@@ -475,8 +477,18 @@ def leave_threads(unit: Unit, agent_id: str, reason: str) -> None:
     """Agent-gone hook (F-23): an agent going away leaves the respondent lists of active threads.
 
     A thread whose last respondent left resolves (there is nobody left to consult); one whose
-    remaining participants all approved the current proposal resolves by consensus.
+    remaining participants all approved the current proposal resolves by consensus. A thread whose
+    initiator deregistered is cancelled: the work it was about is withdrawn with the agent. (An
+    initiator that merely went offline may come back; its threads time out if it does not.)
     """
+    if reason == "deregistered":
+        started = unit.tx.all(
+            "SELECT id FROM threads WHERE project = ? AND initiator = ? AND status IN ('open', 'resolving')",
+            (unit.project, agent_id),
+        )
+        for row in started:
+            _, view, members = _load(unit, int(row["id"]))
+            _set_status(unit, view, members, rules.CANCELLED, actor=agent_id, reason=f"initiator {agent_id} left")
     rows = unit.tx.all(
         "SELECT t.id FROM thread_members m JOIN threads t ON t.id = m.thread_id WHERE m.agent_id = ?"
         " AND m.role = 'respondent' AND m.left_at IS NULL AND t.project = ? AND t.status IN ('open', 'resolving')",
@@ -487,7 +499,7 @@ def leave_threads(unit: Unit, agent_id: str, reason: str) -> None:
         unit.tx.execute(
             "UPDATE thread_members SET left_at = ? WHERE thread_id = ? AND agent_id = ?", (unit.now, number, agent_id)
         )
-        _, view, members = _load(unit, number)
+        thread, view, members = _load(unit, number)
         unit.emit(
             Kind.THREAD_RESPONDENT_LEFT,
             actor=agent_id,
@@ -507,14 +519,13 @@ def leave_threads(unit: Unit, agent_id: str, reason: str) -> None:
                 reason=f"last respondent {agent_id} went {reason}",
             )
         elif view.has_consensus():
-            summary = json.loads(unit.tx.one("SELECT proposal FROM threads WHERE id = ?", (number,))["proposal"])  # type: ignore[index]
             _set_status(
                 unit,
                 view,
                 members,
                 rules.RESOLVED,
                 actor=None,
-                resolution=summary["summary"],
+                resolution=json.loads(thread["proposal"])["summary"],
                 reason="consensus among the remaining participants",
             )
 
