@@ -6,9 +6,8 @@ import anyio
 import pytest
 from mcp import Client
 
-from conftest import make_coordinator
 from coordination_helpers import event_count, mcp_sessions, next_event, register, watch
-from helpers import call
+from helpers import call, make_coordinator
 from huddle.domain.events import Kind
 from huddle.errors import Conflict, Forbidden, InvalidInput, NotFound
 
