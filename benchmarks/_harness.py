@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,17 @@ class Server:
 
 
 @contextlib.contextmanager
-def huddle_server(*extra_args: str) -> Iterator[Server]:
-    """`huddle server start --port 0` on a throw-away data dir and repo; stopped on exit."""
+def huddle_server(*extra_args: str, prepare: Callable[[Path], None] | None = None) -> Iterator[Server]:
+    """`huddle server start --port 0` on a throw-away data dir and repo; stopped on exit.
+
+    `prepare(data_dir)` runs before the server starts (e.g. to pre-fill the database). The repo
+    directory is named `repo`, so the project key is `repo`.
+    """
     with tempfile.TemporaryDirectory(prefix="huddle-bench-") as tmp:
         data_dir, repo = Path(tmp) / "data", Path(tmp) / "repo"
         repo.mkdir()
+        if prepare is not None:
+            prepare(data_dir)
         args = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--port", "0", "--mqtt-port", "0",
                 "--data-dir", str(data_dir), "--repo", str(repo), *extra_args]
         env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING"}

@@ -5,6 +5,10 @@ from one more agent. Every announce depends on a file another agent targets (a g
 scored, recorded, and an awareness event written), so the measured path does real work. The
 intents of earlier announces stay active, so history grows during the run too.
 
+`history`: N = 50 again, on a database pre-filled with a long past (1,000,000 events, 100,000
+ended intents, 100,000 old file edits; --quick: 20,000 / 2,000 / 2,000), to show that an announce
+does not cost more as history grows.
+
 Also times a trivial tool on a bare MCPServer in its own process: the floor the SDK and HTTP set.
 
     python benchmarks/announce.py            # N = 2, 10, 50, 1000; 600 timed announces each
@@ -16,18 +20,55 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
 from mcp import Client
 
 from _harness import huddle_server, machine, summarise
+from huddle.storage.sqlite import migrate
 
 WARMUP = 50
+PROJECT = "repo"  # the harness names the repository directory `repo`
+
+
+def prefill_history(events: int, intents: int, edits: int) -> Callable[[Path], None]:
+    """Writes a long past straight into a fresh database before the server opens it."""
+
+    def prepare(data_dir: Path) -> None:
+        data_dir.mkdir(parents=True)
+        conn = sqlite3.connect(data_dir / "huddle.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        migrate(conn)
+        long_ago = time.time() - 30 * 86400
+        conn.execute("BEGIN")
+        for start in range(0, events, 100_000):
+            rows = [(PROJECT, long_ago + i, "action.summary", f"old-{i % 1000}", None, f'["old-{i % 1000}"]',
+                     '{"summary": "history"}') for i in range(start, min(events, start + 100_000))]
+            conn.executemany("INSERT INTO events (project, ts, kind, actor, thread_id, audience, data)"
+                             " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("INSERT INTO event_audience (project, agent_id, cursor)"
+                     " SELECT project, actor, cursor FROM events")
+        conn.executemany(
+            "INSERT INTO intents (project, agent_id, subject, kind, status, created_at, expires_at, ended_at,"
+            " target_files, depends_on_files, target_modules, target_symbols, verdict, impacts)"
+            " VALUES (?, ?, 'old work', 'edit', 'completed', ?, ?, ?, ?, '[]', '[]', '[]', 'proceed', '[]')",
+            [(PROJECT, f"old-{i % 1000}", long_ago, long_ago + 60, long_ago + 60, f'["src/old/{i}.py"]')
+             for i in range(intents)])
+        conn.executemany(
+            "INSERT INTO file_edits (project, agent_id, path, ts) VALUES (?, ?, ?, ?)",
+            [(PROJECT, f"old-{i % 1000}", f"src/agent{i % 50}/main.py", long_ago + i) for i in range(edits)])
+        conn.execute("COMMIT")
+        conn.close()
+
+    return prepare
 
 
 async def timed_announces(url: str, agents: int, calls: int) -> dict[str, Any]:
@@ -99,10 +140,17 @@ def main() -> None:
     for n in sizes:
         with huddle_server() as server:  # a fresh server and database per N
             report["results"][str(n)] = anyio.run(timed_announces, server.mcp_url, n, calls)
+    history = (20_000, 2_000, 2_000) if args.quick else (1_000_000, 100_000, 100_000)
+    with huddle_server(prepare=prefill_history(*history)) as server:
+        result = anyio.run(timed_announces, server.mcp_url, 50, calls)
+    report["history"] = {"agents": 50, "events": history[0], "ended_intents": history[1],
+                         "old_file_edits": history[2], **result}
     report["sdk_floor_trivial_tool"] = anyio.run(sdk_floor, calls)
     results = report["results"]
     if "10" in results and "1000" in results:
         report["p50_ratio_1000_vs_10"] = round(results["1000"]["p50_ms"] / results["10"]["p50_ms"], 2)
+    if "50" in results:
+        report["p50_ratio_history_vs_fresh_50"] = round(report["history"]["p50_ms"] / results["50"]["p50_ms"], 2)
     print(json.dumps(report, indent=2))
 
 
