@@ -48,8 +48,22 @@ def huddle_server(*extra_args: str, prepare: Callable[[Path], None] | None = Non
         repo.mkdir()
         if prepare is not None:
             prepare(data_dir)
-        args = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--port", "0", "--mqtt-port", "0",
-                "--data-dir", str(data_dir), "--repo", str(repo), *extra_args]
+        args = [
+            sys.executable,
+            "-m",
+            "huddle.cli.main",
+            "server",
+            "start",
+            "--port",
+            "0",
+            "--mqtt-port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--repo",
+            str(repo),
+            *extra_args,
+        ]
         env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING"}
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         try:

@@ -50,21 +50,36 @@ def prefill_history(events: int, intents: int, edits: int) -> Callable[[Path], N
         long_ago = time.time() - 30 * 86400
         conn.execute("BEGIN")
         for start in range(0, events, 100_000):
-            rows = [(PROJECT, long_ago + i, "action.summary", f"old-{i % 1000}", None, f'["old-{i % 1000}"]',
-                     '{"summary": "history"}') for i in range(start, min(events, start + 100_000))]
-            conn.executemany("INSERT INTO events (project, ts, kind, actor, thread_id, audience, data)"
-                             " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.execute("INSERT INTO event_audience (project, agent_id, cursor)"
-                     " SELECT project, actor, cursor FROM events")
+            rows = [
+                (
+                    PROJECT,
+                    long_ago + i,
+                    "action.summary",
+                    f"old-{i % 1000}",
+                    None,
+                    f'["old-{i % 1000}"]',
+                    '{"summary": "history"}',
+                )
+                for i in range(start, min(events, start + 100_000))
+            ]
+            conn.executemany(
+                "INSERT INTO events (project, ts, kind, actor, thread_id, audience, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        conn.execute("INSERT INTO event_audience (project, agent_id, cursor) SELECT project, actor, cursor FROM events")
         conn.executemany(
             "INSERT INTO intents (project, agent_id, subject, kind, status, created_at, expires_at, ended_at,"
             " target_files, depends_on_files, target_modules, target_symbols, verdict, impacts)"
             " VALUES (?, ?, 'old work', 'edit', 'completed', ?, ?, ?, ?, '[]', '[]', '[]', 'proceed', '[]')",
-            [(PROJECT, f"old-{i % 1000}", long_ago, long_ago + 60, long_ago + 60, f'["src/old/{i}.py"]')
-             for i in range(intents)])
+            [
+                (PROJECT, f"old-{i % 1000}", long_ago, long_ago + 60, long_ago + 60, f'["src/old/{i}.py"]')
+                for i in range(intents)
+            ],
+        )
         conn.executemany(
             "INSERT INTO file_edits (project, agent_id, path, ts) VALUES (?, ?, ?, ?)",
-            [(PROJECT, f"old-{i % 1000}", f"src/agent{i % 50}/main.py", long_ago + i) for i in range(edits)])
+            [(PROJECT, f"old-{i % 1000}", f"src/agent{i % 50}/main.py", long_ago + i) for i in range(edits)],
+        )
         conn.execute("COMMIT")
         conn.close()
 
@@ -76,13 +91,19 @@ async def timed_announces(url: str, agents: int, calls: int) -> dict[str, Any]:
         # Register N agents, each holding one active intent on its own file.
         for i in range(agents):
             await client.call_tool("register_agent", {"name": f"agent-{i}", "modules": [f"mod{i % 20}"]})
-            await client.call_tool("announce_work", {"agent_id": f"agent-{i}", "subject": f"work {i}",
-                                                     "target_files": [f"src/agent{i}/main.py"]})
+            await client.call_tool(
+                "announce_work",
+                {"agent_id": f"agent-{i}", "subject": f"work {i}", "target_files": [f"src/agent{i}/main.py"]},
+            )
         await client.call_tool("register_agent", {"name": "bench", "modules": ["bench"]})
         latencies = []
         for i in range(WARMUP + calls):
-            args = {"agent_id": "bench", "subject": f"bench {i}", "target_files": [f"src/bench/{i}.py"],
-                    "depends_on_files": [f"src/agent{i % agents}/main.py"]}
+            args = {
+                "agent_id": "bench",
+                "subject": f"bench {i}",
+                "target_files": [f"src/bench/{i}.py"],
+                "depends_on_files": [f"src/agent{i % agents}/main.py"],
+            }
             start = time.perf_counter()
             result = await client.call_tool("announce_work", args)
             elapsed = time.perf_counter() - start
@@ -143,8 +164,13 @@ def main() -> None:
     history = (20_000, 2_000, 2_000) if args.quick else (1_000_000, 100_000, 100_000)
     with huddle_server(prepare=prefill_history(*history)) as server:
         result = anyio.run(timed_announces, server.mcp_url, 50, calls)
-    report["history"] = {"agents": 50, "events": history[0], "ended_intents": history[1],
-                         "old_file_edits": history[2], **result}
+    report["history"] = {
+        "agents": 50,
+        "events": history[0],
+        "ended_intents": history[1],
+        "old_file_edits": history[2],
+        **result,
+    }
     report["sdk_floor_trivial_tool"] = anyio.run(sdk_floor, calls)
     results = report["results"]
     if "10" in results and "1000" in results:

@@ -95,8 +95,9 @@ class Sample:
             self.error_examples.append(what[:300])
 
 
-async def timed(sample: Sample, name: str, call: Awaitable[Any], ok: Callable[[dict[str, Any]], bool],
-                record: bool) -> None:
+async def timed(
+    sample: Sample, name: str, call: Awaitable[Any], ok: Callable[[dict[str, Any]], bool], record: bool
+) -> None:
     start = time.perf_counter()
     try:
         result = await call
@@ -115,16 +116,31 @@ async def lock_loop(client: Client, agent: str, iterations: int, sample: Sample)
     path = f"bench/{agent}/file.py"
     for i in range(WARMUP + iterations):
         record = i >= WARMUP
-        await timed(sample, "acquire_lock", client.call_tool("acquire_lock", {"agent_id": agent, "path": path}),
-                    lambda r: bool(r.get("granted")), record)
-        await timed(sample, "release_lock", client.call_tool("release_lock", {"agent_id": agent, "path": path}),
-                    lambda r: bool(r.get("released")), record)
+        await timed(
+            sample,
+            "acquire_lock",
+            client.call_tool("acquire_lock", {"agent_id": agent, "path": path}),
+            lambda r: bool(r.get("granted")),
+            record,
+        )
+        await timed(
+            sample,
+            "release_lock",
+            client.call_tool("release_lock", {"agent_id": agent, "path": path}),
+            lambda r: bool(r.get("released")),
+            record,
+        )
 
 
 async def claim_loop(client: Client, agent: str, iterations: int, sample: Sample) -> None:
     for i in range(WARMUP + iterations):
-        await timed(sample, "claim_task", client.call_tool("claim_task", {"agent_id": agent}),
-                    lambda r: bool(r.get("claimed")), i >= WARMUP)
+        await timed(
+            sample,
+            "claim_task",
+            client.call_tool("claim_task", {"agent_id": agent}),
+            lambda r: bool(r.get("claimed")),
+            i >= WARMUP,
+        )
 
 
 def report(sample: Sample, wall_s: float) -> dict[str, Any]:
@@ -145,8 +161,10 @@ def report(sample: Sample, wall_s: float) -> dict[str, Any]:
 
 async def fill_board(client: Client, tasks: int, prefix: str) -> None:
     for start in range(0, tasks, 500):
-        batch = [{"task_id": f"{prefix}-{i}", "description": f"benchmark task {i}", "priority": i % 5}
-                 for i in range(start, min(tasks, start + 500))]
+        batch = [
+            {"task_id": f"{prefix}-{i}", "description": f"benchmark task {i}", "priority": i % 5}
+            for i in range(start, min(tasks, start + 500))
+        ]
         result = await client.call_tool("add_tasks", {"tasks": batch})
         if result.is_error:
             raise SystemExit(f"add_tasks failed: {result.content}")
@@ -189,18 +207,37 @@ async def sequential_fifty(url: str, rounds: int) -> dict[str, Any]:
         start = time.perf_counter()
         for r in range(rounds + 1):
             for client, name in zip(clients, names, strict=True):
-                await timed(claims, "claim_task", client.call_tool("claim_task", {"agent_id": name}),
-                            lambda res: bool(res.get("claimed")), r > 0)
-        return {"agents": 50, "calls_in_flight": 1, "locks": report(locks, lock_wall),
-                "claim_task": report(claims, time.perf_counter() - start)}
+                await timed(
+                    claims,
+                    "claim_task",
+                    client.call_tool("claim_task", {"agent_id": name}),
+                    lambda res: bool(res.get("claimed")),
+                    r > 0,
+                )
+        return {
+            "agents": 50,
+            "calls_in_flight": 1,
+            "locks": report(locks, lock_wall),
+            "claim_task": report(claims, time.perf_counter() - start),
+        }
 
 
 async def lock_once(client: Client, agent: str, sample: Sample, record: bool) -> None:
     path = f"bench/{agent}/file.py"
-    await timed(sample, "acquire_lock", client.call_tool("acquire_lock", {"agent_id": agent, "path": path}),
-                lambda r: bool(r.get("granted")), record)
-    await timed(sample, "release_lock", client.call_tool("release_lock", {"agent_id": agent, "path": path}),
-                lambda r: bool(r.get("released")), record)
+    await timed(
+        sample,
+        "acquire_lock",
+        client.call_tool("acquire_lock", {"agent_id": agent, "path": path}),
+        lambda r: bool(r.get("granted")),
+        record,
+    )
+    await timed(
+        sample,
+        "release_lock",
+        client.call_tool("release_lock", {"agent_id": agent, "path": path}),
+        lambda r: bool(r.get("released")),
+        record,
+    )
 
 
 async def message_wake(url: str, samples: int) -> dict[str, Any]:
@@ -223,8 +260,9 @@ async def message_wake(url: str, samples: int) -> dict[str, Any]:
                         break
                     await anyio.sleep(0.002)
                 sent = time.perf_counter()
-                await alice.call_tool("send_message", {"from_agent": "wake-alice", "to_agent": "wake-bob",
-                                                       "content": f"ping {i}"})
+                await alice.call_tool(
+                    "send_message", {"from_agent": "wake-alice", "to_agent": "wake-bob", "content": f"ping {i}"}
+                )
             if i > 0:
                 latencies.append(woke[0] - sent)
         return summarise(latencies)
@@ -265,18 +303,23 @@ async def service_only(agents: int, iterations: int) -> dict[str, Any]:
                 await coordinator.agents.register(name, agent_id=name)
             total = agents * (WARMUP + iterations)
             for first in range(0, total, 500):
-                await coordinator.tasks.add_many([{"task_id": f"svc-{i}", "description": "x"}
-                                                  for i in range(first, min(total, first + 500))])
+                await coordinator.tasks.add_many(
+                    [{"task_id": f"svc-{i}", "description": "x"} for i in range(first, min(total, first + 500))]
+                )
             locks, claims = Sample(), Sample()
 
             async def loop(name: str) -> None:
                 for i in range(WARMUP + iterations):
                     for tool, call, key, sample in (
-                            ("acquire_lock", lambda: coordinator.locks.acquire(name, f"bench/{name}.py"), "granted",
-                             locks),
-                            ("release_lock", lambda: coordinator.locks.release(name, f"bench/{name}.py"), "released",
-                             locks),
-                            ("claim_task", lambda: coordinator.tasks.claim(name), "claimed", claims)):
+                        ("acquire_lock", lambda: coordinator.locks.acquire(name, f"bench/{name}.py"), "granted", locks),
+                        (
+                            "release_lock",
+                            lambda: coordinator.locks.release(name, f"bench/{name}.py"),
+                            "released",
+                            locks,
+                        ),
+                        ("claim_task", lambda: coordinator.tasks.claim(name), "claimed", claims),
+                    ):
                         start = time.perf_counter()
                         result = await call()
                         if not result.get(key):
@@ -306,25 +349,36 @@ def main() -> None:
         results["agents_50_sequential"] = anyio.run(sequential_fifty, server.mcp_url, rounds)
         results["agents_50_in_flight"] = anyio.run(closed_loops, server.mcp_url, 50, fifty)
         results["message_wake"] = anyio.run(message_wake, server.mcp_url, wakes)
-    out["service"] = {"agents_2": anyio.run(service_only, 2, min(two, 200)),
-                      "agents_50": anyio.run(service_only, 50, fifty)}
+    out["service"] = {
+        "agents_2": anyio.run(service_only, 2, min(two, 200)),
+        "agents_50": anyio.run(service_only, 50, fifty),
+    }
     with floor_server() as url:
-        out["sdk_floor"] = {"agents_2": anyio.run(closed_loops, url, 2, two),
-                            "agents_50_in_flight": anyio.run(closed_loops, url, 50, fifty)}
+        out["sdk_floor"] = {
+            "agents_2": anyio.run(closed_loops, url, 2, two),
+            "agents_50_in_flight": anyio.run(closed_loops, url, 50, fifty),
+        }
     r = out["results"]
     out["overhead_vs_floor_ms"] = {
         f"{scenario}.{kind}.p50": round(p50(r[scenario], kind) - p50(out["sdk_floor"][scenario], kind), 3)
-        for scenario in ("agents_2", "agents_50_in_flight") for kind in ("locks", "claim_task")}
+        for scenario in ("agents_2", "agents_50_in_flight")
+        for kind in ("locks", "claim_task")
+    }
     measured = {
-        "agents_2_p50_ms": max(r["agents_2"]["locks"]["acquire_release"]["p50_ms"],
-                               r["agents_2"]["claim_task"]["p50_ms"]),
-        "agents_50_in_flight_p99_ms": max(r["agents_50_in_flight"]["locks"]["acquire_release"]["p99_ms"],
-                                          r["agents_50_in_flight"]["claim_task"]["p99_ms"]),
+        "agents_2_p50_ms": max(
+            r["agents_2"]["locks"]["acquire_release"]["p50_ms"], r["agents_2"]["claim_task"]["p50_ms"]
+        ),
+        "agents_50_in_flight_p99_ms": max(
+            r["agents_50_in_flight"]["locks"]["acquire_release"]["p99_ms"],
+            r["agents_50_in_flight"]["claim_task"]["p99_ms"],
+        ),
         "agents_50_in_flight_errors": r["agents_50_in_flight"]["locks"]["errors"]
         + r["agents_50_in_flight"]["claim_task"]["errors"],
     }
-    out["targets"] = {name: {"target": TARGETS[name], "measured": value,
-                             "met": value <= TARGETS[name]} for name, value in measured.items()}
+    out["targets"] = {
+        name: {"target": TARGETS[name], "measured": value, "met": value <= TARGETS[name]}
+        for name, value in measured.items()
+    }
     print(json.dumps(out, indent=2))
 
 

@@ -76,8 +76,21 @@ class ServerProcess:
         self.log_path = self.data_dir.parent / f"server-{time.monotonic_ns()}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         mqtt = ["--mqtt-port", self.mqtt_port] if self.mqtt_port is not None else []
-        args = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--port", "0", *mqtt,
-                "--data-dir", str(self.data_dir), "--repo", str(self.repo), *self.extra_args]
+        args = [
+            sys.executable,
+            "-m",
+            "huddle.cli.main",
+            "server",
+            "start",
+            "--port",
+            "0",
+            *mqtt,
+            "--data-dir",
+            str(self.data_dir),
+            "--repo",
+            str(self.repo),
+            *self.extra_args,
+        ]
         env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING", **self.env}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -12,8 +12,12 @@ from huddle.errors import Forbidden, InvalidInput, NotFound
 async def board(coordinator):
     await register(coordinator, "alice", "bob")
     share = coordinator.shared_context.share
-    await share("alice", "discovery", "The auth module uses JWT tokens stored in httpOnly cookies, not localStorage.",
-                ["auth", "security"])
+    await share(
+        "alice",
+        "discovery",
+        "The auth module uses JWT tokens stored in httpOnly cookies, not localStorage.",
+        ["auth", "security"],
+    )
     await share("bob", "convention", "Every API handler returns the {ok, error, code} envelope.", ["api"])
     await share("alice", "decision", "We authenticate websocket connections with the same JWT.", ["auth"])
     await share("bob", "blocker", "CI is red on main because of a flaky migration test.")
@@ -55,14 +59,17 @@ async def test_only_the_author_may_delete_an_entry(board):
         await board.shared_context.delete(entry["id"], "bob")
 
 
-@pytest.mark.parametrize(("args", "field"), [
-    ({"type": "rumour"}, "type"),
-    ({"content": ""}, "content"),
-    ({"content": "x" * 20_001}, "content"),
-    ({"tags": ["has space"]}, "tags[0]"),
-    ({"tags": [f"t{i}" for i in range(21)]}, "tags"),
-    ({"tags": "auth"}, "tags"),
-])
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({"type": "rumour"}, "type"),
+        ({"content": ""}, "content"),
+        ({"content": "x" * 20_001}, "content"),
+        ({"tags": ["has space"]}, "tags[0]"),
+        ({"tags": [f"t{i}" for i in range(21)]}, "tags"),
+        ({"tags": "auth"}, "tags"),
+    ],
+)
 async def test_bad_context_input_is_refused_naming_the_field_and_writes_nothing(coordinator, args, field):
     await register(coordinator, "alice")
     before = await event_count(coordinator)

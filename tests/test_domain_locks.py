@@ -152,11 +152,20 @@ def test_anchor_prefixes_list_every_directory_above():
     assert anchor_prefixes("") == [""]
 
 
-@pytest.mark.parametrize(("held", "requested", "ok"), [
-    (EXCLUSIVE, EXCLUSIVE, False), (EXCLUSIVE, SHARED, False), (EXCLUSIVE, INTENT, True),
-    (SHARED, EXCLUSIVE, False), (SHARED, SHARED, True), (SHARED, INTENT, True),
-    (INTENT, EXCLUSIVE, True), (INTENT, SHARED, True), (INTENT, INTENT, True),
-])
+@pytest.mark.parametrize(
+    ("held", "requested", "ok"),
+    [
+        (EXCLUSIVE, EXCLUSIVE, False),
+        (EXCLUSIVE, SHARED, False),
+        (EXCLUSIVE, INTENT, True),
+        (SHARED, EXCLUSIVE, False),
+        (SHARED, SHARED, True),
+        (SHARED, INTENT, True),
+        (INTENT, EXCLUSIVE, True),
+        (INTENT, SHARED, True),
+        (INTENT, INTENT, True),
+    ],
+)
 def test_mode_compatibility_matches_the_spec(held, requested, ok):
     assert compatible(held, requested) is ok
 
@@ -183,9 +192,38 @@ def test_own_locks_and_intent_requests_are_never_blocked():
 
 ALPHABET = "ab/."
 MAX_LEN = 6
-PATTERNS = ["a", "b", "a/b", "*", "*/b", "a/*", "a*", "*b", "?", "??", "a?", "[ab]", "[!a]", "a/", "a/b/",
-            "*/", "**", "**/b", "a/**", "a/**/b", "**/a/**", "*.a", "a.*", "?/?", "[!.]*", "a/*/b", "*/*",
-            ".*", "b/**/a", "*/a/"]
+PATTERNS = [
+    "a",
+    "b",
+    "a/b",
+    "*",
+    "*/b",
+    "a/*",
+    "a*",
+    "*b",
+    "?",
+    "??",
+    "a?",
+    "[ab]",
+    "[!a]",
+    "a/",
+    "a/b/",
+    "*/",
+    "**",
+    "**/b",
+    "a/**",
+    "a/**/b",
+    "**/a/**",
+    "*.a",
+    "a.*",
+    "?/?",
+    "[!.]*",
+    "a/*/b",
+    "*/*",
+    ".*",
+    "b/**/a",
+    "*/a/",
+]
 
 
 def _oracle_regex(pattern):
@@ -210,7 +248,7 @@ def _oracle_regex(pattern):
                 out += "[^/]"
             elif ch == "[":
                 end = seg.index("]", j + 2)
-                body = seg[j + 1:end]
+                body = seg[j + 1 : end]
                 out += "(?!/)[^" + re.escape(body[1:]) + "]" if body[0] == "!" else "[" + re.escape(body) + "]"
                 j = end
             else:
@@ -223,8 +261,9 @@ def _oracle_regex(pattern):
 
 
 VALID = re.compile(r"[^/]+(?:/[^/]+)*")
-UNIVERSE = [w for n in range(1, MAX_LEN + 1) for w in map("".join, itertools.product(ALPHABET, repeat=n))
-            if VALID.fullmatch(w)]
+UNIVERSE = [
+    w for n in range(1, MAX_LEN + 1) for w in map("".join, itertools.product(ALPHABET, repeat=n)) if VALID.fullmatch(w)
+]
 
 
 def test_overlap_agrees_with_brute_force_enumeration_for_every_pair_of_short_patterns():

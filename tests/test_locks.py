@@ -18,8 +18,9 @@ async def test_second_exclusive_lock_is_refused_with_holder_mode_and_expiry(coor
     second = await coordinator.locks.acquire("bob", "src/auth/models.py", "exclusive")
     assert first["granted"] is True and first["fencing_token"] >= 1
     assert second["granted"] is False
-    assert second["holders"] == [{"agent_id": "alice", "mode": "exclusive", "path": "src/auth/",
-                                  "expires_at": first["expires_at"]}]
+    assert second["holders"] == [
+        {"agent_id": "alice", "mode": "exclusive", "path": "src/auth/", "expires_at": first["expires_at"]}
+    ]
     assert "alice" in second["reason"] and first["expires_at"] in second["reason"]
     assert "wait_s" in second["reason"]  # says what to do next
 
@@ -110,6 +111,7 @@ async def test_queued_requests_are_granted_in_arrival_order_on_release(coordinat
         async with anyio.create_task_group() as tg:
             for name in ("bob", "carol", "dave"):
                 with watch(coordinator, Kind.LOCK_QUEUED, holder=name) as queued:
+
                     async def wait_for_it(name=name):
                         results[name] = await coordinator.locks.acquire(name, "a.py", "exclusive", wait_s=20)
 
@@ -171,8 +173,10 @@ async def test_a_queued_request_gives_up_after_wait_s_and_leaves_the_queue(coord
 async def test_a_queued_request_whose_caller_goes_away_leaves_the_queue_and_unblocks_those_behind(coordinator):
     await register(coordinator, "alice", "bob", "carol")
     await coordinator.locks.acquire("alice", "a.py", "shared")
-    with watch(coordinator, Kind.LOCK_QUEUED, holder="bob") as queued, \
-            watch(coordinator, Kind.LOCK_WAIT_ENDED, holder="bob") as ended:
+    with (
+        watch(coordinator, Kind.LOCK_QUEUED, holder="bob") as queued,
+        watch(coordinator, Kind.LOCK_WAIT_ENDED, holder="bob") as ended,
+    ):
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: coordinator.locks.acquire("bob", "a.py", "exclusive", wait_s=60))
             await next_event(queued)
@@ -211,8 +215,10 @@ async def test_deregistering_releases_locks_at_once_and_grants_the_queue(coordin
     await register(coordinator, "alice", "bob")
     await coordinator.locks.acquire("alice", "src/", "exclusive")
     async with anyio.create_task_group() as tg:
-        with watch(coordinator, Kind.LOCK_QUEUED, holder="bob") as queued, \
-                watch(coordinator, Kind.LOCK_ACQUIRED, holder="bob") as granted:
+        with (
+            watch(coordinator, Kind.LOCK_QUEUED, holder="bob") as queued,
+            watch(coordinator, Kind.LOCK_ACQUIRED, holder="bob") as granted,
+        ):
             tg.start_soon(lambda: coordinator.locks.acquire("bob", "src/x.py", wait_s=20))
             await next_event(queued)
             await coordinator.agents.deregister("alice")
@@ -285,21 +291,24 @@ async def test_shared_intent_and_own_locks_do_not_fire_layer_l(coordinator):
     assert all(e["layer"] != "L" for i in result["impacts"] for e in i["evidence"])
 
 
-@pytest.mark.parametrize(("args", "field"), [
-    ({"ttl_s": -5}, "ttl_s"),
-    ({"ttl_s": 0}, "ttl_s"),
-    ({"ttl_s": 10**9}, "ttl_s"),
-    ({"wait_s": -1}, "wait_s"),
-    ({"wait_s": 3600}, "wait_s"),
-    ({"mode": "banana"}, "mode"),
-    ({"path": "../outside.py"}, "path"),
-    ({"path": "/etc/passwd"}, "path"),
-    ({"path": ""}, "path"),
-    ({"path": "a\x00b.py"}, "path"),
-    ({"path": "x" * 5000}, "path"),
-    ({"path": "src/[z-a].py"}, "path"),
-    ({"agent_id": "not an id"}, "agent_id"),
-])
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({"ttl_s": -5}, "ttl_s"),
+        ({"ttl_s": 0}, "ttl_s"),
+        ({"ttl_s": 10**9}, "ttl_s"),
+        ({"wait_s": -1}, "wait_s"),
+        ({"wait_s": 3600}, "wait_s"),
+        ({"mode": "banana"}, "mode"),
+        ({"path": "../outside.py"}, "path"),
+        ({"path": "/etc/passwd"}, "path"),
+        ({"path": ""}, "path"),
+        ({"path": "a\x00b.py"}, "path"),
+        ({"path": "x" * 5000}, "path"),
+        ({"path": "src/[z-a].py"}, "path"),
+        ({"agent_id": "not an id"}, "agent_id"),
+    ],
+)
 async def test_bad_lock_input_is_refused_naming_the_field_and_writes_nothing(coordinator, args, field):
     await register(coordinator, "alice")
     before = await event_count(coordinator)
@@ -340,8 +349,9 @@ async def test_fifty_agents_race_for_one_lock_and_exactly_one_wins_every_round(h
             winner = next(f"agent-{i}" for i, r in enumerate(results) if r["granted"])
             for r in results:
                 if not r["granted"]:
-                    assert r["holders"] == [{"agent_id": winner, "mode": "exclusive", "path": path,
-                                             "expires_at": winners[0]["expires_at"]}]
+                    assert r["holders"] == [
+                        {"agent_id": winner, "mode": "exclusive", "path": path, "expires_at": winners[0]["expires_at"]}
+                    ]
 
 
 async def test_a_fencing_token_after_a_restart_is_larger_than_every_token_before(huddle_server):

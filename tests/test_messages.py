@@ -17,8 +17,9 @@ WAKE_BUDGET_S = 0.050
 
 async def test_a_direct_message_lands_unread_in_the_recipients_inbox_only(coordinator):
     await register(coordinator, "alice", "bob", "carol")
-    sent = await coordinator.messages.send("alice", "Can you add a bio field?", "bob", channel="coordination",
-                                           priority="high")
+    sent = await coordinator.messages.send(
+        "alice", "Can you add a bio field?", "bob", channel="coordination", priority="high"
+    )
     assert sent["sent"] and sent["message_id"].startswith("M-") and sent["recipients"] == 1
     inbox = await coordinator.messages.list_messages("bob")
     assert inbox["unread"] == 1
@@ -46,8 +47,9 @@ async def test_message_events_are_addressed_to_the_recipient_or_to_everyone(coor
     await coordinator.messages.send("alice", "direct", "bob")
     await coordinator.messages.send("alice", "to all", None)
     bob = [e for e in (await coordinator.updates.get_updates("bob", cursor))["events"] if e["event"] == "message.sent"]
-    carol = [e for e in (await coordinator.updates.get_updates("carol", cursor))["events"]
-             if e["event"] == "message.sent"]
+    carol = [
+        e for e in (await coordinator.updates.get_updates("carol", cursor))["events"] if e["event"] == "message.sent"
+    ]
     assert [e["content"] for e in bob] == ["direct", "to all"]
     assert [e["content"] for e in carol] == ["to all"]
     assert bob[0]["audience"] == ["bob"] and bob[1]["audience"] == ["*"]
@@ -154,15 +156,18 @@ async def test_wait_for_message_over_mcp_returns_within_50_ms_of_the_send(huddle
         assert woke["at"] - sent_at < WAKE_BUDGET_S
 
 
-@pytest.mark.parametrize(("args", "field"), [
-    ({"to_agent": "alice"}, "to_agent"),
-    ({"channel": "random"}, "channel"),
-    ({"priority": "critical"}, "priority"),
-    ({"content": "   "}, "content"),
-    ({"content": "x" * 10_001}, "content"),
-    ({"thread_id": "nonsense"}, "thread_id"),
-    ({"from_agent": "bad id!"}, "from_agent"),
-])
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({"to_agent": "alice"}, "to_agent"),
+        ({"channel": "random"}, "channel"),
+        ({"priority": "critical"}, "priority"),
+        ({"content": "   "}, "content"),
+        ({"content": "x" * 10_001}, "content"),
+        ({"thread_id": "nonsense"}, "thread_id"),
+        ({"from_agent": "bad id!"}, "from_agent"),
+    ],
+)
 async def test_bad_message_input_is_refused_naming_the_field_and_writes_nothing(coordinator, args, field):
     await register(coordinator, "alice", "bob")
     before = await event_count(coordinator)

@@ -77,4 +77,3 @@ async def test_the_database_runs_in_wal_mode_with_full_sync(store: SqliteStore) 
         return mode[0], sync[0]
 
     assert await store.read(pragmas) == ("wal", 2)
-

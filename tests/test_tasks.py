@@ -28,11 +28,13 @@ async def test_a_task_becomes_available_only_when_all_its_dependencies_are_done(
 
 async def test_claim_without_a_task_id_takes_the_highest_priority_then_the_oldest(coordinator):
     await register(coordinator, "alice")
-    await coordinator.tasks.add_many([
-        {"task_id": "old-low", "description": "a"},
-        {"task_id": "old-high", "description": "b", "priority": 5},
-        {"task_id": "new-high", "description": "c", "priority": 5},
-    ])
+    await coordinator.tasks.add_many(
+        [
+            {"task_id": "old-low", "description": "a"},
+            {"task_id": "old-high", "description": "b", "priority": 5},
+            {"task_id": "new-high", "description": "c", "priority": 5},
+        ]
+    )
     order = [(await coordinator.tasks.claim("alice"))["task"]["task_id"] for _ in range(3)]
     assert order == ["old-high", "new-high", "old-low"]
     nothing = await coordinator.tasks.claim("alice")
@@ -45,8 +47,12 @@ async def test_a_refused_claim_says_why(coordinator):
     await coordinator.tasks.add("b", "second", depends_on=["a"])
     await coordinator.tasks.claim("alice", "a")
     taken = await coordinator.tasks.claim("bob", "a")
-    assert taken == {"claimed": False, "task_id": "a", "claimed_by": "alice",
-                     "reason": "task a is already claimed by alice; get_available_tasks lists free ones"}
+    assert taken == {
+        "claimed": False,
+        "task_id": "a",
+        "claimed_by": "alice",
+        "reason": "task a is already claimed by alice; get_available_tasks lists free ones",
+    }
     blocked = await coordinator.tasks.claim("bob", "b")
     assert blocked["claimed"] is False and blocked["waiting_on"] == ["a"]
     again = await coordinator.tasks.claim("alice", "a")  # a retried claim is not a failure
@@ -77,7 +83,7 @@ async def test_reset_makes_a_failed_task_available_but_not_one_an_online_agent_i
     await coordinator.tasks.add_many([{"task_id": "a", "description": "x"}, {"task_id": "b", "description": "y"}])
     await coordinator.tasks.claim("alice", "a")
     await coordinator.tasks.update("a", "alice", "failed", error="tests red")
-    failed = (await coordinator.tasks.claim("bob", "a"))
+    failed = await coordinator.tasks.claim("bob", "a")
     assert failed["claimed"] is False and "tests red" in failed["reason"]
     reset = await coordinator.tasks.reset("a", "bob")
     assert reset["reset"] is True and reset["task"]["available"] is True and reset["task"]["error"] == "tests red"
@@ -91,11 +97,13 @@ async def test_reset_makes_a_failed_task_available_but_not_one_an_online_agent_i
 async def test_cycles_and_unknown_dependencies_are_refused_and_nothing_is_written(coordinator):
     before = await event_count(coordinator)
     with pytest.raises(InvalidInput, match="form a cycle"):
-        await coordinator.tasks.add_many([
-            {"task_id": "a", "description": "x", "depends_on": ["c"]},
-            {"task_id": "b", "description": "x", "depends_on": ["a"]},
-            {"task_id": "c", "description": "x", "depends_on": ["b"]},
-        ])
+        await coordinator.tasks.add_many(
+            [
+                {"task_id": "a", "description": "x", "depends_on": ["c"]},
+                {"task_id": "b", "description": "x", "depends_on": ["a"]},
+                {"task_id": "c", "description": "x", "depends_on": ["b"]},
+            ]
+        )
     with pytest.raises(InvalidInput, match="unknown task"):
         await coordinator.tasks.add("d", "x", depends_on=["nope"])
     with pytest.raises(InvalidInput, match="depends on itself"):
@@ -105,11 +113,13 @@ async def test_cycles_and_unknown_dependencies_are_refused_and_nothing_is_writte
 
 
 async def test_a_batch_may_list_dependants_before_their_dependencies(coordinator):
-    result = await coordinator.tasks.add_many([
-        {"task_id": "deploy", "description": "x", "depends_on": ["build", "test"]},
-        {"task_id": "test", "description": "x", "depends_on": ["build"]},
-        {"task_id": "build", "description": "x"},
-    ])
+    result = await coordinator.tasks.add_many(
+        [
+            {"task_id": "deploy", "description": "x", "depends_on": ["build", "test"]},
+            {"task_id": "test", "description": "x", "depends_on": ["build"]},
+            {"task_id": "build", "description": "x"},
+        ]
+    )
     assert result["created"] == 3
     assert [t["task_id"] for t in result["tasks"]] == ["deploy", "test", "build"]  # as given
     assert [t["task_id"] for t in (await coordinator.tasks.available())["tasks"]] == ["build"]
@@ -172,19 +182,22 @@ async def test_deregistering_returns_tasks_slots_and_leases_at_once(coordinator)
     assert (await coordinator.locks.list_locks())["locks"] == []
 
 
-@pytest.mark.parametrize(("args", "field"), [
-    ({"task_id": "has space"}, "task_id"),
-    ({"task_id": ""}, "task_id"),
-    ({"description": ""}, "description"),
-    ({"description": "x" * 10_001}, "description"),
-    ({"priority": 1.5}, "priority"),
-    ({"priority": True}, "priority"),
-    ({"priority": 10**6}, "priority"),
-    ({"payload": {"blob": "x" * 70_000}}, "payload"),
-    ({"payload": {1, 2}}, "payload"),
-    ({"depends_on": [f"t{i}" for i in range(101)]}, "depends_on"),
-    ({"depends_on": "a"}, "depends_on"),
-])
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({"task_id": "has space"}, "task_id"),
+        ({"task_id": ""}, "task_id"),
+        ({"description": ""}, "description"),
+        ({"description": "x" * 10_001}, "description"),
+        ({"priority": 1.5}, "priority"),
+        ({"priority": True}, "priority"),
+        ({"priority": 10**6}, "priority"),
+        ({"payload": {"blob": "x" * 70_000}}, "payload"),
+        ({"payload": {1, 2}}, "payload"),
+        ({"depends_on": [f"t{i}" for i in range(101)]}, "depends_on"),
+        ({"depends_on": "a"}, "depends_on"),
+    ],
+)
 async def test_bad_task_input_is_refused_naming_the_field_and_writes_nothing(coordinator, args, field):
     before = await event_count(coordinator)
     with pytest.raises(InvalidInput) as error:
@@ -246,9 +259,15 @@ async def test_two_hundred_tasks_are_each_claimed_exactly_once_by_twenty_workers
     async with mcp_sessions(huddle_server.mcp_url, WORKERS + 1) as clients:
         boss, workers = clients[0], clients[1:]
         await call(boss, "register_agent", name="boss")
-        await call(boss, "add_tasks", agent_id="boss", tasks=[
-            {"task_id": f"t{i:03d}", "description": f"task {i}", "depends_on": _dependencies(i), "priority": i % 3}
-            for i in range(TASKS)])
+        await call(
+            boss,
+            "add_tasks",
+            agent_id="boss",
+            tasks=[
+                {"task_id": f"t{i:03d}", "description": f"task {i}", "depends_on": _dependencies(i), "priority": i % 3}
+                for i in range(TASKS)
+            ],
+        )
         claims: list[tuple[str, str]] = []
         done: set[str] = set()
         progress = anyio.Event()
@@ -298,8 +317,11 @@ async def test_two_hundred_tasks_are_each_claimed_exactly_once_by_twenty_workers
 async def test_tasks_and_their_state_survive_a_restart(huddle_server):
     async with Client(huddle_server.mcp_url) as client:
         await call(client, "register_agent", name="alice")
-        await call(client, "add_tasks", tasks=[{"task_id": "a", "description": "x"},
-                                               {"task_id": "b", "description": "y", "depends_on": ["a"]}])
+        await call(
+            client,
+            "add_tasks",
+            tasks=[{"task_id": "a", "description": "x"}, {"task_id": "b", "description": "y", "depends_on": ["a"]}],
+        )
         await call(client, "claim_task", agent_id="alice", task_id="a")
         await call(client, "update_task", task_id="a", agent_id="alice", status="done", output="built")
     huddle_server.restart()

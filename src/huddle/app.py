@@ -42,7 +42,8 @@ class Huddle:
 def build_store(settings: Settings) -> Store:
     if settings.db_url:
         raise InvalidInput(
-            f"db_url {settings.db_url!r} is not supported yet; leave it empty to use SQLite in the data dir")
+            f"db_url {settings.db_url!r} is not supported yet; leave it empty to use SQLite in the data dir"
+        )
     return SqliteStore(settings.sqlite_path, settings.project_key)
 
 

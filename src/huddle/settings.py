@@ -28,9 +28,7 @@ class Settings:
     )
     repo: str = field(default="", metadata={"help": "Repository Huddle coordinates (default: the current directory)."})
     project: str = field(default="", metadata={"help": "Project key (default: the repository directory's name)."})
-    db_url: str = field(
-        default="", metadata={"help": "Database URL; empty means SQLite in the data dir (huddle.db)."}
-    )
+    db_url: str = field(default="", metadata={"help": "Database URL; empty means SQLite in the data dir (huddle.db)."})
     agent_ttl_s: float = field(default=300.0, metadata={"help": "Seconds of silence after which an agent is offline."})
     intent_ttl_s: float = field(
         default=3600.0, metadata={"help": "Default lifetime of an announced intent when ttl_s is not given."}
@@ -59,8 +57,10 @@ class Settings:
     worker_slots: int = field(default=5, metadata={"help": "Number of worker slots handed out by claim_worker_slot."})
     mqtt_broker: str = field(
         default="embedded",
-        metadata={"help": "MQTT broker: embedded (amqtt in the server), mosquitto (a managed child process) or off;"
-                          " ignored when mqtt_url is set."},
+        metadata={
+            "help": "MQTT broker: embedded (amqtt in the server), mosquitto (a managed child process) or off;"
+            " ignored when mqtt_url is set."
+        },
     )
     mqtt_port: int = field(
         default=1883,
@@ -116,9 +116,7 @@ def _coerce(name: str, raw: Any) -> Any:
         ) from None
 
 
-def load_settings(
-    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Builds Settings from flags (`overrides`), the environment and the data dir's config.toml."""
     environ = os.environ if environ is None else environ
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -166,8 +164,18 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 
 def _validate(s: Settings) -> None:
-    positive = ("agent_ttl_s", "intent_ttl_s", "recent_edit_window_s", "working_window_s", "editing_ttl_s",
-                "thread_timeout_s", "sweep_interval_s", "max_body_bytes", "lock_ttl_s", "worker_slots")
+    positive = (
+        "agent_ttl_s",
+        "intent_ttl_s",
+        "recent_edit_window_s",
+        "working_window_s",
+        "editing_ttl_s",
+        "thread_timeout_s",
+        "sweep_interval_s",
+        "max_body_bytes",
+        "lock_ttl_s",
+        "worker_slots",
+    )
     for name in positive:
         if getattr(s, name) <= 0:
             raise InvalidInput(f"setting {name} must be greater than 0", field=name)
@@ -182,8 +190,11 @@ def _validate(s: Settings) -> None:
     if s.mqtt_broker not in ("embedded", "mosquitto", "off"):
         raise InvalidInput("setting mqtt_broker must be embedded, mosquitto or off", field="mqtt_broker")
     if s.mqtt_url and not s.mqtt_url.startswith(("mqtt://", "mqtts://", "ws://", "wss://")):
-        raise InvalidInput("setting mqtt_url must look like mqtt://host:1883 (or mqtts://, ws://, wss://)",
-                           field="mqtt_url")
+        raise InvalidInput(
+            "setting mqtt_url must look like mqtt://host:1883 (or mqtts://, ws://, wss://)", field="mqtt_url"
+        )
     if not s.topic_root.strip("/") or any(c in s.topic_root for c in "+#\0") or s.topic_root.startswith("$"):
-        raise InvalidInput("setting topic_root must be a plain MQTT topic such as huddle/{project}"
-                           " (no +, #, leading $ or empty)", field="topic_root")
+        raise InvalidInput(
+            "setting topic_root must be a plain MQTT topic such as huddle/{project} (no +, #, leading $ or empty)",
+            field="topic_root",
+        )

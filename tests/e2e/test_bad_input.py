@@ -181,8 +181,9 @@ async def test_unpaired_surrogates_over_rest_are_refused_by_field_never_a_500(se
                 if "string" not in types or "enum" in schema:
                     continue
                 body = json.dumps({**base, field: "PLACEHOLDER"}).replace("PLACEHOLDER", "bad\\ud800value")
-                response = http.post(f"/api/v1/tools/{tool.name}", content=body,
-                                     headers={"content-type": "application/json"})
+                response = http.post(
+                    f"/api/v1/tools/{tool.name}", content=body, headers={"content-type": "application/json"}
+                )
                 assert response.status_code < 500, (tool.name, field, response.text[:200])
                 if response.status_code >= 400:
                     assert field in response.json()["error"], (tool.name, field, response.text[:200])

@@ -22,8 +22,16 @@ import pytest
 def test_foreign_pages_are_refused_and_nothing_is_written(huddle_server, headers, method, path) -> None:
     body = {"name": "mallory"} if path.endswith("register_agent") else None
     if path == "/mcp":  # a well-formed initialize, so only the headers can be the reason for refusal
-        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}}
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "x", "version": "1"},
+            },
+        }
         headers = {**headers, "Accept": "application/json, text/event-stream"}
     response = httpx.request(method, huddle_server.url + path, json=body, headers=headers, timeout=5)
     assert response.status_code in (403, 421), (path, response.status_code, response.text[:200])

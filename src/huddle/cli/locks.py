@@ -22,21 +22,50 @@ def _render_locks(result: dict[str, Any]) -> str:
     locks = result.get("locks") or result.get("holders") or []
     parts = []
     if "path" in result:  # check_lock
-        parts.append(f"{result['path']} ({result['kind']}): "
-                     + (result.get("reason") or "free") + "; you could get "
-                     + ", ".join(m for m, ok in result["can_acquire"].items() if ok))
-    parts.append(table(locks, [("path", "path"), ("mode", "mode"), ("holder", "agent_id"),
-                               ("token", "fencing_token"), ("expires in", lambda r: duration(r["expires_in_s"]))])
-                 if locks else "(no locks)")
+        parts.append(
+            f"{result['path']} ({result['kind']}): "
+            + (result.get("reason") or "free")
+            + "; you could get "
+            + ", ".join(m for m, ok in result["can_acquire"].items() if ok)
+        )
+    parts.append(
+        table(
+            locks,
+            [
+                ("path", "path"),
+                ("mode", "mode"),
+                ("holder", "agent_id"),
+                ("token", "fencing_token"),
+                ("expires in", lambda r: duration(r["expires_in_s"])),
+            ],
+        )
+        if locks
+        else "(no locks)"
+    )
     if result.get("waiting"):
-        parts.append("queued:\n" + table(result["waiting"], [("#", "position"), ("path", "path"), ("mode", "mode"),
-                                                              ("agent", "agent_id"), ("gives up", "gives_up_at")]))
+        parts.append(
+            "queued:\n"
+            + table(
+                result["waiting"],
+                [
+                    ("#", "position"),
+                    ("path", "path"),
+                    ("mode", "mode"),
+                    ("agent", "agent_id"),
+                    ("gives up", "gives_up_at"),
+                ],
+            )
+        )
     return "\n\n".join(parts)
 
 
 def add_locks_parser(commands: Any) -> None:
-    locks = commands.add_parser("locks", help="leases held and queued on a running server",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    locks = commands.add_parser(
+        "locks",
+        help="leases held and queued on a running server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_remote_options(locks)
     actions = locks.add_subparsers(dest="locks_command", metavar="ACTION")
     listing = actions.add_parser("list", help="live locks and queued requests")
@@ -54,8 +83,11 @@ def add_locks_parser(commands: Any) -> None:
 def run_locks(args: argparse.Namespace) -> int:
     action = args.locks_command or "list"
     if action == "list":
-        return emit(args, call(args, "list_locks", agent_id=getattr(args, "agent", None),
-                               path=getattr(args, "path", None)), _render_locks)
+        return emit(
+            args,
+            call(args, "list_locks", agent_id=getattr(args, "agent", None), path=getattr(args, "path", None)),
+            _render_locks,
+        )
     if action == "check":
         return emit(args, call(args, "check_lock", path=args.path), _render_locks)
     result = call(args, "release_lock", agent_id=args.agent, path=args.path)

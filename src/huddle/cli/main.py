@@ -15,8 +15,19 @@ from huddle.cli.watch import add_watch_parser, run_watch
 from huddle.errors import HuddleError
 from huddle.settings import Settings, env_name
 
-SERVER_FLAGS = ("host", "port", "data_dir", "repo", "project", "db_url", "log_level",
-                "mqtt_port", "mqtt_url", "mqtt_broker", "topic_root")
+SERVER_FLAGS = (
+    "host",
+    "port",
+    "data_dir",
+    "repo",
+    "project",
+    "db_url",
+    "log_level",
+    "mqtt_port",
+    "mqtt_url",
+    "mqtt_broker",
+    "topic_root",
+)
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -24,13 +35,19 @@ def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) ->
     for name in names:
         f = types[name]
         kind = int if f.type in ("int", int) else float if f.type in ("float", float) else str
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
-                            help=f"{f.metadata['help']} [env {env_name(name)}; default {f.default!r}]")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"{f.metadata['help']} [env {env_name(name)}; default {f.default!r}]",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="huddle", description="Coordination server for parallel AI coding agents (MCP).")
+        prog="huddle", description="Coordination server for parallel AI coding agents (MCP)."
+    )
     parser.add_argument("--version", action="version", version=f"huddle {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 

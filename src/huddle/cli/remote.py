@@ -31,12 +31,18 @@ def add_remote_options(parser: argparse.ArgumentParser, *, on_action: bool = Fal
     given before the action (argparse fills sub-parser defaults last).
     """
     default: Any = argparse.SUPPRESS if on_action else None
-    parser.add_argument("--url", default=default,
-                        help=f"server URL (default: from the data dir's server.json, else {DEFAULT_URL})")
-    parser.add_argument("--data-dir", default=default,
-                        help="data dir holding server.json [env HUDDLE_DATA_DIR; default ~/.huddle]")
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if on_action else False,
-                        help="print the raw JSON result instead of a table")
+    parser.add_argument(
+        "--url", default=default, help=f"server URL (default: from the data dir's server.json, else {DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--data-dir", default=default, help="data dir holding server.json [env HUDDLE_DATA_DIR; default ~/.huddle]"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if on_action else False,
+        help="print the raw JSON result instead of a table",
+    )
 
 
 def server_url(args: argparse.Namespace) -> str:
@@ -56,8 +62,10 @@ def call(args: argparse.Namespace, operation: str, **arguments: Any) -> dict[str
     try:
         response = httpx.post(f"{url}/api/v1/tools/{operation}", json=body, timeout=TIMEOUT_S)
     except httpx.HTTPError as exc:
-        raise RemoteError(f"no Huddle server answers at {url} ({type(exc).__name__}); start one with "
-                          "`huddle server start`, or pass --url / --data-dir") from None
+        raise RemoteError(
+            f"no Huddle server answers at {url} ({type(exc).__name__}); start one with "
+            "`huddle server start`, or pass --url / --data-dir"
+        ) from None
     try:
         envelope = response.json()
     except ValueError:
@@ -81,16 +89,23 @@ def duration(seconds: float | None) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | Callable[[dict[str, Any]], Any]]],
-          *, max_width: int = 60) -> str:
+def table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, str | Callable[[dict[str, Any]], Any]]],
+    *,
+    max_width: int = 60,
+) -> str:
     """A plain aligned text table; `columns` are (header, key or function of the row)."""
     cells = [[h.upper() for h, _ in columns]]
     for row in rows:
         line = []
         for _, source in columns:
             value = source(row) if callable(source) else row.get(source)
-            text = "-" if value is None or value == "" or value == [] else (
-                ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+            text = (
+                "-"
+                if value is None or value == "" or value == []
+                else (", ".join(map(str, value)) if isinstance(value, list) else str(value))
+            )
             text = " ".join(text.split())
             line.append(text if len(text) <= max_width else text[: max_width - 1] + "…")
         cells.append(line)

@@ -33,8 +33,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise HuddleError(
-                f"port {port} on {host} is already in use; pass --port N (or HUDDLE_PORT), "
-                "or stop whatever holds it"
+                f"port {port} on {host} is already in use; pass --port N (or HUDDLE_PORT), or stop whatever holds it"
             ) from None
         raise HuddleError(f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port") from None
     sock.listen(2048)
@@ -46,9 +45,20 @@ def write_runtime_file(settings: Settings, port: int, extra: Mapping[str, Any] |
     """`server.json` in the data dir says which process serves which URL (one per data dir)."""
     path = settings.data_path / "server.json"
     url = f"http://{settings.host}:{port}"
-    path.write_text(json.dumps({"pid": os.getpid(), "host": settings.host, "port": port, "url": url,
-                                "mcp_url": url + "/mcp", "project": settings.project_key,
-                                "repo": str(settings.repo_path), **(extra or {})}))
+    path.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": settings.host,
+                "port": port,
+                "url": url,
+                "mcp_url": url + "/mcp",
+                "project": settings.project_key,
+                "repo": str(settings.repo_path),
+                **(extra or {}),
+            }
+        )
+    )
     return path
 
 
@@ -65,27 +75,38 @@ def settle_mqtt_port(settings: Settings, explicit: set[str]) -> Settings:
     try:
         check_free(settings.host, settings.mqtt_port)
     except HuddleError as exc:
-        print(f"huddle: warning: {exc.message} For now Huddle's broker takes a free port (below, and in"
-              f" {settings.data_path / 'server.json'}).", file=sys.stderr, flush=True)
+        print(
+            f"huddle: warning: {exc.message} For now Huddle's broker takes a free port (below, and in"
+            f" {settings.data_path / 'server.json'}).",
+            file=sys.stderr,
+            flush=True,
+        )
         return replace(settings, mqtt_port=0)
     return settings
 
 
 def start_server(overrides: Mapping[str, Any]) -> int:
     settings = settle_mqtt_port(load_settings(overrides), explicit_settings(overrides))
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+    )
     settings.data_path.mkdir(parents=True, exist_ok=True)
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     huddle = build_app(settings)
     huddle.push.bind()  # the MQTT port too: taken → a clear message and exit 1, before anything runs
     runtime = write_runtime_file(settings, port, huddle.push.runtime_info())
-    print(f"Huddle serving {settings.project_key} ({settings.repo_path}) on http://{settings.host}:{port}"
-          f" — MCP at /mcp, data in {settings.data_path}", flush=True)
+    print(
+        f"Huddle serving {settings.project_key} ({settings.repo_path}) on http://{settings.host}:{port}"
+        f" — MCP at /mcp, data in {settings.data_path}",
+        flush=True,
+    )
     print(huddle.push.describe(), flush=True)
-    config = uvicorn.Config(huddle.http, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        huddle.http, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
+    )
     # A server lives long: freeze what startup built and collect young objects less often, so the cyclic
     # GC stops stalling the event loop (gen-2 pauses of ~45 ms were seen with 200 MQTT subscribers).
     gc.freeze()

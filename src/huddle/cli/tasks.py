@@ -30,14 +30,18 @@ TASK_STATUSES = ("pending", "claimed", "in_progress", "done", "failed")
 def _task_table(tasks: list[dict[str, Any]]) -> str:
     if not tasks:
         return "(no tasks)"
-    return table(tasks, [
-        ("task", "task_id"),
-        ("status", lambda t: "available" if t.get("available") else t["status"]),
-        ("prio", "priority"),
-        ("claimed by", "claimed_by"),
-        ("depends on", "depends_on"),
-        ("description", "description"),
-    ], max_width=50)
+    return table(
+        tasks,
+        [
+            ("task", "task_id"),
+            ("status", lambda t: "available" if t.get("available") else t["status"]),
+            ("prio", "priority"),
+            ("claimed by", "claimed_by"),
+            ("depends on", "depends_on"),
+            ("description", "description"),
+        ],
+        max_width=50,
+    )
 
 
 def _render_board(result: dict[str, Any]) -> str:
@@ -63,13 +67,29 @@ def _render_one(result: dict[str, Any]) -> str:
 
 def _render_workers(result: dict[str, Any]) -> str:
     head = f"{result['busy']} of {result['total']} worker slots busy"
-    return head + "\n\n" + table(result["slots"], [("slot", "slot"), ("status", "status"), ("agent", "agent_id"),
-                                                   ("since", "claimed_at"), ("tasks", "tasks")])
+    return (
+        head
+        + "\n\n"
+        + table(
+            result["slots"],
+            [
+                ("slot", "slot"),
+                ("status", "status"),
+                ("agent", "agent_id"),
+                ("since", "claimed_at"),
+                ("tasks", "tasks"),
+            ],
+        )
+    )
 
 
 def add_tasks_parser(commands: Any) -> None:
-    tasks = commands.add_parser("tasks", help="the task board and worker slots of a running server",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tasks = commands.add_parser(
+        "tasks",
+        help="the task board and worker slots of a running server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_remote_options(tasks)
     actions = tasks.add_subparsers(dest="tasks_command", metavar="ACTION")
     listing = actions.add_parser("list", help="the board, oldest first")
@@ -131,20 +151,45 @@ def run_tasks(args: argparse.Namespace) -> int:
         return emit(args, call(args, "list_tasks", status=getattr(args, "status", None)), _render_board)
     if action == "add":
         deps = [d.strip() for d in args.depends_on.split(",") if d.strip()]
-        return emit(args, call(args, "add_task", task_id=args.task_id, description=args.description,
-                               depends_on=deps or None, priority=args.priority, payload=_payload(args.payload),
-                               agent_id=args.agent), _render_one)
+        return emit(
+            args,
+            call(
+                args,
+                "add_task",
+                task_id=args.task_id,
+                description=args.description,
+                depends_on=deps or None,
+                priority=args.priority,
+                payload=_payload(args.payload),
+                agent_id=args.agent,
+            ),
+            _render_one,
+        )
     if action == "import":
         result = call(args, "add_tasks", tasks=_import_file(args.file), agent_id=args.agent)
-        return emit(args, result, lambda r: f"{r['created']} added, {r['unchanged']} already there\n\n"
-                    + _task_table(r["tasks"]))
+        return emit(
+            args,
+            result,
+            lambda r: f"{r['created']} added, {r['unchanged']} already there\n\n" + _task_table(r["tasks"]),
+        )
     if action == "available":
         return emit(args, call(args, "get_available_tasks"), lambda r: _task_table(r["tasks"]))
     if action == "claim":
         return emit(args, call(args, "claim_task", agent_id=args.agent, task_id=args.task_id), _render_one)
     if action == "update":
-        return emit(args, call(args, "update_task", task_id=args.task_id, agent_id=args.agent, status=args.status,
-                               output=args.output, error=args.error), _render_one)
+        return emit(
+            args,
+            call(
+                args,
+                "update_task",
+                task_id=args.task_id,
+                agent_id=args.agent,
+                status=args.status,
+                output=args.output,
+                error=args.error,
+            ),
+            _render_one,
+        )
     if action == "reset":
         return emit(args, call(args, "reset_task", task_id=args.task_id, agent_id=args.agent), _render_one)
     return emit(args, call(args, "get_workers"), _render_workers)

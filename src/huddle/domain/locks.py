@@ -434,7 +434,10 @@ def blockers(request: Claim, holders: Iterable[Claim], earlier_waiters: Iterable
         return []
     found = []
     for other in (*holders, *earlier_waiters):
-        if (other.agent_id != request.agent_id and blocks(other.mode, request.mode)
-                and overlaps(other.pattern, request.pattern)):
+        if (
+            other.agent_id != request.agent_id
+            and blocks(other.mode, request.mode)
+            and overlaps(other.pattern, request.pattern)
+        ):
             found.append(other)
     return found

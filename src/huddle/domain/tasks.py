@@ -37,7 +37,7 @@ def find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:
                 nxt = deps[index]
                 state = colour.get(nxt, white)
                 if state == grey:
-                    return [*path[path.index(nxt):], nxt]
+                    return [*path[path.index(nxt) :], nxt]
                 if state == white and nxt in edges:
                     colour[nxt] = grey
                     stack.append((nxt, 0))
@@ -76,11 +76,11 @@ def check_update(task_id: str, status: str, new_status: str) -> None:
     if status in UNFINISHED and new_status in UPDATE_STATUSES:
         return
     if status == DONE:
-        raise Conflict(f"task {task_id} is already done; done is final — add a follow-up task instead",
-                       field="status")
+        raise Conflict(f"task {task_id} is already done; done is final — add a follow-up task instead", field="status")
     if status == FAILED:
-        raise Conflict(f"task {task_id} has failed; call reset_task to make it available again, then claim it",
-                       field="status")
+        raise Conflict(
+            f"task {task_id} has failed; call reset_task to make it available again, then claim it", field="status"
+        )
     raise Conflict(f"task {task_id} is {status}; claim it (claim_task) before updating it", field="status")
 
 

@@ -28,8 +28,9 @@ def encodable(value: str, field: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidInput(f"{field} contains an unpaired surrogate (\\ud800…); send valid Unicode text",
-                           field=field) from None
+        raise InvalidInput(
+            f"{field} contains an unpaired surrogate (\\ud800…); send valid Unicode text", field=field
+        ) from None
     return value
 
 

@@ -58,15 +58,19 @@ class Coordinator:
         # still reach the members who are leaving.
         self.ctx.agent_gone_hooks += [leave_threads, withdraw_agent_intents, clear_working_files]
         self.sweep_steps: list[SweepStep] = [
-            self.agents.expire_silent, self.intents.expire, self.threads.expire, self.files.expire,
+            self.agents.expire_silent,
+            self.intents.expire,
+            self.threads.expire,
+            self.files.expire,
         ]
         # Coordination primitives: lock layer L, leases/tasks/slots released with their agent,
         # lease expiry, and their coordinator_status sections.
         self.ctx.signal_providers.append(LockSignal())
         self.ctx.agent_gone_hooks += [self.locks.agent_gone, self.tasks.agent_gone, self.workers.agent_gone]
         self.sweep_steps.append(self.locks.sweep)
-        self.status.sections.update(locks=self.locks.status_section, tasks=self.tasks.status_section,
-                                    workers=self.workers.status_section)
+        self.status.sections.update(
+            locks=self.locks.status_section, tasks=self.tasks.status_section, workers=self.workers.status_section
+        )
         self.status.live_sections["messages"] = self.messages.waiting_agents
         self._sweeper: asyncio.Task[None] | None = None
         store.on_commit(bus.publish)
@@ -99,8 +103,7 @@ class Coordinator:
         Each step is its own transaction function (they still share one commit, in one batch),
         so a step that keeps failing rolls back alone instead of stopping every other expiry.
         """
-        outcomes = await asyncio.gather(*(self.store.write(step) for step in self.sweep_steps),
-                                        return_exceptions=True)
+        outcomes = await asyncio.gather(*(self.store.write(step) for step in self.sweep_steps), return_exceptions=True)
         changed = 0
         for step, outcome in zip(self.sweep_steps, outcomes, strict=True):
             if isinstance(outcome, BaseException):

@@ -65,20 +65,35 @@ def overlapping(unit: Unit, table: str, pattern: LockPattern, *, live_after: flo
 def next_token(unit: Unit) -> int:
     row = unit.tx.one(
         "INSERT INTO lock_counters (project, last_token) VALUES (?, 1) ON CONFLICT (project)"
-        " DO UPDATE SET last_token = lock_counters.last_token + 1 RETURNING last_token", (unit.project,))
+        " DO UPDATE SET last_token = lock_counters.last_token + 1 RETURNING last_token",
+        (unit.project,),
+    )
     assert row is not None
     return int(row["last_token"])
 
 
 def lock_dict(row: Row, now: float) -> dict[str, Any]:
-    return {"agent_id": row["agent_id"], "path": row["path"], "mode": row["mode"], "kind": row["kind"],
-            "fencing_token": row["token"], "acquired_at": iso(row["acquired_at"]),
-            "expires_at": iso(row["expires_at"]), "expires_in_s": round(max(0.0, row["expires_at"] - now), 1)}
+    return {
+        "agent_id": row["agent_id"],
+        "path": row["path"],
+        "mode": row["mode"],
+        "kind": row["kind"],
+        "fencing_token": row["token"],
+        "acquired_at": iso(row["acquired_at"]),
+        "expires_at": iso(row["expires_at"]),
+        "expires_in_s": round(max(0.0, row["expires_at"] - now), 1),
+    }
 
 
 def waiter_dict(row: Row, now: float) -> dict[str, Any]:
-    return {"agent_id": row["agent_id"], "path": row["path"], "mode": row["mode"], "queued_at": iso(row["created_at"]),
-            "gives_up_at": iso(row["deadline"]), "position": None}
+    return {
+        "agent_id": row["agent_id"],
+        "path": row["path"],
+        "mode": row["mode"],
+        "queued_at": iso(row["created_at"]),
+        "gives_up_at": iso(row["deadline"]),
+        "position": None,
+    }
 
 
 def describe_holder(row: Row, target: str) -> str:
@@ -98,8 +113,11 @@ def warnings_for(others: Sequence[Row], target: str, requested: str) -> list[str
         if row["mode"] == INTENT:
             text += ": they plan to edit there — coordinate before you both change the same lines"
         elif requested == INTENT:
-            text += (": an intent lock does not stop them; wait for their release before editing"
-                     if row["mode"] == EXCLUSIVE else ": others read it; tell them before you change it")
+            text += (
+                ": an intent lock does not stop them; wait for their release before editing"
+                if row["mode"] == EXCLUSIVE
+                else ": others read it; tell them before you change it"
+            )
         else:
             text += " as well"
         out.append(text)
@@ -109,8 +127,18 @@ def warnings_for(others: Sequence[Row], target: str, requested: str) -> list[str
 # -- grants, queue promotion, expiry ------------------------------------------------------------
 
 
-def grant(unit: Unit, agent: str, pattern: LockPattern, mode: str, ttl: float, *, previous: Row | None,
-           others: Sequence[Row], actor: str | None, waiter_id: int | None = None) -> dict[str, Any]:
+def grant(
+    unit: Unit,
+    agent: str,
+    pattern: LockPattern,
+    mode: str,
+    ttl: float,
+    *,
+    previous: Row | None,
+    others: Sequence[Row],
+    actor: str | None,
+    waiter_id: int | None = None,
+) -> dict[str, Any]:
     """Writes the grant (new lock, or a mode change of the agent's own) and emits lock.acquired."""
     token = next_token(unit)
     expires = unit.now + ttl
@@ -121,10 +149,31 @@ def grant(unit: Unit, agent: str, pattern: LockPattern, mode: str, ttl: float, *
         " anchor = excluded.anchor, mode = excluded.mode, token = excluded.token, ttl_s = excluded.ttl_s,"
         " acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at,"
         " waiter_id = excluded.waiter_id",
-        (unit.project, agent, pattern.path, int(pattern.literal), pattern.kind, pattern.anchor, mode, token, ttl,
-         unit.now, unit.now, expires, waiter_id))
-    result: dict[str, Any] = {"granted": True, "path": pattern.path, "kind": pattern.kind, "mode": mode,
-                              "fencing_token": token, "expires_at": iso(expires), "ttl_s": ttl}
+        (
+            unit.project,
+            agent,
+            pattern.path,
+            int(pattern.literal),
+            pattern.kind,
+            pattern.anchor,
+            mode,
+            token,
+            ttl,
+            unit.now,
+            unit.now,
+            expires,
+            waiter_id,
+        ),
+    )
+    result: dict[str, Any] = {
+        "granted": True,
+        "path": pattern.path,
+        "kind": pattern.kind,
+        "mode": mode,
+        "fencing_token": token,
+        "expires_at": iso(expires),
+        "ttl_s": ttl,
+    }
     if previous is not None:
         result["previous_mode"] = previous["mode"]
     warnings = warnings_for(others, pattern.path, mode)
@@ -133,16 +182,26 @@ def grant(unit: Unit, agent: str, pattern: LockPattern, mode: str, ttl: float, *
         result["others"] = [lock_dict(r, unit.now) for r in others]
     if waiter_id is not None:
         result["queued"] = True
-    unit.emit(Kind.LOCK_ACQUIRED, actor=actor, audience=[agent, *(r["agent_id"] for r in others)], holder=agent,
-              path=pattern.path, mode=mode, fencing_token=token, expires_at=iso(expires),
-              waiter_id=waiter_id, previous_mode=previous["mode"] if previous is not None else None,
-              warnings=warnings)
+    unit.emit(
+        Kind.LOCK_ACQUIRED,
+        actor=actor,
+        audience=[agent, *(r["agent_id"] for r in others)],
+        holder=agent,
+        path=pattern.path,
+        mode=mode,
+        fencing_token=token,
+        expires_at=iso(expires),
+        waiter_id=waiter_id,
+        previous_mode=previous["mode"] if previous is not None else None,
+        warnings=warnings,
+    )
     return result
 
 
 def own_lock(unit: Unit, agent: str, path: str) -> Row | None:
-    return unit.tx.one("SELECT * FROM locks WHERE project = ? AND agent_id = ? AND path = ?",
-                       (unit.project, agent, path))
+    return unit.tx.one(
+        "SELECT * FROM locks WHERE project = ? AND agent_id = ? AND path = ?", (unit.project, agent, path)
+    )
 
 
 def is_upgrade_in_place(own: Row | None, mode: str) -> bool:
@@ -151,8 +210,9 @@ def is_upgrade_in_place(own: Row | None, mode: str) -> bool:
 
 def promote_waiters(unit: Unit, *, actor: str | None) -> int:
     """Grants every queued request that has become compatible, first come first served."""
-    waiters = unit.tx.all("SELECT * FROM lock_waiters WHERE project = ? AND deadline > ? ORDER BY id",
-                          (unit.project, unit.now))
+    waiters = unit.tx.all(
+        "SELECT * FROM lock_waiters WHERE project = ? AND deadline > ? ORDER BY id", (unit.project, unit.now)
+    )
     granted = 0
     still_waiting: list[Claim] = []
     for w in waiters:
@@ -165,8 +225,17 @@ def promote_waiters(unit: Unit, *, actor: str | None) -> int:
             still_waiting.append(claim)
             continue
         unit.tx.execute("DELETE FROM lock_waiters WHERE id = ?", (w["id"],))
-        grant(unit, claim.agent_id, claim.pattern, claim.mode, float(w["ttl_s"]), previous=own, others=others,
-               actor=actor, waiter_id=int(w["id"]))
+        grant(
+            unit,
+            claim.agent_id,
+            claim.pattern,
+            claim.mode,
+            float(w["ttl_s"]),
+            previous=own,
+            others=others,
+            actor=actor,
+            waiter_id=int(w["id"]),
+        )
         granted += 1
     return granted
 
@@ -174,26 +243,43 @@ def promote_waiters(unit: Unit, *, actor: str | None) -> int:
 def expire_due(unit: Unit, *, ghost_grace_s: float | None = None) -> int:
     """Frees leases past their expiry (telling each holder); with `ghost_grace_s` (the sweeper)
     also drops queue entries whose caller vanished that long after their deadline."""
-    rows = unit.tx.all("SELECT * FROM locks WHERE expires_at <= ? AND project = ? ORDER BY id",
-                       (unit.now, unit.project))
+    rows = unit.tx.all(
+        "SELECT * FROM locks WHERE expires_at <= ? AND project = ? ORDER BY id", (unit.now, unit.project)
+    )
     for row in rows:
         unit.tx.execute("DELETE FROM locks WHERE id = ?", (row["id"],))
         # actor None: nobody caused this, so the holder's own push channels wake it too.
-        unit.emit(Kind.LOCK_EXPIRED, actor=None, audience=[row["agent_id"]], holder=row["agent_id"],
-                  path=row["path"], mode=row["mode"], fencing_token=row["token"], expired_at=iso(row["expires_at"]),
-                  reason=f"your {row['mode']} lock on {row['path']} expired at {iso(row['expires_at'])} without a "
-                         "renewal; anything you write there now is unprotected — acquire it again (new token)")
+        unit.emit(
+            Kind.LOCK_EXPIRED,
+            actor=None,
+            audience=[row["agent_id"]],
+            holder=row["agent_id"],
+            path=row["path"],
+            mode=row["mode"],
+            fencing_token=row["token"],
+            expired_at=iso(row["expires_at"]),
+            reason=f"your {row['mode']} lock on {row['path']} expired at {iso(row['expires_at'])} without a "
+            "renewal; anything you write there now is unprotected — acquire it again (new token)",
+        )
     ghosts = 0
     if ghost_grace_s is not None:
-        ghosts = unit.tx.execute("DELETE FROM lock_waiters WHERE deadline <= ? AND project = ?",
-                                 (unit.now - ghost_grace_s, unit.project))
+        ghosts = unit.tx.execute(
+            "DELETE FROM lock_waiters WHERE deadline <= ? AND project = ?", (unit.now - ghost_grace_s, unit.project)
+        )
     if rows or ghosts:
         promote_waiters(unit, actor=None)
     return len(rows) + ghosts
 
 
-def deny(unit: Unit, pattern: LockPattern, blocking: Sequence[Claim], holder_rows: Sequence[Row],
-          waiter_rows: Sequence[Row], *, waited: float | None = None) -> dict[str, Any]:
+def deny(
+    unit: Unit,
+    pattern: LockPattern,
+    blocking: Sequence[Claim],
+    holder_rows: Sequence[Row],
+    waiter_rows: Sequence[Row],
+    *,
+    waited: float | None = None,
+) -> dict[str, Any]:
     blocking_ids = {(c.agent_id, c.pattern.path, c.mode) for c in blocking}
     holders = [r for r in holder_rows if (r["agent_id"], r["path"], r["mode"]) in blocking_ids]
     ahead = [r for r in waiter_rows if (r["agent_id"], r["path"], r["mode"]) in blocking_ids]
@@ -203,24 +289,38 @@ def deny(unit: Unit, pattern: LockPattern, blocking: Sequence[Claim], holder_row
     if waited is not None:
         reason += f" — still so after waiting {waited:g} s"
     names = sorted({r["agent_id"] for r in holders})
-    reason += (". Pass wait_s to queue (you are granted automatically, first come first served), "
-               + (f"message {', '.join(names)} with send_message, " if names else "")
-               + "or lock something else.")
-    out: dict[str, Any] = {"granted": False, "path": pattern.path,
-                           "holders": [{"agent_id": r["agent_id"], "mode": r["mode"], "path": r["path"],
-                                        "expires_at": iso(r["expires_at"])} for r in holders],
-                           "reason": reason}
+    reason += (
+        ". Pass wait_s to queue (you are granted automatically, first come first served), "
+        + (f"message {', '.join(names)} with send_message, " if names else "")
+        + "or lock something else."
+    )
+    out: dict[str, Any] = {
+        "granted": False,
+        "path": pattern.path,
+        "holders": [
+            {"agent_id": r["agent_id"], "mode": r["mode"], "path": r["path"], "expires_at": iso(r["expires_at"])}
+            for r in holders
+        ],
+        "reason": reason,
+    }
     if ahead:
         out["queued_ahead"] = [{"agent_id": r["agent_id"], "mode": r["mode"], "path": r["path"]} for r in ahead]
     return out
 
 
-
 def emit_released(unit: Unit, row: Row, *, actor: str, reason: str) -> None:
     others = [r["agent_id"] for r in overlapping(unit, "locks", pattern_of(row)) if r["agent_id"] != row["agent_id"]]
     waiters = [r["agent_id"] for r in overlapping(unit, "lock_waiters", pattern_of(row))]
-    unit.emit(Kind.LOCK_RELEASED, actor=actor, audience=[row["agent_id"], *others, *waiters], holder=row["agent_id"],
-              path=row["path"], mode=row["mode"], fencing_token=row["token"], reason=reason)
+    unit.emit(
+        Kind.LOCK_RELEASED,
+        actor=actor,
+        audience=[row["agent_id"], *others, *waiters],
+        holder=row["agent_id"],
+        path=row["path"],
+        mode=row["mode"],
+        fencing_token=row["token"],
+        reason=reason,
+    )
 
 
 def positions(rows: Sequence[Row], now: float) -> list[dict[str, Any]]:
@@ -230,5 +330,3 @@ def positions(rows: Sequence[Row], now: float) -> list[dict[str, Any]]:
         item["position"] = position
         out.append(item)
     return out
-
-

@@ -99,8 +99,9 @@ class LockService:
         try:
             return compile_pattern(norm, literal)
         except PatternError as exc:
-            raise InvalidInput(f"{field} {raw!r}: {exc}; see the glob rules in docs/coordination.md",
-                               field=field) from None
+            raise InvalidInput(
+                f"{field} {raw!r}: {exc}; see the glob rules in docs/coordination.md", field=field
+            ) from None
 
     def _on_disk(self, relative: str) -> str:
         """'dir', 'file' or 'missing', remembered for a few seconds.
@@ -125,8 +126,9 @@ class LockService:
 
     # -- writes -----------------------------------------------------------------------------
 
-    async def acquire(self, agent_id: str, path: str, mode: str = EXCLUSIVE, ttl_s: float | None = None,
-                      wait_s: float | None = None) -> dict[str, Any]:
+    async def acquire(
+        self, agent_id: str, path: str, mode: str = EXCLUSIVE, ttl_s: float | None = None, wait_s: float | None = None
+    ) -> dict[str, Any]:
         """Grants a lease on `path`, or says who holds it; with `wait_s`, queues and waits for it.
 
         Returns `{granted: true, fencing_token, expires_at, warnings?}` or `{granted: false, holders,
@@ -142,14 +144,18 @@ class LockService:
             return await self.ctx.store.write(lambda unit: self._acquire(unit, agent, pattern, mode, ttl, 0.0))
 
         def mine(event: Event) -> bool:
-            return event.kind == Kind.LOCK_ACQUIRED and event.data.get("holder") == agent \
+            return (
+                event.kind == Kind.LOCK_ACQUIRED
+                and event.data.get("holder") == agent
                 and event.data.get("waiter_id") is not None
+            )
 
         started = time.monotonic()
         # Subscribe before the write, so a grant committed right after it cannot be missed.
         with self.ctx.bus.subscribe(mine) as subscription:
             write = asyncio.ensure_future(
-                self.ctx.store.write(lambda unit: self._acquire(unit, agent, pattern, mode, ttl, wait)))
+                self.ctx.store.write(lambda unit: self._acquire(unit, agent, pattern, mode, ttl, wait))
+            )
             try:
                 # Shielded: a caller that goes away mid-write must not leave a queue entry behind
                 # that nobody will ever clean up (it would be granted to nobody for a whole TTL).
@@ -176,8 +182,9 @@ class LockService:
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
-    def _acquire(self, unit: Unit, agent: str, pattern: LockPattern, mode: str, ttl: float,
-                 wait: float) -> dict[str, Any]:
+    def _acquire(
+        self, unit: Unit, agent: str, pattern: LockPattern, mode: str, ttl: float, wait: float
+    ) -> dict[str, Any]:
         touch(unit, agent)
         expire_due(unit)
         rows = overlapping(unit, "locks", pattern)
@@ -186,19 +193,28 @@ class LockService:
             return self._renew_row(unit, own, ttl, renewed_by_acquire=True)
         holder_rows = [r for r in rows if r["agent_id"] != agent]
         downgrade = own is not None and mode_rank(mode) < mode_rank(own["mode"])
-        waiter_rows = [] if downgrade or is_upgrade_in_place(own, mode) else [
-            r for r in overlapping(unit, "lock_waiters", pattern) if r["agent_id"] != agent]
+        waiter_rows = (
+            []
+            if downgrade or is_upgrade_in_place(own, mode)
+            else [r for r in overlapping(unit, "lock_waiters", pattern) if r["agent_id"] != agent]
+        )
         request = Claim(agent, pattern, mode)
-        blocking = [] if downgrade else blockers(request, [claim_of(r) for r in holder_rows],
-                                                 [claim_of(r) for r in waiter_rows])
+        blocking = (
+            []
+            if downgrade
+            else blockers(request, [claim_of(r) for r in holder_rows], [claim_of(r) for r in waiter_rows])
+        )
         if not blocking:
             if own is None:
-                held = unit.tx.one("SELECT COUNT(*) AS n FROM locks WHERE project = ? AND agent_id = ?",
-                                   (unit.project, agent))
+                held = unit.tx.one(
+                    "SELECT COUNT(*) AS n FROM locks WHERE project = ? AND agent_id = ?", (unit.project, agent)
+                )
                 if held is not None and held["n"] >= MAX_LOCKS_PER_AGENT:
                     raise InvalidInput(
                         f"agent {agent} already holds {MAX_LOCKS_PER_AGENT} locks; release some, or lock a "
-                        "directory (src/auth/) or a glob instead of every file", field="path")
+                        "directory (src/auth/) or a glob instead of every file",
+                        field="path",
+                    )
             result = grant(unit, agent, pattern, mode, ttl, previous=own, others=holder_rows, actor=agent)
             if downgrade:
                 promote_waiters(unit, actor=agent)
@@ -209,16 +225,37 @@ class LockService:
         row = unit.tx.one(
             "INSERT INTO lock_waiters (project, agent_id, path, literal, kind, anchor, mode, ttl_s, created_at,"
             " deadline, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (unit.project, agent, pattern.path, int(pattern.literal), pattern.kind, pattern.anchor, mode, ttl,
-             unit.now, unit.now + wait, self.instance))
+            (
+                unit.project,
+                agent,
+                pattern.path,
+                int(pattern.literal),
+                pattern.kind,
+                pattern.anchor,
+                mode,
+                ttl,
+                unit.now,
+                unit.now + wait,
+                self.instance,
+            ),
+        )
         assert row is not None
         in_the_way = sorted({r["agent_id"] for r in holder_rows})
-        unit.emit(Kind.LOCK_QUEUED, actor=agent, audience=[agent, *in_the_way], holder=agent, path=pattern.path,
-                  mode=mode, wait_s=wait, blocked_by=[h["agent_id"] for h in denied["holders"]])
+        unit.emit(
+            Kind.LOCK_QUEUED,
+            actor=agent,
+            audience=[agent, *in_the_way],
+            holder=agent,
+            path=pattern.path,
+            mode=mode,
+            wait_s=wait,
+            blocked_by=[h["agent_id"] for h in denied["holders"]],
+        )
         return {**denied, "waiter_id": int(row["id"])}
 
-    async def _wait(self, subscription: Subscription, agent: str, waiter_id: int, wait: float,
-                    started: float) -> dict[str, Any]:
+    async def _wait(
+        self, subscription: Subscription, agent: str, waiter_id: int, wait: float, started: float
+    ) -> dict[str, Any]:
         deadline = started + wait
         keepalive = max(1.0, self.ctx.settings.agent_ttl_s / 3)
         resolved = False
@@ -241,14 +278,21 @@ class LockService:
         finally:
             if not resolved:  # the caller went away: leave the queue so nobody waits behind a ghost
                 self._background(
-                    self.ctx.store.write(lambda unit: self._give_up(unit, agent, waiter_id, wait, "cancelled")))
+                    self.ctx.store.write(lambda unit: self._give_up(unit, agent, waiter_id, wait, "cancelled"))
+                )
 
     @staticmethod
     def _granted_from_event(event: Event, waited: float) -> dict[str, Any]:
         data = event.data
-        out: dict[str, Any] = {"granted": True, "path": data["path"], "mode": data["mode"],
-                               "fencing_token": data["fencing_token"], "expires_at": data["expires_at"],
-                               "queued": True, "waited_s": round(waited, 3)}
+        out: dict[str, Any] = {
+            "granted": True,
+            "path": data["path"],
+            "mode": data["mode"],
+            "fencing_token": data["fencing_token"],
+            "expires_at": data["expires_at"],
+            "queued": True,
+            "waited_s": round(waited, 3),
+        }
         if data.get("previous_mode"):
             out["previous_mode"] = data["previous_mode"]
         if data.get("warnings"):
@@ -266,37 +310,78 @@ class LockService:
                 promote_waiters(unit, actor=agent)
                 return {"granted": False, "path": lock["path"], "holders": [], "reason": "cancelled"}
             if lock is not None:
-                return {"granted": True, "path": lock["path"], "mode": lock["mode"], "fencing_token": lock["token"],
-                        "expires_at": iso(lock["expires_at"]), "queued": True, "waited_s": wait}
-            return {"granted": False, "path": None, "holders": [],
-                    "reason": "your queued request ended before it was granted (the server restarted); ask again"}
+                return {
+                    "granted": True,
+                    "path": lock["path"],
+                    "mode": lock["mode"],
+                    "fencing_token": lock["token"],
+                    "expires_at": iso(lock["expires_at"]),
+                    "queued": True,
+                    "waited_s": wait,
+                }
+            return {
+                "granted": False,
+                "path": None,
+                "holders": [],
+                "reason": "your queued request ended before it was granted (the server restarted); ask again",
+            }
         unit.tx.execute("DELETE FROM lock_waiters WHERE id = ?", (waiter_id,))
-        unit.emit(Kind.LOCK_WAIT_ENDED, actor=agent, audience=[agent], holder=agent, path=row["path"],
-                  mode=row["mode"], reason=reason)
+        unit.emit(
+            Kind.LOCK_WAIT_ENDED,
+            actor=agent,
+            audience=[agent],
+            holder=agent,
+            path=row["path"],
+            mode=row["mode"],
+            reason=reason,
+        )
         promote_waiters(unit, actor=agent)  # requests queued behind this one may go now
         pattern = pattern_of(row)
         holder_rows = [r for r in overlapping(unit, "locks", pattern) if r["agent_id"] != agent]
-        waiter_rows = [r for r in overlapping(unit, "lock_waiters", pattern)
-                       if r["agent_id"] != agent and r["id"] < waiter_id]
-        blocking = blockers(Claim(agent, pattern, row["mode"]), [claim_of(r) for r in holder_rows],
-                            [claim_of(r) for r in waiter_rows])
+        waiter_rows = [
+            r for r in overlapping(unit, "lock_waiters", pattern) if r["agent_id"] != agent and r["id"] < waiter_id
+        ]
+        blocking = blockers(
+            Claim(agent, pattern, row["mode"]), [claim_of(r) for r in holder_rows], [claim_of(r) for r in waiter_rows]
+        )
         return deny(unit, pattern, blocking, holder_rows, waiter_rows, waited=wait)
 
     def _renew_row(self, unit: Unit, row: Row, ttl: float, *, renewed_by_acquire: bool = False) -> dict[str, Any]:
         expires = unit.now + ttl
-        unit.tx.execute("UPDATE locks SET expires_at = ?, ttl_s = ?, renewed_at = ? WHERE id = ?",
-                        (expires, ttl, unit.now, row["id"]))
-        unit.emit(Kind.LOCK_RENEWED, actor=row["agent_id"], audience=[row["agent_id"]], holder=row["agent_id"],
-                  path=row["path"], mode=row["mode"], fencing_token=row["token"], expires_at=iso(expires))
+        unit.tx.execute(
+            "UPDATE locks SET expires_at = ?, ttl_s = ?, renewed_at = ? WHERE id = ?",
+            (expires, ttl, unit.now, row["id"]),
+        )
+        unit.emit(
+            Kind.LOCK_RENEWED,
+            actor=row["agent_id"],
+            audience=[row["agent_id"]],
+            holder=row["agent_id"],
+            path=row["path"],
+            mode=row["mode"],
+            fencing_token=row["token"],
+            expires_at=iso(expires),
+        )
         key = "granted" if renewed_by_acquire else "renewed"
-        return {key: True, "path": row["path"], "kind": row["kind"], "mode": row["mode"],
-                "fencing_token": row["token"], "expires_at": iso(expires), "ttl_s": ttl, "renewed": True}
+        return {
+            key: True,
+            "path": row["path"],
+            "kind": row["kind"],
+            "mode": row["mode"],
+            "fencing_token": row["token"],
+            "expires_at": iso(expires),
+            "ttl_s": ttl,
+            "renewed": True,
+        }
 
     def _own_row(self, unit: Unit, agent: str, pattern: LockPattern) -> Row | None:
         """The agent's lock on this path, also when the path was named with or without its trailing slash."""
         names = [pattern.path, pattern.path.rstrip("/")] if pattern.path.endswith("/") else [pattern.path]
-        return unit.tx.one(f"SELECT * FROM locks WHERE project = ? AND agent_id = ? AND path IN ({placeholders(names)})"
-                           " AND expires_at > ?", (unit.project, agent, *names, unit.now))
+        return unit.tx.one(
+            f"SELECT * FROM locks WHERE project = ? AND agent_id = ? AND path IN ({placeholders(names)})"
+            " AND expires_at > ?",
+            (unit.project, agent, *names, unit.now),
+        )
 
     async def release(self, agent_id: str, path: str) -> dict[str, Any]:
         """Releases the caller's lock on `path` and grants queued requests that can go now.
@@ -311,9 +396,12 @@ class LockService:
             expire_due(unit)
             row = self._own_row(unit, agent, pattern)
             if row is None:
-                return {"released": False, "path": pattern.path,
-                        "reason": f"you hold no lock on {pattern.path}; it may have expired (look for lock.expired"
-                                  " in get_updates) — list_locks with your agent_id shows what you hold"}
+                return {
+                    "released": False,
+                    "path": pattern.path,
+                    "reason": f"you hold no lock on {pattern.path}; it may have expired (look for lock.expired"
+                    " in get_updates) — list_locks with your agent_id shows what you hold",
+                }
             unit.tx.execute("DELETE FROM locks WHERE id = ?", (row["id"],))
             emit_released(unit, row, actor=agent, reason="released")
             promote_waiters(unit, actor=agent)
@@ -335,8 +423,11 @@ class LockService:
             expire_due(unit)
             row = self._own_row(unit, agent, pattern)
             if row is None:
-                raise NotFound(f"you hold no lock on {pattern.path} (it may have expired — see lock.expired in "
-                               "get_updates); call acquire_lock again, which issues a new fencing token", field="path")
+                raise NotFound(
+                    f"you hold no lock on {pattern.path} (it may have expired — see lock.expired in "
+                    "get_updates); call acquire_lock again, which issues a new fencing token",
+                    field="path",
+                )
             return self._renew_row(unit, row, ttl if ttl is not None else float(row["ttl_s"]))
 
         return await self.ctx.store.write(txn)
@@ -353,15 +444,21 @@ class LockService:
                 locks = overlapping(unit, "locks", pattern, live_after=unit.now)
                 waiting = overlapping(unit, "lock_waiters", pattern)
             else:
-                locks = unit.tx.all("SELECT * FROM locks WHERE project = ? AND expires_at > ? ORDER BY id LIMIT ?",
-                                    (unit.project, unit.now, LIST_LIMIT * 10))
-                waiting = unit.tx.all("SELECT * FROM lock_waiters WHERE project = ? ORDER BY id LIMIT ?",
-                                      (unit.project, LIST_LIMIT))
+                locks = unit.tx.all(
+                    "SELECT * FROM locks WHERE project = ? AND expires_at > ? ORDER BY id LIMIT ?",
+                    (unit.project, unit.now, LIST_LIMIT * 10),
+                )
+                waiting = unit.tx.all(
+                    "SELECT * FROM lock_waiters WHERE project = ? ORDER BY id LIMIT ?", (unit.project, LIST_LIMIT)
+                )
             if agent is not None:
                 locks = [r for r in locks if r["agent_id"] == agent]
                 waiting = [r for r in waiting if r["agent_id"] == agent]
-            return {"locks": [lock_dict(r, unit.now) for r in locks[:LIST_LIMIT]], "count": len(locks),
-                    "waiting": positions(waiting, unit.now)}
+            return {
+                "locks": [lock_dict(r, unit.now) for r in locks[:LIST_LIMIT]],
+                "count": len(locks),
+                "waiting": positions(waiting, unit.now),
+            }
 
         return await self.ctx.store.read(read)
 
@@ -374,7 +471,9 @@ class LockService:
             exclusive = [r for r in rows if r["mode"] == EXCLUSIVE]
             blocking = [r for r in rows if r["mode"] != INTENT]
             out: dict[str, Any] = {
-                "path": pattern.path, "kind": pattern.kind, "locked": bool(blocking),
+                "path": pattern.path,
+                "kind": pattern.kind,
+                "locked": bool(blocking),
                 "exclusive_holder": exclusive[0]["agent_id"] if exclusive else None,
                 "holders": [lock_dict(r, unit.now) for r in rows],
                 "waiting": positions(overlapping(unit, "lock_waiters", pattern), unit.now),
@@ -393,8 +492,9 @@ class LockService:
         dropped = 0
         if not self._purged_foreign_waiters:
             # Their callers' connections died with that process (single-instance SQLite mode).
-            dropped = unit.tx.execute("DELETE FROM lock_waiters WHERE project = ? AND instance != ?",
-                                      (unit.project, self.instance))
+            dropped = unit.tx.execute(
+                "DELETE FROM lock_waiters WHERE project = ? AND instance != ?", (unit.project, self.instance)
+            )
             self._purged_foreign_waiters = True
         return dropped + expire_due(unit, ghost_grace_s=GHOST_WAITER_GRACE_S)
 
@@ -402,8 +502,9 @@ class LockService:
         """Deregistration releases the agent's locks and queued requests now; offline ones keep their TTL."""
         if reason != "deregistered":
             return
-        rows = unit.tx.all("SELECT * FROM locks WHERE project = ? AND agent_id = ? ORDER BY id",
-                           (unit.project, agent_id))
+        rows = unit.tx.all(
+            "SELECT * FROM locks WHERE project = ? AND agent_id = ? ORDER BY id", (unit.project, agent_id)
+        )
         for row in rows:
             unit.tx.execute("DELETE FROM locks WHERE id = ?", (row["id"],))
             emit_released(unit, row, actor=agent_id, reason="deregistered")
@@ -411,13 +512,19 @@ class LockService:
         promote_waiters(unit, actor=agent_id)
 
     def status_section(self, unit: Unit) -> dict[str, Any]:
-        rows = unit.tx.all("SELECT * FROM locks WHERE project = ? AND expires_at > ? ORDER BY id LIMIT 201",
-                           (unit.project, unit.now))
-        count = unit.tx.one("SELECT COUNT(*) AS n FROM locks WHERE project = ? AND expires_at > ?",
-                            (unit.project, unit.now))
+        rows = unit.tx.all(
+            "SELECT * FROM locks WHERE project = ? AND expires_at > ? ORDER BY id LIMIT 201", (unit.project, unit.now)
+        )
+        count = unit.tx.one(
+            "SELECT COUNT(*) AS n FROM locks WHERE project = ? AND expires_at > ?", (unit.project, unit.now)
+        )
         waiting = unit.tx.all("SELECT * FROM lock_waiters WHERE project = ? ORDER BY id LIMIT 200", (unit.project,))
-        return {"active": int(count["n"]) if count else 0, "waiting": len(waiting),
-                "list": [lock_dict(r, unit.now) for r in rows[:200]], "queue": positions(waiting, unit.now)}
+        return {
+            "active": int(count["n"]) if count else 0,
+            "waiting": len(waiting),
+            "list": [lock_dict(r, unit.now) for r in rows[:200]],
+            "queue": positions(waiting, unit.now),
+        }
 
 
 class LockSignal:
@@ -428,14 +535,18 @@ class LockSignal:
             return
         # Compiling target patterns is the expensive part: skip it when no one else holds an
         # exclusive lock at all, which is the common case.
-        anyone = unit.tx.one("SELECT 1 FROM locks WHERE project = ? AND mode = ? AND expires_at > ? AND agent_id != ?"
-                             " LIMIT 1", (unit.project, EXCLUSIVE, unit.now, request.agent_id))
+        anyone = unit.tx.one(
+            "SELECT 1 FROM locks WHERE project = ? AND mode = ? AND expires_at > ? AND agent_id != ? LIMIT 1",
+            (unit.project, EXCLUSIVE, unit.now, request.agent_id),
+        )
         if anyone is None:
             return
         targets = [compile_pattern(p, literal=True) for p in request.target_files]
         clause, params = candidate_clause(targets)
-        rows = unit.tx.all(f"SELECT * FROM locks WHERE project = ? AND mode = ? AND agent_id != ? AND expires_at > ?"
-                           f" AND {clause}", (unit.project, EXCLUSIVE, request.agent_id, unit.now, *params))
+        rows = unit.tx.all(
+            f"SELECT * FROM locks WHERE project = ? AND mode = ? AND agent_id != ? AND expires_at > ? AND {clause}",
+            (unit.project, EXCLUSIVE, request.agent_id, unit.now, *params),
+        )
         by_agent: dict[str, tuple[set[str], list[Row]]] = {}
         for row in rows:
             hit = {t.path for t in targets if overlaps(pattern_of(row), t)}
@@ -444,10 +555,29 @@ class LockSignal:
                 files.update(hit)
                 locks.append(row)
         for agent_id, (files, locks) in by_agent.items():
-            reasons = "; ".join(describe_holder(r, f) for r in locks for f in sorted(files)
-                                if overlaps(pattern_of(r), compile_pattern(f, literal=True)))
-            yield agent_id, Evidence(
-                Layer.LOCK, Layer.SCORES[Layer.LOCK], tuple(sorted(files)), reasons,
-                extra={"locks": [{"path": r["path"], "mode": r["mode"], "fencing_token": r["token"],
-                                  "expires_at": iso(r["expires_at"])} for r in locks]})
-
+            reasons = "; ".join(
+                describe_holder(r, f)
+                for r in locks
+                for f in sorted(files)
+                if overlaps(pattern_of(r), compile_pattern(f, literal=True))
+            )
+            yield (
+                agent_id,
+                Evidence(
+                    Layer.LOCK,
+                    Layer.SCORES[Layer.LOCK],
+                    tuple(sorted(files)),
+                    reasons,
+                    extra={
+                        "locks": [
+                            {
+                                "path": r["path"],
+                                "mode": r["mode"],
+                                "fencing_token": r["token"],
+                                "expires_at": iso(r["expires_at"]),
+                            }
+                            for r in locks
+                        ]
+                    },
+                ),
+            )

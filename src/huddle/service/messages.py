@@ -35,14 +35,25 @@ def message_ref(number: int) -> str:
 
 
 def message_dict(row: Row) -> dict[str, Any]:
-    return {"message_id": message_ref(row["id"]), "from_agent": row["from_agent"], "to_agent": row["to_agent"],
-            "broadcast": row["to_agent"] is None, "channel": row["channel"], "priority": row["priority"],
-            "content": row["content"], "thread_id": row["thread_id"], "sent_at": iso(row["created_at"]),
-            "read": row["read_at"] is not None, "read_at": iso(row["read_at"])}
+    return {
+        "message_id": message_ref(row["id"]),
+        "from_agent": row["from_agent"],
+        "to_agent": row["to_agent"],
+        "broadcast": row["to_agent"] is None,
+        "channel": row["channel"],
+        "priority": row["priority"],
+        "content": row["content"],
+        "thread_id": row["thread_id"],
+        "sent_at": iso(row["created_at"]),
+        "read": row["read_at"] is not None,
+        "read_at": iso(row["read_at"]),
+    }
 
 
-_INBOX_SQL = ("SELECT m.*, i.read_at FROM message_inbox i JOIN messages m ON m.id = i.message_id"
-              " WHERE i.project = ? AND i.agent_id = ?")
+_INBOX_SQL = (
+    "SELECT m.*, i.read_at FROM message_inbox i JOIN messages m ON m.id = i.message_id"
+    " WHERE i.project = ? AND i.agent_id = ?"
+)
 
 
 class MessageService:
@@ -50,8 +61,15 @@ class MessageService:
         self.ctx = ctx
         self._waiting: Counter[str] = Counter()
 
-    async def send(self, from_agent: str, content: str, to_agent: str | None = None, channel: str = "general",
-                   priority: str = "normal", thread_id: str | None = None) -> dict[str, Any]:
+    async def send(
+        self,
+        from_agent: str,
+        content: str,
+        to_agent: str | None = None,
+        channel: str = "general",
+        priority: str = "normal",
+        thread_id: str | None = None,
+    ) -> dict[str, Any]:
         """Sends a message to one agent, or to every registered agent when `to_agent` is None.
 
         Raises InvalidInput for a bad field, NotFound for an unknown sender, recipient or thread.
@@ -72,37 +90,62 @@ class MessageService:
                 recipients = [target["agent_id"]]
                 online = target["status"] == "online" and target["last_seen"] >= self.ctx.online_since(unit.now)
             else:
-                recipients = [r["agent_id"] for r in unit.tx.all(
-                    "SELECT agent_id FROM agents WHERE project = ? AND status != 'deregistered' AND agent_id != ?",
-                    (unit.project, sender))]
+                recipients = [
+                    r["agent_id"]
+                    for r in unit.tx.all(
+                        "SELECT agent_id FROM agents WHERE project = ? AND status != 'deregistered' AND agent_id != ?",
+                        (unit.project, sender),
+                    )
+                ]
                 online = True
-            if thread is not None and unit.tx.one("SELECT 1 FROM threads WHERE id = ? AND project = ?",
-                                                  (thread, unit.project)) is None:
-                raise NotFound(f"thread {thread_ref(thread)} does not exist; list_threads shows the open ones",
-                               field="thread_id")
+            if (
+                thread is not None
+                and unit.tx.one("SELECT 1 FROM threads WHERE id = ? AND project = ?", (thread, unit.project)) is None
+            ):
+                raise NotFound(
+                    f"thread {thread_ref(thread)} does not exist; list_threads shows the open ones", field="thread_id"
+                )
             ref = thread_ref(thread) if thread is not None else None
             row = unit.tx.one(
                 "INSERT INTO messages (project, from_agent, to_agent, channel, priority, urgency, content, thread_id,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (unit.project, sender, recipient, channel, priority, PRIORITIES.index(priority), text, ref, unit.now))
+                (unit.project, sender, recipient, channel, priority, PRIORITIES.index(priority), text, ref, unit.now),
+            )
             assert row is not None
             number = int(row["id"])
-            unit.tx.executemany("INSERT INTO message_inbox (project, agent_id, message_id) VALUES (?, ?, ?)",
-                                [(unit.project, agent, number) for agent in recipients])
-            unit.emit(Kind.MESSAGE_SENT, actor=sender, audience=[recipient] if recipient else [EVERYONE],
-                      message_id=message_ref(number), from_agent=sender, to_agent=recipient, channel=channel,
-                      priority=priority, content=text, about_thread=ref)
-            out: dict[str, Any] = {"sent": True, "message_id": message_ref(number), "to_agent": recipient,
-                                   "broadcast": recipient is None, "recipients": len(recipients),
-                                   "sent_at": iso(unit.now)}
+            unit.tx.executemany(
+                "INSERT INTO message_inbox (project, agent_id, message_id) VALUES (?, ?, ?)",
+                [(unit.project, agent, number) for agent in recipients],
+            )
+            unit.emit(
+                Kind.MESSAGE_SENT,
+                actor=sender,
+                audience=[recipient] if recipient else [EVERYONE],
+                message_id=message_ref(number),
+                from_agent=sender,
+                to_agent=recipient,
+                channel=channel,
+                priority=priority,
+                content=text,
+                about_thread=ref,
+            )
+            out: dict[str, Any] = {
+                "sent": True,
+                "message_id": message_ref(number),
+                "to_agent": recipient,
+                "broadcast": recipient is None,
+                "recipients": len(recipients),
+                "sent_at": iso(unit.now),
+            }
             if recipient is not None and not online:
                 out["note"] = f"{recipient} is offline; the message waits in its inbox"
             return out
 
         return await self.ctx.store.write(txn)
 
-    async def list_messages(self, agent_id: str, unread_only: bool = False, channel: str | None = None,
-                            limit: int = 100) -> dict[str, Any]:
+    async def list_messages(
+        self, agent_id: str, unread_only: bool = False, channel: str | None = None, limit: int = 100
+    ) -> dict[str, Any]:
         """The agent's inbox (direct and broadcast), oldest first, the latest `limit` of them. Reads only."""
         agent = validate.identifier(agent_id, "agent_id")
         chan = validate.choice(channel, "channel", CHANNELS) if channel else None
@@ -117,35 +160,53 @@ class MessageService:
                 sql += " AND m.channel = ?"
                 params.append(chan)
             rows = unit.tx.all(sql + " ORDER BY i.message_id DESC LIMIT ?", (*params, count))
-            unread = unit.tx.one("SELECT COUNT(*) AS n FROM message_inbox WHERE project = ? AND agent_id = ?"
-                                 " AND read_at IS NULL", (unit.project, agent))
-            return {"agent_id": agent, "messages": [message_dict(r) for r in reversed(rows)],
-                    "unread": int(unread["n"]) if unread else 0}
+            unread = unit.tx.one(
+                "SELECT COUNT(*) AS n FROM message_inbox WHERE project = ? AND agent_id = ? AND read_at IS NULL",
+                (unit.project, agent),
+            )
+            return {
+                "agent_id": agent,
+                "messages": [message_dict(r) for r in reversed(rows)],
+                "unread": int(unread["n"]) if unread else 0,
+            }
 
         return await self.ctx.store.read(read)
 
     async def mark_read(self, agent_id: str, message_ids: Sequence[str | int]) -> dict[str, Any]:
         """Marks messages of the agent's inbox read. Raises NotFound (writing nothing) for ids not in it."""
         agent = validate.identifier(agent_id, "agent_id")
-        ids = sorted({parse_ref(m, "M", f"message_ids[{i}]")
-                      for i, m in enumerate(validate.items(message_ids, "message_ids", max_items=MAX_IDS))})
+        ids = sorted(
+            {
+                parse_ref(m, "M", f"message_ids[{i}]")
+                for i, m in enumerate(validate.items(message_ids, "message_ids", max_items=MAX_IDS))
+            }
+        )
         if not ids:
-            raise InvalidInput("message_ids is empty; pass the ids list_messages returned (e.g. M-12)",
-                               field="message_ids")
+            raise InvalidInput(
+                "message_ids is empty; pass the ids list_messages returned (e.g. M-12)", field="message_ids"
+            )
 
         def txn(unit: Unit) -> dict[str, Any]:
             touch(unit, agent)
-            rows = unit.tx.all(f"SELECT message_id, read_at FROM message_inbox WHERE project = ? AND agent_id = ?"
-                               f" AND message_id IN ({placeholders(ids)})", (unit.project, agent, *ids))
+            rows = unit.tx.all(
+                f"SELECT message_id, read_at FROM message_inbox WHERE project = ? AND agent_id = ?"
+                f" AND message_id IN ({placeholders(ids)})",
+                (unit.project, agent, *ids),
+            )
             missing = sorted(set(ids) - {r["message_id"] for r in rows})
             if missing:
-                raise NotFound(f"message(s) {', '.join(message_ref(m) for m in missing)} are not in {agent}'s inbox;"
-                               " list_messages shows the ids you can mark", field="message_ids")
+                raise NotFound(
+                    f"message(s) {', '.join(message_ref(m) for m in missing)} are not in {agent}'s inbox;"
+                    " list_messages shows the ids you can mark",
+                    field="message_ids",
+                )
             unread = [r["message_id"] for r in rows if r["read_at"] is None]
             if unread:
-                unit.tx.execute(f"UPDATE message_inbox SET read_at = ? WHERE project = ? AND agent_id = ?"
-                                f" AND message_id IN ({placeholders(unread)})",
-                                (unit.now, unit.project, agent, *unread))
+                unit.tx.execute(
+                    f"UPDATE message_inbox SET read_at = ? WHERE project = ? AND agent_id = ?"
+                    f" AND message_id IN ({placeholders(unread)})",
+                    (unit.now, unit.project, agent, *unread),
+                )
             return {"marked": len(unread), "already_read": len(rows) - len(unread)}
 
         return await self.ctx.store.write(txn)
@@ -153,13 +214,18 @@ class MessageService:
     def _drain(self, unit: Unit, agent: str, limit: int) -> dict[str, Any]:
         """Unread messages, most urgent first then oldest, marked read in the same transaction."""
         touch(unit, agent)
-        rows = unit.tx.all(_INBOX_SQL + " AND i.read_at IS NULL ORDER BY m.urgency DESC, m.id LIMIT ?",
-                           (unit.project, agent, limit + 1))
+        rows = unit.tx.all(
+            _INBOX_SQL + " AND i.read_at IS NULL ORDER BY m.urgency DESC, m.id LIMIT ?",
+            (unit.project, agent, limit + 1),
+        )
         taken = rows[:limit]
         if taken:
             ids = [r["id"] for r in taken]
-            unit.tx.execute(f"UPDATE message_inbox SET read_at = ? WHERE project = ? AND agent_id = ?"
-                            f" AND message_id IN ({placeholders(ids)})", (unit.now, unit.project, agent, *ids))
+            unit.tx.execute(
+                f"UPDATE message_inbox SET read_at = ? WHERE project = ? AND agent_id = ?"
+                f" AND message_id IN ({placeholders(ids)})",
+                (unit.now, unit.project, agent, *ids),
+            )
         messages = []
         for row in taken:
             item = message_dict(row)

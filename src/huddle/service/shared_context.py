@@ -35,8 +35,14 @@ def context_ref(number: int) -> str:
 
 
 def entry_dict(row: Row) -> dict[str, Any]:
-    return {"id": context_ref(row["id"]), "agent_id": row["agent_id"], "type": row["type"],
-            "content": row["content"], "tags": json.loads(row["tags"]), "created_at": iso(row["created_at"])}
+    return {
+        "id": context_ref(row["id"]),
+        "agent_id": row["agent_id"],
+        "type": row["type"],
+        "content": row["content"],
+        "tags": json.loads(row["tags"]),
+        "created_at": iso(row["created_at"]),
+    }
 
 
 def normalize_tags(tags: list[str] | None) -> list[str]:
@@ -44,8 +50,10 @@ def normalize_tags(tags: list[str] | None) -> list[str]:
     for i, raw in enumerate(validate.items(tags, "tags", max_items=MAX_TAGS)):
         tag = raw.strip().lower() if isinstance(raw, str) else raw
         if not isinstance(tag, str) or not _TAG_RE.match(tag):
-            raise InvalidInput(f"tags[{i}] {str(raw)[:40]!r} is not a tag: use 1-50 letters, digits and . _ : / + -",
-                               field=f"tags[{i}]")
+            raise InvalidInput(
+                f"tags[{i}] {str(raw)[:40]!r} is not a tag: use 1-50 letters, digits and . _ : / + -",
+                field=f"tags[{i}]",
+            )
         out.setdefault(tag, None)
     return list(out)
 
@@ -57,15 +65,18 @@ class FullText:
     def terms(keyword: str) -> list[str]:
         words = _WORD_RE.findall(keyword.lower())
         if not words:
-            raise InvalidInput("keyword has no searchable words; give one or more words, e.g. 'auth token'",
-                               field="keyword")
+            raise InvalidInput(
+                "keyword has no searchable words; give one or more words, e.g. 'auth token'", field="keyword"
+            )
         return words[:MAX_SEARCH_TERMS]
 
     @staticmethod
     def index(unit: Unit, entry_id: int, content: str, tags: list[str]) -> None:
         if unit.tx.dialect == "sqlite":
-            unit.tx.execute("INSERT INTO shared_context_fts (rowid, content, tags) VALUES (?, ?, ?)",
-                            (entry_id, content, " ".join(tags)))
+            unit.tx.execute(
+                "INSERT INTO shared_context_fts (rowid, content, tags) VALUES (?, ?, ?)",
+                (entry_id, content, " ".join(tags)),
+            )
 
     @staticmethod
     def remove(unit: Unit, entry_id: int) -> None:
@@ -77,13 +88,17 @@ class FullText:
         """Ids of entries matching every term (as a word prefix), best match first."""
         if unit.tx.dialect == "sqlite":
             query = " ".join('"' + t.replace('"', '""') + '"*' for t in terms)
-            rows = unit.tx.all("SELECT rowid FROM shared_context_fts WHERE shared_context_fts MATCH ?"
-                               " ORDER BY rank LIMIT ?", (query, SEARCH_CANDIDATES))
+            rows = unit.tx.all(
+                "SELECT rowid FROM shared_context_fts WHERE shared_context_fts MATCH ? ORDER BY rank LIMIT ?",
+                (query, SEARCH_CANDIDATES),
+            )
             return [int(r["rowid"]) for r in rows]
         clauses = " AND ".join("(LOWER(content) LIKE ? OR LOWER(tags) LIKE ?)" for _ in terms)
         params = [p for t in terms for p in (f"%{t}%", f"%{t}%")]
-        rows = unit.tx.all(f"SELECT id FROM shared_context WHERE project = ? AND {clauses} ORDER BY id DESC LIMIT ?",
-                           (unit.project, *params, SEARCH_CANDIDATES))
+        rows = unit.tx.all(
+            f"SELECT id FROM shared_context WHERE project = ? AND {clauses} ORDER BY id DESC LIMIT ?",
+            (unit.project, *params, SEARCH_CANDIDATES),
+        )
         return [int(r["id"]) for r in rows]
 
 
@@ -100,23 +115,46 @@ class SharedContextService:
 
         def txn(unit: Unit) -> dict[str, Any]:
             touch(unit, agent)
-            row = unit.tx.one("INSERT INTO shared_context (project, agent_id, type, content, tags, created_at)"
-                              " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                              (unit.project, agent, kind, text, dumps(labels), unit.now))
+            row = unit.tx.one(
+                "INSERT INTO shared_context (project, agent_id, type, content, tags, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                (unit.project, agent, kind, text, dumps(labels), unit.now),
+            )
             assert row is not None
             number = int(row["id"])
-            unit.tx.executemany("INSERT INTO shared_context_tags (project, tag, context_id) VALUES (?, ?, ?)",
-                                [(unit.project, tag, number) for tag in labels])
+            unit.tx.executemany(
+                "INSERT INTO shared_context_tags (project, tag, context_id) VALUES (?, ?, ?)",
+                [(unit.project, tag, number) for tag in labels],
+            )
             FullText.index(unit, number, text, labels)
-            unit.emit(Kind.CONTEXT_SHARED, actor=agent, audience=[EVERYONE], context_id=context_ref(number),
-                      type=kind, tags=labels, content=text[:PREVIEW_CHARS], truncated=len(text) > PREVIEW_CHARS)
-            return {"shared": True, "id": context_ref(number), "type": kind, "tags": labels,
-                    "created_at": iso(unit.now)}
+            unit.emit(
+                Kind.CONTEXT_SHARED,
+                actor=agent,
+                audience=[EVERYONE],
+                context_id=context_ref(number),
+                type=kind,
+                tags=labels,
+                content=text[:PREVIEW_CHARS],
+                truncated=len(text) > PREVIEW_CHARS,
+            )
+            return {
+                "shared": True,
+                "id": context_ref(number),
+                "type": kind,
+                "tags": labels,
+                "created_at": iso(unit.now),
+            }
 
         return await self.ctx.store.write(txn)
 
-    async def query(self, type: str | None = None, keyword: str | None = None, tag: str | None = None,
-                    agent_id: str | None = None, limit: int = 50) -> dict[str, Any]:
+    async def query(
+        self,
+        type: str | None = None,
+        keyword: str | None = None,
+        tag: str | None = None,
+        agent_id: str | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
         """Entries matching every filter given; keyword search ranks by relevance, otherwise newest first."""
         kind = validate.choice(type, "type", TYPES) if type else None
         terms = FullText.terms(validate.text(keyword, "keyword", max_chars=MAX_KEYWORD_CHARS)) if keyword else None
@@ -161,16 +199,21 @@ class SharedContextService:
             touch(unit, agent)
             row = unit.tx.one("SELECT * FROM shared_context WHERE id = ? AND project = ?", (number, unit.project))
             if row is None:
-                raise NotFound(f"context entry {context_ref(number)} does not exist; query_context lists entries",
-                               field="id")
+                raise NotFound(
+                    f"context entry {context_ref(number)} does not exist; query_context lists entries", field="id"
+                )
             if row["agent_id"] != agent:
-                raise Forbidden(f"context entry {context_ref(number)} was shared by {row['agent_id']}; only its author"
-                                " may delete it — share a correcting entry instead, or ask them", field="agent_id")
+                raise Forbidden(
+                    f"context entry {context_ref(number)} was shared by {row['agent_id']}; only its author"
+                    " may delete it — share a correcting entry instead, or ask them",
+                    field="agent_id",
+                )
             unit.tx.execute("DELETE FROM shared_context WHERE id = ?", (number,))
             unit.tx.execute("DELETE FROM shared_context_tags WHERE context_id = ?", (number,))
             FullText.remove(unit, number)
-            unit.emit(Kind.CONTEXT_DELETED, actor=agent, audience=[EVERYONE], context_id=context_ref(number),
-                      type=row["type"])
+            unit.emit(
+                Kind.CONTEXT_DELETED, actor=agent, audience=[EVERYONE], context_id=context_ref(number), type=row["type"]
+            )
             return {"deleted": True, "id": context_ref(number)}
 
         return await self.ctx.store.write(txn)

@@ -36,8 +36,9 @@ def validation_message(exc: pydantic.ValidationError) -> InvalidInput:
         where = ".".join(str(p) for p in err["loc"]) or "body"
         parts.append(f"{where}: {err['msg'].lower()}")
     first = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else None
-    return InvalidInput("invalid arguments — " + "; ".join(parts) + "; see GET /api/v1/tools for the schema",
-                        field=first or None)
+    return InvalidInput(
+        "invalid arguments — " + "; ".join(parts) + "; see GET /api/v1/tools for the schema", field=first or None
+    )
 
 
 class OperationEndpoint:
@@ -71,14 +72,25 @@ class OperationEndpoint:
 
     async def index(self, request: Request) -> Response:
         schemas = {tool.name: tool.input_schema for tool in await request.app.state.mcp.list_tools()}
-        return JSONResponse({"ok": True, "tools": [
-            {"name": op.name, "toolset": op.toolset, "read_only": op.read_only, "description": op.description,
-             "input_schema": schemas.get(op.name)} for op in self._ops.values()]})
+        return JSONResponse(
+            {
+                "ok": True,
+                "tools": [
+                    {
+                        "name": op.name,
+                        "toolset": op.toolset,
+                        "read_only": op.read_only,
+                        "description": op.description,
+                        "input_schema": schemas.get(op.name),
+                    }
+                    for op in self._ops.values()
+                ],
+            }
+        )
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse({"ok": True, "service": "huddle", "version": __version__,
-                         "project": request.app.state.project})
+    return JSONResponse({"ok": True, "service": "huddle", "version": __version__, "project": request.app.state.project})
 
 
 async def readyz(request: Request) -> Response:
@@ -120,8 +132,11 @@ class BodySizeLimit:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = {"ok": False, "code": "too_large",
-                "error": f"request body is larger than {self.max_bytes} bytes; send less (split lists, trim text)"}
+        body = {
+            "ok": False,
+            "code": "too_large",
+            "error": f"request body is larger than {self.max_bytes} bytes; send less (split lists, trim text)",
+        }
         await JSONResponse(body, status_code=413)(scope, receive, send)
 
 
@@ -141,16 +156,27 @@ def rest_routes(operations: Iterable[Operation]) -> list[BaseRoute]:
 
 def json_error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
     async def not_found(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"ok": False, "code": "not_found",
-                             "error": f"no route {request.url.path}; see /api/v1/tools, /mcp, /health"}, 404)
+        return JSONResponse(
+            {
+                "ok": False,
+                "code": "not_found",
+                "error": f"no route {request.url.path}; see /api/v1/tools, /mcp, /health",
+            },
+            404,
+        )
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"ok": False, "code": "method_not_allowed",
-                             "error": f"{request.method} is not allowed on {request.url.path}"}, 405)
+        return JSONResponse(
+            {
+                "ok": False,
+                "code": "method_not_allowed",
+                "error": f"{request.method} is not allowed on {request.url.path}",
+            },
+            405,
+        )
 
     async def crash(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return JSONResponse({"ok": False, "code": "internal", "error": "internal error; see the server log"}, 500)
 
     return {404: not_found, 405: method_not_allowed, Exception: crash}
-

@@ -46,6 +46,10 @@ def build_mcp_server(operations: Iterable[Operation]) -> MCPServer:
     # that is pure overhead on every call (the SDK documents dropping it as the opt-out).
     server.middleware[:] = [m for m in server.middleware if type(m).__name__ != "OpenTelemetryMiddleware"]
     for op in operations:
-        server.add_tool(as_tool(op), name=op.name, description=op.description,
-                        annotations=ToolAnnotations(read_only_hint=op.read_only))
+        server.add_tool(
+            as_tool(op),
+            name=op.name,
+            description=op.description,
+            annotations=ToolAnnotations(read_only_hint=op.read_only),
+        )
     return server

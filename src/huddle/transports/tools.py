@@ -17,16 +17,22 @@ from huddle.transports.tools_coordination import COORDINATION_FACTORIES
 __all__ = ["FACTORIES", "Operation", "OperationFactory", "all_operations"]
 
 Result = dict[str, Any]
-IntentKind = Literal["edit", "refactor", "test", "build", "dependency_change",
-                     "git_commit", "git_push", "git_rebase", "git_merge"]
+IntentKind = Literal[
+    "edit", "refactor", "test", "build", "dependency_change", "git_commit", "git_push", "git_rebase", "git_merge"
+]
 MessageType = Literal["context", "question", "warning", "suggestion"]
 ThreadStatus = Literal["open", "resolving", "resolved", "closed", "cancelled", "timeout", "max_rounds"]
 
 
 def core_operations(c: Coordinator) -> list[Operation]:
-    async def register_agent(name: str, agent_id: str | None = None, modules: list[str] | None = None,
-                             branch: str | None = None, worktree: str | None = None,
-                             client: str | None = None) -> Result:
+    async def register_agent(
+        name: str,
+        agent_id: str | None = None,
+        modules: list[str] | None = None,
+        branch: str | None = None,
+        worktree: str | None = None,
+        client: str | None = None,
+    ) -> Result:
         """Register (idempotent) before anything else. Returns your agent_id and a briefing: who is
         online and which active work and threads touch your modules."""
         return await c.agents.register(name, agent_id, modules, branch, worktree, client)
@@ -51,22 +57,36 @@ def core_operations(c: Coordinator) -> list[Operation]:
         """Block until at least `count` agents are online (or timeout_s, max 300)."""
         return await c.agents.wait_for_peers(count, timeout_s)
 
-    async def announce_work(agent_id: str, subject: str, target_files: list[str], plan: str | None = None,
-                            kind: IntentKind = "edit", depends_on_files: list[str] | None = None,
-                            target_modules: list[str] | None = None, target_symbols: list[str] | None = None,
-                            ttl_s: float | None = None) -> Result:
+    async def announce_work(
+        agent_id: str,
+        subject: str,
+        target_files: list[str],
+        plan: str | None = None,
+        kind: IntentKind = "edit",
+        depends_on_files: list[str] | None = None,
+        target_modules: list[str] | None = None,
+        target_symbols: list[str] | None = None,
+        ttl_s: float | None = None,
+    ) -> Result:
         """Call BEFORE editing. Scores your intent against every online agent's work.
         verdict: proceed | caution (gray zone, both notified) | consult (a thread opened: do not edit the
         contested files until it resolves). Returns intent_id, thread_id and per-agent impacts with evidence."""
-        return await c.intents.announce(agent_id, subject, target_files, plan, kind, depends_on_files,
-                                        target_modules, target_symbols, ttl_s)
+        return await c.intents.announce(
+            agent_id, subject, target_files, plan, kind, depends_on_files, target_modules, target_symbols, ttl_s
+        )
 
-    async def check_conflicts(agent_id: str, target_files: list[str], kind: IntentKind = "edit",
-                              depends_on_files: list[str] | None = None, target_modules: list[str] | None = None,
-                              target_symbols: list[str] | None = None) -> Result:
+    async def check_conflicts(
+        agent_id: str,
+        target_files: list[str],
+        kind: IntentKind = "edit",
+        depends_on_files: list[str] | None = None,
+        target_modules: list[str] | None = None,
+        target_symbols: list[str] | None = None,
+    ) -> Result:
         """Dry run of announce_work: same scoring, nothing recorded."""
-        return await c.intents.check_conflicts(agent_id, target_files, kind, depends_on_files, target_modules,
-                                               target_symbols)
+        return await c.intents.check_conflicts(
+            agent_id, target_files, kind, depends_on_files, target_modules, target_symbols
+        )
 
     async def complete_work(agent_id: str, intent_id: str) -> Result:
         """Mark your intent done so it stops counting against others."""
@@ -106,8 +126,9 @@ def thread_operations(c: Coordinator) -> list[Operation]:
         """A thread with status, round, proposal, approvals and messages."""
         return await c.threads.get(thread_id)
 
-    async def post_to_thread(thread_id: str, agent_id: str, type: MessageType, content: str,
-                             in_reply_to: int | None = None) -> Result:
+    async def post_to_thread(
+        thread_id: str, agent_id: str, type: MessageType, content: str, in_reply_to: int | None = None
+    ) -> Result:
         """Post context, a question, a warning or a suggestion to a thread."""
         return await c.threads.post(thread_id, agent_id, type, content, in_reply_to)
 
@@ -135,8 +156,7 @@ def thread_operations(c: Coordinator) -> list[Operation]:
         """Events of one thread after since_cursor, with next_cursor."""
         return await c.threads.updates(thread_id, since_cursor)
 
-    async def list_threads(status: ThreadStatus | None = None, agent_id: str | None = None,
-                           limit: int = 100) -> Result:
+    async def list_threads(status: ThreadStatus | None = None, agent_id: str | None = None, limit: int = 100) -> Result:
         """Threads, newest first, optionally by status or member agent."""
         return await c.threads.list(status, agent_id, limit)
 
@@ -164,8 +184,9 @@ def thread_operations(c: Coordinator) -> list[Operation]:
 
 
 def file_operations(c: Coordinator) -> list[Operation]:
-    async def log_file_edit(agent_id: str, path: str, ranges: list[list[int]] | None = None,
-                            symbols: list[str] | None = None) -> Result:
+    async def log_file_edit(
+        agent_id: str, path: str, ranges: list[list[int]] | None = None, symbols: list[str] | None = None
+    ) -> Result:
         """Record an edit you made (optionally line ranges [[first, last], …] and symbols)."""
         return await c.files.log_edit(agent_id, path, ranges, symbols)
 

@@ -21,8 +21,9 @@ TaskUpdate = Literal["in_progress", "done", "failed"]
 
 
 def lock_operations(c: Coordinator) -> list[Operation]:
-    async def acquire_lock(agent_id: str, path: str, mode: LockMode = "exclusive", ttl_s: float | None = None,
-                           wait_s: float | None = None) -> Result:
+    async def acquire_lock(
+        agent_id: str, path: str, mode: LockMode = "exclusive", ttl_s: float | None = None, wait_s: float | None = None
+    ) -> Result:
         """Lease a file, directory (src/auth/) or glob (src/*/models.py) before editing it.
         exclusive: nobody else may lock it; shared: others may share, nobody may take it exclusively;
         intent: never blocks, only warns. Returns {granted, fencing_token, expires_at, warnings?} or
@@ -56,13 +57,20 @@ def lock_operations(c: Coordinator) -> list[Operation]:
 
 
 def message_operations(c: Coordinator) -> list[Operation]:
-    async def send_message(from_agent: str, content: str, to_agent: str | None = None, channel: Channel = "general",
-                           priority: Priority = "normal", thread_id: str | None = None) -> Result:
+    async def send_message(
+        from_agent: str,
+        content: str,
+        to_agent: str | None = None,
+        channel: Channel = "general",
+        priority: Priority = "normal",
+        thread_id: str | None = None,
+    ) -> Result:
         """Message one agent, or every agent when to_agent is null. Optionally about a thread (T-12)."""
         return await c.messages.send(from_agent, content, to_agent, channel, priority, thread_id)
 
-    async def list_messages(agent_id: str, unread_only: bool = False, channel: Channel | None = None,
-                            limit: int = 100) -> Result:
+    async def list_messages(
+        agent_id: str, unread_only: bool = False, channel: Channel | None = None, limit: int = 100
+    ) -> Result:
         """Your inbox (direct and broadcast), oldest first; does not mark anything read."""
         return await c.messages.list_messages(agent_id, unread_only, channel, limit)
 
@@ -93,8 +101,13 @@ def context_operations(c: Coordinator) -> list[Operation]:
         """Share a decision, discovery, convention, blocker or note with every agent (tags optional)."""
         return await c.shared_context.share(agent_id, type, content, tags)
 
-    async def query_context(type: ContextType | None = None, keyword: str | None = None, tag: str | None = None,
-                            agent_id: str | None = None, limit: int = 50) -> Result:
+    async def query_context(
+        type: ContextType | None = None,
+        keyword: str | None = None,
+        tag: str | None = None,
+        agent_id: str | None = None,
+        limit: int = 50,
+    ) -> Result:
         """Search shared context: full-text keyword (word prefixes, all must match), type, tag, author."""
         return await c.shared_context.query(type, keyword, tag, agent_id, limit)
 
@@ -110,8 +123,14 @@ def context_operations(c: Coordinator) -> list[Operation]:
 
 
 def task_operations(c: Coordinator) -> list[Operation]:
-    async def add_task(task_id: str, description: str, depends_on: list[str] | None = None, priority: int = 0,
-                       payload: dict[str, Any] | None = None, agent_id: str | None = None) -> Result:
+    async def add_task(
+        task_id: str,
+        description: str,
+        depends_on: list[str] | None = None,
+        priority: int = 0,
+        payload: dict[str, Any] | None = None,
+        agent_id: str | None = None,
+    ) -> Result:
         """Add a task to the board; depends_on must name existing tasks (no cycles). Higher priority is
         claimed first; payload (a JSON object) goes to whoever claims it. Re-adding the identical task is a no-op."""
         return await c.tasks.add(task_id, description, depends_on, priority, payload, agent_id)
@@ -134,8 +153,9 @@ def task_operations(c: Coordinator) -> list[Operation]:
         Returns {claimed: true, task} or {claimed: false, reason}."""
         return await c.tasks.claim(agent_id, task_id)
 
-    async def update_task(task_id: str, agent_id: str, status: TaskUpdate, output: str | None = None,
-                          error: str | None = None) -> Result:
+    async def update_task(
+        task_id: str, agent_id: str, status: TaskUpdate, output: str | None = None, error: str | None = None
+    ) -> Result:
         """Claimer only: report in_progress, done (unblocks dependants) or failed (with error)."""
         return await c.tasks.update(task_id, agent_id, status, output, error)
 
@@ -170,5 +190,8 @@ def task_operations(c: Coordinator) -> list[Operation]:
 
 
 COORDINATION_FACTORIES: list[Callable[[Coordinator], list[Operation]]] = [
-    lock_operations, message_operations, context_operations, task_operations,
+    lock_operations,
+    message_operations,
+    context_operations,
+    task_operations,
 ]
