@@ -21,12 +21,12 @@ def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_finds_no_lint_errors() -> None:
-    result = run(sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks")
+    result = run(sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks", "examples")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format_leaves_every_file_unchanged() -> None:
-    result = run(sys.executable, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks")
+    result = run(sys.executable, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks", "examples")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
