@@ -202,6 +202,8 @@ class AgentService:
     # -- reads ----------------------------------------------------------------------------
 
     async def list_agents(self, online_only: bool = False) -> dict[str, Any]:
+        """Registered agents (not deregistered) with derived activity; `online_only` drops the offline."""
+
         def read(unit: Unit) -> dict[str, Any]:
             return {"agents": agent_rows(unit, self.ctx, online_only=online_only)}
 

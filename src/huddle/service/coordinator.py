@@ -76,10 +76,12 @@ class Coordinator:
         store.on_commit(bus.publish)
 
     async def start(self) -> None:
+        """Opens the store (running migrations) and starts the expiry sweeper."""
         await self.store.open()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="huddle-sweeper")
 
     async def stop(self) -> None:
+        """Stops the sweeper, then closes the store after its last commit."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -115,6 +115,7 @@ class DependencyMapService:
         return await self.ctx.store.read(read)
 
     async def module_info(self, module: str) -> dict[str, Any]:
+        """A module's paths, dependencies and direct dependents. Raises NotFound for an unknown module."""
         name = normalize_module(module)
 
         def read(unit: Unit) -> dict[str, Any]:

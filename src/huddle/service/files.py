@@ -93,6 +93,7 @@ class FileService:
         return await self.ctx.store.write(txn)
 
     async def stop_editing(self, agent_id: str, path: str) -> dict[str, Any]:
+        """Clears the in-flight marker; `was_editing` says whether there was one. Raises NotFound, InvalidInput."""
         norm = self.ctx.path(path)
 
         def txn(unit: Unit) -> dict[str, Any]:

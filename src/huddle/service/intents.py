@@ -275,6 +275,8 @@ class IntentService:
         return await self.ctx.store.write(txn)
 
     async def list_intents(self, agent_id: str | None = None, active_only: bool = True) -> dict[str, Any]:
+        """Intents, newest first (at most 500), optionally one agent's and only the live ones."""
+
         def read(unit: Unit) -> dict[str, Any]:
             sql = "SELECT * FROM intents WHERE project = ?"
             params: list[Any] = [unit.project]

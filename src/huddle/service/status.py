@@ -26,6 +26,8 @@ class StatusService:
         self.live_sections: dict[str, Callable[[], dict[str, Any]]] = {}
 
     async def status(self) -> dict[str, Any]:
+        """The whole board in one read, plus every registered section (locks, tasks, MQTT…)."""
+
         def read(unit: Unit) -> dict[str, Any]:
             agents = agent_rows(unit, self.ctx, online_only=False, limit=1000)
             threads = unit.tx.all(

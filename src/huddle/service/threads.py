@@ -167,6 +167,8 @@ class ThreadService:
         return await self.ctx.store.write(txn)
 
     async def get(self, thread_id: str) -> dict[str, Any]:
+        """The thread with proposal, approvals and messages. Raises NotFound or InvalidInput for the id."""
+
         def read(unit: Unit) -> dict[str, Any]:
             return thread_dict(unit, *_load(unit, thread_id)[:2])
 
@@ -407,6 +409,7 @@ class ThreadService:
         return await self._act(thread_id, agent_id, step)
 
     async def list(self, status: str | None = None, agent_id: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """Threads, newest first, by status and/or member. Raises InvalidInput for an unknown status."""
         if status is not None:
             validate.choice(status, "status", rules.ALL_STATUSES)
         limit = int(validate.number(limit, "limit", low=1, high=1000, default=100))

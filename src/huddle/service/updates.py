@@ -47,6 +47,8 @@ class UpdateService:
         return result
 
     async def latest_cursor(self) -> int:
+        """The cursor of the newest event (0 for an empty log)."""
+
         def read(unit: Unit) -> int:
             row = unit.tx.one("SELECT MAX(cursor) AS c FROM events WHERE project = ?", (unit.project,))
             return int(row["c"] or 0) if row else 0
