@@ -113,23 +113,8 @@ async def timed(
 
 
 async def lock_loop(client: Client, agent: str, iterations: int, sample: Sample) -> None:
-    path = f"bench/{agent}/file.py"
     for i in range(WARMUP + iterations):
-        record = i >= WARMUP
-        await timed(
-            sample,
-            "acquire_lock",
-            client.call_tool("acquire_lock", {"agent_id": agent, "path": path}),
-            lambda r: bool(r.get("granted")),
-            record,
-        )
-        await timed(
-            sample,
-            "release_lock",
-            client.call_tool("release_lock", {"agent_id": agent, "path": path}),
-            lambda r: bool(r.get("released")),
-            record,
-        )
+        await lock_once(client, agent, sample, record=i >= WARMUP)
 
 
 async def claim_loop(client: Client, agent: str, iterations: int, sample: Sample) -> None:
