@@ -55,3 +55,9 @@ def test_help_lists_the_server_flags() -> None:
     assert result.returncode == 0
     for flag in ("--host", "--port", "--data-dir", "--repo", "HUDDLE_PORT"):
         assert flag in result.stdout
+
+
+def test_a_command_group_without_its_action_shows_that_groups_help() -> None:
+    result = huddle("server")
+    assert result.returncode == 2
+    assert "usage: huddle server" in result.stdout and "start" in result.stdout

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     server = commands.add_parser("server", help="run the coordination server")
+    server.set_defaults(print_help=server.print_help)
     server_commands = server.add_subparsers(dest="server_command", metavar="ACTION")
     start = server_commands.add_parser("start", help="start the server in the foreground")
     _add_setting_flags(start, SERVER_FLAGS)
@@ -78,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_tasks(args)
         if args.command == "locks":
             return run_locks(args)
-        parser.print_help()
+        # A command group without its action (`huddle server`): show that group's help.
+        getattr(args, "print_help", parser.print_help)()
         return 0 if args.command is None else 2
     except HuddleError as exc:
         print(f"huddle: {exc.message}", file=sys.stderr)
