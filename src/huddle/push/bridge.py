@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from huddle.background import Background
 from huddle.domain.events import Event
 from huddle.push import log as eventlog
 from huddle.push.topics import Routed, route
@@ -94,7 +95,7 @@ class MqttBridge:
         self._queue: deque[Event] = deque()
         self._wake = asyncio.Event()
         self._lagged = False
-        self._task: asyncio.Task[None] | None = None
+        self._sender = Background("huddle-mqtt-bridge")
         self.stats = {
             "events": 0,
             "messages": 0,
@@ -112,19 +113,16 @@ class MqttBridge:
         self.sent_cursor = self.acked_cursor = await eventlog.latest_cursor(self.store)
         self.names = await eventlog.agent_names(self.store)
         await self.sink.start()
-        self._task = asyncio.create_task(self._run(), name="huddle-mqtt-bridge")
+        self._sender.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
+        if self._sender.running:
             # Give what is queued a moment to go out (a clean shutdown should not drop the last events).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     while (self._queue or self._lagged or self._in_flight) and self.sink.connected:
                         await asyncio.sleep(0.01)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._sender.stop()
         for _, pending in self._in_flight:
             pending.cancel()
         self._in_flight.clear()

@@ -8,7 +8,6 @@ Nothing here is on a request's path: a dead broker costs tool calls nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -22,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
+from huddle.background import Background
 from huddle.errors import InvalidInput
 from huddle.push.bridge import Message, SinkDown
 
@@ -79,7 +79,7 @@ class ExternalBroker:
         self.client_id = f"huddle-{project[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._connection = Background("huddle-mqtt-connection")
         self.connects = 0
         self.last_error: str | None = None
 
@@ -88,14 +88,10 @@ class ExternalBroker:
         return self._client is not None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._maintain(), name="huddle-mqtt-connection")
+        self._connection.start(self._maintain())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._connection.stop()
 
     def _new_client(self) -> aiomqtt.Client:
         u = self.url

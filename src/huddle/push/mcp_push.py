@@ -14,7 +14,6 @@ per URI and sent by one task off the request path; an agent is not notified of i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import Counter
@@ -34,6 +33,7 @@ from mcp_types import (
     UnsubscribeRequestParams,
 )
 
+from huddle.background import Background
 from huddle.domain import validate
 from huddle.domain.events import EVERYONE, Event
 from huddle.errors import HuddleError, NotFound
@@ -98,7 +98,7 @@ class McpPush:
         self._bus: SubscriptionBus | None = None
         self._pending: dict[str, None] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._notifier = Background("huddle-mcp-notifications")
         self.notifications_sent = 0
 
     # -- wiring ------------------------------------------------------------------------------
@@ -183,14 +183,10 @@ class McpPush:
                 del self._sessions[uri]
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="huddle-mcp-notifications")
+        self._notifier.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._notifier.stop()
 
     # -- fan-out ---------------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ and a `: live CURSOR` comment marks the end of each replay from the log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
@@ -24,6 +23,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from huddle.background import Background
 from huddle.domain.events import Event
 from huddle.errors import HuddleError, InvalidInput
 from huddle.push import log as eventlog
@@ -86,7 +86,7 @@ class EventStream:
         self._groups: dict[EventFilter, set[LiveQueue]] = {}
         self._pending: list[Event] = []
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._dispatcher = Background("huddle-sse-dispatch")
         self._encoded: OrderedDict[int, bytes] = OrderedDict()
 
     @property
@@ -94,15 +94,11 @@ class EventStream:
         return sum(len(group) for group in self._groups.values())
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._dispatch_forever(), name="huddle-sse-dispatch")
+        self._dispatcher.start(self._dispatch_forever())
 
     async def stop(self) -> None:
         self.close_all()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._dispatcher.stop()
 
     def offer(self, events: Sequence[Event]) -> None:
         """Bus listener: O(1), on the commit path."""

@@ -8,11 +8,11 @@ the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from huddle.background import Background
 from huddle.bus.memory import EventBus
 from huddle.service.agents import AgentService
 from huddle.service.context import ServiceContext
@@ -72,21 +72,17 @@ class Coordinator:
             locks=self.locks.status_section, tasks=self.tasks.status_section, workers=self.workers.status_section
         )
         self.status.live_sections["messages"] = self.messages.waiting_agents
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Background("huddle-sweeper")
         store.on_commit(bus.publish)
 
     async def start(self) -> None:
         """Opens the store (running migrations) and starts the expiry sweeper."""
         await self.store.open()
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="huddle-sweeper")
+        self._sweeper.start(self._sweep_forever())
 
     async def stop(self) -> None:
         """Stops the sweeper, then closes the store after its last commit."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await self._sweeper.stop()
         await self.store.close()
 
     async def readiness(self) -> dict[str, Any]:
@@ -96,7 +92,7 @@ class Coordinator:
             database: dict[str, Any] = {"ok": True, "latest_cursor": cursor}
         except Exception as exc:  # a broken database is exactly what readiness reports
             database = {"ok": False, "error": str(exc)}
-        alive = self._sweeper is not None and not self._sweeper.done()
+        alive = self._sweeper.running
         return {"database": database, "sweeper": {"ok": alive}}
 
     async def sweep(self) -> int:
