@@ -14,6 +14,7 @@ from huddle.domain import validate
 from huddle.domain.events import EVERYONE, Event
 from huddle.errors import InvalidInput
 from huddle.storage.base import Store, Unit, event_from_row
+from huddle.storage.base import latest_cursor as newest_cursor
 
 PAGE = 500
 
@@ -131,11 +132,7 @@ async def read_after(store: Store, after: int, wanted: EventFilter | None = None
 
 
 async def latest_cursor(store: Store) -> int:
-    def read(unit: Unit) -> int:
-        row = unit.tx.one("SELECT MAX(cursor) AS c FROM events WHERE project = ?", (unit.project,))
-        return int(row["c"] or 0) if row else 0
-
-    return await store.read(read)
+    return await store.read(newest_cursor)
 
 
 async def latest_for(store: Store, agent: str, limit: int) -> list[Event]:

@@ -11,7 +11,7 @@ from huddle.service.agents import agent_rows
 from huddle.service.context import ServiceContext
 from huddle.service.intents import intent_dict
 from huddle.service.threads import summary_dict
-from huddle.storage.base import Unit
+from huddle.storage.base import Unit, latest_cursor
 
 StatusSection = Callable[[Unit], dict[str, Any]]
 
@@ -45,7 +45,6 @@ class StatusService:
                 " WHERE project = ? AND ts >= ? GROUP BY path ORDER BY agents DESC, edits DESC LIMIT 20",
                 (unit.project, unit.now - self.ctx.settings.recent_edit_window_s),
             )
-            cursor = unit.tx.one("SELECT MAX(cursor) AS c FROM events WHERE project = ?", (unit.project,))
             out: dict[str, Any] = {
                 "version": __version__,
                 "project": unit.project,
@@ -55,7 +54,7 @@ class StatusService:
                 "threads": {"active": len(threads), "list": [summary_dict(unit, r) for r in threads]},
                 "intents": {"active": len(intents), "list": [intent_dict(r) for r in intents]},
                 "file_activity": [{"path": r["path"], "agents": r["agents"], "edits": r["edits"]} for r in hot],
-                "latest_cursor": int(cursor["c"] or 0) if cursor else 0,
+                "latest_cursor": latest_cursor(unit),
             }
             for name, section in self.sections.items():
                 out[name] = section(unit)

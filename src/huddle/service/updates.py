@@ -8,7 +8,7 @@ from huddle.domain import validate
 from huddle.domain.events import EVERYONE, Kind
 from huddle.service.agents import heartbeat_on_read, require_agent, touch
 from huddle.service.context import ServiceContext
-from huddle.storage.base import Unit, event_from_row
+from huddle.storage.base import Unit, event_from_row, latest_cursor
 
 MAX_PAGE = 500
 
@@ -48,12 +48,7 @@ class UpdateService:
 
     async def latest_cursor(self) -> int:
         """The cursor of the newest event (0 for an empty log)."""
-
-        def read(unit: Unit) -> int:
-            row = unit.tx.one("SELECT MAX(cursor) AS c FROM events WHERE project = ?", (unit.project,))
-            return int(row["c"] or 0) if row else 0
-
-        return await self.ctx.store.read(read)
+        return await self.ctx.store.read(latest_cursor)
 
     async def log_action_summary(self, agent_id: str, summary: str) -> dict[str, Any]:
         """A one-line note of what the agent did, for the dashboard timeline and its peers."""

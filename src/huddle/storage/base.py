@@ -89,6 +89,12 @@ def event_from_row(row: Row) -> Event:
     )
 
 
+def latest_cursor(unit: Unit) -> int:
+    """The cursor of the newest event of the unit's project (0 for an empty log)."""
+    row = unit.tx.one("SELECT MAX(cursor) AS c FROM events WHERE project = ?", (unit.project,))
+    return int(row["c"] or 0) if row else 0
+
+
 CommitListener = Callable[[Sequence[Event]], None]
 
 
