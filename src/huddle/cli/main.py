@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
 from huddle import __version__
+from huddle.cli.daemon_cli import add_daemon_parsers, run_server_action
 from huddle.cli.locks import add_locks_parser, run_locks
 from huddle.cli.remote import RemoteError
 from huddle.cli.tasks import add_tasks_parser, run_tasks
@@ -54,10 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.add_parser("server", help="run the coordination server")
     server.set_defaults(print_help=server.print_help)
     server_commands = server.add_subparsers(dest="server_command", metavar="ACTION")
-    start = server_commands.add_parser("start", help="start the server in the foreground")
-    _add_setting_flags(start, SERVER_FLAGS)
+    start = server_commands.add_parser("start", help="start the server (foreground, or --daemon)")
+    restart = server_commands.add_parser("restart", help="stop the data dir's server and start it as a daemon")
     tuning = [f.name for f in fields(Settings) if f.name not in SERVER_FLAGS]
-    _add_setting_flags(start.add_argument_group("tuning"), tuning)  # type: ignore[arg-type]
+    for parser_ in (start, restart):
+        _add_setting_flags(parser_, SERVER_FLAGS)
+        _add_setting_flags(parser_.add_argument_group("tuning"), tuning)  # type: ignore[arg-type]
+    add_daemon_parsers(start, server_commands)
     add_watch_parser(commands)
     add_tasks_parser(commands)
     add_locks_parser(commands)
@@ -68,11 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "server" and args.server_command == "start":
-            from huddle.cli.server import start_server  # heavy imports only when serving
-
+        if args.command == "server" and args.server_command:
             overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
-            return start_server(overrides)
+            return run_server_action(args, overrides)
         if args.command == "watch":
             return run_watch(args)
         if args.command == "tasks":
@@ -88,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RemoteError as exc:
         print(f"huddle: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `huddle watch … | head`: the reader left; not an error. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again (the recipe from Python's signal docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
