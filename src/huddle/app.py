@@ -26,6 +26,7 @@ from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_rout
 from huddle.transports.mcp_server import build_mcp_server
 from huddle.transports.origin import LoopbackGuard
 from huddle.transports.tools import all_operations
+from huddle.transports.toolsets import ToolCatalogue
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -62,8 +63,10 @@ def build_app(settings: Settings) -> Huddle:
     bus = MemoryBus()
     coordinator = Coordinator(build_store(settings), bus, settings)
     push = PushHub(settings, coordinator)
-    operations = [*all_operations(coordinator), *push.operations()]
+    catalogue = ToolCatalogue([*all_operations(coordinator), *push.operations()], settings.tools)
+    operations = catalogue.operations
     mcp = build_mcp_server(operations)
+    catalogue.attach(mcp)
     push.attach_mcp(mcp)
     # Plain JSON responses (not an SSE stream per POST) save ~0.3 ms a call; server-initiated
     # notifications still flow over the standalone GET stream.
@@ -94,6 +97,7 @@ def build_app(settings: Settings) -> Huddle:
     http.state.project = settings.project_key
     http.state.mcp = mcp
     http.state.coordinator = coordinator
+    http.state.catalogue = catalogue
 
     async def readiness() -> dict[str, Any]:
         return {**await coordinator.readiness(), "mqtt": push.readiness()}
