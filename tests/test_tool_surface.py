@@ -68,7 +68,9 @@ async def test_all_lists_every_tool_and_a_toolset_lists_only_its_own(server_fact
 
 def test_an_unknown_toolset_is_refused_with_the_known_ones(tmp_path: Path, repo: Path):
     settings = load_settings({"data_dir": str(tmp_path / "d"), "repo": str(repo), "tools": "core,lockz"}, environ={})
-    with pytest.raises(InvalidInput, match="'lockz' is neither a toolset nor a tool; toolsets: all, default, admin, context, core"):
+    with pytest.raises(
+        InvalidInput, match="'lockz' is neither a toolset nor a tool; toolsets: all, default, admin, context, core"
+    ):
         build_app(settings)
 
 

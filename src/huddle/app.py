@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 
 from huddle.bus.memory import MemoryBus
 from huddle.errors import InvalidInput
+from huddle.metrics import Metrics
 from huddle.push.hub import PushHub
 from huddle.service.coordinator import Coordinator
 from huddle.settings import Settings
@@ -24,6 +25,7 @@ from huddle.storage.base import Store
 from huddle.storage.sqlite import SqliteStore
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
 from huddle.transports.mcp_server import build_mcp_server
+from huddle.transports.openapi import ops_routes
 from huddle.transports.origin import LoopbackGuard
 from huddle.transports.tools import all_operations
 from huddle.transports.toolsets import ToolCatalogue
@@ -63,7 +65,9 @@ def build_app(settings: Settings) -> Huddle:
     bus = MemoryBus()
     coordinator = Coordinator(build_store(settings), bus, settings)
     push = PushHub(settings, coordinator)
-    catalogue = ToolCatalogue([*all_operations(coordinator), *push.operations()], settings.tools)
+    metrics = Metrics()
+    metrics.bind(coordinator, push)
+    catalogue = ToolCatalogue(metrics.instrument([*all_operations(coordinator), *push.operations()]), settings.tools)
     operations = catalogue.operations
     mcp = build_mcp_server(operations)
     catalogue.attach(mcp)
@@ -86,7 +90,7 @@ def build_app(settings: Settings) -> Huddle:
             await coordinator.stop()
 
     http = Starlette(
-        routes=[*rest_routes(operations), *push.routes(), *mcp_app.routes],
+        routes=[*rest_routes(operations), *ops_routes(metrics, catalogue), *push.routes(), *mcp_app.routes],
         middleware=[
             Middleware(LoopbackGuard, bind_host=settings.host),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),

@@ -131,6 +131,13 @@ class SqliteStore:
         self._listeners: list[CommitListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.schema_version = 0
+        # Observer of each group commit: (jobs in the batch, seconds COMMIT took). Set by metrics.
+        self.on_batch: Callable[[int, float], None] | None = None
+
+    @property
+    def pending_writes(self) -> int:
+        """Write jobs queued for the writer thread (approximate, for metrics)."""
+        return self._queue.qsize()
 
     def on_commit(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
@@ -219,7 +226,10 @@ class SqliteStore:
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((job, result, None, unit.events))
+            started = time.perf_counter()
             conn.execute("COMMIT")
+            if self.on_batch is not None:
+                self.on_batch(len(batch), time.perf_counter() - started)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
