@@ -9,7 +9,10 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from huddle import __version__
+from huddle.cli.backup import add_backup_parsers, run_backup, run_restore
+from huddle.cli.board import add_board_parsers, run_agents, run_status, run_threads
 from huddle.cli.daemon_cli import add_daemon_parsers, run_server_action
+from huddle.cli.doctor import add_doctor_parser, run_doctor
 from huddle.cli.locks import add_locks_parser, run_locks
 from huddle.cli.remote import RemoteError
 from huddle.cli.tasks import add_tasks_parser, run_tasks
@@ -66,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_watch_parser(commands)
     add_tasks_parser(commands)
     add_locks_parser(commands)
+    add_board_parsers(commands)
+    add_doctor_parser(commands)
+    add_backup_parsers(commands)
     return parser
 
 
@@ -82,6 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_tasks(args)
         if args.command == "locks":
             return run_locks(args)
+        runners = {
+            "status": run_status,
+            "agents": run_agents,
+            "threads": run_threads,
+            "doctor": run_doctor,
+            "backup": run_backup,
+            "restore": run_restore,
+        }
+        if args.command in runners:
+            return runners[args.command](args)
         # A command group without its action (`huddle server`): show that group's help.
         getattr(args, "print_help", parser.print_help)()
         return 0 if args.command is None else 2
