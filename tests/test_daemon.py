@@ -169,3 +169,17 @@ def test_watch_piped_into_head_ends_quietly_when_head_exits(huddle_server: Serve
     result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
     assert result.stdout.count("\n") == 1
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+
+
+def test_a_database_written_by_a_newer_huddle_is_refused_at_start_in_one_line(tmp_path: Path, repo: Path):
+    import sqlite3
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "huddle.db") as db:
+        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        db.execute("INSERT INTO schema_migrations VALUES (999, '999_future.sql')")
+    result = huddle("server", "start", *start_flags(data, repo))
+    assert result.returncode == 1
+    assert "schema version(s) [999] that this Huddle does not know; upgrade Huddle" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout and "Huddle serving" not in result.stdout

@@ -27,6 +27,7 @@ from huddle.cli.runtime import (
 from huddle.errors import HuddleError
 from huddle.push.ports import check_free
 from huddle.settings import Settings, explicit_settings, load_settings
+from huddle.storage.sqlite import check_schema
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -127,6 +128,8 @@ def start_server(overrides: Mapping[str, Any], *, log_to_stderr: bool = True) ->
 
 
 def _serve(settings: Settings) -> int:
+    if not settings.db_url:
+        check_schema(settings.sqlite_path)  # a clear refusal now, not a traceback from the app's startup
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     huddle = build_app(settings)
