@@ -67,6 +67,12 @@ def test_the_daemon_starts_reports_status_serves_logs_and_stops(tmp_path: Path, 
     logs = huddle("server", "logs", "-n", "20", "--data-dir", str(data))
     assert logs.returncode == 0 and "Huddle serving" in logs.stdout
 
+    restarted = huddle("server", "restart", *start_flags(data, repo))
+    assert restarted.returncode == 0, restarted.stderr
+    assert f"pid {info['pid']}" in restarted.stdout  # "stopped the server … (pid N)"
+    info = runtime(data)
+    assert f"pid {info['pid']}" in restarted.stdout and httpx.get(f"{info['url']}/health").status_code == 200
+
     stopped = huddle("server", "stop", "--data-dir", str(data))
     assert stopped.returncode == 0 and f"pid {info['pid']}" in stopped.stdout
     assert not (data / "server.json").exists()
@@ -176,9 +182,11 @@ def test_a_database_written_by_a_newer_huddle_is_refused_at_start_in_one_line(tm
 
     data = tmp_path / "data"
     data.mkdir()
-    with sqlite3.connect(data / "huddle.db") as db:
-        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-        db.execute("INSERT INTO schema_migrations VALUES (999, '999_future.sql')")
+    db = sqlite3.connect(data / "huddle.db")
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+    db.execute("INSERT INTO schema_migrations VALUES (999, '999_future.sql')")
+    db.commit()
+    db.close()
     result = huddle("server", "start", *start_flags(data, repo))
     assert result.returncode == 1
     assert "schema version(s) [999] that this Huddle does not know; upgrade Huddle" in result.stderr
