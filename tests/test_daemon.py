@@ -191,3 +191,12 @@ def test_a_database_written_by_a_newer_huddle_is_refused_at_start_in_one_line(tm
     assert result.returncode == 1
     assert "schema version(s) [999] that this Huddle does not know; upgrade Huddle" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout and "Huddle serving" not in result.stdout
+
+
+def test_any_command_given_a_data_dir_that_is_a_file_says_so_in_one_line(huddle_server: ServerProcess, tmp_path: Path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    for data_dir in (afile, afile / "below"):
+        result = huddle("watch", "--agent", "bob", "--once", "--url", huddle_server.url, "--data-dir", str(data_dir))
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith(f"huddle: cannot use {data_dir}") and "check --data-dir" in result.stderr

@@ -112,6 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # interpreter's final flush does not raise again (the recipe from Python's signal docs).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # A path the user gave that cannot be used (a --data-dir that is a file, below a file, or
+        # read-only): one line naming it, whichever command met it, instead of a traceback.
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"huddle: cannot use{where}: {exc.strerror or exc}; check --data-dir and the paths you passed",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":
