@@ -167,10 +167,10 @@ def test_watch_piped_into_head_ends_quietly_when_head_exits(huddle_server: Serve
     url = huddle_server.url
     for name in ("ann", "bob"):
         httpx.post(f"{url}/api/v1/tools/register_agent", json={"name": name}).raise_for_status()
-    for i in range(300):
-        body = {"from_agent": "ann", "to_agent": "bob", "content": f"message {i} " + "x" * 60}
+    for i in range(40):  # about 40 KB of output: more than the pipe and stdout buffers hold
+        body = {"from_agent": "ann", "to_agent": "bob", "content": f"message {i} " + "x" * 1000}
         httpx.post(f"{url}/api/v1/tools/send_message", json=body).raise_for_status()
-    watch = f"{sys.executable} -m huddle.cli.main watch --agent bob --once --since 0 --url {url}"
+    watch = f"{sys.executable} -m huddle.cli.main watch --agent bob --once --json --since 0 --url {url}"
     command = f"{watch} --data-dir {huddle_server.data_dir} | head -n 1"
     result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
     assert result.stdout.count("\n") == 1

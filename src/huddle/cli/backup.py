@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
-from huddle.cli.runtime import running_server
+from huddle.cli.runtime import data_dir_of, running_server
 from huddle.errors import HuddleError
 
 DB_NAME = "huddle.db"
@@ -36,12 +35,8 @@ def add_backup_parsers(commands: Any) -> None:
     restore.add_argument("--data-dir", help=data_help)
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir or os.environ.get("HUDDLE_DATA_DIR") or "~/.huddle").expanduser()
-
-
 def run_backup(args: argparse.Namespace) -> int:
-    source = _data_dir(args) / DB_NAME
+    source = data_dir_of(args) / DB_NAME
     target = Path(args.path).expanduser()
     if not source.is_file():
         raise HuddleError(f"no database at {source}; pass the --data-dir your server uses")
@@ -72,7 +67,7 @@ def run_backup(args: argparse.Namespace) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    data_dir = _data_dir(args)
+    data_dir = data_dir_of(args)
     source = Path(args.path).expanduser()
     server = running_server(data_dir)
     if server is not None:

@@ -8,7 +8,6 @@ answering, 3 when not running (the LSB convention init scripts and monitors expe
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -30,11 +29,6 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 POLL_S = 0.1
 NOT_RUNNING = 3
-
-
-def data_dir_of(args: argparse.Namespace) -> Path:
-    raw = getattr(args, "data_dir", None) or os.environ.get("HUDDLE_DATA_DIR") or "~/.huddle"
-    return Path(raw).expanduser()
 
 
 def start_daemon(argv: list[str], data_dir: Path) -> int:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from huddle.cli import daemon
+from huddle.cli.runtime import data_dir_of
 from huddle.settings import load_settings
 
 
@@ -49,7 +50,7 @@ def run_server_action(args: argparse.Namespace, overrides: Mapping[str, Any]) ->
             daemon.stop(data_dir)
         return daemon.start_daemon(_flags(overrides), data_dir)
     if action == "stop":
-        return daemon.stop(daemon.data_dir_of(args))
+        return daemon.stop(data_dir_of(args))
     if action == "status":
-        return daemon.status(daemon.data_dir_of(args), args.json)
-    return daemon.logs(daemon.data_dir_of(args), args.lines, args.follow)
+        return daemon.status(data_dir_of(args), args.json)
+    return daemon.logs(data_dir_of(args), args.lines, args.follow)

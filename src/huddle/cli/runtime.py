@@ -32,6 +32,12 @@ LOG_MAX_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
 
 
+def data_dir_of(args: Any) -> Path:
+    """The data dir a CLI command acts on: --data-dir, else HUDDLE_DATA_DIR, else ~/.huddle."""
+    raw = getattr(args, "data_dir", None) or os.environ.get("HUDDLE_DATA_DIR") or "~/.huddle"
+    return Path(raw).expanduser()
+
+
 def prepare_data_dir(path: Path) -> Path:
     """Creates the data dir or says, in one sentence, why it cannot be used (never a traceback)."""
     for parent in [path, *path.parents]:

@@ -97,6 +97,22 @@ class IntentService:
             row["branch"],
         )
 
+    def _consult(self, unit: Unit, req: WorkRequest, subject: str, number: int, impacts: list[Impact]) -> str | None:
+        """Opens a consultation with every concerned agent, if any; returns its id."""
+        concerned = [i.agent_id for i in impacts if i.category == "concerned"]
+        if not concerned:
+            return None
+        return open_thread(
+            unit,
+            self.ctx,
+            initiator=req.agent_id,
+            subject=subject,
+            intent_id=number,
+            respondents=concerned,
+            target_files=req.target_files,
+            impacts=[i.to_dict() for i in impacts],
+        )
+
     async def announce(
         self,
         agent_id: str,
@@ -141,30 +157,14 @@ class IntentService:
                     unit.now,
                     unit.now + ttl,
                     req.branch,
-                    dumps(req.target_files),
-                    dumps(req.depends_on_files),
-                    dumps(req.modules),
-                    dumps(sorted(req.symbols)),
-                    outcome,
-                    dumps(impact_dicts),
+                    *_scored_columns(req, outcome, impact_dicts),
                 ),
             )
             assert row is not None
             number = int(row["id"])
             _index(unit, number, req)
-            concerned = [i for i in impacts if i.category == "concerned"]
-            thread_id = None
-            if concerned:
-                thread_id = open_thread(
-                    unit,
-                    self.ctx,
-                    initiator=req.agent_id,
-                    subject=subject,
-                    intent_id=number,
-                    respondents=[i.agent_id for i in concerned],
-                    target_files=req.target_files,
-                    impacts=impact_dicts,
-                )
+            thread_id = self._consult(unit, req, subject, number, impacts)
+            if thread_id is not None:
                 unit.tx.execute("UPDATE intents SET thread_id = ? WHERE id = ?", (thread_id, number))
             ref = intent_ref(number)
             unit.emit(
@@ -344,30 +344,15 @@ class IntentService:
                 "SELECT 1 FROM threads WHERE id = ? AND status IN ('open', 'resolving')",
                 (parse_ref(thread_id, "T", "thread_id"),),
             )
-            concerned = [i for i in impacts if i.category == "concerned"]
-            if concerned and not live_thread:
-                thread_id = open_thread(
-                    unit,
-                    self.ctx,
-                    initiator=agent_id,
-                    subject=title,
-                    intent_id=number,
-                    respondents=[i.agent_id for i in concerned],
-                    target_files=req.target_files,
-                    impacts=impact_dicts,
-                )
+            if not live_thread:
+                thread_id = self._consult(unit, req, title, number, impacts) or thread_id
             unit.tx.execute(
                 "UPDATE intents SET subject = ?, plan = ?, target_files = ?, depends_on_files = ?, target_modules = ?,"
                 " target_symbols = ?, verdict = ?, impacts = ?, expires_at = ?, thread_id = ? WHERE id = ?",
                 (
                     title,
                     new_plan if plan is not None else row["plan"],
-                    dumps(req.target_files),
-                    dumps(req.depends_on_files),
-                    dumps(req.modules),
-                    dumps(sorted(req.symbols)),
-                    outcome,
-                    dumps(impact_dicts),
+                    *_scored_columns(req, outcome, impact_dicts),
                     expires_at,
                     thread_id,
                     number,
@@ -404,6 +389,18 @@ class IntentService:
         for row in rows:
             end_intent(unit, int(row["id"]), "expired", actor=row["agent_id"])
         return len(rows)
+
+
+def _scored_columns(req: WorkRequest, outcome: str, impacts: list[dict[str, Any]]) -> tuple[str, ...]:
+    """target_files, depends_on_files, target_modules, target_symbols, verdict, impacts — as stored."""
+    return (
+        dumps(req.target_files),
+        dumps(req.depends_on_files),
+        dumps(req.modules),
+        dumps(sorted(req.symbols)),
+        outcome,
+        dumps(impacts),
+    )
 
 
 def _index(unit: Unit, number: int, req: WorkRequest) -> None:
