@@ -174,7 +174,7 @@ def test_watch_piped_into_head_ends_quietly_when_head_exits(huddle_server: Serve
     command = f"{watch} --data-dir {huddle_server.data_dir} | head -n 1"
     result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
     assert result.stdout.count("\n") == 1
-    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "broken" not in result.stderr.lower(), result.stderr
 
 
 def test_a_database_written_by_a_newer_huddle_is_refused_at_start_in_one_line(tmp_path: Path, repo: Path):
