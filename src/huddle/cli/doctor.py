@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 
 from huddle.cli.runtime import read_runtime, running_server, stale_runtime
@@ -139,9 +138,10 @@ def _health(url: str) -> Check:
 
 
 def _mcp(url: str) -> Check:
-    async def initialize() -> Check:
-        from mcp import Client
+    import anyio  # heavy imports only when doctor runs: the CLI's other commands start fast
+    from mcp import Client
 
+    async def initialize() -> Check:
         with anyio.fail_after(TIMEOUT_S):
             async with Client(url + "/mcp") as client:
                 tools = (await client.list_tools()).tools
@@ -168,9 +168,10 @@ def _mqtt(url: str, info: dict[str, Any]) -> Check:
     if not port:
         return Check("mqtt", False, "the server reports no MQTT port", "see coordinator_status.mqtt")
 
-    async def connect() -> None:
-        import aiomqtt
+    import aiomqtt
+    import anyio
 
+    async def connect() -> None:
         with anyio.fail_after(TIMEOUT_S):
             async with aiomqtt.Client(str(host), int(port), identifier="huddle-doctor"):
                 pass
