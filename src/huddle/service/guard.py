@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from huddle.domain import validate
 from huddle.domain.events import iso
 from huddle.errors import InvalidInput
+from huddle.service.context import placeholders
 from huddle.storage.base import Unit
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from huddle.service.hooks import ClaudeHookService
 
 MAX_PATHS = 2000
+GIT_KINDS = ("git_commit", "git_push", "git_rebase", "git_merge")
 
 
 class GuardService:
@@ -73,8 +75,9 @@ class GuardService:
             rows = unit.tx.all(
                 "SELECT i.id, i.agent_id, i.kind, i.subject, i.expires_at, i.branch, a.branch AS agent_branch"
                 " FROM intents i LEFT JOIN agents a ON a.project = i.project AND a.agent_id = i.agent_id"
-                " WHERE i.project = ? AND i.status = 'active' AND i.expires_at > ? AND i.kind LIKE 'git\\_%' ESCAPE '\\'",
-                (unit.project, unit.now),
+                " WHERE i.project = ? AND i.status = 'active' AND i.expires_at > ?"
+                f" AND i.kind IN ({placeholders(GIT_KINDS)})",
+                (unit.project, unit.now, *GIT_KINDS),
             )
             return [
                 {
@@ -91,7 +94,8 @@ class GuardService:
 
         blocked = await self.c.store.read(read)
         message = "\n".join(
-            f"{b['agent_id']} announced {b['kind']} on {name} ({b['intent_id']}: {b['subject']}) until {b['expires_at']}"
+            f"{b['agent_id']} announced {b['kind']} on {name} ({b['intent_id']}: {b['subject']})"
+            f" until {b['expires_at']}"
             for b in blocked
         )
         return {"ok": not blocked, "agent_id": me, "branch": name, "blocked": blocked, "message": message}

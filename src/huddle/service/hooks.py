@@ -17,6 +17,7 @@ the same transaction that reads the events, so each event is delivered exactly o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -151,10 +152,8 @@ class ClaudeHookService:
             )
 
         await self.ctx.store.write(txn)
-        try:
+        with contextlib.suppress(NotFound):  # never registered, or already gone: nothing to release
             await self.c.agents.deregister(agent)
-        except NotFound:
-            pass  # never registered, or already gone: nothing to release
         return {}
 
     async def pre_tool_use(self, agent: str, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -350,8 +349,12 @@ async def _git_branch(cwd: str) -> str | None:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
+    except OSError:
+        return None
+    try:
         out, _ = await asyncio.wait_for(proc.communicate(), GIT_TIMEOUT_S)
-    except (OSError, TimeoutError):
+    except TimeoutError:
+        proc.kill()
         return None
     branch = out.decode(errors="replace").strip()
     return branch if proc.returncode == 0 and branch and branch != "HEAD" else None
