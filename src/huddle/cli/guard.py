@@ -57,7 +57,7 @@ def check(name: str, data_dir: str | None) -> int:
         body["paths"] = staged
         what = "commit"
     else:
-        branch = _git("rev-parse", "--abbrev-ref", "HEAD").strip()
+        branch = _git("symbolic-ref", "--short", "HEAD").strip()  # works on an unborn branch too
         body["branch"] = branch
         what = "push"
     answer = _ask(name, body, data_dir)

@@ -93,8 +93,9 @@ def server_entry_edit(path: Path, container: str, entry: dict[str, Any], name: s
         servers[name] = entry
 
     def undo(data: dict[str, Any]) -> None:
+        # Only files init recorded are undone, and init never records a user's own `name` entry.
         servers = data.get(container)
-        if isinstance(servers, dict) and servers.get(name) == entry:
+        if isinstance(servers, dict) and name in servers:
             del servers[name]
             if not servers:
                 del data[container]

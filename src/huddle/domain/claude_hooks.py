@@ -82,7 +82,7 @@ def _locate(current: str, old: str) -> list[int] | None:
     if at < 0:
         return None
     first = current.count("\n", 0, at) + 1
-    return _span(first, old.count("\n") + 1)
+    return _span(first, _lines_of(old))
 
 
 def planned_ranges(payload: Mapping[str, Any], current: str | None) -> Ranges:

@@ -1,0 +1,257 @@
+"""Claude Code hooks against a real server, in both forms: the http hook (POST /hooks/claude/EVENT)
+and the command hook (`python -m huddle.hook claude EVENT`, the payload on stdin).
+
+Payloads follow Claude Code's documented hook input: session_id, transcript_path, cwd,
+hook_event_name, and tool_name / tool_input / tool_response / prompt / source per event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from helpers import ServerProcess
+
+Hook = Callable[[str, dict[str, Any]], dict[str, Any]]
+ALICE = "a11ce000-0000-4000-8000-000000000001"
+BOB = "b0b00000-0000-4000-8000-000000000002"
+
+
+def payload(event: str, session: str, repo: Path, **fields: Any) -> dict[str, Any]:
+    return {
+        "session_id": session,
+        "transcript_path": f"/tmp/{session}.jsonl",
+        "cwd": str(repo),
+        "permission_mode": "default",
+        "hook_event_name": event,
+        **fields,
+    }
+
+
+def edit(session: str, repo: Path, file: str, old: str, new: str) -> dict[str, Any]:
+    return payload(
+        "PreToolUse",
+        session,
+        repo,
+        tool_name="Edit",
+        tool_use_id="toolu_01",
+        tool_input={"file_path": str(repo / file), "old_string": old, "new_string": new, "replace_all": False},
+    )
+
+
+def http_hook(server: ServerProcess) -> Hook:
+    def call(event: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = httpx.post(f"{server.url}/hooks/claude/{event}", json=body, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    return call
+
+
+def command_hook(server: ServerProcess, env: dict[str, str] | None = None) -> Hook:
+    def call(event: str, body: dict[str, Any]) -> dict[str, Any]:
+        result = run_command_hook(event, body, {"HUDDLE_DATA_DIR": str(server.data_dir), **(env or {})})
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout) if result.stdout.strip() else {}
+
+    return call
+
+
+def run_command_hook(event: str, body: dict[str, Any], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "huddle.hook", "claude", event],
+        input=json.dumps(body),
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=30,
+    )
+
+
+def rest(server: ServerProcess, tool: str, **args: Any) -> dict[str, Any]:
+    envelope = httpx.post(f"{server.url}/api/v1/tools/{tool}", json=args, timeout=10).json()
+    assert envelope["ok"], envelope
+    return envelope["result"]  # type: ignore[no-any-return]
+
+
+def decision(output: dict[str, Any]) -> str:
+    return str(output.get("hookSpecificOutput", {}).get("permissionDecision", "allow"))
+
+
+@pytest.fixture
+def repo_file(repo: Path) -> Path:
+    target = repo / "src" / "models.py"
+    target.parent.mkdir()
+    target.write_text("class User:\n    name: str\n    email: str\n")
+    return target
+
+
+@pytest.fixture(params=["http", "command"])
+def hook(request: pytest.FixtureRequest, huddle_server: ServerProcess) -> Iterator[Hook]:
+    yield http_hook(huddle_server) if request.param == "http" else command_hook(huddle_server)
+
+
+def test_session_start_registers_the_agent_and_tells_it_its_id(hook: Hook, huddle_server, repo) -> None:
+    out = hook("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
+    context = out["hookSpecificOutput"]["additionalContext"]
+    assert out["hookSpecificOutput"]["hookEventName"] == "SessionStart"
+    assert "your agent_id is 'claude-a11ce000'" in context
+    agents = rest(huddle_server, "list_agents")["agents"]
+    assert [(a["agent_id"], a["client"]) for a in agents] == [("claude-a11ce000", "claude-code")]
+
+
+def test_second_agent_editing_a_file_in_flight_is_asked_and_a_leased_file_is_denied(
+    hook: Hook, huddle_server, repo, repo_file
+) -> None:
+    hook("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
+    hook("SessionStart", payload("SessionStart", BOB, repo, source="startup"))
+    first = hook("PreToolUse", edit(ALICE, repo, "src/models.py", "    email: str\n", "    email: EmailStr\n"))
+    assert decision(first) == "allow"
+    flying = rest(huddle_server, "check_file_conflict", path="src/models.py", agent_id="claude-b0b00000")
+    assert flying["agents"][0]["agent_id"] == "claude-a11ce000" and flying["agents"][0]["editing_now"]
+
+    second = hook("PreToolUse", edit(BOB, repo, "src/models.py", "    name: str\n", "    name: Text\n"))
+    assert decision(second) == "ask"
+    reason = second["hookSpecificOutput"]["permissionDecisionReason"]
+    assert "claude-a11ce000" in reason and "src/models.py" in reason
+
+    rest(huddle_server, "acquire_lock", agent_id="claude-a11ce000", path="src/", mode="exclusive", ttl_s=300)
+    denied = hook("PreToolUse", edit(BOB, repo, "src/models.py", "    name: str\n", "    name: Text\n"))
+    assert decision(denied) == "deny"
+    reason = denied["hookSpecificOutput"]["permissionDecisionReason"]
+    assert "leased exclusively by claude-a11ce000" in reason and "until 20" in reason and "release" in reason
+    # The holder itself is not denied under its own lease (bob's earlier edit in flight still asks).
+    assert decision(hook("PreToolUse", edit(ALICE, repo, "src/models.py", "User", "Account"))) == "ask"
+
+
+def test_post_tool_use_logs_the_edit_with_its_lines_and_ends_the_in_flight_mark(
+    hook: Hook, huddle_server, repo, repo_file
+):
+    hook("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
+    hook("PreToolUse", edit(ALICE, repo, "src/models.py", "    email: str\n", "    email: EmailStr\n"))
+    post = payload(
+        "PostToolUse",
+        ALICE,
+        repo,
+        tool_name="Edit",
+        tool_use_id="toolu_01",
+        tool_input={
+            "file_path": str(repo_file),
+            "old_string": "    email: str\n",
+            "new_string": "    email: EmailStr\n",
+        },
+        tool_response={
+            "filePath": str(repo_file),
+            "structuredPatch": [{"oldStart": 2, "oldLines": 2, "newStart": 2, "newLines": 2, "lines": []}],
+        },
+    )
+    hook("PostToolUse", post)
+    updates = rest(huddle_server, "get_updates", agent_id="claude-a11ce000", cursor=0)["events"]
+    editing = [e for e in updates if e["event"] == "file.editing"]
+    assert editing[0]["editing"] is True and editing[0]["ranges"] == [[3, 3]]  # old_string found on line 3
+    assert editing[-1]["editing"] is False
+    [edited] = [e for e in updates if e["event"] == "file.edited"]
+    assert edited["path"] == "src/models.py" and edited["ranges"] == [[2, 3]]
+
+
+def test_a_thread_reply_reaches_the_other_agents_next_prompt_exactly_once(hook: Hook, huddle_server, repo) -> None:
+    hook("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
+    hook("SessionStart", payload("SessionStart", BOB, repo, source="startup"))
+    alice, bob = "claude-a11ce000", "claude-b0b00000"
+    rest(huddle_server, "announce_work", agent_id=alice, subject="add email", target_files=["src/models.py"])
+    thread = rest(huddle_server, "announce_work", agent_id=bob, subject="rename", target_files=["src/models.py"])[
+        "thread_id"
+    ]
+    assert thread
+    prompt = payload("UserPromptSubmit", ALICE, repo, prompt="go on")
+    opened = hook("UserPromptSubmit", prompt)["hookSpecificOutput"]["additionalContext"]
+    assert f"opened consultation {thread}" in opened
+
+    rest(huddle_server, "post_to_thread", thread_id=thread, agent_id=bob, type="question", content="wait for me?")
+    news = hook("UserPromptSubmit", prompt)
+    assert news["hookSpecificOutput"]["hookEventName"] == "UserPromptSubmit"
+    text = news["hookSpecificOutput"]["additionalContext"]
+    assert text.count("wait for me?") == 1 and f"{bob} posted a question in {thread}" in text
+    assert hook("UserPromptSubmit", prompt) == {}  # delivered once: nothing new the next turn
+    bob_prompt = hook("UserPromptSubmit", payload("UserPromptSubmit", BOB, repo, prompt="hi"))
+    assert "wait for me?" not in json.dumps(bob_prompt)  # nobody is told about their own post
+
+
+def test_session_end_deregisters_and_releases_the_agents_leases(hook: Hook, huddle_server, repo) -> None:
+    hook("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
+    rest(huddle_server, "acquire_lock", agent_id="claude-a11ce000", path="src/", mode="exclusive")
+    assert hook("SessionEnd", payload("SessionEnd", ALICE, repo, reason="prompt_input_exit")) == {}
+    assert rest(huddle_server, "list_locks")["locks"] == []
+    assert rest(huddle_server, "list_agents")["agents"] == []
+
+
+def test_huddle_agent_names_the_agent_in_both_forms(huddle_server, repo) -> None:
+    command = command_hook(huddle_server, {"HUDDLE_AGENT": "alice"})
+    out = command("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
+    assert "your agent_id is 'alice'" in out["hookSpecificOutput"]["additionalContext"]
+    response = httpx.post(
+        f"{huddle_server.url}/hooks/claude/SessionStart",
+        json=payload("SessionStart", BOB, repo, source="startup"),
+        headers={"X-Huddle-Agent": "bob"},
+    )
+    assert "your agent_id is 'bob'" in response.json()["hookSpecificOutput"]["additionalContext"]
+    # Later hooks of the same session keep the id even without the variable.
+    again = http_hook(huddle_server)("UserPromptSubmit", payload("UserPromptSubmit", ALICE, repo, prompt="x"))
+    assert again == {} or "alice" not in again
+    assert {a["agent_id"] for a in rest(huddle_server, "list_agents")["agents"]} == {"alice", "bob"}
+
+
+def test_command_hook_fails_open_with_a_warning_when_the_server_is_down(tmp_path, repo) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    result = run_command_hook(
+        "PreToolUse", edit(ALICE, repo, "a.py", "x", "y"), {"HUDDLE_URL": f"http://127.0.0.1:{port}"}
+    )
+    assert result.returncode == 0
+    out = json.loads(result.stdout)
+    assert "hookSpecificOutput" not in out  # no decision: the edit goes ahead
+    assert out["systemMessage"].startswith("huddle: cannot reach") and "\n" not in out["systemMessage"]
+
+
+def test_command_hook_gives_up_within_its_budget_when_the_server_hangs(repo) -> None:
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        result = run_command_hook("PreToolUse", edit(ALICE, repo, "a.py", "x", "y"), {"HUDDLE_URL": url})
+    assert result.returncode == 0
+    assert "no answer from" in json.loads(result.stdout)["systemMessage"]
+
+
+def test_bad_hook_payloads_get_a_clear_4xx_and_change_nothing(huddle_server, repo) -> None:
+    for body, field in ((b"[1]", "body"), (b"{not json", "body"), (b'{"cwd": "/"}', "session_id")):
+        response = httpx.post(f"{huddle_server.url}/hooks/claude/PreToolUse", content=body)
+        assert response.status_code == 422 and response.json()["field"] == field
+    unknown = httpx.post(f"{huddle_server.url}/hooks/claude/Bogus", json=payload("Bogus", ALICE, repo))
+    assert unknown.status_code == 422 and "SessionStart" in unknown.json()["error"]
+    bad_agent = httpx.post(
+        f"{huddle_server.url}/hooks/claude/SessionStart",
+        json=payload("SessionStart", ALICE, repo),
+        headers={"X-Huddle-Agent": "no spaces allowed"},
+    )
+    assert bad_agent.status_code == 422 and bad_agent.json()["field"] == "X-Huddle-Agent"
+    assert rest(huddle_server, "list_agents")["agents"] == []
+
+
+def test_edits_outside_the_repository_and_other_tools_are_left_alone(hook: Hook, huddle_server, repo) -> None:
+    hook("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
+    outside = edit(ALICE, repo, "../elsewhere.py", "a", "b")
+    assert decision(hook("PreToolUse", outside)) == "allow"
+    bash = payload("PreToolUse", ALICE, repo, tool_name="Bash", tool_input={"command": "ls"})
+    assert hook("PreToolUse", bash) == {}
