@@ -228,7 +228,7 @@ def test_command_hook_gives_up_within_its_budget_when_the_server_hangs(repo) -> 
     with socket.socket() as silent:  # accepts connections (backlog) but never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         result = run_command_hook("PreToolUse", edit(ALICE, repo, "a.py", "x", "y"), {"HUDDLE_URL": url})
     assert result.returncode == 0
     assert "no answer from" in json.loads(result.stdout)["systemMessage"]
