@@ -12,16 +12,18 @@ Server URL: `--url`, else `HUDDLE_URL`, else the `server.json` of the data dir (
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
+import socket
 import sys
 import time
-import urllib.parse
-from typing import Any
+
+# Deliberately not http.client / urllib / typing: together they import email, ssl and typing,
+# which triples this process's start-up time. One HTTP/1.1 request over a socket is all we need.
 
 BUDGET_S = 1.0
 DEFAULT_URL = "http://127.0.0.1:3100"
+Json = dict[str, object]
 
 
 class Unreachable(Exception):
@@ -40,6 +42,24 @@ def server_url(url: str | None = None, data_dir: str | None = None) -> str:
         return DEFAULT_URL
 
 
+def _split(base: str) -> tuple[str, int, str]:
+    """http://host:port/prefix → (host, port, prefix); https is not needed for a local server."""
+    if not base.startswith("http://"):
+        raise Unreachable(f"unsupported server URL {base!r} (use http://host:port)")
+    rest = base[len("http://") :]
+    hostport, _, prefix = rest.partition("/")
+    if hostport.startswith("["):  # [::1]:3100
+        host, _, port = hostport[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = hostport.partition(":")
+    try:
+        number = int(port) if port else 80
+    except ValueError:
+        raise Unreachable(f"bad port in server URL {base!r}") from None
+    return host, number, ("/" + prefix).rstrip("/")
+
+
 def request(
     base: str,
     method: str,
@@ -48,42 +68,58 @@ def request(
     headers: dict[str, str] | None = None,
     budget_s: float = BUDGET_S,
 ) -> tuple[int, bytes]:
-    """One HTTP request with a wall-clock budget; raises Unreachable on refusal, timeout or a bad URL."""
+    """One HTTP/1.1 request with a wall-clock budget; raises Unreachable on refusal, timeout or a bad answer."""
     deadline = time.monotonic() + budget_s
-    parts = urllib.parse.urlsplit(base + path)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Unreachable(f"bad server URL {base!r}")
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(parts.hostname, parts.port, timeout=budget_s)
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    host, port, prefix = _split(base)
+    data = body or b""
+    head = [f"{method} {prefix}{path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+    head += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
     try:
-        conn.connect()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        if conn.sock is not None:
-            conn.sock.settimeout(remaining)
-        conn.request(method, target, body=body, headers={"Content-Type": "application/json", **(headers or {})})
-        response = conn.getresponse()
-        data = response.read()
-        if time.monotonic() > deadline + 0.05:
-            raise TimeoutError
-        return response.status, data
+        with socket.create_connection((host, port), timeout=budget_s) as sock:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
+            chunks = []
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.settimeout(remaining)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
     except TimeoutError:
         raise Unreachable(f"no answer from {base} within {budget_s:g} s") from None
     except OSError as exc:
         raise Unreachable(f"cannot reach {base} ({exc.strerror or type(exc).__name__})") from None
-    except http.client.HTTPException as exc:
-        raise Unreachable(f"bad answer from {base} ({type(exc).__name__})") from None
-    finally:
-        conn.close()
+    raw = b"".join(chunks)
+    header, _, payload = raw.partition(b"\r\n\r\n")
+    try:
+        status = int(header.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        raise Unreachable(f"bad answer from {base}") from None
+    if b"transfer-encoding: chunked" in header.lower():
+        payload = _dechunk(payload)
+    return status, payload
 
 
-def warning(text: str) -> dict[str, Any]:
+def _dechunk(data: bytes) -> bytes:
+    out = []
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out.append(data[:size])
+        data = data[size + 2 :]
+    return b"".join(out)
+
+
+def warning(text: str) -> Json:
     return {"systemMessage": f"huddle: {text}; continuing without coordination"}
 
 
-def run_claude(event: str, stdin: bytes, url: str | None, data_dir: str | None) -> dict[str, Any]:
+def run_claude(event: str, stdin: bytes, url: str | None, data_dir: str | None) -> Json:
     """The hook output for one event; fails open with a warning, never raises for server trouble."""
     base = server_url(url, data_dir)
     headers = {}
@@ -91,7 +127,7 @@ def run_claude(event: str, stdin: bytes, url: str | None, data_dir: str | None) 
     if agent:
         headers["X-Huddle-Agent"] = agent
     try:
-        status, data = request(base, "POST", f"/hooks/claude/{urllib.parse.quote(event)}", stdin, headers)
+        status, data = request(base, "POST", f"/hooks/claude/{event}", stdin, headers)
     except Unreachable as exc:
         return warning(str(exc))
     try:
@@ -121,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             options[arg] = args.pop(0)
         else:
             positional.append(arg)
-    if len(positional) != 2 or positional[0] != "claude":
+    if len(positional) != 2 or positional[0] != "claude" or not positional[1].isalpha():
         print(USAGE, file=sys.stderr)
         return 2
     output = run_claude(positional[1], sys.stdin.buffer.read(), options["--url"], options["--data-dir"])
