@@ -128,7 +128,9 @@ def _ours(hook: Any) -> bool:
 
 def claude_hooks_edit(path: Path, form: str, url: str, args: argparse.Namespace) -> FileEdit:
     def entry(event: str) -> dict[str, Any]:
-        if form == "http":
+        # Claude Code runs no http hook for SessionStart ("HTTP hooks are not supported for
+        # SessionStart", seen in its debug log), so that one is always the command form.
+        if form == "http" and event != "SessionStart":
             hook: dict[str, Any] = {
                 "type": "http",
                 "url": f"{url}/hooks/claude/{event}",
@@ -165,6 +167,29 @@ def claude_hooks_edit(path: Path, form: str, url: str, args: argparse.Namespace)
             raise WiringError(f"{path}: 'hooks' must be an object; fix it, then run init again")
         for event in EVENTS:
             hooks.setdefault(event, []).append(entry(event))
+
+    return json_edit(path, change, undo)
+
+
+def approve_project_server(path: Path) -> FileEdit:
+    """Claude Code asks before using a server from `.mcp.json`; running init is that approval.
+
+    It goes to `.claude/settings.local.json` (personal, not shared) as `enabledMcpjsonServers`.
+    """
+
+    def change(data: dict[str, Any]) -> None:
+        enabled = data.setdefault("enabledMcpjsonServers", [])
+        if not isinstance(enabled, list):
+            raise WiringError(f"{path}: 'enabledMcpjsonServers' must be a list; fix it, then run init again")
+        if "huddle" not in enabled:
+            enabled.append("huddle")
+
+    def undo(data: dict[str, Any]) -> None:
+        enabled = data.get("enabledMcpjsonServers")
+        if isinstance(enabled, list) and "huddle" in enabled:
+            enabled.remove("huddle")
+            if not enabled:
+                del data["enabledMcpjsonServers"]
 
     return json_edit(path, change, undo)
 
@@ -250,6 +275,8 @@ def planned_edits(
         instruction_files.append(Path(args.write_agents_md).expanduser().resolve())
     for path in dict.fromkeys(instruction_files):
         edits.append(block_edit(path, MD_BEGIN, MD_END, INSTRUCTIONS))
+    if "claude" in clients:
+        edits.append(approve_project_server(root / ".claude" / "settings.local.json"))
     if args.hooks:
         edits.append(claude_hooks_edit(root / ".claude" / "settings.json", args.hooks, url, args))
     if args.git_hook:
