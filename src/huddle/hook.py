@@ -30,16 +30,25 @@ class Unreachable(Exception):
     """The server could not answer within the budget; the message says why in a few words."""
 
 
+def data_dir_of(value: str | None = None) -> str:
+    """The data dir: the given one, else HUDDLE_DATA_DIR, else ~/.huddle."""
+    return os.path.expanduser(value or os.environ.get("HUDDLE_DATA_DIR") or "~/.huddle")
+
+
+def runtime_url(data_dir: str | None = None) -> str | None:
+    """The URL in the data dir's server.json (written by the running server), if any."""
+    try:
+        with open(os.path.join(data_dir_of(data_dir), "server.json"), encoding="utf-8") as f:
+            return str(json.load(f)["url"]).rstrip("/")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def server_url(url: str | None = None, data_dir: str | None = None) -> str:
     """The base URL of the running server (never a guess when server.json exists)."""
     if url or os.environ.get("HUDDLE_URL"):
         return str(url or os.environ["HUDDLE_URL"]).rstrip("/")
-    directory = os.path.expanduser(data_dir or os.environ.get("HUDDLE_DATA_DIR") or "~/.huddle")
-    try:
-        with open(os.path.join(directory, "server.json"), encoding="utf-8") as f:
-            return str(json.load(f)["url"]).rstrip("/")
-    except (OSError, ValueError, KeyError, TypeError):
-        return DEFAULT_URL
+    return runtime_url(data_dir) or DEFAULT_URL
 
 
 def _split(base: str) -> tuple[str, int, str]:

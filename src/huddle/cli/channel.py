@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -28,8 +29,9 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
-from huddle.cli.stdio import _data_dir, ensure_server
+from huddle.cli.stdio import ensure_server
 from huddle.domain.claude_hooks import describe_event
+from huddle.hook import data_dir_of
 
 log = logging.getLogger("huddle.channel")
 METHOD = "notifications/claude/channel"
@@ -185,6 +187,6 @@ async def serve(url: str, agent: str | None) -> None:
 
 def run_channel(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="huddle channel: %(message)s")
-    url = ensure_server(args.url, _data_dir(args.data_dir))
+    url = ensure_server(args.url, Path(data_dir_of(args.data_dir)))
     anyio.run(serve, url, args.agent or os.environ.get("HUDDLE_AGENT") or None)
     return 0

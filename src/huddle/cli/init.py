@@ -22,6 +22,7 @@ from typing import Any
 from huddle.cli.remote import RemoteError
 from huddle.cli.wiring import FileEdit, Manifest, WiringError, block_edit, json_edit, server_entry_edit, toml_table_edit
 from huddle.domain.claude_hooks import EDIT_MATCHER, EVENTS
+from huddle.hook import data_dir_of, runtime_url
 
 CLIENTS = ("claude", "cursor", "codex", "vscode")
 MD_BEGIN = "<!-- >>> huddle: coordination instructions (added by `huddle init`; `huddle uninstall` removes them) -->"
@@ -83,21 +84,20 @@ def add_init_parsers(commands: Any) -> None:
 
 
 def data_dir(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "data_dir", None) or os.environ.get("HUDDLE_DATA_DIR") or "~/.huddle").expanduser()
+    return Path(data_dir_of(getattr(args, "data_dir", None)))
 
 
 def running_server(args: argparse.Namespace) -> str:
     """The URL to write: --url, else the running server's server.json; never a guessed port."""
     if args.url:
         return str(args.url).rstrip("/")
-    runtime = data_dir(args) / "server.json"
-    try:
-        return str(json.loads(runtime.read_text())["url"]).rstrip("/")
-    except (OSError, ValueError, KeyError):
+    url = runtime_url(str(data_dir(args)))
+    if url is None:
         raise RemoteError(
-            f"no running Huddle server found ({runtime} is missing); start one with `huddle server start` "
-            "(or `--daemon`), or pass --url"
-        ) from None
+            f"no running Huddle server found ({data_dir(args) / 'server.json'} is missing); start one with "
+            "`huddle server start` (or `--daemon`), or pass --url"
+        )
+    return url
 
 
 def repo_root(args: argparse.Namespace) -> Path:

@@ -15,13 +15,12 @@ data dir, outliving this proxy so other clients keep it).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -29,13 +28,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.stdio import stdio_server
 
 from huddle.cli.remote import RemoteError
+from huddle.hook import data_dir_of, runtime_url
 
 log = logging.getLogger("huddle.stdio")
 START_TIMEOUT_S = 30.0
-
-
-def _data_dir(value: str | None) -> Path:
-    return Path(value or os.environ.get("HUDDLE_DATA_DIR") or "~/.huddle").expanduser()
 
 
 def _healthy(url: str) -> bool:
@@ -43,13 +39,6 @@ def _healthy(url: str) -> bool:
         return httpx.get(f"{url}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _runtime_url(data_dir: Path) -> str | None:
-    try:
-        return str(json.loads((data_dir / "server.json").read_text())["url"]).rstrip("/")
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def spawn_server(data_dir: Path) -> None:
@@ -75,7 +64,7 @@ def ensure_server(url: str | None, data_dir: Path, *, start: bool = True) -> str
         if not _healthy(url.rstrip("/")):
             raise RemoteError(f"no Huddle server answers at {url}; start one with `huddle server start`")
         return url.rstrip("/")
-    found = _runtime_url(data_dir)
+    found = runtime_url(str(data_dir))
     if found and _healthy(found):
         return found
     if not start:
@@ -83,7 +72,7 @@ def ensure_server(url: str | None, data_dir: Path, *, start: bool = True) -> str
     spawn_server(data_dir)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        found = _runtime_url(data_dir)
+        found = runtime_url(str(data_dir))
         if found and _healthy(found):
             return found
         time.sleep(0.1)
@@ -98,28 +87,20 @@ async def proxy(mcp_url: str) -> None:
         anyio.create_task_group() as tg,
     ):
 
-        async def upstream() -> None:
-            async for message in client_in:
+        async def pipe(source: Any, sink: Any, side: str) -> None:
+            async for message in source:
                 if isinstance(message, Exception):
-                    log.warning("unreadable message from the client: %s", message)
+                    log.warning("unreadable message from the %s: %s", side, message)
                     continue
-                await server_out.send(message)
-            tg.cancel_scope.cancel()  # the client is gone
+                await sink.send(message)
+            tg.cancel_scope.cancel()  # one side is gone: so is the proxy
 
-        async def downstream() -> None:
-            async for message in server_in:
-                if isinstance(message, Exception):
-                    log.warning("error from the server: %s", message)
-                    continue
-                await client_out.send(message)
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(upstream)
-        tg.start_soon(downstream)
+        tg.start_soon(pipe, client_in, server_out, "client")
+        tg.start_soon(pipe, server_in, client_out, "server")
 
 
 def run_stdio(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="huddle stdio: %(message)s")
-    url = ensure_server(args.url, _data_dir(args.data_dir), start=not args.no_start)
+    url = ensure_server(args.url, Path(data_dir_of(args.data_dir)), start=not args.no_start)
     anyio.run(proxy, url + "/mcp")
     return 0

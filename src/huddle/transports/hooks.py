@@ -52,16 +52,12 @@ def hook_routes(hooks: ClaudeHookService, guard: GuardService) -> list[BaseRoute
 
     async def pre_commit(request: Request) -> dict[str, Any]:
         body = parse_body(await request.body())
-        paths = body.get("paths")
-        if not isinstance(paths, list):
-            raise InvalidInput("paths must be a list of staged repo-relative paths", field="paths")
+        paths = _required(body, "paths", list, "a list of staged repo-relative paths")
         return await guard.pre_commit(paths, _opt(body, "agent_id"), _opt(body, "worktree"))
 
     async def pre_push(request: Request) -> dict[str, Any]:
         body = parse_body(await request.body())
-        branch = body.get("branch")
-        if not isinstance(branch, str):
-            raise InvalidInput("branch must be the name of the branch being pushed", field="branch")
+        branch = _required(body, "branch", str, "the name of the branch being pushed")
         return await guard.pre_push(branch, _opt(body, "agent_id"), _opt(body, "worktree"))
 
     return [
@@ -70,6 +66,13 @@ def hook_routes(hooks: ClaudeHookService, guard: GuardService) -> list[BaseRoute
         Route("/hooks/git/pre-commit", _guarded(pre_commit), methods=["POST"]),
         Route("/hooks/git/pre-push", _guarded(pre_push), methods=["POST"]),
     ]
+
+
+def _required(body: dict[str, Any], key: str, kind: type, what: str) -> Any:
+    value = body.get(key)
+    if not isinstance(value, kind):
+        raise InvalidInput(f"{key} must be {what}", field=key)
+    return value
 
 
 def _opt(body: dict[str, Any], key: str) -> str | None:
