@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from helpers import ServerProcess
+from huddle.domain.claude_hooks import derived_agent_id
 
 Hook = Callable[[str, dict[str, Any]], dict[str, Any]]
 ALICE = "a11ce000-0000-4000-8000-000000000001"
@@ -88,12 +90,44 @@ def decision(output: dict[str, Any]) -> str:
     return str(output.get("hookSpecificOutput", {}).get("permissionDecision", "allow"))
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Path]]:
+    """One real server for this module (starting one per test costs seconds); tests use their own
+    sessions, agents and files, so they do not see each other."""
+    root = tmp_path_factory.mktemp("hooks")
+    repo = root / "repo"
+    repo.mkdir()
+    server = ServerProcess(root / "data", repo).start()
+    try:
+        yield server, repo
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def repo_file(repo: Path) -> Path:
-    target = repo / "src" / "models.py"
-    target.parent.mkdir()
-    target.write_text("class User:\n    name: str\n    email: str\n")
-    return target
+def huddle_server(shared: tuple[ServerProcess, Path]) -> ServerProcess:
+    return shared[0]
+
+
+@pytest.fixture
+def repo(shared: tuple[ServerProcess, Path]) -> Path:
+    return shared[1]
+
+
+@pytest.fixture
+def sessions() -> tuple[str, str, str, str]:
+    """Fresh Claude Code session ids for alice and bob, and the agent ids derived from them."""
+    alice, bob = (str(uuid.uuid4()) for _ in range(2))
+    return alice, bob, derived_agent_id(alice), derived_agent_id(bob)
+
+
+@pytest.fixture
+def area(repo: Path) -> str:
+    """A directory of the shared repo that only this test touches."""
+    name = f"src{uuid.uuid4().hex[:8]}"
+    (repo / name).mkdir()
+    (repo / name / "models.py").write_text("class User:\n    name: str\n    email: str\n")
+    return name
 
 
 @pytest.fixture(params=["http", "command"])
@@ -101,79 +135,84 @@ def hook(request: pytest.FixtureRequest, huddle_server: ServerProcess) -> Iterat
     yield http_hook(huddle_server) if request.param == "http" else command_hook(huddle_server)
 
 
-def test_session_start_registers_the_agent_and_tells_it_its_id(hook: Hook, huddle_server, repo) -> None:
-    out = hook("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
+def online(server: ServerProcess) -> dict[str, dict[str, Any]]:
+    return {a["agent_id"]: a for a in rest(server, "list_agents")["agents"]}
+
+
+def test_session_start_registers_the_agent_and_tells_it_its_id(hook: Hook, huddle_server, repo, sessions) -> None:
+    alice_session, _, alice, _ = sessions
+    out = hook("SessionStart", payload("SessionStart", alice_session, repo, source="startup"))
     context = out["hookSpecificOutput"]["additionalContext"]
     assert out["hookSpecificOutput"]["hookEventName"] == "SessionStart"
-    assert "your agent_id is 'claude-a11ce000'" in context
-    agents = rest(huddle_server, "list_agents")["agents"]
-    assert [(a["agent_id"], a["client"]) for a in agents] == [("claude-a11ce000", "claude-code")]
+    assert f"your agent_id is '{alice}'" in context
+    assert online(huddle_server)[alice]["client"] == "claude-code"
 
 
 def test_second_agent_editing_a_file_in_flight_is_asked_and_a_leased_file_is_denied(
-    hook: Hook, huddle_server, repo, repo_file
+    hook: Hook, huddle_server, repo, sessions, area
 ) -> None:
-    hook("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
-    hook("SessionStart", payload("SessionStart", BOB, repo, source="startup"))
-    first = hook("PreToolUse", edit(ALICE, repo, "src/models.py", "    email: str\n", "    email: EmailStr\n"))
+    alice_session, bob_session, alice, bob = sessions
+    file = f"{area}/models.py"
+    hook("SessionStart", payload("SessionStart", alice_session, repo, source="startup"))
+    hook("SessionStart", payload("SessionStart", bob_session, repo, source="startup"))
+    first = hook("PreToolUse", edit(alice_session, repo, file, "    email: str\n", "    email: EmailStr\n"))
     assert decision(first) == "allow"
-    flying = rest(huddle_server, "check_file_conflict", path="src/models.py", agent_id="claude-b0b00000")
-    assert flying["agents"][0]["agent_id"] == "claude-a11ce000" and flying["agents"][0]["editing_now"]
+    flying = rest(huddle_server, "check_file_conflict", path=file, agent_id=bob)
+    assert flying["agents"][0]["agent_id"] == alice and flying["agents"][0]["editing_now"]
 
-    second = hook("PreToolUse", edit(BOB, repo, "src/models.py", "    name: str\n", "    name: Text\n"))
+    second = hook("PreToolUse", edit(bob_session, repo, file, "    name: str\n", "    name: Text\n"))
     assert decision(second) == "ask"
     reason = second["hookSpecificOutput"]["permissionDecisionReason"]
-    assert "claude-a11ce000" in reason and "src/models.py" in reason
+    assert alice in reason and file in reason
 
-    rest(huddle_server, "acquire_lock", agent_id="claude-a11ce000", path="src/", mode="exclusive", ttl_s=300)
-    denied = hook("PreToolUse", edit(BOB, repo, "src/models.py", "    name: str\n", "    name: Text\n"))
+    rest(huddle_server, "acquire_lock", agent_id=alice, path=f"{area}/", mode="exclusive", ttl_s=300)
+    denied = hook("PreToolUse", edit(bob_session, repo, file, "    name: str\n", "    name: Text\n"))
     assert decision(denied) == "deny"
     reason = denied["hookSpecificOutput"]["permissionDecisionReason"]
-    assert "leased exclusively by claude-a11ce000" in reason and "until 20" in reason and "release" in reason
+    assert f"leased exclusively by {alice}" in reason and "until 20" in reason and "release" in reason
     # The holder itself is not denied under its own lease (bob's earlier edit in flight still asks).
-    assert decision(hook("PreToolUse", edit(ALICE, repo, "src/models.py", "User", "Account"))) == "ask"
+    assert decision(hook("PreToolUse", edit(alice_session, repo, file, "User", "Account"))) == "ask"
 
 
 def test_post_tool_use_logs_the_edit_with_its_lines_and_ends_the_in_flight_mark(
-    hook: Hook, huddle_server, repo, repo_file
-):
-    hook("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
-    hook("PreToolUse", edit(ALICE, repo, "src/models.py", "    email: str\n", "    email: EmailStr\n"))
+    hook: Hook, huddle_server, repo, sessions, area
+) -> None:
+    alice_session, _, alice, _ = sessions
+    file = repo / area / "models.py"
+    hook("SessionStart", payload("SessionStart", alice_session, repo, source="startup"))
+    hook("PreToolUse", edit(alice_session, repo, f"{area}/models.py", "    email: str\n", "    email: EmailStr\n"))
     post = payload(
         "PostToolUse",
-        ALICE,
+        alice_session,
         repo,
         tool_name="Edit",
         tool_use_id="toolu_01",
-        tool_input={
-            "file_path": str(repo_file),
-            "old_string": "    email: str\n",
-            "new_string": "    email: EmailStr\n",
-        },
+        tool_input={"file_path": str(file), "old_string": "    email: str\n", "new_string": "    email: EmailStr\n"},
         tool_response={
-            "filePath": str(repo_file),
+            "filePath": str(file),
             "structuredPatch": [{"oldStart": 2, "oldLines": 2, "newStart": 2, "newLines": 2, "lines": []}],
         },
     )
     hook("PostToolUse", post)
-    updates = rest(huddle_server, "get_updates", agent_id="claude-a11ce000", cursor=0)["events"]
-    editing = [e for e in updates if e["event"] == "file.editing"]
+    updates = rest(huddle_server, "get_updates", agent_id=alice, cursor=0)["events"]
+    editing = [e for e in updates if e["event"] == "file.editing" and e["agent_id"] == alice]
     assert editing[0]["editing"] is True and editing[0]["ranges"] == [[3, 3]]  # old_string found on line 3
     assert editing[-1]["editing"] is False
-    [edited] = [e for e in updates if e["event"] == "file.edited"]
-    assert edited["path"] == "src/models.py" and edited["ranges"] == [[2, 3]]
+    [edited] = [e for e in updates if e["event"] == "file.edited" and e["agent_id"] == alice]
+    assert edited["path"] == f"{area}/models.py" and edited["ranges"] == [[2, 3]]
 
 
-def test_a_thread_reply_reaches_the_other_agents_next_prompt_exactly_once(hook: Hook, huddle_server, repo) -> None:
-    hook("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
-    hook("SessionStart", payload("SessionStart", BOB, repo, source="startup"))
-    alice, bob = "claude-a11ce000", "claude-b0b00000"
-    rest(huddle_server, "announce_work", agent_id=alice, subject="add email", target_files=["src/models.py"])
-    thread = rest(huddle_server, "announce_work", agent_id=bob, subject="rename", target_files=["src/models.py"])[
-        "thread_id"
-    ]
+def test_a_thread_reply_reaches_the_other_agents_next_prompt_exactly_once(
+    hook: Hook, huddle_server, repo, sessions, area
+) -> None:
+    alice_session, bob_session, alice, bob = sessions
+    file = f"{area}/models.py"
+    hook("SessionStart", payload("SessionStart", alice_session, repo, source="startup"))
+    hook("SessionStart", payload("SessionStart", bob_session, repo, source="startup"))
+    rest(huddle_server, "announce_work", agent_id=alice, subject="add email", target_files=[file])
+    thread = rest(huddle_server, "announce_work", agent_id=bob, subject="rename", target_files=[file])["thread_id"]
     assert thread
-    prompt = payload("UserPromptSubmit", ALICE, repo, prompt="go on")
+    prompt = payload("UserPromptSubmit", alice_session, repo, prompt="go on")
     opened = hook("UserPromptSubmit", prompt)["hookSpecificOutput"]["additionalContext"]
     assert f"opened consultation {thread}" in opened
 
@@ -183,41 +222,45 @@ def test_a_thread_reply_reaches_the_other_agents_next_prompt_exactly_once(hook: 
     text = news["hookSpecificOutput"]["additionalContext"]
     assert text.count("wait for me?") == 1 and f"{bob} posted a question in {thread}" in text
     assert hook("UserPromptSubmit", prompt) == {}  # delivered once: nothing new the next turn
-    bob_prompt = hook("UserPromptSubmit", payload("UserPromptSubmit", BOB, repo, prompt="hi"))
+    bob_prompt = hook("UserPromptSubmit", payload("UserPromptSubmit", bob_session, repo, prompt="hi"))
     assert "wait for me?" not in json.dumps(bob_prompt)  # nobody is told about their own post
+    for agent in (alice, bob):  # leave the shared server as we found it
+        rest(huddle_server, "deregister_agent", agent_id=agent)
 
 
-def test_session_end_deregisters_and_releases_the_agents_leases(hook: Hook, huddle_server, repo) -> None:
-    hook("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
-    rest(huddle_server, "acquire_lock", agent_id="claude-a11ce000", path="src/", mode="exclusive")
-    assert hook("SessionEnd", payload("SessionEnd", ALICE, repo, reason="prompt_input_exit")) == {}
-    assert rest(huddle_server, "list_locks")["locks"] == []
-    assert rest(huddle_server, "list_agents")["agents"] == []
+def test_session_end_deregisters_and_releases_the_agents_leases(hook: Hook, huddle_server, repo, sessions, area):
+    alice_session, _, alice, _ = sessions
+    hook("SessionStart", payload("SessionStart", alice_session, repo, source="startup"))
+    rest(huddle_server, "acquire_lock", agent_id=alice, path=f"{area}/", mode="exclusive")
+    assert hook("SessionEnd", payload("SessionEnd", alice_session, repo, reason="prompt_input_exit")) == {}
+    assert rest(huddle_server, "list_locks", agent_id=alice)["locks"] == []
+    assert alice not in online(huddle_server)
 
 
-def test_huddle_agent_names_the_agent_in_both_forms(huddle_server, repo) -> None:
-    command = command_hook(huddle_server, {"HUDDLE_AGENT": "alice"})
-    out = command("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
-    assert "your agent_id is 'alice'" in out["hookSpecificOutput"]["additionalContext"]
+def test_huddle_agent_names_the_agent_in_both_forms(huddle_server, repo, sessions) -> None:
+    alice_session, bob_session, _, _ = sessions
+    alice, bob = f"alice-{alice_session[:4]}", f"bob-{bob_session[:4]}"
+    command = command_hook(huddle_server, {"HUDDLE_AGENT": alice})
+    out = command("SessionStart", payload("SessionStart", alice_session, repo, source="startup"))
+    assert f"your agent_id is '{alice}'" in out["hookSpecificOutput"]["additionalContext"]
     response = httpx.post(
         f"{huddle_server.url}/hooks/claude/SessionStart",
-        json=payload("SessionStart", BOB, repo, source="startup"),
-        headers={"X-Huddle-Agent": "bob"},
+        json=payload("SessionStart", bob_session, repo, source="startup"),
+        headers={"X-Huddle-Agent": bob},
     )
-    assert "your agent_id is 'bob'" in response.json()["hookSpecificOutput"]["additionalContext"]
-    # Later hooks of the same session keep the id even without the variable.
-    again = http_hook(huddle_server)("UserPromptSubmit", payload("UserPromptSubmit", ALICE, repo, prompt="x"))
-    assert again == {} or "alice" not in again
-    assert {a["agent_id"] for a in rest(huddle_server, "list_agents")["agents"]} == {"alice", "bob"}
+    assert f"your agent_id is '{bob}'" in response.json()["hookSpecificOutput"]["additionalContext"]
+    # Later hooks of the same session act for the same agent even without the variable.
+    http_hook(huddle_server)("SessionEnd", payload("SessionEnd", alice_session, repo, reason="other"))
+    agents = online(huddle_server)
+    assert alice not in agents and bob in agents and derived_agent_id(alice_session) not in agents
 
 
-def test_command_hook_fails_open_with_a_warning_when_the_server_is_down(tmp_path, repo) -> None:
+def test_command_hook_fails_open_with_a_warning_when_the_server_is_down(repo) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
-    result = run_command_hook(
-        "PreToolUse", edit(ALICE, repo, "a.py", "x", "y"), {"HUDDLE_URL": f"http://127.0.0.1:{port}"}
-    )
+    body = edit(ALICE, repo, "a.py", "x", "y")
+    result = run_command_hook("PreToolUse", body, {"HUDDLE_URL": f"http://127.0.0.1:{port}"})
     assert result.returncode == 0
     out = json.loads(result.stdout)
     assert "hookSpecificOutput" not in out  # no decision: the edit goes ahead
@@ -234,24 +277,26 @@ def test_command_hook_gives_up_within_its_budget_when_the_server_hangs(repo) -> 
     assert "no answer from" in json.loads(result.stdout)["systemMessage"]
 
 
-def test_bad_hook_payloads_get_a_clear_4xx_and_change_nothing(huddle_server, repo) -> None:
+def test_bad_hook_payloads_get_a_clear_4xx_and_change_nothing(huddle_server, repo, sessions) -> None:
+    alice_session, _, alice, _ = sessions
     for body, field in ((b"[1]", "body"), (b"{not json", "body"), (b'{"cwd": "/"}', "session_id")):
         response = httpx.post(f"{huddle_server.url}/hooks/claude/PreToolUse", content=body)
         assert response.status_code == 422 and response.json()["field"] == field
-    unknown = httpx.post(f"{huddle_server.url}/hooks/claude/Bogus", json=payload("Bogus", ALICE, repo))
+    unknown = httpx.post(f"{huddle_server.url}/hooks/claude/Bogus", json=payload("Bogus", alice_session, repo))
     assert unknown.status_code == 422 and "SessionStart" in unknown.json()["error"]
     bad_agent = httpx.post(
         f"{huddle_server.url}/hooks/claude/SessionStart",
-        json=payload("SessionStart", ALICE, repo),
+        json=payload("SessionStart", alice_session, repo),
         headers={"X-Huddle-Agent": "no spaces allowed"},
     )
     assert bad_agent.status_code == 422 and bad_agent.json()["field"] == "X-Huddle-Agent"
-    assert rest(huddle_server, "list_agents")["agents"] == []
+    assert alice not in online(huddle_server)
 
 
-def test_edits_outside_the_repository_and_other_tools_are_left_alone(hook: Hook, huddle_server, repo) -> None:
-    hook("SessionStart", payload("SessionStart", ALICE, repo, source="startup"))
-    outside = edit(ALICE, repo, "../elsewhere.py", "a", "b")
+def test_edits_outside_the_repository_and_other_tools_are_left_alone(hook: Hook, huddle_server, repo, sessions):
+    alice_session, _, _, _ = sessions
+    hook("SessionStart", payload("SessionStart", alice_session, repo, source="startup"))
+    outside = edit(alice_session, repo, "../elsewhere.py", "a", "b")
     assert decision(hook("PreToolUse", outside)) == "allow"
-    bash = payload("PreToolUse", ALICE, repo, tool_name="Bash", tool_input={"command": "ls"})
+    bash = payload("PreToolUse", alice_session, repo, tool_name="Bash", tool_input={"command": "ls"})
     assert hook("PreToolUse", bash) == {}
