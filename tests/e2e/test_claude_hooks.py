@@ -139,13 +139,20 @@ def online(server: ServerProcess) -> dict[str, dict[str, Any]]:
     return {a["agent_id"]: a for a in rest(server, "list_agents")["agents"]}
 
 
-def test_session_start_registers_the_agent_and_tells_it_its_id(hook: Hook, huddle_server, repo, sessions) -> None:
-    alice_session, _, alice, _ = sessions
-    out = hook("SessionStart", payload("SessionStart", alice_session, repo, source="startup"))
+def test_session_start_registers_the_agent_and_tells_it_its_id(hook: Hook, huddle_server, repo, sessions, area):
+    alice_session, bob_session, alice, _ = sessions
+    workdir = repo / area
+    out = hook("SessionStart", payload("SessionStart", alice_session, workdir, source="startup"))
     context = out["hookSpecificOutput"]["additionalContext"]
     assert out["hookSpecificOutput"]["hookEventName"] == "SessionStart"
     assert f"your agent_id is '{alice}'" in context
     assert online(huddle_server)[alice]["client"] == "claude-code"
+    # huddle channel and the git guard find the agent of the session working in a directory.
+    found = httpx.get(f"{huddle_server.url}/hooks/claude/agent", params={"cwd": str(workdir)}).json()
+    assert found == {"ok": True, "agent_id": alice}
+    hook("SessionStart", payload("SessionStart", bob_session, workdir / "sub", source="startup"))
+    ambiguous = httpx.get(f"{huddle_server.url}/hooks/claude/agent", params={"cwd": str(workdir)}).json()
+    assert ambiguous["agent_id"] is None  # two sessions there: nobody is guessed
 
 
 def test_second_agent_editing_a_file_in_flight_is_asked_and_a_leased_file_is_denied(

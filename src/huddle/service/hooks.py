@@ -52,35 +52,46 @@ class ClaudeHookService:
     async def handle(self, event: str, payload: Mapping[str, Any], declared_agent: str | None) -> dict[str, Any]:
         """Answers one hook call with the JSON Claude Code expects. Raises InvalidInput for a bad payload."""
         name = wire.event_name(event)
-        agent = await self.agent_for(payload, declared_agent)
+        agent, registered, news_waiting = await self.agent_for(payload, declared_agent, peek_news=name == "PreToolUse")
         if name == "SessionStart":
             return await self.session_start(agent, payload)
         if name == "SessionEnd":
             return await self.session_end(agent, payload)
-        await self._ensure_registered(agent, payload)
+        if not registered:  # hooks installed mid-session (no SessionStart seen) still act for a registered agent
+            await self._register(agent, payload)
         if name == "PreToolUse":
-            return await self.pre_tool_use(agent, payload)
+            return await self.pre_tool_use(agent, payload, news_waiting)
         if name == "PostToolUse":
             return await self.post_tool_use(agent, payload)
         return wire.context_output("UserPromptSubmit", await self.deliver(agent))
 
     # -- identity -------------------------------------------------------------------------------
 
-    async def agent_for(self, payload: Mapping[str, Any], declared: str | None) -> str:
-        """The agent a session's hooks act for (declared id > session mapping > derived id); records the mapping."""
+    async def agent_for(
+        self, payload: Mapping[str, Any], declared: str | None, *, peek_news: bool = False
+    ) -> tuple[str, bool, bool]:
+        """(agent, registered, news waiting) for a hook call, in one read.
+
+        The agent is the declared id, else the session's mapped agent, else the derived id; a new or
+        changed mapping is recorded. `news waiting` is only looked at when `peek_news` is set.
+        """
         session = wire.session_id(payload)
         chosen = validate.identifier(declared, "X-Huddle-Agent") if declared else None
         cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else ""
 
-        def read(unit: Unit) -> str | None:
+        def read(unit: Unit) -> tuple[str | None, str, bool, bool]:
             row = unit.tx.one(
                 "SELECT agent_id FROM client_sessions WHERE project = ? AND client = ? AND session_id = ?",
                 (unit.project, CLIENT, session),
             )
-            return str(row["agent_id"]) if row else None
+            known = str(row["agent_id"]) if row else None
+            agent = chosen or known or wire.derived_agent_id(session)
+            status = unit.tx.one("SELECT status FROM agents WHERE project = ? AND agent_id = ?", (unit.project, agent))
+            registered = status is not None and status["status"] != "deregistered"
+            news = peek_news and registered and bool(_scan(unit, agent)[0])
+            return known, agent, registered, news
 
-        known = await self.ctx.store.read(read)
-        agent = chosen or known or wire.derived_agent_id(session)
+        known, agent, registered, news = await self.ctx.store.read(read)
         if agent != known:
 
             def txn(unit: Unit) -> None:
@@ -92,7 +103,7 @@ class ClaudeHookService:
                 )
 
             await self.ctx.store.write(txn)
-        return agent
+        return agent, registered, news
 
     async def agent_in(self, directory: str) -> str | None:
         """The agent of the newest live client session started in `directory` or below it, if exactly one."""
@@ -102,23 +113,13 @@ class ClaudeHookService:
             rows = unit.tx.all(
                 "SELECT s.agent_id FROM client_sessions s JOIN agents a ON a.project = s.project"
                 " AND a.agent_id = s.agent_id WHERE s.project = ? AND s.ended_at IS NULL AND a.status = 'online'"
-                " AND (s.cwd = ? OR s.cwd LIKE ?) ORDER BY s.started_at DESC",
-                (unit.project, root, root.replace("%", r"\%") + "/%"),
+                " AND (s.cwd = ? OR substr(s.cwd, 1, ?) = ?) ORDER BY s.started_at DESC",
+                (unit.project, root, len(root) + 1, root.rstrip("/") + "/"),
             )
             agents = {r["agent_id"] for r in rows}
             return rows[0]["agent_id"] if len(agents) == 1 else None
 
         return await self.ctx.store.read(read)
-
-    async def _ensure_registered(self, agent: str, payload: Mapping[str, Any]) -> None:
-        """Hooks installed mid-session (no SessionStart seen) still act for a registered agent."""
-
-        def read(unit: Unit) -> bool:
-            row = unit.tx.one("SELECT status FROM agents WHERE project = ? AND agent_id = ?", (unit.project, agent))
-            return row is not None and row["status"] != "deregistered"
-
-        if not await self.ctx.store.read(read):
-            await self._register(agent, payload)
 
     async def _register(self, agent: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else None
@@ -156,14 +157,14 @@ class ClaudeHookService:
             await self.c.agents.deregister(agent)
         return {}
 
-    async def pre_tool_use(self, agent: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    async def pre_tool_use(self, agent: str, payload: Mapping[str, Any], news_waiting: bool = True) -> dict[str, Any]:
         """deny on another agent's exclusive lease, ask on a colliding intent or in-flight edit, else allow.
 
         Marks the file in flight (with the lines the edit will touch, when they can be found)
         unless the edit is denied. Files outside the repository are none of Huddle's business.
         """
         raw = wire.edited_path(payload)
-        news = await self.deliver(agent, only_if_pending=True)
+        news = await self.deliver(agent) if news_waiting else None
         if raw is None:
             return wire.decision_output("allow", "", news)
         try:
@@ -205,48 +206,12 @@ class ClaudeHookService:
             )
         return {}
 
-    async def deliver(self, agent: str, *, only_if_pending: bool = False) -> str | None:
+    async def deliver(self, agent: str) -> str | None:
         """The agent's undelivered events as text, each delivered once; None when there is nothing new."""
         agent = validate.identifier(agent, "agent_id")
 
-        def scan(unit: Unit) -> tuple[list[str], int, int]:
-            row = unit.tx.one(
-                "SELECT cursor FROM hook_cursors WHERE project = ? AND agent_id = ?", (unit.project, agent)
-            )
-            if row is not None:
-                after = int(row["cursor"])
-            else:
-                # First delivery without a SessionStart: start at this session, not at the dawn of time.
-                start = unit.tx.one(
-                    "SELECT session_start FROM agents WHERE project = ? AND agent_id = ?", (unit.project, agent)
-                )
-                first = unit.tx.one(
-                    "SELECT MIN(cursor) AS c FROM events WHERE project = ? AND ts >= ?",
-                    (unit.project, start["session_start"] if start else unit.now),
-                )
-                after = int(first["c"]) - 1 if first and first["c"] is not None else latest_cursor(unit)
-            rows = unit.tx.all(
-                "SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor WHERE a.project = ?"
-                " AND a.agent_id IN (?, ?) AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
-                (unit.project, agent, EVERYONE, after, DELIVERY_SCAN),
-            )
-            lines = []
-            for r in rows:
-                event = event_from_row(r)
-                if event.actor == agent:
-                    continue
-                line = wire.describe_event(event.to_dict())
-                if line:
-                    lines.append(line)
-            return lines, after, int(rows[-1]["cursor"]) if rows else after
-
-        if only_if_pending:
-            lines, _, _ = await self.ctx.store.read(scan)
-            if not lines:
-                return None
-
         def txn(unit: Unit) -> list[str]:
-            lines, after, last = scan(unit)
+            lines, after, last = _scan(unit, agent)
             if last != after or not unit.tx.one(
                 "SELECT 1 AS x FROM hook_cursors WHERE project = ? AND agent_id = ?", (unit.project, agent)
             ):
@@ -264,6 +229,37 @@ class ClaudeHookService:
         more = len(lines) - len(shown)
         tail = [f"… and {more} more: call get_updates (agent_id={agent!r})"] if more else []
         return "Huddle news for you:\n" + "\n".join(f"- {line}" for line in [*shown, *tail])
+
+
+def _scan(unit: Unit, agent: str) -> tuple[list[str], int, int]:
+    """(lines worth delivering, cursor delivered up to, last cursor scanned) for the agent's pending events."""
+    row = unit.tx.one("SELECT cursor FROM hook_cursors WHERE project = ? AND agent_id = ?", (unit.project, agent))
+    if row is not None:
+        after = int(row["cursor"])
+    else:
+        # First delivery without a SessionStart: start at this session, not at the dawn of time.
+        start = unit.tx.one(
+            "SELECT session_start FROM agents WHERE project = ? AND agent_id = ?", (unit.project, agent)
+        )
+        first = unit.tx.one(
+            "SELECT MIN(cursor) AS c FROM events WHERE project = ? AND ts >= ?",
+            (unit.project, start["session_start"] if start else unit.now),
+        )
+        after = int(first["c"]) - 1 if first and first["c"] is not None else latest_cursor(unit)
+    rows = unit.tx.all(
+        "SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor WHERE a.project = ?"
+        " AND a.agent_id IN (?, ?) AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
+        (unit.project, agent, EVERYONE, after, DELIVERY_SCAN),
+    )
+    lines = []
+    for r in rows:
+        event = event_from_row(r)
+        if event.actor == agent:
+            continue
+        line = wire.describe_event(event.to_dict())
+        if line:
+            lines.append(line)
+    return lines, after, int(rows[-1]["cursor"]) if rows else after
 
 
 def deny_reason(path: str, holders: list[dict[str, Any]]) -> str:
