@@ -73,6 +73,7 @@ def test_init_merges_every_client_then_uninstall_restores_every_file_byte_for_by
 ) -> None:
     before = snapshot(git_repo)
     args = ("init", "--client", "all", "--hooks", "--git-hook", "--write-agents-md", "docs/AGENTS.md")
+    args += ("--write-mcp-config", "tools/mcp.json")
     first = huddle(*args, cwd=git_repo, data_dir=huddle_server.data_dir)
     assert first.returncode == 0, first.stderr
     mcp = huddle_server.mcp_url
@@ -80,6 +81,8 @@ def test_init_merges_every_client_then_uninstall_restores_every_file_byte_for_by
     assert claude["mcpServers"] == {"other": {"command": "npx", "args": ["x"]}, "huddle": {"type": "http", "url": mcp}}
     assert json.loads((git_repo / ".cursor/mcp.json").read_text())["mcpServers"]["huddle"] == {"url": mcp}
     assert json.loads((git_repo / ".vscode/mcp.json").read_text())["servers"]["huddle"]["url"] == mcp
+    assert json.loads((git_repo / "tools/mcp.json").read_text())["mcpServers"]["huddle"]["url"] == mcp
+    assert json.loads((git_repo / ".claude/settings.local.json").read_text()) == {"enabledMcpjsonServers": ["huddle"]}
     codex = tomllib.loads((git_repo / ".codex/config.toml").read_text())
     assert codex["mcp_servers"] == {"other": {"command": "x"}, "huddle": {"url": mcp}} and codex["model"] == "o3"
     settings = json.loads((git_repo / ".claude/settings.json").read_text())
@@ -92,6 +95,8 @@ def test_init_merges_every_client_then_uninstall_restores_every_file_byte_for_by
         and pre[1]["hooks"][0]["url"] == huddle_server.url + "/hooks/claude/PreToolUse"
     )
     assert set(settings["hooks"]) == {"SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "SessionEnd"}
+    # Claude Code runs no http SessionStart hook: that one is the command form.
+    assert settings["hooks"]["SessionStart"][0]["hooks"][0]["command"].endswith("-m huddle.hook claude SessionStart")
     for md in ("CLAUDE.md", "AGENTS.md", "docs/AGENTS.md"):
         text = (git_repo / md).read_text()
         assert text.count("<!-- >>> huddle") == 1 and "announce_work" in text, md
