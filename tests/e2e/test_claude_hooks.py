@@ -150,7 +150,12 @@ def test_session_start_registers_the_agent_and_tells_it_its_id(hook: Hook, huddl
     # huddle channel and the git guard find the agent of the session working in a directory.
     found = httpx.get(f"{huddle_server.url}/hooks/claude/agent", params={"cwd": str(workdir)}).json()
     assert found == {"ok": True, "agent_id": alice}
-    hook("SessionStart", payload("SessionStart", bob_session, workdir / "sub", source="startup"))
+    rest(huddle_server, "acquire_lock", agent_id=alice, path=f"{area}/", mode="exclusive", ttl_s=300)
+    rest(huddle_server, "announce_work", agent_id=alice, subject="rework models", target_files=[f"{area}/models.py"])
+    told = hook("SessionStart", payload("SessionStart", bob_session, workdir / "sub", source="startup"))
+    briefing = told["hookSpecificOutput"]["additionalContext"]
+    assert f"- {alice}: rework models ({area}/models.py)" in briefing
+    assert f"- {area}/: exclusive by {alice} until" in briefing
     ambiguous = httpx.get(f"{huddle_server.url}/hooks/claude/agent", params={"cwd": str(workdir)}).json()
     assert ambiguous["agent_id"] is None  # two sessions there: nobody is guessed
 

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 CLIENT = "claude-code"
 DELIVERY_SCAN = 200
 DELIVERY_LINES = 20
+BRIEFING_ITEMS = 15
 MAX_READ_BYTES = 2_000_000
 GIT_TIMEOUT_S = 1.0
 
@@ -140,7 +141,12 @@ class ClaudeHookService:
             )
 
         await self.ctx.store.write(txn)
-        return wire.context_output("SessionStart", briefing_text(agent, registered["briefing"]))
+        # The briefing's module-based sections are empty for an agent that named no modules, so
+        # the session also learns the live leases and the work other agents announced.
+        leases = [lock for lock in (await self.c.locks.list_locks())["locks"] if lock["agent_id"] != agent]
+        work = [i for i in (await self.c.intents.list_intents())["intents"] if i["agent_id"] != agent]
+        text = briefing_text(agent, registered["briefing"], leases[:BRIEFING_ITEMS], work[:BRIEFING_ITEMS])
+        return wire.context_output("SessionStart", text)
 
     async def session_end(self, agent: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Deregisters the agent: leases released, intents withdrawn, tasks returned."""
@@ -297,7 +303,12 @@ def collisions(impacts: list[dict[str, Any]]) -> tuple[str | None, str | None]:
     return ask, warn
 
 
-def briefing_text(agent: str, briefing: Mapping[str, Any]) -> str:
+def briefing_text(
+    agent: str,
+    briefing: Mapping[str, Any],
+    leases: Sequence[Mapping[str, Any]] = (),
+    work: Sequence[Mapping[str, Any]] = (),
+) -> str:
     """The SessionStart briefing as the agent reads it."""
     lines = [
         f"Huddle coordination: your agent_id is {agent!r}. Pass agent_id={agent!r} in every Huddle MCP tool call "
@@ -316,6 +327,14 @@ def briefing_text(agent: str, briefing: Mapping[str, Any]) -> str:
         lines.append(f"- {intent['agent_id']} works on {intent['subject']!r} ({files})")
     for thread in briefing.get("your_open_threads") or []:
         lines.append(f"- open consultation {thread['thread_id']}: {thread['subject']} ({thread['status']})")
+    if work:
+        lines.append("Work announced by other agents:")
+        for i in work:
+            lines.append(f"- {i['agent_id']}: {i['subject']} ({', '.join(i['target_files'])})")
+    if leases:
+        lines.append("Leases held by other agents:")
+        for lock in leases:
+            lines.append(f"- {lock['path']}: {lock['mode']} by {lock['agent_id']} until {lock['expires_at']}")
     lines.append(
         "Before editing, call announce_work with your target files. Edits into files another agent leases "
         "exclusively are denied by the hook; news for you arrives with your prompts."
