@@ -135,6 +135,11 @@ def hook(request: pytest.FixtureRequest, huddle_server: ServerProcess) -> Iterat
     yield http_hook(huddle_server) if request.param == "http" else command_hook(huddle_server)
 
 
+def start_sessions(hook: Hook, repo: Path, *sessions: str) -> None:
+    for session in sessions:
+        hook("SessionStart", payload("SessionStart", session, repo, source="startup"))
+
+
 def online(server: ServerProcess) -> dict[str, dict[str, Any]]:
     return {a["agent_id"]: a for a in rest(server, "list_agents")["agents"]}
 
@@ -165,8 +170,7 @@ def test_second_agent_editing_a_file_in_flight_is_asked_and_a_leased_file_is_den
 ) -> None:
     alice_session, bob_session, alice, bob = sessions
     file = f"{area}/models.py"
-    hook("SessionStart", payload("SessionStart", alice_session, repo, source="startup"))
-    hook("SessionStart", payload("SessionStart", bob_session, repo, source="startup"))
+    start_sessions(hook, repo, alice_session, bob_session)
     first = hook("PreToolUse", edit(alice_session, repo, file, "    email: str\n", "    email: EmailStr\n"))
     assert decision(first) == "allow"
     flying = rest(huddle_server, "check_file_conflict", path=file, agent_id=bob)
@@ -219,8 +223,7 @@ def test_a_thread_reply_reaches_the_other_agents_next_prompt_exactly_once(
 ) -> None:
     alice_session, bob_session, alice, bob = sessions
     file = f"{area}/models.py"
-    hook("SessionStart", payload("SessionStart", alice_session, repo, source="startup"))
-    hook("SessionStart", payload("SessionStart", bob_session, repo, source="startup"))
+    start_sessions(hook, repo, alice_session, bob_session)
     rest(huddle_server, "announce_work", agent_id=alice, subject="add email", target_files=[file])
     thread = rest(huddle_server, "announce_work", agent_id=bob, subject="rename", target_files=[file])["thread_id"]
     assert thread
