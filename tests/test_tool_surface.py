@@ -124,3 +124,22 @@ async def test_update_intent_refuses_someone_elses_or_an_ended_intent(coordinato
     await coordinator.intents.complete("alice", mine["intent_id"])
     with pytest.raises(InvalidInput, match="no longer active; announce_work again"):
         await coordinator.intents.update("alice", mine["intent_id"], subject="x")
+
+
+def test_compacting_drops_schema_titles_but_keeps_an_input_field_named_title():
+    from huddle.transports.toolsets import compact_schema
+
+    schema = {
+        "title": "add_taskArguments",
+        "type": "object",
+        "properties": {
+            "title": {"title": "Title", "type": "string"},
+            "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None, "title": "Note"},
+        },
+        "required": ["title"],
+    }
+    assert compact_schema("add_task", schema) == {
+        "type": "object",
+        "properties": {"title": {"type": "string"}, "note": {"type": "string"}},
+        "required": ["title"],
+    }
