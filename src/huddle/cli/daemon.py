@@ -43,7 +43,9 @@ def start_daemon(argv: list[str], data_dir: Path, *, cwd: Path | None = None) ->
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--daemon-child", *argv]
-    with open(data_dir / OUT_NAME, "ab") as out:
+    # Each start writes to its own file first: two racing starts must not show each other's lines.
+    own_out = data_dir / f".{OUT_NAME}.{os.getpid()}"
+    with open(own_out, "wb") as out:
         child = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -57,12 +59,12 @@ def start_daemon(argv: list[str], data_dir: Path, *, cwd: Path | None = None) ->
     while time.monotonic() < deadline:
         code = child.poll()
         if code is not None:
-            print(
-                f"huddle: the server exited at start (code {code}):\n{_tail(data_dir / OUT_NAME, 5)}", file=sys.stderr
-            )
+            print(f"huddle: the server exited at start (code {code}):\n{_tail(own_out, 5)}", file=sys.stderr)
+            _keep_out(own_out, data_dir, serving=False)
             return 1
         info = read_runtime(data_dir)
         if info and info.get("pid") == child.pid and _healthy(str(info["url"])):
+            _keep_out(own_out, data_dir, serving=True)
             print(
                 f"Huddle started in the background: pid {child.pid}, {info['url']} (MCP at {info['mcp_url']}).\n"
                 f"Logs: huddle server logs --data-dir {data_dir}   Stop: huddle server stop --data-dir {data_dir}"
@@ -70,7 +72,18 @@ def start_daemon(argv: list[str], data_dir: Path, *, cwd: Path | None = None) ->
             return 0
         time.sleep(POLL_S)
     print(f"huddle: the server (pid {child.pid}) did not answer within {START_TIMEOUT_S:.0f}s", file=sys.stderr)
+    _keep_out(own_out, data_dir, serving=True)  # it may still be running: its output is server.out's now
     return 1
+
+
+def _keep_out(own_out: Path, data_dir: Path, *, serving: bool) -> None:
+    """A serving daemon's file becomes server.out (it keeps writing to it); a failed start's is appended."""
+    if serving:
+        own_out.replace(data_dir / OUT_NAME)
+        return
+    with contextlib.suppress(OSError), open(data_dir / OUT_NAME, "ab") as out:
+        out.write(own_out.read_bytes())
+    own_out.unlink(missing_ok=True)
 
 
 def stop(data_dir: Path) -> int:
