@@ -67,8 +67,9 @@ def test_restart_from_another_directory_keeps_the_flags_the_server_was_started_w
     assert "introspection" in json.dumps(tools)
     assert dict(after["overrides"])["tools"] == "all"  # type: ignore[call-overload]
 
-    # A flag given to restart overrides the recorded one; the rest stay.
-    renamed = huddle("server", "restart", "--data-dir", str(data), "--project", "other", cwd=elsewhere)
+    # A flag given to restart overrides the recorded one; the rest stay. A relative --data-dir is
+    # relative to where restart runs, not to the directory the server was first started from.
+    renamed = huddle("server", "restart", "--data-dir", "data", "--project", "other", cwd=tmp_path)
     assert renamed.returncode == 0, renamed.stderr
     assert (runtime(data)["project"], runtime(data)["port"]) == ("other", port)
 

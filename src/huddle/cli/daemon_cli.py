@@ -49,7 +49,11 @@ def restart_settings(data_dir: Path, overrides: Mapping[str, Any]) -> tuple[dict
     info = read_runtime(data_dir) or {}
     recorded = info.get("overrides")
     merged = dict(recorded) if isinstance(recorded, dict) else {}
-    merged.update({name: value for name, value in overrides.items() if value is not None})
+    given = {name: value for name, value in overrides.items() if value is not None}
+    for name in ("data_dir", "repo"):  # relative to where restart runs, not to the recorded cwd
+        if given.get(name):
+            given[name] = str(Path(str(given[name])).expanduser().absolute())
+    merged.update(given)
     cwd = info.get("cwd")
     return merged, Path(cwd) if isinstance(cwd, str) and Path(cwd).is_dir() else None
 
