@@ -56,12 +56,13 @@ async def test_the_server_log_is_json_lines_without_per_session_chatter(tmp_path
         deadline = time.monotonic() + 20
         while not (data / "server.json").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        url = "http://127.0.0.1:%d" % json.loads((data / "server.json").read_text())["port"]
+        port = json.loads((data / "server.json").read_text())["port"]
+        url = f"http://127.0.0.1:{port}"
         async with Client(url + "/mcp") as client:
             await client.call_tool("register_agent", {"name": 'quote"and\nnewline'})
         httpx.post(url + "/api/v1/tools/register_agent", content=b"\x00garbage", headers={"content-type": "x"})
         # An invalid request line makes uvicorn itself log a warning.
-        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as raw:
+        with socket.create_connection(("127.0.0.1", port)) as raw:
             raw.sendall(b'GET /"quoted"\x01 HTTP/1.1\r\n\r\n')
             raw.settimeout(10)
             raw.recv(1024)
