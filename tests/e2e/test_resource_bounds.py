@@ -92,6 +92,7 @@ def test_half_sent_headers_and_short_bodies_are_answered_408_and_closed(server_f
                 break
     agents = httpx.post(server.url + "/api/v1/tools/list_agents", json={}).json()["result"]["agents"]
     assert [a["agent_id"] for a in agents] == ["after"]
+    assert "Traceback" not in server.log(), "a client cut off mid-body is not a server error"
 
 
 async def test_a_slow_but_steady_client_within_the_deadline_is_served(server_factory) -> None:

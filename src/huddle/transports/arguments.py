@@ -105,14 +105,15 @@ def check_values(args: dict[str, Any]) -> None:
 
     Iterative, so a deep value cannot exhaust the stack here either.
     """
+    # Errors name the top-level argument: that is the field the caller has to fix.
     stack: list[tuple[str, Any, int]] = [(str(name), value, 1) for name, value in args.items()]
     while stack:
         where, value, depth = stack.pop()
         if isinstance(value, dict | list):
             if depth > MAX_DEPTH:
                 raise InvalidInput(f"{where} is nested more than {MAX_DEPTH} levels deep; send flat JSON", field=where)
-            pairs = value.items() if isinstance(value, dict) else enumerate(value)
-            stack.extend((f"{where}.{key}", item, depth + 1) for key, item in pairs)
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((where, item, depth + 1) for item in items)
         elif isinstance(value, _Oversized):
             raise InvalidInput(
                 f"{where} is an integer of {value.digits} digits; it must be between {MIN_INT} and {MAX_INT}",

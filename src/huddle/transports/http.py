@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -173,8 +173,13 @@ def json_error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[
             405,
         )
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # The client left mid-body (or was cut off by body_timeout_s): nobody reads this answer,
+        # and it is not a server error worth a traceback in the log.
+        return Response(status_code=400)
+
     async def crash(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return JSONResponse({"ok": False, "code": "internal", "error": "internal error; see the server log"}, 500)
 
-    return {404: not_found, 405: method_not_allowed, Exception: crash}
+    return {404: not_found, 405: method_not_allowed, ClientDisconnect: client_gone, Exception: crash}
