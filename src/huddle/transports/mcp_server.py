@@ -62,8 +62,6 @@ def as_tool(op: Operation) -> Tool:
         output_model=meta.output_model,
         wrap_output=meta.wrap_output,
     )
-    # Unknown arguments are refused, so the published schema says so.
-    tool.parameters = {**tool.parameters, "additionalProperties": False}
     return tool
 
 
