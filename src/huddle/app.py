@@ -20,9 +20,12 @@ from huddle.errors import InvalidInput
 from huddle.metrics import Metrics
 from huddle.push.hub import PushHub
 from huddle.service.coordinator import Coordinator
+from huddle.service.guard import GuardService
+from huddle.service.hooks import ClaudeHookService
 from huddle.settings import Settings
 from huddle.storage.base import Store
 from huddle.storage.sqlite import SqliteStore
+from huddle.transports.hooks import hook_routes
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
 from huddle.transports.mcp_server import build_mcp_server
 from huddle.transports.mcp_sessions import bounded_sessions
@@ -91,8 +94,15 @@ def build_app(settings: Settings) -> Huddle:
             await push.stop()
             await coordinator.stop()
 
+    hooks = ClaudeHookService(coordinator)
     http = Starlette(
-        routes=[*rest_routes(operations), *ops_routes(metrics, catalogue), *push.routes(), sessions.route()],
+        routes=[
+            *rest_routes(operations),
+            *ops_routes(metrics, catalogue),
+            *hook_routes(hooks, GuardService(coordinator, hooks)),
+            *push.routes(),
+            sessions.route(),
+        ],
         middleware=[
             Middleware(CrossSiteGuard, bind_host=settings.host, allowed_origins=settings.allowed_origins),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),

@@ -147,3 +147,12 @@ def test_a_json_body_with_a_charset_and_an_empty_body_without_a_type_are_accepte
     assert untyped.status_code == 200
     assert [a["agent_id"] for a in untyped.json()["result"]["agents"]] == ["carol"]
     httpx.post(f"{server.url}/api/v1/tools/deregister_agent", json={"agent_id": "carol"})
+
+
+@pytest.mark.parametrize("route", ["/hooks/claude/PreToolUse", "/hooks/git/pre-commit", "/hooks/git/pre-push"])
+@pytest.mark.parametrize("case", ["deeply-nested-object", "5000-digit-int"])
+def test_hook_routes_refuse_hostile_bodies_with_a_422_too(server: ServerProcess, route: str, case: str) -> None:
+    body, field = HOSTILE_BODIES[case]
+    response = httpx.post(server.url + route, content=body, headers={"content-type": "application/json"}, timeout=30)
+    assert response.status_code == 422, response.text[:300]
+    assert response.json()["field"] == field

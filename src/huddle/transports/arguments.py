@@ -51,8 +51,18 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     """Parses a request body into the arguments object, or raises InvalidInput saying why."""
     if not body.strip():
         return {}
+    value = parse_json_value(body)
+    if not isinstance(value, dict):
+        raise InvalidInput('the request body must be a JSON object of arguments, e.g. {"agent_id": "alice"}')
+    return value
+
+
+def parse_json_value(body: bytes) -> Any:
+    """Any JSON value, parsed without the parser's own failure modes: a body nested too deep or
+    holding an integer literal too long is an InvalidInput naming where, never a RecursionError
+    or ValueError. Values are not checked yet: run `check_values` on the object."""
     try:
-        value = json.loads(body, parse_int=_parse_int, parse_constant=_refuse_constant)
+        return json.loads(body, parse_int=_parse_int, parse_constant=_refuse_constant)
     except RecursionError:
         field = _deep_field(body)
         raise InvalidInput(
@@ -61,9 +71,6 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidInput("the request body is not valid JSON; send an object of arguments") from None
-    if not isinstance(value, dict):
-        raise InvalidInput('the request body must be a JSON object of arguments, e.g. {"agent_id": "alice"}')
-    return value
 
 
 def _deep_field(body: bytes) -> str | None:
