@@ -42,7 +42,12 @@ def _guarded(fn: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awa
 def _payload(body: bytes) -> dict[str, Any]:
     """The hook payload through the bounded parse every transport uses: a body nested too deep or
     holding a huge number is a 422 naming where, not a 500."""
-    value = parse_json_value(body) if body.strip() else None
+    try:
+        value = parse_json_value(body) if body.strip() else None
+    except InvalidInput as exc:
+        if exc.field is None:  # the body as a whole is wrong
+            raise InvalidInput(f"the hook payload: {exc.message}", field="body") from None
+        raise
     if isinstance(value, dict):
         check_values(value)
         return value
