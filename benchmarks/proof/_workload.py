@@ -1,0 +1,225 @@
+"""Shared plumbing of the crash proofs: a restartable server process and a ledger of acknowledged writes.
+
+A write counts as acknowledged only when the server answered `{"ok": true}` for it; an in-flight
+request cut by the crash may or may not have landed, and is never counted. After a restart every
+acknowledged write must be readable through the REST surface, and `PRAGMA integrity_check` on the
+database file (taken while no server runs) must answer `ok`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class ServerProcess:
+    """`huddle server start` on a fixed data dir, on a free port, that can be killed and started again."""
+
+    def __init__(self, data_dir: Path, repo: Path, *extra: str):
+        self.data_dir, self.repo, self.extra = data_dir, repo, extra
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout_s: float = 60) -> str:
+        runtime = self.data_dir / "server.json"
+        # After a kill -9 the old runtime file names a dead port; wait for the new process's one.
+        with contextlib.suppress(FileNotFoundError, OSError):
+            runtime.unlink()
+        args = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--port", "0", "--mqtt-port", "0"]
+        args += ["--data-dir", str(self.data_dir), "--repo", str(self.repo), *self.extra]
+        env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING"}
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"huddle exited with {self.process.returncode}: {err[-2000:]}")
+            with contextlib.suppress(ValueError, KeyError, OSError, httpx.HTTPError):
+                info = json.loads(runtime.read_text())
+                if info.get("pid") == self.process.pid:
+                    url = f"http://127.0.0.1:{info['port']}"
+                    if httpx.get(url + "/health", timeout=2).status_code == 200:
+                        self.url = url
+                        return url
+            time.sleep(0.05)
+        raise RuntimeError(f"huddle did not start within {timeout_s} s")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def kill9(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+def integrity(db: Path) -> str:
+    """`PRAGMA integrity_check` on the database file while no server has it open (runs WAL recovery)."""
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        conn.close()
+    return "; ".join(str(r[0]) for r in rows)
+
+
+@dataclass
+class Ledger:
+    """Every acknowledged write, by kind, with what must be readable afterwards."""
+
+    agents: set[str] = field(default_factory=set)
+    intents: dict[str, str] = field(default_factory=dict)  # intent_id -> agent_id
+    locks: set[tuple[str, str]] = field(default_factory=set)  # (agent_id, path)
+    messages: dict[str, set[str]] = field(default_factory=dict)  # recipient -> message ids
+    tasks: dict[str, str | None] = field(default_factory=dict)  # task_id -> claimed_by (None: unclaimed)
+    context: dict[str, set[str]] = field(default_factory=dict)  # agent_id -> context ids
+
+    def count(self) -> int:
+        return (
+            len(self.agents)
+            + len(self.intents)
+            + len(self.locks)
+            + sum(len(v) for v in self.messages.values())
+            + len(self.tasks)
+            + sum(1 for v in self.tasks.values() if v)
+            + sum(len(v) for v in self.context.values())
+        )
+
+    def merge(self, other: Ledger) -> None:
+        self.agents |= other.agents
+        self.intents |= other.intents
+        self.locks |= other.locks
+        self.tasks |= other.tasks
+        for k, v in other.messages.items():
+            self.messages.setdefault(k, set()).update(v)
+        for k, v in other.context.items():
+            self.context.setdefault(k, set()).update(v)
+
+
+async def call(client: httpx.AsyncClient, tool: str, **args: Any) -> dict[str, Any] | None:
+    """One REST tool call; the result when acknowledged, None when refused or cut off."""
+    try:
+        response = await client.post(f"/api/v1/tools/{tool}", json=args)
+        body = response.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    if response.status_code == 200 and body.get("ok"):
+        result: dict[str, Any] = body["result"]
+        return result
+    return None
+
+
+async def agent_load(url: str, tag: str, ledger: Ledger, stop: asyncio.Event, rng: random.Random) -> None:
+    """One client: register, announce, then lease, message, add+claim tasks, share context until stopped."""
+    me, inbox = f"{tag}-agent", f"{tag}-inbox"
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        for agent in (me, inbox):
+            if await call(client, "register_agent", name=agent, agent_id=agent) is None:
+                return
+            ledger.agents.add(agent)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            op = rng.choice(("announce", "lock", "message", "task", "context"))
+            if op == "announce":
+                r = await call(client, "announce_work", agent_id=me, subject=f"s{n}", target_files=[f"{tag}/i{n}.py"])
+                if r:
+                    ledger.intents[r["intent_id"]] = me
+            elif op == "lock":
+                r = await call(client, "acquire_lock", agent_id=me, path=f"{tag}/l{n}.py", ttl_s=86400)
+                if r and r.get("granted"):
+                    ledger.locks.add((me, f"{tag}/l{n}.py"))
+            elif op == "message":
+                r = await call(client, "send_message", from_agent=me, to_agent=inbox, content=f"m{n}")
+                if r:
+                    ledger.messages.setdefault(inbox, set()).add(r["message_id"])
+            elif op == "task":
+                task_id = f"{tag}-t{n}"
+                if await call(client, "add_task", task_id=task_id, description=f"d{n}") is None:
+                    continue
+                ledger.tasks[task_id] = None
+                r = await call(client, "claim_task", agent_id=me, task_id=task_id)
+                if r and r.get("claimed"):
+                    ledger.tasks[task_id] = me
+            else:
+                r = await call(client, "share_context", agent_id=me, type="note", content=f"c{n}")
+                if r:
+                    ledger.context.setdefault(me, set()).add(r["id"])
+
+
+async def run_load(url: str, prefix: str, clients: int, until: Callable[[], bool], seed: int) -> Ledger:
+    """`clients` concurrent agents writing until `until()` turns true (it is polled every 5 ms)."""
+    ledger, stop = Ledger(), asyncio.Event()
+    rng = random.Random(seed)
+    tasks = [
+        asyncio.create_task(agent_load(url, f"{prefix}c{i}", ledger, stop, random.Random(rng.random())))
+        for i in range(clients)
+    ]
+    while not until() and not all(t.done() for t in tasks):
+        await asyncio.sleep(0.005)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return ledger
+
+
+async def missing(url: str, ledger: Ledger) -> list[str]:
+    """Every acknowledged write of `ledger` that the server at `url` does not show, described."""
+    lost: list[str] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        agents = await call(client, "list_agents")
+        assert agents is not None, "list_agents failed after restart"
+        seen_agents = {a["agent_id"] for a in agents["agents"]}
+        lost += [f"agent {a}" for a in ledger.agents - seen_agents]
+        if ledger.intents:
+            status = await call(client, "coordinator_status")
+            assert status is not None
+            seen_intents = {i["intent_id"] for i in status["intents"]["list"]}
+            lost += [f"intent {i}" for i in set(ledger.intents) - seen_intents]
+        for agent in {a for a, _ in ledger.locks}:
+            held = await call(client, "list_locks", agent_id=agent)
+            assert held is not None
+            paths = {lock["path"] for lock in held["locks"]}
+            lost += [f"lock {a}:{p}" for a, p in ledger.locks if a == agent and p not in paths]
+        for inbox, ids in ledger.messages.items():
+            box = await call(client, "list_messages", agent_id=inbox, limit=1000)
+            assert box is not None
+            lost += [f"message {m}" for m in ids - {m["message_id"] for m in box["messages"]}]
+        for agent, ids in ledger.context.items():
+            found = await call(client, "query_context", agent_id=agent, limit=500)
+            assert found is not None
+            lost += [f"context {c}" for c in ids - {e["id"] for e in found["entries"]}]
+        for task_id, claimer in ledger.tasks.items():
+            # Re-adding an identical task is a no-op that returns the stored task: created must be false.
+            again = await call(client, "add_task", task_id=task_id, description=f"d{task_id.rsplit('-t', 1)[1]}")
+            if again is None or again["created"]:
+                lost.append(f"task {task_id}")
+            elif claimer and again["task"].get("claimed_by") != claimer:
+                lost.append(f"claim of {task_id} by {claimer}")
+    return lost
