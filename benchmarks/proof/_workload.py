@@ -36,6 +36,7 @@ class ServerProcess:
         self.data_dir, self.repo, self.extra = data_dir, repo, extra
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
     def start(self, timeout_s: float = 60) -> str:
         runtime = self.data_dir / "server.json"
@@ -45,12 +46,14 @@ class ServerProcess:
         args = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--port", "0", "--mqtt-port", "0"]
         args += ["--data-dir", str(self.data_dir), "--repo", str(self.repo), *self.extra]
         env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING"}
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        # The log goes to a file, never an unread pipe: a full pipe would block the server's writes.
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"huddle exited with {self.process.returncode}: {err[-2000:]}")
+                err = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"huddle exited with {self.process.returncode}: {err}")
             with contextlib.suppress(ValueError, KeyError, OSError, httpx.HTTPError):
                 info = json.loads(runtime.read_text())
                 if info.get("pid") == self.process.pid:
