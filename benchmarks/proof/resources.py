@@ -115,10 +115,10 @@ def anyio_timeout(seconds: float) -> Any:
         yield
 
 
-async def settle(pid: int, fd_base: int, timeout_s: float) -> None:
-    """Waits (polling /proc) until the server's descriptors are back at the baseline, or the timeout."""
+async def settle(pid: int, done: Callable[[], bool], timeout_s: float) -> None:
+    """Polls /proc until `done()` (descriptors and memory back at the baseline) or the timeout."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and open_fds(pid) > fd_base + FD_SLACK:
+    while time.monotonic() < deadline and not done():
         await asyncio.sleep(0.1)
 
 
@@ -140,9 +140,14 @@ async def phase(
             else:
                 failed += 1
         details = await release()
-    await settle(pid, fd_base, settle_s)
-    rss_after, fd_after = rss_bytes(pid), open_fds(pid)
     growth = sampler.peak_rss - rss_base
+
+    def back_to_baseline() -> bool:
+        rss_ok = rss_bytes(pid) - rss_base <= max(RSS_FLOOR, RSS_KEEP * growth)
+        return rss_ok and open_fds(pid) <= fd_base + FD_SLACK
+
+    await settle(pid, back_to_baseline, settle_s)
+    rss_after, fd_after = rss_bytes(pid), open_fds(pid)
     rss_ok = rss_after - rss_base <= max(RSS_FLOOR, RSS_KEEP * growth)
     load_ok = details.pop("ok", True)
     return {
