@@ -47,3 +47,39 @@ def test_local_tools_and_local_pages_are_served(huddle_server) -> None:
     )
     assert ok.status_code == 200 and ok.json()["result"]["agent_id"] == "alice"
     assert httpx.post(huddle_server.url + "/api/v1/tools/list_agents", json={}).status_code == 200
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}},
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+
+
+def test_a_non_loopback_bind_still_refuses_cross_site_posts_and_mcp_initialize(server_factory) -> None:
+    server = server_factory("--host", "0.0.0.0", "--allowed-origins", "https://board.example")
+    foreign = {"Origin": "https://evil.example"}
+    form = httpx.post(
+        server.url + "/api/v1/tools/register_agent",
+        content=b'{"name": "mallory"}',
+        headers={**foreign, "content-type": "text/plain"},
+    )
+    assert form.status_code == 403
+    plain = httpx.post(server.url + "/api/v1/tools/register_agent", content=b'{"name": "mallory"}')
+    assert plain.status_code == 415  # no Origin, but a body not declared JSON: refused too
+    initialize = httpx.post(server.url + "/mcp", json=INITIALIZE, headers={**foreign, **MCP_HEADERS})
+    assert initialize.status_code == 403
+    assert "mcp-session-id" not in initialize.headers
+    assert httpx.post(server.url + "/api/v1/tools/list_agents", json={}).json()["result"]["agents"] == []
+
+
+def test_a_non_loopback_bind_serves_no_origin_its_own_origin_and_the_allow_list(server_factory) -> None:
+    server = server_factory("--host", "0.0.0.0", "--allowed-origins", "https://board.example")
+    for origin in (None, f"http://127.0.0.1:{server.port}", "https://board.example"):
+        headers = {} if origin is None else {"Origin": origin}
+        ok = httpx.post(server.url + "/api/v1/tools/list_agents", json={}, headers=headers)
+        assert ok.status_code == 200, (origin, ok.text)
+        session = httpx.post(server.url + "/mcp", json=INITIALIZE, headers={**headers, **MCP_HEADERS})
+        assert session.status_code == 200, (origin, session.text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import gc
 import json
-import logging
 import os
 import socket
 import sys
@@ -18,8 +17,10 @@ import uvicorn
 
 from huddle.app import build_app
 from huddle.errors import HuddleError
+from huddle.logs import configure_logging
 from huddle.push.ports import check_free
 from huddle.settings import Settings, explicit_settings, load_settings
+from huddle.transports.slow_clients import deadline_protocol
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -87,11 +88,7 @@ def settle_mqtt_port(settings: Settings, explicit: set[str]) -> Settings:
 
 def start_server(overrides: Mapping[str, Any]) -> int:
     settings = settle_mqtt_port(load_settings(overrides), explicit_settings(overrides))
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        stream=sys.stderr,
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    configure_logging(settings.log_level)
     settings.data_path.mkdir(parents=True, exist_ok=True)
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
@@ -105,7 +102,13 @@ def start_server(overrides: Mapping[str, Any]) -> int:
     )
     print(huddle.push.describe(), flush=True)
     config = uvicorn.Config(
-        huddle.http, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
+        huddle.http,
+        log_config=None,  # uvicorn's lines go through Huddle's JSON handler (huddle/logs.py)
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        http=deadline_protocol(settings.header_timeout_s, settings.body_timeout_s),
     )
     # A server lives long: freeze what startup built and collect young objects less often, so the cyclic
     # GC stops stalling the event loop (gen-2 pauses of ~45 ms were seen with 200 MQTT subscribers).

@@ -54,8 +54,10 @@ from huddle.service.lock_store import (
     describe_holder,
     emit_released,
     expire_due,
+    file_leases_that_may_be_directories,
     grant,
     is_upgrade_in_place,
+    lease_as_directory,
     lock_dict,
     overlapping,
     pattern_of,
@@ -119,6 +121,14 @@ class LockService:
             self._disk_cache.clear()
         self._disk_cache[relative] = (kind, now)
         return kind
+
+    def _renamed_to_directories(self, unit: Unit, pattern: LockPattern) -> None:
+        """Leases taken on a name while it was a file, that is a directory now, become directory
+        leases before `pattern` is checked against them — else the directory would escape them."""
+        for row in file_leases_that_may_be_directories(unit, pattern):
+            # A fresh stat, not the cached answer: the name changed kind, the cache may not know yet.
+            if os.path.isdir(os.path.join(self.ctx.repo_root, row["path"])):
+                lease_as_directory(unit, row)
 
     def _ttl(self, ttl_s: float | None) -> float:
         default = min(self.ctx.settings.lock_ttl_s, MAX_TTL_S)
@@ -187,6 +197,7 @@ class LockService:
     ) -> dict[str, Any]:
         touch(unit, agent)
         expire_due(unit)
+        self._renamed_to_directories(unit, pattern)
         rows = overlapping(unit, "locks", pattern)
         own = next((r for r in rows if r["agent_id"] == agent and r["path"] == pattern.path), None)
         if own is not None and own["mode"] == mode:
@@ -375,8 +386,10 @@ class LockService:
         }
 
     def _own_row(self, unit: Unit, agent: str, pattern: LockPattern) -> Row | None:
-        """The agent's lock on this path, also when the path was named with or without its trailing slash."""
-        names = [pattern.path, pattern.path.rstrip("/")] if pattern.path.endswith("/") else [pattern.path]
+        """The agent's lock on this path, also when the path was named with or without its trailing slash
+        (a name leased as a file that became a directory is held as the directory since)."""
+        bare = pattern.path.rstrip("/")
+        names = [bare, bare + "/"] if pattern.kind != "glob" else [pattern.path]
         return unit.tx.one(
             f"SELECT * FROM locks WHERE project = ? AND agent_id = ? AND path IN ({placeholders(names)})"
             " AND expires_at > ?",
