@@ -19,7 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,46 +177,51 @@ async def agent_load(url: str, tag: str, ledger: Ledger, stop: asyncio.Event, rn
                     ledger.context.setdefault(me, set()).add(r["id"])
 
 
-async def run_load(url: str, prefix: str, clients: int, until: Callable[[], bool], seed: int) -> Ledger:
-    """`clients` concurrent agents writing until `until()` turns true (it is polled every 5 ms)."""
+async def start_load(url: str, prefix: str, clients: int, seed: float) -> tuple[Ledger, Callable[[], Awaitable[None]]]:
+    """`clients` concurrent agents start writing; once all are registered, returns the live ledger and `finish`.
+
+    The caller crashes the server while requests are in flight, then awaits `finish()`: it stops
+    the clients and waits until each has seen its request fail. Only answers that arrived count.
+    """
     ledger, stop = Ledger(), asyncio.Event()
     rng = random.Random(seed)
     tasks = [
         asyncio.create_task(agent_load(url, f"{prefix}c{i}", ledger, stop, random.Random(rng.random())))
         for i in range(clients)
     ]
-    while not until() and not all(t.done() for t in tasks):
-        await asyncio.sleep(0.005)
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return ledger
+
+    async def finish() -> None:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # The crash moment is drawn from when every client is writing, not from connection setup.
+    deadline = time.monotonic() + 30
+    while len(ledger.agents) < 2 * clients and time.monotonic() < deadline and not all(t.done() for t in tasks):
+        await asyncio.sleep(0.01)
+    return ledger, finish
 
 
 async def missing(url: str, ledger: Ledger) -> list[str]:
     """Every acknowledged write of `ledger` that the server at `url` does not show, described."""
     lost: list[str] = []
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        agents = await call(client, "list_agents")
-        assert agents is not None, "list_agents failed after restart"
+        # A read the server refuses (e.g. an unknown agent) shows nothing: its writes count as lost.
+        agents = await call(client, "list_agents") or {"agents": []}
         seen_agents = {a["agent_id"] for a in agents["agents"]}
         lost += [f"agent {a}" for a in ledger.agents - seen_agents]
         if ledger.intents:
-            status = await call(client, "coordinator_status")
-            assert status is not None
+            status = await call(client, "coordinator_status") or {"intents": {"list": []}}
             seen_intents = {i["intent_id"] for i in status["intents"]["list"]}
             lost += [f"intent {i}" for i in set(ledger.intents) - seen_intents]
         for agent in {a for a, _ in ledger.locks}:
-            held = await call(client, "list_locks", agent_id=agent)
-            assert held is not None
+            held = await call(client, "list_locks", agent_id=agent) or {"locks": []}
             paths = {lock["path"] for lock in held["locks"]}
             lost += [f"lock {a}:{p}" for a, p in ledger.locks if a == agent and p not in paths]
         for inbox, ids in ledger.messages.items():
-            box = await call(client, "list_messages", agent_id=inbox, limit=1000)
-            assert box is not None
+            box = await call(client, "list_messages", agent_id=inbox, limit=1000) or {"messages": []}
             lost += [f"message {m}" for m in ids - {m["message_id"] for m in box["messages"]}]
         for agent, ids in ledger.context.items():
-            found = await call(client, "query_context", agent_id=agent, limit=500)
-            assert found is not None
+            found = await call(client, "query_context", agent_id=agent, limit=500) or {"entries": []}
             lost += [f"context {c}" for c in ids - {e["id"] for e in found["entries"]}]
         for task_id, claimer in ledger.tasks.items():
             # Re-adding an identical task is a no-op that returns the stored task: created must be false.

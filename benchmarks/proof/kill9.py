@@ -2,8 +2,8 @@
 
 Each round: a real `huddle server start` process on the same data dir and a free port; eight
 concurrent REST clients register, announce, lease, message, add and claim tasks and share context;
-at a random moment (0.2–1.5 s into the load) the server gets SIGKILL. Then, with no server
-running, `PRAGMA integrity_check` must answer `ok`; the server is started again and every write
+at a random moment (0.1–1.5 s after every client is writing) the server gets SIGKILL with requests
+in flight. Then, with no server running, `PRAGMA integrity_check` must answer `ok`; the server is started again and every write
 acknowledged in this round and the previous one must be readable through the REST surface. At the
 end, every acknowledged lease, message, task, claim, context entry and agent of all rounds is
 checked once more (intents only per round: `coordinator_status` shows the newest 500).
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _workload import Ledger, ServerProcess, integrity, missing, run_load
+from _workload import Ledger, ServerProcess, integrity, missing, start_load
 
 
 async def crash_rounds(rounds: int, clients: int, seed: int) -> dict[str, Any]:
@@ -44,11 +44,11 @@ async def crash_rounds(rounds: int, clients: int, seed: int) -> dict[str, Any]:
         try:
             url = server.start()
             for r in range(rounds):
-                delay = rng.uniform(0.2, 1.5)
-                deadline = time.monotonic() + delay
-                ledger = await run_load(url, f"r{r}", clients, lambda d=deadline: time.monotonic() >= d, rng.random())
-                # The load loop stops polling at the deadline, with requests still in flight: kill now.
+                delay = rng.uniform(0.1, 1.5)
+                ledger, finish = await start_load(url, f"r{r}", clients, rng.random())
+                await asyncio.sleep(delay)  # the random moment of the crash, with requests in flight
                 server.kill9()
+                await finish()
                 kill_after.append(delay)
                 check = integrity(data_dir / "huddle.db")
                 if check != "ok":

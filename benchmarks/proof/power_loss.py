@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _workload import Ledger, ServerProcess, integrity, missing, run_load
+from _workload import Ledger, ServerProcess, integrity, missing, start_load
 
 POWERFS = Path(__file__).with_name("powerfs.py")
 
@@ -118,12 +118,13 @@ async def power_rounds(rounds: int, clients: int, seed: int) -> dict[str, Any]:
             fs.mount()
             url = server.start()
             for r in range(rounds):
-                deadline = time.monotonic() + rng.uniform(0.2, 1.5)
-                ledger = await run_load(url, f"r{r}", clients, lambda d=deadline: time.monotonic() >= d, rng.random())
+                ledger, finish = await start_load(url, f"r{r}", clients, rng.random())
+                await asyncio.sleep(rng.uniform(0.1, 1.5))  # the random moment of the cut, requests in flight
                 # Power cut: freeze the server so no answer leaves it, lose the page cache, then the server.
                 server.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
                 fs.cut()
                 server.kill9()
+                await finish()
                 fs.mount()
                 check = integrity(fs.mountpoint / "huddle.db")
                 if check != "ok":

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _workload import ServerProcess
 from mcp import Client
 
-from _workload import ServerProcess
 from huddle.bus.memory import MemoryBus
 from huddle.service.coordinator import Coordinator
 from huddle.settings import load_settings
