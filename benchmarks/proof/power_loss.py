@@ -20,12 +20,8 @@ Needs FUSE: /dev/fuse, `fusermount3` (Debian package fuse3) and `mfusepy` (PyPI)
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
-import json
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -35,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _workload import Ledger, ServerProcess, integrity, missing, start_load
+from _workload import ServerProcess, crash_main, crash_rounds
 
 POWERFS = Path(__file__).with_name("powerfs.py")
 
@@ -102,7 +98,6 @@ def control(tmp: Path) -> dict[str, int]:
 
 
 async def power_rounds(rounds: int, clients: int, seed: int) -> dict[str, Any]:
-    rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="huddle-power-") as t:
         tmp = Path(t)
         repo = tmp / "repo"
@@ -110,66 +105,25 @@ async def power_rounds(rounds: int, clients: int, seed: int) -> dict[str, Any]:
         checks = control(tmp)
         fs = Mount(tmp / "backing", tmp / "mnt")
         server = ServerProcess(fs.mountpoint, repo)
-        total, previous = Ledger(), Ledger()
-        lost: list[str] = []
-        bad_integrity: list[str] = []
-        started = time.monotonic()
+
+        def power_cut() -> None:
+            # Freeze the server so no answer leaves it, lose the page cache, end the server, power on.
+            assert server.process is not None
+            server.process.send_signal(signal.SIGSTOP)
+            fs.cut()
+            server.kill9()
+            fs.mount()
+
         try:
             fs.mount()
-            url = server.start()
-            for r in range(rounds):
-                ledger, finish = await start_load(url, f"r{r}", clients, rng.random())
-                await asyncio.sleep(rng.uniform(0.1, 1.5))  # the random moment of the cut, requests in flight
-                # Power cut: freeze the server so no answer leaves it, lose the page cache, then the server.
-                server.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
-                fs.cut()
-                server.kill9()
-                await finish()
-                fs.mount()
-                check = integrity(fs.mountpoint / "huddle.db")
-                if check != "ok":
-                    bad_integrity.append(f"round {r}: {check}")
-                url = server.start()
-                both = Ledger()
-                both.merge(previous)
-                both.merge(ledger)
-                lost += [f"round {r}: {what}" for what in await missing(url, both)]
-                total.merge(ledger)
-                previous = ledger
-            everything = Ledger()
-            everything.merge(total)
-            everything.intents = {}
-            lost += [f"final: {what}" for what in await missing(url, everything)]
+            report = await crash_rounds(server, rounds, clients, seed, power_cut)
         finally:
             server.stop()
             with contextlib.suppress(Exception):
                 fs.unmount()
-    return {
-        "rounds": rounds,
-        "clients": clients,
-        "acknowledged_writes": total.count(),
-        "lost": len(lost),
-        "lost_examples": lost[:10],
-        "integrity_failures": len(bad_integrity),
-        "integrity_examples": bad_integrity[:5],
-        "control": checks,
-        "wall_s": round(time.monotonic() - started, 1),
-    }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="3 rounds, for CI")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=11)
-    args = parser.parse_args()
-    rounds = args.rounds or (3 if args.quick else 100)
-    report = asyncio.run(power_rounds(rounds, args.clients, args.seed))
-    print(json.dumps({"benchmark": "power_loss", "quick": args.quick, **report}, indent=2))
-    control_ok = report["control"]["rows_after_cut"] == report["control"]["synced_rows"]
-    sys.exit(1 if report["lost"] or report["integrity_failures"] or not control_ok else 0)
+    control_ok = checks["rows_after_cut"] == checks["synced_rows"]
+    return {**report, "control": checks, "control_ok": control_ok}
 
 
 if __name__ == "__main__":
-    main()
+    crash_main("power_loss", __doc__, 3, 11, power_rounds)
