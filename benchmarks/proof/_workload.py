@@ -29,6 +29,11 @@ import httpx
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
+# The crash proofs test durability, not liveness: a full run outlasts the 300 s after which a silent
+# agent goes offline and its claimed tasks go back on the board (by design), which would read as a
+# lost claim. Agents and intents therefore live for a day here.
+DURABILITY_ONLY = ("--agent-ttl-s", "86400", "--intent-ttl-s", "86400")
+
 
 class ServerProcess:
     """`huddle server start` on a fixed data dir, on a free port, that can be killed and started again."""

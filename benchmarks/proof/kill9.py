@@ -22,14 +22,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _workload import ServerProcess, crash_main, crash_rounds
+from _workload import DURABILITY_ONLY, ServerProcess, crash_main, crash_rounds
 
 
 async def kill9_rounds(rounds: int, clients: int, seed: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="huddle-kill9-") as tmp:
         repo = Path(tmp) / "repo"
         repo.mkdir()
-        server = ServerProcess(Path(tmp) / "data", repo)
+        server = ServerProcess(Path(tmp) / "data", repo, *DURABILITY_ONLY)
         try:
             return await crash_rounds(server, rounds, clients, seed, server.kill9)
         finally:

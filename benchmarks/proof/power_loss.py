@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _workload import ServerProcess, crash_main, crash_rounds
+from _workload import DURABILITY_ONLY, ServerProcess, crash_main, crash_rounds
 
 POWERFS = Path(__file__).with_name("powerfs.py")
 
@@ -104,7 +104,7 @@ async def power_rounds(rounds: int, clients: int, seed: int) -> dict[str, Any]:
         repo.mkdir()
         checks = control(tmp)
         fs = Mount(tmp / "backing", tmp / "mnt")
-        server = ServerProcess(fs.mountpoint, repo)
+        server = ServerProcess(fs.mountpoint, repo, *DURABILITY_ONLY)
 
         def power_cut() -> None:
             # Freeze the server so no answer leaves it, lose the page cache, end the server, power on.
