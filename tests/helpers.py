@@ -50,6 +50,15 @@ def make_coordinator(tmp_path: Path, repo: Path, **overrides: Any) -> Coordinato
 
 STARTUP_TIMEOUT_S = 20
 
+# A well-formed MCP `initialize` for raw HTTP tests (the official client cannot be made to misbehave).
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+
 
 @dataclass
 class ServerProcess:

@@ -27,6 +27,7 @@ from huddle.push.broker import EmbeddedBroker
 TOPICS = ("TopicA", "TopicA/B", "Topic/C", "TopicA/C", "/TopicA")
 WILDTOPICS = ("TopicA/+", "+/C", "#", "/#", "/+", "+/+", "TopicA/#")
 WAIT_S = 10.0
+OPEN_CLIENTS: list[Client | socket.socket] = []  # closed by the broker fixture
 
 
 @pytest.fixture
@@ -43,6 +44,9 @@ def broker() -> Iterator[EmbeddedBroker]:
     try:
         yield embedded
     finally:
+        # Clients first: amqtt's shutdown waits for the connections it still serves.
+        while OPEN_CLIENTS:
+            OPEN_CLIENTS.pop().close()
         asyncio.run_coroutine_threadsafe(embedded.stop(), loop).result(WAIT_S)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(WAIT_S)
@@ -66,6 +70,11 @@ class Client:
         self.paho.on_message = self._on_message
         self.paho.on_subscribe = self._on_subscribe
         self.paho.on_connect = self._on_connect
+        OPEN_CLIENTS.append(self)
+
+    def close(self) -> None:
+        self.paho.disconnect()
+        self.paho.loop_stop()
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         with self.changed:
@@ -134,6 +143,7 @@ def raw_connect(port: int, client_id: str, *, protocol: bytes = b"MQTT", clean: 
     body = struct.pack("!H", len(protocol)) + protocol + bytes([4, 0x02 if clean else 0x00]) + struct.pack("!H", 60)
     body += struct.pack("!H", len(client_id)) + client_id.encode()
     sock = socket.create_connection(("127.0.0.1", port))
+    OPEN_CLIENTS.append(sock)
     sock.settimeout(WAIT_S)
     sock.sendall(bytes([0x10, len(body)]) + body)
     return sock

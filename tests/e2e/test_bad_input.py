@@ -76,8 +76,9 @@ async def latest_cursor(client: Client) -> int:
 
 
 @pytest.fixture
-async def seeded(huddle_server):
-    """alice and bob registered, a thread T-1 between them, intent I-1 owned by alice."""
+async def seeded(server_factory):
+    """alice and bob registered, a thread T-1 between them, intent I-1 owned by alice; every tool listed."""
+    huddle_server = server_factory("--tools", "all")
     async with Client(huddle_server.mcp_url) as client:
         await call(client, "register_agent", name="alice")
         await call(client, "register_agent", name="bob")
@@ -140,7 +141,9 @@ async def test_rest_errors_use_one_envelope_and_never_500(seeded) -> None:
     _, server = seeded
     with httpx.Client(base_url=server.url) as http:
         cases = [
-            http.post("/api/v1/tools/announce_work", content=b"{not json"),
+            http.post(
+                "/api/v1/tools/announce_work", content=b"{not json", headers={"content-type": "application/json"}
+            ),
             http.post("/api/v1/tools/announce_work", json=[1, 2]),
             http.post("/api/v1/tools/announce_work", json={"agent_id": "alice"}),
             http.post(
@@ -161,7 +164,9 @@ async def test_rest_errors_use_one_envelope_and_never_500(seeded) -> None:
             assert 400 <= response.status_code < 500, (response.status_code, body)
             assert body["ok"] is False and body["error"] and body["code"], body
         assert cases[3].json()["field"] == "target_files[0]"
+        assert cases[0].status_code == 422 and "not valid JSON" in cases[0].json()["error"]
         assert cases[4].status_code == 404
+        assert cases[5].status_code == 404 and cases[5].json()["code"] == "not_found"
         assert cases[6].status_code == 413
         ok = http.post("/api/v1/tools/list_agents", json={}).json()
         assert ok["ok"] is True and {a["agent_id"] for a in ok["result"]["agents"]} == {"alice", "bob"}

@@ -12,15 +12,7 @@ import anyio
 import httpx
 from mcp import Client
 
-from helpers import ServerProcess, call
-
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "leaky", "version": "1"}},
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+from helpers import INITIALIZE, MCP_HEADERS, ServerProcess, call
 
 
 def abandon_session(server: ServerProcess) -> str:
