@@ -236,6 +236,8 @@ async def abandoned_sessions(url: str, count: int, idle_s: float) -> Callable[[]
 
         async def ask(http: httpx.AsyncClient) -> None:
             nonlocal gone
+            if not pending:  # fewer ids than attempts: some initialize calls were refused (see statuses)
+                return
             sid = pending.pop()
             ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
             response = await http.post("/mcp", json=ping, headers={**headers, "mcp-session-id": sid})
