@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, rule
 
 from huddle.domain.events import iso
+from huddle.errors import NotFound
 from model_helpers import MODEL_SETTINGS, ServiceMachine
 
 AGENTS = ("a", "b", "c")
@@ -163,11 +164,12 @@ class LeaseMachine(ServiceMachine):
         m = self.model
         m.expire(self.now)
         own = m.leases.get((agent, path))
-        if own is not None or any(w.agent == agent for w in m.waiters):
-            return  # keep the model's bookkeeping simple: one queued request per agent, none for own paths
         held, queued = m.blockers(agent, path, mode, m.waiters)
-        if not (held or queued):
-            return  # it would be granted at once: the plain acquire rule covers that
+        if own is not None or any(w.agent == agent for w in m.waiters) or not (held or queued):
+            # Granted at once, or more than the model's simple queue bookkeeping (one request per
+            # agent, none for a path it holds) wants: a plain acquire, which the model follows.
+            self.acquire(agent, path, mode, 30.0)
+            return
         task = self.loop.create_task(self.coord.locks.acquire(agent, path, mode, 30.0, WAIT_S))
         waiter = Waiter(agent, path, mode, 30.0, self.now + WAIT_S, task)
         m.waiters.append(waiter)
@@ -197,16 +199,17 @@ class LeaseMachine(ServiceMachine):
     @rule(agent=st.sampled_from(AGENTS), path=st.sampled_from(PATHS), ttl=st.sampled_from([None, 20.0, 45.0]))
     def renew(self, agent: str, path: str, ttl: float | None) -> None:
         m = self.model
-        m.expire(self.now)
         own = m.leases.get((agent, path))
-        if own is None:
+        if own is None or own.expires <= self.now:
+            # Refused, and the refusal rolls back the whole call — the expiry it found included.
             try:
                 self.run(self.coord.locks.renew(agent, path, ttl))
-            except Exception as exc:  # NotFound: nothing to renew
+            except NotFound as exc:
                 assert "acquire_lock again" in str(exc)
             else:
                 raise AssertionError("renewed a lease the model says is gone")
             return
+        m.expire(self.now)
         got = self.run(self.coord.locks.renew(agent, path, ttl))
         own.ttl = ttl if ttl is not None else own.ttl
         own.expires = self.now + own.ttl
