@@ -122,6 +122,30 @@ def finish_workers(workers: list[subprocess.Popen[bytes]], timeout: float) -> li
     return errors
 
 
+def wait_ready(outputs: list[Path], workers: list[subprocess.Popen[bytes]], timeout: float = 120) -> float:
+    """Waits until every worker's clients are connected and registered; returns the last deadline."""
+    limit = time.monotonic() + timeout
+    while time.monotonic() < limit:
+        notes = [_ready_note(path) for path in outputs]
+        if all(notes):
+            return max(float(n["deadline"]) for n in notes if n)
+        if any(w.poll() is not None for w in workers):
+            raise SystemExit("a worker exited before it was ready: " + "; ".join(finish_workers(workers, 5)))
+        time.sleep(0.05)  # polling files: the workers are other processes
+    raise SystemExit(f"workers were not ready within {timeout:g} s")
+
+
+def _ready_note(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if record.get("ready"):
+                return dict(record)
+    return None
+
+
 def is_stopped(pid: int) -> bool:
     """True when the process froze itself (state T in /proc)."""
     try:

@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cluster import Server, finish_workers, is_stopped, load_history, running, spawn_worker
+from cluster import Server, finish_workers, is_stopped, load_history, running, spawn_worker, wait_ready
 
 TTL_S = 1.0
 PAUSE_S = 2.0
@@ -165,7 +165,6 @@ def main() -> None:
         with running(server):
             storage = FencedStorage(server.url)
             http = serve(storage)
-            deadline = time.time() + seconds
             workers, outputs = [], []
             for n in range(clients):
                 out = root / f"fence{n}.jsonl"
@@ -179,15 +178,15 @@ def main() -> None:
                     "ttls": [TTL_S],
                     "think_s": 0.2,
                     "op_timeout_s": 10.0,
-                    "deadline": deadline,
+                    "seconds": seconds,
                     "seed": args.seed * 100 + n,
-                    "pausers": [0],
+                    "pauser": n < clients - 1,  # one client never freezes, so fresh writes happen too
                     "pause_probability": 0.4,
                     "writes_per_grant": 2,
                     "out": str(out),
                 }
                 workers.append(spawn_worker(config, root / f"fence{n}.json"))
-            pauses = wake_frozen(workers, deadline)
+            pauses = wake_frozen(workers, wait_ready(outputs, workers))
             errors = finish_workers(workers, timeout=60)
             http.shutdown()
         writes = storage.writes

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cluster import Server, finish_workers, load_history, running, spawn_worker
+from cluster import Server, finish_workers, load_history, running, spawn_worker, wait_ready
 from linearizability import Op, Verdict, check_key, partition, witness
 from models import ClaimModel, LeaseModel, early_takeovers
 from planted import record_history
@@ -100,7 +101,6 @@ def run_history(number: int, args: argparse.Namespace, faults: list[str], root: 
             threads.append(opened["thread_id"])
         clients = args.processes * args.clients_per_process
         agents = [f"c{i}" for i in range(clients)]
-        deadline = time.time() + args.seconds
         workers, outputs = [], []
         for p in range(args.processes):
             out = base / f"worker{p}.jsonl"
@@ -115,20 +115,26 @@ def run_history(number: int, args: argparse.Namespace, faults: list[str], root: 
                 "ttls": TTLS,
                 "think_s": 0.05,
                 "op_timeout_s": max(TTLS) + 5,
-                "deadline": deadline,
+                "seconds": args.seconds,
                 "seed": args.seed * 100 + number * 10 + p,
                 "out": str(out),
             }
             workers.append(spawn_worker(config, base / f"worker{p}.json"))
+        deadline = wait_ready(outputs, workers)
         gap = args.seconds / (len(faults) + 1)
         for i, kind in enumerate(faults):
-            time.sleep(max(0.0, deadline - args.seconds + gap * (i + 1) - time.time()))
+            time.sleep(max(0.0, deadline - args.seconds + gap * (i + 1) - time.time()))  # the fault schedule
             inject(server, workers, kind, rng, fault_log)
         errors = finish_workers(workers, timeout=max(0.0, deadline - time.time()) + 60)
     ops, _ = load_history(outputs)
     verdicts, violations = check_history(ops)
     checked, early = early_takeovers(ops)
+    kept = None
+    if violations or early or errors:  # keep the recorded calls for whoever investigates
+        kept = str(Path(tempfile.gettempdir()) / f"huddle-proof-kept-{int(time.time())}-h{number}")
+        shutil.copytree(base, kept, ignore=shutil.ignore_patterns("*.db*"))
     return {
+        "kept": kept,
         "history": number,
         "faults": fault_log,
         "clients": clients,

@@ -121,7 +121,9 @@ class LeaseModel:
             if own is not None and own.mode == mode:  # same mode again: a renewal, same token
                 if info or (res.get("granted") and _token_matches(own, res)):
                     token = own.token if own.token is not None else res.get("fencing_token")
-                    renewed = replace(own, token=token, expires_lo=window.t + ttl, expires_hi=op.complete + ttl)
+                    renewed = replace(
+                        own, token=token, expires_lo=window.t + ttl, expires_hi=op.complete + ttl, ttl=ttl
+                    )
                     out.append(LeaseState(window.t, state.max_token, state.put(renewed)))
                 continue
             downgrade = own is not None and RANK[mode] < RANK[own.mode]
@@ -240,8 +242,8 @@ def early_takeovers(ops: list[Op]) -> tuple[int, list[tuple[Op, Op]]]:
 
     For every pair of granted acquires on one path, A then B (A's token is lower), by different
     agents in conflicting modes: unless A released or changed its lease in between (or an op of A
-    there has an unknown outcome), A's lease lived at least until `invoke + ttl` of its last
-    grant or renewal answered before B was sent — the server stamps the grant inside the call —
+    there has an unknown outcome, or renewed concurrently with B), A's lease lived at least until
+    `invoke + ttl` of its last grant or renewal — the server stamps the grant inside the call —
     so B's answer cannot have come earlier. Returns (pairs checked, pairs that broke the rule).
     """
     checked, broken = 0, []
@@ -259,19 +261,23 @@ def early_takeovers(ops: list[Op]) -> tuple[int, list[tuple[Op, Op]]]:
                 if token is None or b.result.get("fencing_token", 0) <= token:
                     continue
                 span = [o for o in key_ops if o.process == a.process and a.complete <= o.invoke <= b.complete]
-                if any(_may_end(o, token) for o in span):
-                    continue
-                lives_from = a.invoke + float(a.args["ttl"])
+                renewals = [o for o in span if _renews(o, token)]
+                if any(_may_end(o, token) for o in span) or any(o.complete >= b.invoke for o in renewals):
+                    continue  # ended, or renewed in an order against b that the history does not fix
+                # A renewal sets a new expiry (now + its ttl, shorter or longer): the last one counts.
+                lives_until = a.invoke + float(a.args["ttl"])
                 ttl = float(a.args["ttl"])
-                for o in span:
-                    renewal = o.f in ("renew", "acquire") and o.type == "ok" and o.result.get("fencing_token") == token
-                    if renewal and o.complete < b.invoke:
-                        ttl = float(o.args["ttl"]) if o.args.get("ttl") is not None else ttl
-                        lives_from = max(lives_from, o.invoke + ttl)
+                for o in renewals:
+                    ttl = float(o.args["ttl"]) if o.args.get("ttl") is not None else ttl
+                    lives_until = o.invoke + ttl
                 checked += 1
-                if b.complete < lives_from:
+                if b.complete < lives_until:
                     broken.append((a, b))
     return checked, broken
+
+
+def _renews(op: Op, token: int) -> bool:
+    return op.f in ("renew", "acquire") and op.type == "ok" and op.result.get("fencing_token") == token
 
 
 def _may_end(op: Op, token: int) -> bool:

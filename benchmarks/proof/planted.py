@@ -71,7 +71,7 @@ async def record_history(*, racy: bool, clients: int = 6, ops_per_client: int = 
     async def client(n: int) -> None:
         agent = f"a{n}"
         for _ in range(ops_per_client):
-            path = rng.choice(["p/x", "p/y"])
+            path = rng.choice(["lease:p/x", "lease:p/y"])
             if rng.random() < 0.6:
                 mode, ttl = rng.choice([EXCLUSIVE, EXCLUSIVE, SHARED]), 30.0
                 invoke = time.time()

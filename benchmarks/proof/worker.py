@@ -86,6 +86,8 @@ class Recorder:
         self.file.flush()
 
 
+JOIN_TIMEOUT_S = 60.0
+
 # Tool answers that are part of an object's specification rather than "nothing happened".
 SPEC_ERRORS = {"renew": {"held": False}, "update": {"refused": True}}
 
@@ -137,13 +139,10 @@ async def lin_client(cfg: dict[str, Any], n: int, rec: Recorder) -> None:
     """A random mix of lease, task and thread calls on the run's keys until the deadline."""
     rng = random.Random(cfg["seed"] * 1000 + n)
     agent = cfg["agents"][n]
-    conn = Connection(cfg["url"], cfg["deadline"])
+    conn = Connection(cfg["url"], time.time() + JOIN_TIMEOUT_S)
     timeout = cfg["op_timeout_s"]
     mine: set[str] = set()
-    client = await conn.get()
-    if client is not None:
-        with contextlib.suppress(Exception):
-            await client.call_tool("register_agent", {"agent_id": agent, "name": agent})
+    await join(cfg, conn, agent)
     while time.time() < cfg["deadline"]:
         r = rng.random()
         if r < 0.6:
@@ -224,12 +223,10 @@ async def fence_client(cfg: dict[str, Any], n: int, rec: Recorder) -> None:
     """
     rng = random.Random(cfg["seed"] * 1000 + n)
     agent = cfg["agents"][n]
-    conn = Connection(cfg["url"], cfg["deadline"])
+    conn = Connection(cfg["url"], time.time() + JOIN_TIMEOUT_S)
     timeout = cfg["op_timeout_s"]
-    client = await conn.get()
-    if client is not None:
-        with contextlib.suppress(Exception):
-            await client.call_tool("register_agent", {"agent_id": agent, "name": agent})
+    await join(cfg, conn, agent)
+    grants = 0
     async with httpx.AsyncClient(base_url=cfg["storage_url"], timeout=30) as storage:
         while time.time() < cfg["deadline"]:
             path = rng.choice(cfg["lease_paths"])
@@ -240,7 +237,9 @@ async def fence_client(cfg: dict[str, Any], n: int, rec: Recorder) -> None:
                 await asyncio.sleep(rng.random() * cfg["think_s"])
                 continue
             token = answer["fencing_token"]
-            paused = n in cfg["pausers"] and rng.random() < cfg["pause_probability"]
+            # The first grant always freezes (so every run has the fault), later ones at random.
+            paused = cfg["pauser"] and (grants == 0 or rng.random() < cfg["pause_probability"])
+            grants += 1
             if paused:
                 rec.write({"process": agent, "pause": True, "path": path, "token": token, "at": time.time()})
                 os.kill(os.getpid(), signal.SIGSTOP)  # frozen here until the driver sends SIGCONT
@@ -272,9 +271,26 @@ async def fence_client(cfg: dict[str, Any], n: int, rec: Recorder) -> None:
     await conn.drop()
 
 
+async def join(cfg: dict[str, Any], conn: Connection, agent: str) -> None:
+    """Connects and registers, then waits until every client of the process has: the run's
+    clock starts when they all can call, not while a loaded machine is still importing."""
+    client = await conn.get()
+    if client is not None:
+        with contextlib.suppress(Exception):
+            await client.call_tool("register_agent", {"agent_id": agent, "name": agent})
+    cfg["joined"] += 1
+    if cfg["joined"] == len(cfg["agents"]):
+        cfg["deadline"] = time.time() + cfg["seconds"]
+        cfg["rec"].write({"ready": True, "at": time.time(), "deadline": cfg["deadline"]})
+        cfg["all_in"].set()
+    await cfg["all_in"].wait()
+    conn.deadline = cfg["deadline"]
+
+
 async def main(config_path: str) -> None:
     cfg = json.loads(Path(config_path).read_text())
     rec = Recorder(Path(cfg["out"]))
+    cfg.update(rec=rec, joined=0, all_in=asyncio.Event(), deadline=time.time() + JOIN_TIMEOUT_S)
     client = fence_client if cfg["mode"] == "fence" else lin_client
     await asyncio.gather(*(client(cfg, n, rec) for n in range(len(cfg["agents"]))))
 
