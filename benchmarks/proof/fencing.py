@@ -1,7 +1,7 @@
 """Fencing: holders frozen past their lease's TTL then writing with their old token — 0 accepted.
 
     python benchmarks/proof/fencing.py            # default: 6 clients, 40 s
-    python benchmarks/proof/fencing.py --quick    # CI: 3 clients, 12 s
+    python benchmarks/proof/fencing.py --quick    # CI: 3 clients, 10 s
     python benchmarks/proof/fencing.py --full     # 10 clients, 120 s
 
 Clients (one process each, official MCP client) take an exclusive lease on one of two paths with
@@ -152,11 +152,11 @@ def judge(writes: list[dict[str, Any]], lives: dict[int, tuple[str, float, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="3 clients, 12 s (CI)")
+    parser.add_argument("--quick", action="store_true", help="3 clients, 10 s (CI)")
     parser.add_argument("--full", action="store_true", help="10 clients, 120 s")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    clients, seconds = (3, 12.0) if args.quick else (10, 120.0) if args.full else (6, 40.0)
+    clients, seconds = (3, 10.0) if args.quick else (10, 120.0) if args.full else (6, 40.0)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="huddle-fence-") as tmp:
         root = Path(tmp)

@@ -184,7 +184,7 @@ def main() -> None:
         print(json.dumps({"benchmark": "proof-planted", **planted(20)}, indent=2))
         return
     if args.quick:
-        args.histories, args.processes, args.clients_per_process, args.seconds = 2, 2, 5, 10.0
+        args.histories, args.processes, args.clients_per_process, args.seconds = 2, 2, 5, 8.0
         plan = [["pause-client", "pause-server"], ["kill-server"]]
     elif args.full:
         args.histories, args.processes, args.clients_per_process, args.seconds = 10, 5, 10, 30.0
