@@ -18,6 +18,7 @@ miss a violation that hinges on less than one call's latency.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -120,11 +121,7 @@ class LeaseModel:
             own = state.own(agent) if own_reading == "alive" else None
             if own is not None and own.mode == mode:  # same mode again: a renewal, same token
                 if info or (res.get("granted") and _token_matches(own, res)):
-                    token = own.token if own.token is not None else res.get("fencing_token")
-                    renewed = replace(
-                        own, token=token, expires_lo=window.t + ttl, expires_hi=op.complete + ttl, ttl=ttl
-                    )
-                    out.append(LeaseState(window.t, state.max_token, state.put(renewed)))
+                    out.append(LeaseState(window.t, state.max_token, state.put(_renewed(own, op, window.t, ttl))))
                 continue
             downgrade = own is not None and RANK[mode] < RANK[own.mode]
             rivals = [x for x in state.others(agent) if not compatible(x.mode, mode)]
@@ -153,34 +150,37 @@ class LeaseModel:
         return _unique(out)
 
     def _release(self, state: LeaseState, op: Op, lo: float) -> list[Any]:
+        return self._own_lease_op(state, op, lo, "released", lambda own, t: state.without(own.agent))
+
+    def _renew(self, state: LeaseState, op: Op, lo: float) -> list[Any]:
+        def extend(own: Lease, t: float) -> tuple[Lease, ...]:
+            ttl = float(op.args["ttl"]) if op.args.get("ttl") is not None else own.ttl
+            return state.put(_renewed(own, op, t, ttl))
+
+        return self._own_lease_op(state, op, lo, "renewed", extend)
+
+    def _own_lease_op(
+        self, state: LeaseState, op: Op, lo: float, key: str, apply: Callable[[Lease, float], tuple[Lease, ...]]
+    ) -> list[Any]:
+        """Release or renew: the caller's lease was alive (answer `key: true` with its token) or gone
+        (`released: false`, or renew's "you hold no lock")."""
         agent, res, info = op.args["agent"], op.result, op.type == "info"
         out: list[Any] = [state] if info else []
         for own_reading, window in self._own_options(state, agent, _Window(lo, op.complete)):
             own = state.own(agent)
             if own_reading == "alive":
                 assert own is not None
-                if info or (res.get("released") and _token_matches(own, res)):
-                    out.append(LeaseState(window.t, state.max_token, state.without(agent)))
-            elif info or res.get("released") is False:
+                if info or (res.get(key) and _token_matches(own, res)):
+                    out.append(LeaseState(window.t, state.max_token, apply(own, window.t)))
+            elif info or res.get(key) is False or res.get("held") is False:
                 out.append(LeaseState(window.t, state.max_token, state.without(agent)))
         return _unique(out)
 
-    def _renew(self, state: LeaseState, op: Op, lo: float) -> list[Any]:
-        agent, res, info = op.args["agent"], op.result, op.type == "info"
-        out: list[Any] = [state] if info else []
-        for own_reading, window in self._own_options(state, agent, _Window(lo, op.complete)):
-            own = state.own(agent)
-            if own_reading == "alive":
-                assert own is not None
-                if info or (res.get("renewed") and _token_matches(own, res)):
-                    ttl = float(op.args["ttl"]) if op.args.get("ttl") is not None else own.ttl
-                    token = own.token if own.token is not None else res.get("fencing_token")
-                    renewed = replace(own, token=token, expires_lo=window.t + ttl, expires_hi=op.complete + ttl)
-                    renewed = replace(renewed, ttl=ttl)
-                    out.append(LeaseState(window.t, state.max_token, state.put(renewed)))
-            elif info or res.get("held") is False:
-                out.append(LeaseState(window.t, state.max_token, state.without(agent)))
-        return _unique(out)
+
+def _renewed(own: Lease, op: Op, t: float, ttl: float) -> Lease:
+    """The lease after a renewal at instant t (by renew_lock, or acquire in the same mode)."""
+    token = own.token if own.token is not None else op.result.get("fencing_token")
+    return replace(own, token=token, expires_lo=t + ttl, expires_hi=op.complete + ttl, ttl=ttl)
 
 
 def _copy(window: _Window) -> _Window:
