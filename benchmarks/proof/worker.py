@@ -88,8 +88,9 @@ class Recorder:
 
 JOIN_TIMEOUT_S = 60.0
 
-# Tool answers that are part of an object's specification rather than "nothing happened".
-SPEC_ERRORS = {"renew": {"held": False}, "update": {"refused": True}}
+# Tool errors that are answers of an object's specification rather than "nothing happened":
+# (words the error must contain, the answer it stands for).
+SPEC_ERRORS = {"renew": ("you hold no lock", {"held": False}), "update": ("task ", {"refused": True})}
 
 
 async def call(
@@ -119,8 +120,8 @@ async def call(
     complete = time.time()
     if result.is_error:
         text = str(getattr(result.content[0], "text", ""))
-        outcome = SPEC_ERRORS.get(f)
-        if outcome is not None:
+        words, outcome = SPEC_ERRORS.get(f, ("", None))
+        if outcome is not None and words in text:
             rec.write({**record, "complete": complete, "type": "ok", "result": {**outcome, "error": text}})
             return outcome
         rec.write({**record, "complete": complete, "type": "fail", "error": text})
