@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from linearizability import INF, Op
 
 HERE = Path(__file__).resolve().parent
+# Generous: a restart after kill -9 on a loaded two-core machine has taken over 10 s.
+STARTUP_TIMEOUT_S = 120.0
 
 
 def free_port() -> int:
@@ -49,7 +52,7 @@ class Server:
         env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING"}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise SystemExit(f"huddle exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
@@ -57,7 +60,9 @@ class Server:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return
             time.sleep(0.05)
-        raise SystemExit("huddle did not become healthy within 30 s")
+        raise SystemExit(
+            f"huddle did not become healthy within {STARTUP_TIMEOUT_S:g} s: {self.log.read_text()[-2000:]}"
+        )
 
     def signal(self, sig: int) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -87,6 +92,40 @@ class Server:
             raise RuntimeError(f"{tool_name} failed: {body}")
         result: dict[str, Any] = body["result"]
         return result
+
+
+class Broker:
+    """An external Mosquitto on a free port, for `--mqtt-url`: restarting it is a broker fault that
+    leaves the server running (the embedded broker can only restart with its server)."""
+
+    def __init__(self, workdir: Path):
+        self.binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+        self.port = free_port()
+        self.config = workdir / "mosquitto.conf"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        assert self.binary is not None
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return
+            time.sleep(0.05)
+        raise SystemExit("mosquitto did not start within 10 s")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
 
 
 @contextlib.contextmanager

@@ -10,7 +10,9 @@ clients acquire/renew/release leases on a few paths (all three modes, TTLs of 1-
 update tasks, and claim threads, recording every call; meanwhile the driver injects faults:
 `pause-client` (SIGSTOP a worker process past the longest TTL, then SIGCONT), `pause-server`
 (the same to the server), `kill-server` (kill -9, restart on the same data dir and port) and
-`restart-server` (a clean stop and start — which restarts the embedded MQTT broker too). Then
+`restart-server` (a clean stop and start — which restarts the embedded MQTT broker too) and
+`restart-broker` (kill -9 and restart of an external Mosquitto the server publishes to through
+`--mqtt-url`; left out when mosquitto is not installed). Then
 every key's history is checked against its sequential model (models.py) with the Wing–Gong–Lowe
 checker (linearizability.py), and every lease takeover is checked against the TTL of the lease it
 replaced. Prints JSON; exits 1 on a violation.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import shutil
@@ -31,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cluster import Server, finish_workers, load_history, running, spawn_worker, wait_ready
+from cluster import Broker, Server, finish_workers, load_history, running, spawn_worker, wait_ready
 from linearizability import Op, Verdict, check_key, partition, witness
 from models import ClaimModel, LeaseModel, early_takeovers
 from planted import record_history
 
-FAULTS = ("pause-client", "pause-server", "kill-server", "restart-server")
+FAULTS = ("pause-client", "pause-server", "kill-server", "restart-server", "restart-broker")
 TTLS = [1.0, 2.0, 3.0]
 
 
@@ -61,7 +64,9 @@ def check_history(ops: list[Op]) -> tuple[list[Verdict], list[dict[str, Any]]]:
     return verdicts, violations
 
 
-def inject(server: Server, workers: list[Any], kind: str, rng: random.Random, log: list[dict[str, Any]]) -> None:
+def inject(
+    server: Server, broker: Broker | None, workers: list[Any], kind: str, rng: random.Random, log: list[dict[str, Any]]
+) -> None:
     pause = max(TTLS) + 1.0
     started = time.time()
     if kind == "pause-client":
@@ -79,6 +84,11 @@ def inject(server: Server, workers: list[Any], kind: str, rng: random.Random, lo
     elif kind == "restart-server":
         server.stop()
         server.start()
+    elif kind == "restart-broker":
+        assert broker is not None
+        broker.kill()  # kill -9 of the external broker while the server publishes to it
+        time.sleep(1.0)  # down for a moment: publishes in that second go nowhere
+        broker.start()
     log.append({"fault": kind, "at": round(started, 3), "lasted_s": round(time.time() - started, 2)})
 
 
@@ -86,9 +96,15 @@ def run_history(number: int, args: argparse.Namespace, faults: list[str], root: 
     rng = random.Random(args.seed * 7919 + number)
     base = root / f"h{number}"
     (base / "repo").mkdir(parents=True)
-    server = Server(base / "data", base / "repo", "--agent-ttl-s", "3600", "--sweep-interval-s", "0.2")
+    broker = Broker(base) if "restart-broker" in faults else None
+    extra = ["--mqtt-url", broker.url] if broker is not None else []
+    server = Server(base / "data", base / "repo", "--agent-ttl-s", "3600", "--sweep-interval-s", "0.2", *extra)
     fault_log: list[dict[str, Any]] = []
-    with running(server):
+    if broker is not None:
+        broker.start()
+    with running(server), contextlib.ExitStack() as stack:
+        if broker is not None:
+            stack.callback(broker.kill)
         tasks = [f"t{i}" for i in range(args.tasks)]
         server.tool("add_tasks", tasks=[{"task_id": t, "description": f"task {t}"} for t in tasks])
         threads = []
@@ -124,7 +140,7 @@ def run_history(number: int, args: argparse.Namespace, faults: list[str], root: 
         gap = args.seconds / (len(faults) + 1)
         for i, kind in enumerate(faults):
             time.sleep(max(0.0, deadline - args.seconds + gap * (i + 1) - time.time()))  # the fault schedule
-            inject(server, workers, kind, rng, fault_log)
+            inject(server, broker, workers, kind, rng, fault_log)
         errors = finish_workers(workers, timeout=max(0.0, deadline - time.time()) + 60)
     ops, _ = load_history(outputs)
     verdicts, violations = check_history(ops)
@@ -188,10 +204,12 @@ def main() -> None:
         plan = [["pause-client", "pause-server"], ["kill-server"]]
     elif args.full:
         args.histories, args.processes, args.clients_per_process, args.seconds = 10, 5, 10, 30.0
-        plan = [[FAULTS[i % 4], FAULTS[(i + 1) % 4], FAULTS[(i + 2) % 4]] for i in range(args.histories)]
+        plan = [[FAULTS[i % 5], FAULTS[(i + 1) % 5], FAULTS[(i + 2) % 5]] for i in range(args.histories)]
     else:
-        args.histories, args.processes, args.clients_per_process, args.seconds = 4, 4, 5, 20.0
-        plan = [[FAULTS[i % 4], FAULTS[(i + 2) % 4]] for i in range(args.histories)]
+        args.histories, args.processes, args.clients_per_process, args.seconds = 5, 4, 5, 20.0
+        plan = [[FAULTS[i % 5], FAULTS[(i + 2) % 5]] for i in range(args.histories)]
+    if Broker(Path(tempfile.gettempdir())).binary is None:  # no mosquitto here: that fault is left out
+        plan = [[f for f in faults if f != "restart-broker"] for faults in plan]
     args.keys, args.tasks, args.threads = 4, 12, 4
     with tempfile.TemporaryDirectory(prefix="huddle-proof-") as tmp:
         histories = [run_history(n, args, plan[n], Path(tmp)) for n in range(args.histories)]
