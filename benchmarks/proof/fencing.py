@@ -57,7 +57,7 @@ class FencedStorage:
         with self.lock:  # one write at a time, as a single-leader store applies them
             asked = time.time()
             verdict = self._ask(path, token)
-            record: dict[str, Any] = {**body, "asked_at": asked}
+            record: dict[str, Any] = {**body, "asked_at": asked, "answered_at": time.time()}
             if token < self.highest.get(path, 0):
                 record["rejected"] = "token below the highest seen"
             elif verdict is None:
@@ -139,8 +139,9 @@ def judge(writes: list[dict[str, Any]], lives: dict[int, tuple[str, float, float
             stale_attempts += 1
             alone += bool(w["max_token_rule_alone"])
             stale_accepted += "accepted_at" in w
-        elif w.get("rejected") == "token not current" and w["asked_at"] < ended - 0.05:
-            # Huddle called a lease over before its TTL (with a margin for the ask's own latency).
+        elif w.get("rejected") == "token not current" and w["answered_at"] < ended:
+            # Huddle called a lease over although its TTL had not run out even when the answer came
+            # back (the server looked somewhere between asked_at and answered_at).
             fresh_rejected_early += 1
     return {
         "stale_attempts": stale_attempts,
