@@ -100,11 +100,11 @@ def run_history(number: int, args: argparse.Namespace, faults: list[str], root: 
     extra = ["--mqtt-url", broker.url] if broker is not None else []
     server = Server(base / "data", base / "repo", "--agent-ttl-s", "3600", "--sweep-interval-s", "0.2", *extra)
     fault_log: list[dict[str, Any]] = []
-    if broker is not None:
-        broker.start()
-    with running(server), contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         if broker is not None:
             stack.callback(broker.kill)
+            broker.start()
+        stack.enter_context(running(server))
         tasks = [f"t{i}" for i in range(args.tasks)]
         server.tool("add_tasks", tasks=[{"task_id": t, "description": f"task {t}"} for t in tasks])
         threads = []
@@ -194,8 +194,10 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="10 histories, 50 clients, every fault kind")
     parser.add_argument("--planted", action="store_true", help="only run the planted-bug check")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--histories", type=int, help="run only the first N histories of the chosen mode")
     args = parser.parse_args()
     started = time.time()
+    count = args.histories
     if args.planted:
         print(json.dumps({"benchmark": "proof-planted", **planted(20)}, indent=2))
         return
@@ -211,6 +213,8 @@ def main() -> None:
     if Broker(Path(tempfile.gettempdir())).binary is None:  # no mosquitto here: that fault is left out
         plan = [[f for f in faults if f != "restart-broker"] for faults in plan]
     args.keys, args.tasks, args.threads = 4, 12, 4
+    if count is not None:
+        args.histories = min(count, len(plan))
     with tempfile.TemporaryDirectory(prefix="huddle-proof-") as tmp:
         histories = [run_history(n, args, plan[n], Path(tmp)) for n in range(args.histories)]
     violations = sum(len(h["violations"]) for h in histories)
