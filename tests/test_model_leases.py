@@ -10,7 +10,7 @@ gone before its TTL unless its holder released it or changed its mode.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -67,6 +67,23 @@ class Model:
     tokens_by_path: dict[str, list[int]] = field(default_factory=dict)
     history: list[Lease] = field(default_factory=list)  # every grant, for the TTL invariant
     ended: set[int] = field(default_factory=set)  # tokens released or replaced by their holder
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return (
+            {k: replace(v) for k, v in self.leases.items()},
+            [(w, w.granted_token) for w in self.waiters],
+            self.last_token,
+            {k: list(v) for k, v in self.tokens_by_path.items()},
+            list(self.history),
+            set(self.ended),
+        )
+
+    def restore(self, saved: tuple[Any, ...]) -> None:
+        leases, waiters, self.last_token, self.tokens_by_path, self.history, self.ended = saved
+        self.leases = leases
+        self.waiters = [w for w, _ in waiters]
+        for w, token in waiters:
+            w.granted_token = token
 
     def grant(self, now: float, agent: str, path: str, mode: str, ttl: float) -> Lease:
         old = self.leases.get((agent, path))
@@ -199,9 +216,11 @@ class LeaseMachine(ServiceMachine):
     @rule(agent=st.sampled_from(AGENTS), path=st.sampled_from(PATHS), ttl=st.sampled_from([None, 20.0, 45.0]))
     def renew(self, agent: str, path: str, ttl: float | None) -> None:
         m = self.model
+        before = m.snapshot()
+        m.expire(self.now)  # may hand this agent the path from the queue, just before the renewal
         own = m.leases.get((agent, path))
-        if own is None or own.expires <= self.now:
-            # Refused, and the refusal rolls back the whole call — the expiry it found included.
+        if own is None:
+            m.restore(before)  # refused: the refusal rolls back the whole call, the expiry included
             try:
                 self.run(self.coord.locks.renew(agent, path, ttl))
             except NotFound as exc:
@@ -209,7 +228,6 @@ class LeaseMachine(ServiceMachine):
             else:
                 raise AssertionError("renewed a lease the model says is gone")
             return
-        m.expire(self.now)
         got = self.run(self.coord.locks.renew(agent, path, ttl))
         own.ttl = ttl if ttl is not None else own.ttl
         own.expires = self.now + own.ttl
