@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import Broker, Server, finish_workers, load_history, running, spawn_worker, wait_ready
-from linearizability import Op, Verdict, check_key, partition, witness
+from linearizability import Op, SearchBudgetExceeded, Verdict, check_key, partition, witness
 from models import ClaimModel, LeaseModel, early_takeovers
 from planted import record_history
 
@@ -47,11 +47,18 @@ def model_for(key: str) -> LeaseModel | ClaimModel:
     return LeaseModel() if key.startswith("lease:") else ClaimModel()
 
 
-def check_history(ops: list[Op]) -> tuple[list[Verdict], list[dict[str, Any]]]:
-    verdicts, violations = [], []
+def check_history(ops: list[Op]) -> tuple[list[Verdict], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(verdicts, violations with their minimal offending ops, keys the search could not decide)."""
+    verdicts: list[Verdict] = []
+    violations: list[dict[str, Any]] = []
+    undecided: list[dict[str, Any]] = []
     for key, part in sorted(partition(ops).items()):
         model = model_for(key)
-        verdict = check_key(model, key, part)
+        try:
+            verdict = check_key(model, key, part)
+        except SearchBudgetExceeded as exc:  # undecided is reported as such, never as a pass
+            undecided.append({"key": key, "ops": len(part), "reason": str(exc)})
+            continue
         verdicts.append(verdict)
         if not verdict.ok:
             violations.append(
@@ -61,7 +68,7 @@ def check_history(ops: list[Op]) -> tuple[list[Verdict], list[dict[str, Any]]]:
                     "minimal_ops": [o.describe() for o in witness(model, key, part, verdict)],
                 }
             )
-    return verdicts, violations
+    return verdicts, violations, undecided
 
 
 def inject(
@@ -143,7 +150,7 @@ def run_history(number: int, args: argparse.Namespace, faults: list[str], root: 
             inject(server, broker, workers, kind, rng, fault_log)
         errors = finish_workers(workers, timeout=max(0.0, deadline - time.time()) + 60)
     ops, _ = load_history(outputs)
-    verdicts, violations = check_history(ops)
+    verdicts, violations, undecided = check_history(ops)
     checked, early = early_takeovers(ops)
     kept = None
     if violations or early or errors:  # keep the recorded calls for whoever investigates
@@ -160,6 +167,7 @@ def run_history(number: int, args: argparse.Namespace, faults: list[str], root: 
         "keys": len(verdicts),
         "search_steps": sum(v.explored for v in verdicts),
         "violations": violations,
+        "undecided": undecided,
         "takeovers_checked": checked,
         "early_takeovers": [[a.describe(), b.describe()] for a, b in early],
         "worker_errors": errors,
@@ -179,7 +187,7 @@ def planted(seeds: int) -> dict[str, Any]:
     caught, correct_accepted, examples = 0, 0, []
     for seed in range(seeds):
         bad = asyncio.run(record_history(racy=True, seed=seed))
-        _, violations = check_history(bad)
+        _, violations, _ = check_history(bad)
         caught += bool(violations)
         if violations and not examples:
             examples = violations[:1]
@@ -226,6 +234,7 @@ def main() -> None:
         "summary": f"{len(histories)} histories, {violations} violations",
         "histories": len(histories),
         "violations": violations,
+        "undecided_keys": sum(len(h["undecided"]) for h in histories),
         "ops": sum(h["ops"] for h in histories),
         "indeterminate": sum(h["indeterminate"] for h in histories),
         "keys_checked": sum(h["keys"] for h in histories),
@@ -237,6 +246,7 @@ def main() -> None:
     }
     print(json.dumps(report, indent=2))
     broken = [e for h in histories for e in h["worker_errors"]] or [h["history"] for h in histories if not h["ops"]]
+    broken += [u for h in histories for u in h["undecided"]]
     if violations or early or broken or report["planted"]["caught"] < 5:
         sys.exit(1)
 

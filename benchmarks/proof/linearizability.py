@@ -31,6 +31,10 @@ from typing import Any, Protocol
 INF = math.inf
 
 
+class SearchBudgetExceeded(RuntimeError):
+    """The search ran out of steps: the key's history is undecided (neither proved nor refuted)."""
+
+
 @dataclass(frozen=True)
 class Op:
     """One recorded call: `f` on `key` by `process`, with its arguments and answer."""
@@ -66,6 +70,11 @@ class Model(Protocol):
 
     def step(self, state: Hashable, op: Op) -> list[Hashable]:
         """Every state `op` (with its recorded answer) can lead to from `state`; [] if none."""
+        ...
+
+    def canonical(self, state: Hashable, earliest: float) -> Hashable:
+        """`state` with what no op invoked at or after `earliest` can observe forgotten, so that
+        configurations that differ only there meet in the cache (return `state` if nothing is)."""
         ...
 
 
@@ -150,22 +159,24 @@ def check_key(model: Model, key: str, ops: Sequence[Op], *, max_explored: int = 
     def try_outcomes(call: _Entry, before: Hashable, outcomes: list[Hashable], start: int) -> bool:
         nonlocal state, linearized, entry
         bit = 1 << call.op.index
+        _lift(call)
+        earliest = _earliest_invoke(head)
         for i in range(start, len(outcomes)):
-            after = outcomes[i]
+            after = model.canonical(outcomes[i], earliest)
             if (linearized | bit, after) in cache:
                 continue
             cache.add((linearized | bit, after))
             stack.append((call, before, outcomes, i))
             state, linearized = after, linearized | bit
-            _lift(call)
             entry = head.next
             return True
+        _unlift(call)
         return False
 
     while head.next is not None:
         explored += 1
         if explored > max_explored:
-            raise RuntimeError(f"key {key}: search gave up after {max_explored} steps ({len(ops)} ops)")
+            raise SearchBudgetExceeded(f"key {key}: search gave up after {max_explored} steps ({len(ops)} ops)")
         assert entry is not None
         if entry.is_call:
             outcomes = model.step(state, entry.op)
@@ -189,6 +200,14 @@ def check_key(model: Model, key: str, ops: Sequence[Op], *, max_explored: int = 
             entry = call.next
             break
     return Verdict(key, True, len(ops), explored)
+
+
+def _earliest_invoke(head: _Entry) -> float:
+    """The invoke time of the first op still to place (entries are in time order)."""
+    entry = head.next
+    while entry is not None and not entry.is_call:
+        entry = entry.next
+    return entry.op.invoke if entry is not None else INF
 
 
 def _pending_before(head: _Entry, stop: _Entry) -> list[int]:

@@ -85,6 +85,14 @@ class LeaseModel:
     def init(self, key: str) -> LeaseState:
         return LeaseState(now=-INF, max_token=0, leases=())
 
+    def canonical(self, state: Any, earliest: float) -> Any:
+        """Every op left takes effect at or after `earliest`: a `now` before it constrains nothing,
+        and a lease surely over by then behaves as if gone (refusals, releases and renewals alike)."""
+        assert isinstance(state, LeaseState)
+        leases = tuple(x for x in state.leases if x.expires_hi > earliest)
+        now = state.now if state.now > earliest else -INF
+        return LeaseState(now, state.max_token, leases)
+
     def step(self, state: Any, op: Op) -> list[Any]:
         assert isinstance(state, LeaseState)
         if op.type == "fail":  # refused before it touched anything (bad input): no effect
@@ -208,6 +216,9 @@ class ClaimModel:
 
     def init(self, key: str) -> tuple[str, str | None]:
         return (PENDING, None)
+
+    def canonical(self, state: Any, earliest: float) -> Any:
+        return state
 
     def step(self, state: Any, op: Op) -> list[Any]:
         status, claimer = state
