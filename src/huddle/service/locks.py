@@ -475,9 +475,15 @@ class LockService:
 
         return await self.ctx.store.read(read)
 
-    async def check_lock(self, path: str) -> dict[str, Any]:
-        """Who holds or waits for anything overlapping `path` (a file, directory or glob)."""
+    async def check_lock(self, path: str, fencing_token: int | None = None) -> dict[str, Any]:
+        """Who holds or waits for anything overlapping `path` (a file, directory or glob).
+
+        With `fencing_token`, also whether that token is still current for `path` (`fencing`),
+        so a resource written through can refuse a holder whose lease ended. Raises InvalidInput
+        for a bad path or token.
+        """
         pattern = self.target(path)
+        token = None if fencing_token is None else _token(fencing_token)
 
         def read(unit: Unit) -> dict[str, Any]:
             rows = overlapping(unit, "locks", pattern, live_after=unit.now)
@@ -494,6 +500,8 @@ class LockService:
             }
             if blocking:
                 out["reason"] = "; ".join(describe_holder(r, pattern.path) for r in blocking)
+            if token is not None:
+                out["fencing"] = fencing_verdict(rows, token, pattern.path, unit.now)
             return out
 
         return await self.ctx.store.read(read)
@@ -538,6 +546,43 @@ class LockService:
             "list": [lock_dict(r, unit.now) for r in rows[:200]],
             "queue": positions(waiting, unit.now),
         }
+
+
+def _token(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(
+            "fencing_token must be a positive whole number, as acquire_lock returned it", field="fencing_token"
+        )
+    return value
+
+
+def fencing_verdict(live: list[Row], token: int, path: str, now: float) -> dict[str, Any]:
+    """Is `token` the token of a live lease overlapping `path`? What a fenced resource asks before a write.
+
+    `valid_for_s` is how much longer the lease lives at the server's `now`: a resource that
+    applies the write within that time (measured from before it asked) applies it under the lease.
+    """
+    newest = max((int(r["token"]) for r in live if r["mode"] != INTENT), default=None)
+    match = next((r for r in live if int(r["token"]) == token), None)
+    if match is None:
+        return {
+            "token": token,
+            "current": False,
+            "newest_token": newest,
+            "reason": f"fencing token {token} is not held on {path}: its lease expired or was released, or it was"
+            " issued for another path"
+            + (f"; the newest live token here is {newest}" if newest is not None else "")
+            + ". Refuse the write; its holder must acquire_lock again",
+        }
+    return {
+        "token": token,
+        "current": True,
+        "holder": match["agent_id"],
+        "mode": match["mode"],
+        "lock_path": match["path"],
+        "newest_token": newest,
+        "valid_for_s": round(float(match["expires_at"]) - now, 3),
+    }
 
 
 class LockSignal:
