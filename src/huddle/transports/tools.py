@@ -60,19 +60,30 @@ def core_operations(c: Coordinator) -> list[Operation]:
     async def announce_work(
         agent_id: str,
         subject: str,
-        target_files: list[str],
+        target_files: list[str] | None = None,
         plan: str | None = None,
         kind: IntentKind = "edit",
         depends_on_files: list[str] | None = None,
         target_modules: list[str] | None = None,
         target_symbols: list[str] | None = None,
         ttl_s: float | None = None,
+        branch: str | None = None,
     ) -> Result:
         """Call BEFORE editing. Scores your intent against every online agent's work.
         verdict: proceed | caution (gray zone, both notified) | consult (a thread opened: do not edit the
-        contested files until it resolves). Returns intent_id, thread_id and per-agent impacts with evidence."""
+        contested files until it resolves). Returns intent_id, thread_id and per-agent impacts with evidence.
+        A git_* kind may name no files: it targets `branch` (default: the branch you registered with)."""
         return await c.intents.announce(
-            agent_id, subject, target_files, plan, kind, depends_on_files, target_modules, target_symbols, ttl_s
+            agent_id,
+            subject,
+            target_files or [],
+            plan,
+            kind,
+            depends_on_files,
+            target_modules,
+            target_symbols,
+            ttl_s,
+            branch,
         )
 
     async def check_conflicts(
@@ -82,10 +93,11 @@ def core_operations(c: Coordinator) -> list[Operation]:
         depends_on_files: list[str] | None = None,
         target_modules: list[str] | None = None,
         target_symbols: list[str] | None = None,
+        branch: str | None = None,
     ) -> Result:
         """Dry run of announce_work: same scoring, nothing recorded."""
         return await c.intents.check_conflicts(
-            agent_id, target_files, kind, depends_on_files, target_modules, target_symbols
+            agent_id, target_files, kind, depends_on_files, target_modules, target_symbols, branch
         )
 
     async def complete_work(agent_id: str, intent_id: str) -> Result:
