@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from huddle import __version__
+from huddle.cli.deps import add_deps_parser, run_deps
 from huddle.cli.locks import add_locks_parser, run_locks
 from huddle.cli.remote import RemoteError
 from huddle.cli.tasks import add_tasks_parser, run_tasks
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_watch_parser(commands)
     add_tasks_parser(commands)
     add_locks_parser(commands)
+    add_deps_parser(commands)
     return parser
 
 
@@ -79,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_tasks(args)
         if args.command == "locks":
             return run_locks(args)
+        if args.command == "deps":
+            return run_deps(args)
         # A command group without its action (`huddle server`): show that group's help.
         getattr(args, "print_help", parser.print_help)()
         return 0 if args.command is None else 2
