@@ -72,7 +72,7 @@ def bench_symbols(rounds: int) -> dict[str, Any]:
     return out
 
 
-def fast_import_repo(repo: Path, commits: int, files: int = 300) -> None:
+def fast_import_repo(repo: Path, commits: int, files: int = 300, prefix: str = "f") -> None:
     """A linear history of `commits` commits touching 1–6 of `files` files each, in one fast-import."""
     rng = random.Random(7)
     git(repo, "init", "-q", "-b", "main")
@@ -89,7 +89,7 @@ def fast_import_repo(repo: Path, commits: int, files: int = 300) -> None:
         touched |= {rng.randrange(files) for _ in range(rng.randint(1, 4))}
         for f in sorted(touched):
             content = f"file {f} at {n}\n".encode()
-            body += [f"M 100644 inline src/f{f}.py\n".encode(), b"data %d\n" % len(content), content, b"\n"]
+            body += [f"M 100644 inline src/{prefix}{f}.py\n".encode(), b"data %d\n" % len(content), content, b"\n"]
         chunks.append(b"".join(body))
     git(repo, "fast-import", "--quiet", stdin=b"".join(chunks))
     git(repo, "reset", "-q", "--hard", "main")
@@ -169,8 +169,12 @@ async def _announce_times(root: Path, analysis: str, count: int) -> list[float]:
             await coord.analysis.refresh_symbols()
         times = []
         for n in range(count):
+            # f-files collide (layer 0a/1, softened by symbols) on both sides; g-files have co-change
+            # partners nobody works on, so the analysis layers look up and find nothing: the same
+            # verdicts and events either way, and the difference is the analysis's own cost.
+            targets = [f"src/f{n % 20}.py", f"src/g{n % 20}.py"]
             started = time.perf_counter()
-            await coord.intents.announce("me", "bench", [f"src/f{n % 20}.py"], target_symbols=["g"], ttl_s=5)
+            await coord.intents.announce("me", "bench", targets, target_symbols=["g"], ttl_s=5)
             times.append(time.perf_counter() - started)
         return times
     finally:
@@ -181,17 +185,20 @@ def bench_announce(count: int, commits: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="huddle-bench-") as tmp:
         root = Path(tmp)
         (root / "repo").mkdir()
-        fast_import_repo(root / "repo", commits, files=20)
+        fast_import_repo(root / "repo", commits, files=40, prefix="g")
+        history = cochange.read_history(str(root / "repo"), max_commits=commits, days=3650, max_files=50)
+        pairs = len(cochange.build_index(history))
         on: list[float] = []
         off: list[float] = []
-        for _ in range(2):  # interleaved halves, so drift on a shared machine hits both sides
-            off += asyncio.run(_announce_times(root, "off", count // 2))
-            on += asyncio.run(_announce_times(root, "on", count // 2))
+        for _ in range(4):  # interleaved quarters, so drift on a shared machine hits both sides
+            off += asyncio.run(_announce_times(root, "off", count // 4))
+            on += asyncio.run(_announce_times(root, "on", count // 4))
     median_on, median_off = statistics.median(on), statistics.median(off)
     return {
         "analysis_off": summarise(off),
         "analysis_on": summarise(on),
         "median_difference_pct": round((median_on - median_off) / median_off * 100, 1),
+        "cochange_pairs": pairs,
     }
 
 

@@ -32,7 +32,7 @@ from huddle.storage.base import Unit
 log = logging.getLogger(__name__)
 MAX_SYMBOL_FILES = 1000  # files (re)considered per symbol pass: the recently edited and announced ones
 MAX_FILE_BYTES = 2_000_000
-MIN_GAP_S = 0.25  # between two symbol passes woken by a burst of edits
+MIN_GAP_S = 1.0  # between two symbol passes woken by a burst of edits: one pass per burst
 WAKING_KINDS = frozenset({Kind.FILE_EDITED, Kind.INTENT_ANNOUNCED})
 
 
