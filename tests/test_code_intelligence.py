@@ -14,6 +14,8 @@ import pytest
 
 from git_helpers import add_worktree, commit, git, init_repo
 from helpers import make_coordinator
+from huddle.analysis.git import GitError
+from huddle.analysis.merges import merge_tree_supported
 from huddle.service.coordinator import Coordinator
 
 AUTH = """def login(user):
@@ -177,6 +179,11 @@ async def test_a_git_intent_on_a_branch_nobody_else_works_on_proceeds(coord: Coo
     assert (result["verdict"], result["impacts"]) == ("proceed", [])
 
 
+needs_merge_tree = pytest.mark.skipif(
+    not merge_tree_supported(), reason="git older than 2.38 has no `merge-tree --write-tree`; install a newer git"
+)
+
+
 def _worktrees(repo: Path, tmp_path: Path) -> tuple[Path, Path]:
     return add_worktree(repo, tmp_path / "wt-one", "one"), add_worktree(repo, tmp_path / "wt-two", "two")
 
@@ -187,6 +194,7 @@ def _edit_line(path: Path, number: int, text: str) -> None:
     path.write_text("".join(lines))
 
 
+@needs_merge_tree
 async def test_two_worktrees_editing_the_same_lines_are_reported_with_the_hunk_before_commit(
     coord: Coordinator, repo: Path, tmp_path: Path
 ) -> None:
@@ -216,6 +224,7 @@ async def test_two_worktrees_editing_the_same_lines_are_reported_with_the_hunk_b
     assert (again["conflicts"], again["threads_opened"]) == (1, 0)  # one thread per conflict, not per sweep
 
 
+@needs_merge_tree
 async def test_two_worktrees_editing_different_regions_are_not_reported(
     coord: Coordinator, repo: Path, tmp_path: Path
 ) -> None:
@@ -230,6 +239,7 @@ async def test_two_worktrees_editing_different_regions_are_not_reported(
     assert result["impacts"] == []
 
 
+@needs_merge_tree
 async def test_committed_branches_without_worktrees_are_checked_by_their_heads(coord: Coordinator, repo: Path) -> None:
     git(repo, "branch", "one")
     git(repo, "branch", "two")
@@ -243,3 +253,18 @@ async def test_committed_branches_without_worktrees_are_checked_by_their_heads(c
     await coord.agents.register("bob", branch="two")
     state = await coord.analysis.check_merges()
     assert state["conflicts"] == 1
+
+
+async def test_readyz_reports_the_analysis_error_when_the_repo_is_not_a_git_repository(
+    tmp_path: Path, repo: Path
+) -> None:
+    c = make_coordinator(tmp_path, repo, cochange_refresh_s=3600, merge_check_interval_s=3600)
+    await c.start()
+    try:
+        with pytest.raises(GitError):
+            await c.analysis.refresh_cochange()
+        state = (await c.readiness())["analysis"]
+        assert "not a git repository" in state["cochange"]["error"]
+        assert state["ok"] is True  # the server still serves; only layer 4 has nothing to say
+    finally:
+        await c.stop()

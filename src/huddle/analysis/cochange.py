@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import PurePosixPath
 
-from huddle.analysis.git import git
+from huddle.analysis.git import GitError, git
 
 MIN_SUPPORT = 3
 KEEP_ABOVE = 0.2  # layer 4 fires above 0.2, so weaker pairs are not stored
@@ -48,7 +48,7 @@ def denied(path: str) -> bool:
 
 def read_history(repo: str, *, max_commits: int, days: float, max_files: int) -> list[list[str]]:
     """Files per commit, newest first, within the bounds; merges and oversized commits skipped."""
-    out = git(
+    proc = git(
         repo,
         [
             "log",
@@ -58,9 +58,18 @@ def read_history(repo: str, *, max_commits: int, days: float, max_files: int) ->
             "--format=%x00",
             f"--max-count={max_commits}",
             f"--since={int(days * 86400)}.seconds.ago",
+            "--relative",  # paths relative to the coordinated directory, even inside a larger repo
+            "--",
+            ".",
         ],
-        ok_codes=(0, 128),  # 128: a repository without commits yet
-    ).stdout.decode("utf-8", "replace")
+        ok_codes=(0, 128),
+    )
+    if proc.returncode == 128:
+        message = proc.stderr.decode("utf-8", "replace").strip()
+        if "does not have any commits" in message:
+            return []  # a fresh repository: no history yet is not an error
+        raise GitError(f"git log: {message}")
+    out = proc.stdout.decode("utf-8", "replace")
     commits = []
     for chunk in out.split("\x00")[1:]:
         files = sorted({f for f in chunk.split("\n") if f and not denied(f)})

@@ -108,6 +108,8 @@ class Analysis:
         while True:
             try:
                 await job()
+            except GitError as exc:  # recorded for /readyz (no git, not a repository, old git)
+                log.warning("analysis: %s", exc)
             except Exception:  # the job recorded its error for /readyz; keep the loop alive
                 log.exception("analysis job failed")
             if wakes:
@@ -125,8 +127,8 @@ class Analysis:
         async with self._locks[name]:
             try:
                 detail = await job()
-            except (GitError, OSError) as exc:
-                state.error = str(exc)
+            except Exception as exc:  # shown on /readyz until the next successful run
+                state.error = str(exc) if isinstance(exc, GitError) else f"{type(exc).__name__}: {exc}"
                 state.runs += 1
                 raise
             state.runs += 1
@@ -204,6 +206,9 @@ class Analysis:
         return await self._run("merges", self._check_merges)
 
     async def _check_merges(self) -> dict[str, Any]:
+        if not merges.merge_tree_supported():
+            raise GitError("this git lacks `merge-tree --write-tree` (needs git 2.38 or newer); no merge prediction")
+
         def agents(unit: Unit) -> list[tuple[str, str, str]]:
             since = self.ctx.online_since(unit.now)
             rows = unit.tx.all(
