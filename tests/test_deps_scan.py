@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from git_helpers import commit, init_repo
-from helpers import ServerProcess
+from helpers import ServerProcess, make_coordinator
 from huddle.cli.main import main
 
 SOURCES = {
@@ -72,3 +72,24 @@ def test_scan_write_sets_the_servers_map_so_blast_radius_answers_from_it(
     response = httpx.post(f"{huddle_server.url}/api/v1/tools/get_blast_radius", json={"module": "lib"}, timeout=10)
     affected = response.json()["result"]["affected"]
     assert affected == [{"module": "app", "distance": 1}]
+
+
+async def test_with_no_map_set_by_hand_the_server_derives_one_and_a_hand_map_always_wins(
+    sources: Path, tmp_path: Path
+) -> None:
+    c = make_coordinator(tmp_path, sources, cochange_refresh_s=3600, merge_check_interval_s=3600)
+    await c.start()
+    try:
+        derived = await c.analysis.refresh_dependency_map()
+        assert derived["source"] == "scan"
+        radius = await c.depmap.blast_radius(module="lib")
+        assert radius["affected"] == [{"module": "app", "distance": 1}]
+        owners = await c.depmap.blast_radius(path="lib/util.py")
+        assert owners["modules"] == ["lib"]
+        await c.depmap.set_map({"core": {"depends_on": [], "paths": ["lib/"]}})
+        again = await c.analysis.refresh_dependency_map()
+        assert again["source"] == "hand"
+        info = await c.depmap.module_info("core")
+        assert info["paths"] == ["lib/"]
+    finally:
+        await c.stop()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from huddle.analysis import cochange, merges
+from huddle.analysis import cochange, deps, merges
 from huddle.analysis.git import GitError
 from huddle.analysis.languages import available, grammar_for
 from huddle.analysis.symbols import Definition, parse_definitions
@@ -26,12 +26,14 @@ from huddle.background import Background
 from huddle.domain.events import Event, Kind
 from huddle.service.code_signals import merge_evidence
 from huddle.service.context import ServiceContext, dumps, placeholders
+from huddle.service.depmap import map_source, store_map
 from huddle.service.threads import open_thread
 from huddle.storage.base import Unit
 
 log = logging.getLogger(__name__)
 MAX_SYMBOL_FILES = 1000  # files (re)considered per symbol pass: the recently edited and announced ones
 MAX_FILE_BYTES = 2_000_000
+MAX_SCAN_FILES = 5000  # a bigger repository derives its map on demand: `huddle deps scan --write`
 MIN_GAP_S = 1.0  # between two symbol passes woken by a burst of edits: one pass per burst
 WAKING_KINDS = frozenset({Kind.FILE_EDITED, Kind.INTENT_ANNOUNCED})
 
@@ -62,9 +64,9 @@ class Analysis:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
         self.enabled = ctx.settings.analysis == "on"
-        self.state = {"symbols": JobState(), "cochange": JobState(), "merges": JobState()}
+        self.state = {"symbols": JobState(), "cochange": JobState(), "merges": JobState(), "deps": JobState()}
         self._locks = {name: asyncio.Lock() for name in self.state}
-        self._loops = [Background(f"huddle-analysis-{name}") for name in self.state]
+        self._loops = [Background(f"huddle-analysis-{name}") for name in ("symbols", "cochange", "merges")]
         self._wake = asyncio.Event()
         # (commit, commit) → prediction: heads that did not move are not merged again.
         self._predictions: dict[tuple[str, str], merges.Prediction | None] = {}
@@ -82,7 +84,7 @@ class Analysis:
         s = self.ctx.settings
         jobs: list[tuple[Callable[[], Awaitable[object]], float, bool]] = [
             (self.refresh_symbols, s.analysis_interval_s, True),
-            (self.refresh_cochange, s.cochange_refresh_s, False),
+            (self._refresh_history, s.cochange_refresh_s, False),
             (self.check_merges, s.merge_check_interval_s, False),
         ]
         for loop, (job, period, wakes) in zip(self._loops, jobs, strict=True):
@@ -168,6 +170,42 @@ class Analysis:
         if changed or gone:
             await self.ctx.store.write(lambda unit: _store_symbols(unit, changed, gone))
         return {"files_indexed": len(seen) - len(gone), "files_parsed": len(changed)}
+
+    async def _refresh_history(self) -> None:
+        """The slow, rarely refreshed jobs: co-change, then the derived dependency map."""
+        try:
+            await self.refresh_cochange()
+        finally:
+            await self.refresh_dependency_map()
+
+    # --- derived dependency map ----------------------------------------------------------------
+
+    async def refresh_dependency_map(self) -> dict[str, Any]:
+        """Derives the module map from imports, unless a map was set by hand (which always wins)."""
+        return await self._run("deps", self._refresh_dependency_map)
+
+    async def _refresh_dependency_map(self) -> dict[str, Any]:
+        if await self.ctx.store.read(map_source) == "hand":
+            return {"source": "hand", "modules": None}
+
+        def derive() -> dict[str, tuple[list[str], list[str]]] | None:
+            files = deps.source_files(self.ctx.repo_root)
+            if len(files) > MAX_SCAN_FILES:
+                return None
+            return {m: (spec["depends_on"], spec["paths"]) for m, spec in deps.scan(self.ctx.repo_root).items()}
+
+        parsed = await asyncio.to_thread(derive)
+        if parsed is None:
+            return {"source": None, "modules": None, "note": f"over {MAX_SCAN_FILES} files: run `huddle deps scan`"}
+        if not parsed:
+            return {"source": None, "modules": 0}
+
+        def store(unit: Unit) -> dict[str, Any]:
+            if map_source(unit) == "hand":  # set by hand while we were scanning
+                return {"source": "hand", "modules": None}
+            return {"source": "scan", **store_map(unit, parsed, None, source="scan")}
+
+        return await self.ctx.store.write(store)
 
     # --- co-change -----------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The module dependency map and blast radius (SPEC F-35).
 
-Agents (or `huddle deps scan`, later) describe modules: which paths they own and which modules
-they depend on. The blast radius of a change is every module that depends on it, transitively.
+Agents (or `huddle deps scan --write`) describe modules: which paths they own and which modules
+they depend on; with none set by hand, the background analysis derives it from imports. The
+blast radius of a change is every module that depends on it, transitively.
 """
 
 from __future__ import annotations
@@ -67,16 +68,7 @@ class DependencyMapService:
                 )
         actor = validate.identifier(agent_id, "agent_id") if agent_id else None
 
-        def txn(unit: Unit) -> dict[str, Any]:
-            unit.tx.execute("DELETE FROM dependency_modules WHERE project = ?", (unit.project,))
-            unit.tx.executemany(
-                "INSERT INTO dependency_modules (project, module, depends_on, paths) VALUES (?, ?, ?, ?)",
-                [(unit.project, n, dumps(d), dumps(p)) for n, (d, p) in parsed.items()],
-            )
-            unit.emit(Kind.DEPENDENCY_MAP, actor=actor, modules=len(parsed))
-            return {"modules": len(parsed), "edges": sum(len(d) for d, _ in parsed.values())}
-
-        return await self.ctx.store.write(txn)
+        return await self.ctx.store.write(lambda unit: store_map(unit, parsed, actor, source="hand"))
 
     async def blast_radius(self, module: str | None = None, path: str | None = None) -> dict[str, Any]:
         """Modules affected by a change to `module` (or to the module owning `path`), nearest first."""
@@ -131,6 +123,32 @@ class DependencyMapService:
             }
 
         return await self.ctx.store.read(read)
+
+
+def store_map(
+    unit: Unit, parsed: Mapping[str, tuple[list[str], list[str]]], actor: str | None, *, source: str
+) -> dict[str, Any]:
+    """Replaces the map; `source` is `hand` (set_dependency_map) or `scan` (derived in the background).
+
+    A map set by hand is never replaced by a scan (the scan checks `map_source` first).
+    """
+    unit.tx.execute("DELETE FROM dependency_modules WHERE project = ?", (unit.project,))
+    unit.tx.executemany(
+        "INSERT INTO dependency_modules (project, module, depends_on, paths) VALUES (?, ?, ?, ?)",
+        [(unit.project, n, dumps(d), dumps(p)) for n, (d, p) in parsed.items()],
+    )
+    unit.tx.execute(
+        "INSERT INTO dependency_map_source (project, source, updated_at) VALUES (?, ?, ?) ON CONFLICT (project)"
+        " DO UPDATE SET source = excluded.source, updated_at = excluded.updated_at",
+        (unit.project, source, unit.now),
+    )
+    unit.emit(Kind.DEPENDENCY_MAP, actor=actor, modules=len(parsed), source=source)
+    return {"modules": len(parsed), "edges": sum(len(d) for d, _ in parsed.values())}
+
+
+def map_source(unit: Unit) -> str | None:
+    row = unit.tx.one("SELECT source FROM dependency_map_source WHERE project = ?", (unit.project,))
+    return str(row["source"]) if row else None
 
 
 def _load(unit: Unit) -> dict[str, tuple[list[str], list[str]]]:

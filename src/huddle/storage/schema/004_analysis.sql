@@ -51,3 +51,11 @@ CREATE INDEX merge_conflicts_by_b ON merge_conflicts (project, agent_b);
 -- Layer 5 looks agents up by branch, and live git operations by branch.
 CREATE INDEX agents_by_branch ON agents (project, branch) WHERE branch != '';
 CREATE INDEX intents_active_git ON intents (project, branch) WHERE status = 'active' AND kind LIKE 'git_%';
+
+-- Who set the dependency map: `hand` (set_dependency_map, `huddle deps scan --write`) or `scan`
+-- (derived from imports in the background). A scan never replaces a map set by hand.
+CREATE TABLE dependency_map_source (
+    project    TEXT PRIMARY KEY,
+    source     TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
