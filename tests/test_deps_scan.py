@@ -93,3 +93,27 @@ async def test_with_no_map_set_by_hand_the_server_derives_one_and_a_hand_map_alw
         assert info["paths"] == ["lib/"]
     finally:
         await c.stop()
+
+
+async def test_the_map_feeds_layers_0b_and_0c_when_an_announce_names_no_dependencies(
+    sources: Path, tmp_path: Path
+) -> None:
+    c = make_coordinator(tmp_path, sources, cochange_refresh_s=3600, merge_check_interval_s=3600)
+    await c.start()
+    try:
+        await c.analysis.refresh_dependency_map()
+        for agent in ("alice", "bob", "carol"):
+            await c.agents.register(agent)
+        await c.intents.announce("alice", "util rewrite", ["lib/util.py"])
+        result = await c.intents.announce("bob", "main tweak", ["app/main.py"])
+        evidence = result["impacts"][0]["evidence"][0]
+        assert (result["impacts"][0]["agent_id"], evidence["layer"], evidence["files"]) == (
+            "alice",
+            "0b",
+            ["lib/util.py"],
+        )
+        later = await c.intents.announce("carol", "util too", ["lib/util.py"], target_symbols=[])
+        layers = {i["agent_id"]: {e["layer"] for e in i["evidence"]} for i in later["impacts"]}
+        assert layers["bob"] == {"0c"}
+    finally:
+        await c.stop()

@@ -76,6 +76,7 @@ class Coordinator:
         self.status.live_sections["messages"] = self.messages.waiting_agents
         # Code intelligence: layer 5 is a plain lookup; 4 and M read what the analysis loops wrote.
         self.ctx.signal_providers.append(GitOperation(self.ctx))
+        self.ctx.depends_from_map = self.depmap.depends_files
         self.analysis = Analysis(self.ctx)
         if self.analysis.enabled:
             self.ctx.signal_providers += [CoChange(self.ctx), MergeConflict()]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from huddle.domain import validate
@@ -23,9 +24,53 @@ from huddle.storage.base import Unit
 MAX_MODULES = 2000
 
 
+MAX_DERIVED_DEPENDS = 100  # files an announce may depend on through the map
+
+
+@dataclass(frozen=True)
+class _Index:
+    """The map arranged for per-announce lookups: exact file → modules, then prefixes and globs."""
+
+    version: float | None
+    graph: dict[str, tuple[list[str], list[str]]]
+    by_file: dict[str, list[str]]
+    patterns: list[tuple[str, str]]
+
+    def owners(self, path: str) -> set[str]:
+        found = set(self.by_file.get(path, ()))
+        for pattern, module in self.patterns:
+            if (pattern.endswith("/") and path.startswith(pattern)) or fnmatch.fnmatchcase(path, pattern):
+                found.add(module)
+        return found
+
+
 class DependencyMapService:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
+        self._index = _Index(None, {}, {}, [])
+
+    def depends_files(self, unit: Unit, targets: Sequence[str]) -> tuple[str, ...]:
+        """Files of the modules my targets' modules depend on (plain files only, at most 100).
+
+        Runs inside the announce transaction: one primary-key read says whether the map changed;
+        the map itself is reloaded only then.
+        """
+        row = unit.tx.one("SELECT updated_at FROM dependency_map_source WHERE project = ?", (unit.project,))
+        version = float(row["updated_at"]) if row else None
+        if version is None:
+            return ()
+        if version != self._index.version:
+            self._index = _index(version, _load(unit))
+        graph = self._index.graph
+        owners = {m for t in targets for m in self._index.owners(t)}
+        files = {
+            p
+            for m in owners
+            for dep in graph[m][0]
+            for p in graph.get(dep, ([], []))[1]
+            if not p.endswith("/") and not any(c in p for c in "*?[")
+        }
+        return tuple(sorted(files - set(targets)))[:MAX_DERIVED_DEPENDS]
 
     async def set_map(self, modules: Mapping[str, Mapping[str, Any]], agent_id: str | None = None) -> dict[str, Any]:
         """Replaces the project's dependency map. Unknown dependencies are refused, not guessed."""
@@ -151,6 +196,18 @@ def map_source(unit: Unit) -> str | None:
     return str(row["source"]) if row else None
 
 
+def _index(version: float, graph: dict[str, tuple[list[str], list[str]]]) -> _Index:
+    by_file: dict[str, list[str]] = {}
+    patterns: list[tuple[str, str]] = []
+    for module, (_, paths) in graph.items():
+        for p in paths:
+            if p.endswith("/") or any(c in p for c in "*?["):
+                patterns.append((p, module))
+            else:
+                by_file.setdefault(p, []).append(module)
+    return _Index(version, graph, by_file, patterns)
+
+
 def _load(unit: Unit) -> dict[str, tuple[list[str], list[str]]]:
     rows = unit.tx.all("SELECT module, depends_on, paths FROM dependency_modules WHERE project = ?", (unit.project,))
     return {r["module"]: (json.loads(r["depends_on"]), json.loads(r["paths"])) for r in rows}
@@ -158,14 +215,4 @@ def _load(unit: Unit) -> dict[str, tuple[list[str], list[str]]]:
 
 def owners_of(graph: Mapping[str, tuple[list[str], list[str]]], path: str) -> list[str]:
     """Modules whose paths (a directory `src/auth/`, a file, or a glob) contain `path`."""
-    owners = []
-    for module, (_, patterns) in graph.items():
-        for pattern in patterns:
-            if (
-                (pattern.endswith("/") and path.startswith(pattern))
-                or path == pattern
-                or fnmatch.fnmatchcase(path, pattern)
-            ):
-                owners.append(module)
-                break
-    return sorted(owners)
+    return sorted(_index(0.0, dict(graph)).owners(path))

@@ -90,7 +90,15 @@ class IntentService:
 
     def _with_agent_context(self, unit: Unit, request: WorkRequest) -> WorkRequest:
         """Fills modules and branch from the registration when the request names none."""
-        return _with_registration(request, touch(unit, request.agent_id))
+        return self._with_map_dependencies(unit, _with_registration(request, touch(unit, request.agent_id)))
+
+    def _with_map_dependencies(self, unit: Unit, request: WorkRequest) -> WorkRequest:
+        """An announce naming no depends_on_files depends on what the dependency map says its
+        targets' modules depend on, so layers 0b, 0c and 2 work without the agent listing them."""
+        derive = self.ctx.depends_from_map
+        if request.depends_on_files or not request.target_files or derive is None:
+            return request
+        return replace(request, depends_on_files=derive(unit, request.target_files))
 
     async def announce(
         self,
@@ -226,7 +234,7 @@ class IntentService:
         request = self._request(agent_id, target_files, depends_on_files, target_modules, target_symbols, kind, branch)
 
         def read(unit: Unit) -> dict[str, Any]:
-            req = _with_registration(request, require_agent(unit, request.agent_id))
+            req = self._with_map_dependencies(unit, _with_registration(request, require_agent(unit, request.agent_id)))
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
             return {

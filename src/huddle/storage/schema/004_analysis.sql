@@ -59,3 +59,6 @@ CREATE TABLE dependency_map_source (
     source     TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+-- Maps set before this table existed were set by hand.
+INSERT INTO dependency_map_source (project, source, updated_at)
+    SELECT DISTINCT project, 'hand', 0 FROM dependency_modules;
