@@ -56,3 +56,11 @@ def version() -> tuple[int, ...]:
     """git's version as numbers, e.g. (2, 39, 5)."""
     out = subprocess.run(["git", "--version"], capture_output=True, check=True).stdout.decode()
     return tuple(int(p) for p in out.split()[2].split(".")[:3] if p.isdigit())
+
+
+def head_or_empty(cwd: str) -> str:
+    """The commit HEAD points at, or "" outside a repository or before the first commit."""
+    try:
+        return text(cwd, ["rev-parse", "--verify", "--quiet", "HEAD"])
+    except GitError:
+        return ""

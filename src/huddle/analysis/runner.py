@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from huddle.analysis import cochange, deps, merges
-from huddle.analysis.git import GitError
+from huddle.analysis.git import GitError, head_or_empty
 from huddle.analysis.languages import available, grammar_for
 from huddle.analysis.symbols import Definition, parse_definitions
 from huddle.background import Background
@@ -68,6 +68,7 @@ class Analysis:
         self._locks = {name: asyncio.Lock() for name in self.state}
         self._loops = [Background(f"huddle-analysis-{name}") for name in ("symbols", "cochange", "merges")]
         self._wake = asyncio.Event()
+        self._scanned = ""  # HEAD and file list the derived dependency map was made from
         # (commit, commit) → prediction: heads that did not move are not merged again.
         self._predictions: dict[tuple[str, str], merges.Prediction | None] = {}
         if self.enabled:
@@ -188,16 +189,23 @@ class Analysis:
         if await self.ctx.store.read(map_source) == "hand":
             return {"source": "hand", "modules": None}
 
-        def derive() -> dict[str, tuple[list[str], list[str]]] | None:
+        def derive() -> dict[str, tuple[list[str], list[str]]] | str | None:
             files = deps.source_files(self.ctx.repo_root)
             if len(files) > MAX_SCAN_FILES:
                 return None
+            # Imports change with commits: rescan only when HEAD or the file list moved.
+            key = f"{head_or_empty(self.ctx.repo_root)}:{hash(tuple(files))}"
+            if key == self._scanned:
+                return "unchanged"
+            self._scanned = key
             return {m: (spec["depends_on"], spec["paths"]) for m, spec in deps.scan(self.ctx.repo_root).items()}
 
         parsed = await asyncio.to_thread(derive)
+        if parsed == "unchanged":
+            return {**self.state["deps"].detail, "unchanged": True}
         if parsed is None:
             return {"source": None, "modules": None, "note": f"over {MAX_SCAN_FILES} files: run `huddle deps scan`"}
-        if not parsed:
+        if not parsed or isinstance(parsed, str):
             return {"source": None, "modules": 0}
 
         def store(unit: Unit) -> dict[str, Any]:
