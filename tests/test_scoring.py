@@ -57,3 +57,8 @@ def test_symbols_with_known_lines_overlap_by_lines_not_by_name() -> None:
     assert nested.score == 100
     assert nested.symbols == ("Greeter", "Greeter.hello")
     assert apart.score == 50
+
+
+def test_bare_edited_lines_against_a_symbol_whose_lines_are_unknown_keep_100() -> None:
+    unknown = judge_symbols(evidence("0a"), {"a.py": [Span("logout")]}, {"a.py": [Span("lines 2-3", 2, 3, bare=True)]})
+    assert unknown.score == 100

@@ -103,7 +103,7 @@ def symbols_for_ranges(definitions: Sequence[Definition], ranges: Iterable[Seque
                 spans.setdefault(d.name, Span(d.name, d.start, d.end))
             if not touched:
                 label = f"lines {first}-{last}"
-                spans.setdefault(label, Span(label, first, last))
+                spans.setdefault(label, Span(label, first, last, bare=True))
     return list(spans.values())
 
 

@@ -22,11 +22,17 @@ class Span:
     name: str
     start: int | None = None
     end: int | None = None
+    bare: bool = False  # lines outside every known definition: a place, not a name
 
     def meets(self, other: Span) -> bool:
-        """Same symbol: overlapping lines when both are known, otherwise the same (tail) name."""
+        """Same symbol: overlapping lines when both are known, otherwise the same (tail) name.
+
+        Bare lines against a name whose lines are unknown cannot be told apart: they meet.
+        """
         if self.start is not None and self.end is not None and other.start is not None and other.end is not None:
             return self.start <= other.end and other.start <= self.end
+        if self.bare or other.bare:
+            return True
         a, b = self.name, other.name
         return a == b or a.endswith("." + b) or b.endswith("." + a)
 
