@@ -268,3 +268,14 @@ async def test_readyz_reports_the_analysis_error_when_the_repo_is_not_a_git_repo
         assert state["ok"] is True  # the server still serves; only layer 4 has nothing to say
     finally:
         await c.stop()
+
+
+async def test_an_in_flight_edit_with_planned_ranges_in_another_function_scores_50(coord: Coordinator) -> None:
+    await coord.agents.register("alice")
+    await coord.agents.register("bob")
+    await coord.files.start_editing("alice", "auth.py", ranges=[LOGIN_LINES])
+    await coord.analysis.refresh_symbols()
+    apart = await coord.intents.announce("bob", "logout flow", ["auth.py"], target_symbols=["logout"])
+    assert impact_for(apart, "alice")["score"] == 50, apart
+    same = await coord.intents.check_conflicts("bob", ["auth.py"], target_symbols=["login"])
+    assert impact_for(same, "alice")["score"] == 100

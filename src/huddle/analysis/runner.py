@@ -35,7 +35,7 @@ MAX_SYMBOL_FILES = 1000  # files (re)considered per symbol pass: the recently ed
 MAX_FILE_BYTES = 2_000_000
 MAX_SCAN_FILES = 5000  # a bigger repository derives its map on demand: `huddle deps scan --write`
 MIN_GAP_S = 1.0  # between two symbol passes woken by a burst of edits: one pass per burst
-WAKING_KINDS = frozenset({Kind.FILE_EDITED, Kind.INTENT_ANNOUNCED})
+WAKING_KINDS = frozenset({Kind.FILE_EDITED, Kind.FILE_EDITING, Kind.INTENT_ANNOUNCED})
 
 
 @dataclass
@@ -151,8 +151,9 @@ class Analysis:
             since = unit.now - self.ctx.settings.recent_edit_window_s
             rows = unit.tx.all(
                 "SELECT path FROM file_edits WHERE project = ? AND ts >= ? UNION"
-                " SELECT path FROM intent_paths WHERE project = ? AND role = 'target' LIMIT ?",
-                (unit.project, since, unit.project, MAX_SYMBOL_FILES),
+                " SELECT path FROM intent_paths WHERE project = ? AND role = 'target' UNION"
+                " SELECT path FROM working_files WHERE project = ? LIMIT ?",
+                (unit.project, since, unit.project, unit.project, MAX_SYMBOL_FILES),
             )
             paths = [r["path"] for r in rows]
             known = {}

@@ -41,7 +41,7 @@ def refine_with_symbols(
     """The one place symbol awareness applies: same-file 100s (layers 0a and 1) against each agent.
 
     My side is the announced target_symbols; theirs is what they announced for the file plus the
-    definitions their logged edit ranges fall in. In-flight edits (no ranges) stay at 100.
+    definitions their logged or in-flight edit ranges fall in. An edit without ranges keeps 100.
     """
     if not request.symbols:
         return found
@@ -49,7 +49,7 @@ def refine_with_symbols(
         path
         for items in found.values()
         for e in items
-        if e.layer in SYMBOL_LAYERS and e.score >= 100 and not e.extra.get("in_flight")
+        if e.layer in SYMBOL_LAYERS and e.score >= 100
         for path in e.files
     }
     if not candidates:
@@ -78,15 +78,25 @@ def refine_with_symbols(
         spans = theirs.setdefault(row["agent_id"], {}).setdefault(row["path"], [])
         spans += symbols_for_ranges(defs.get(row["path"], []), json.loads(row["ranges"]))
         spans += resolve_names(defs.get(row["path"], []), json.loads(row["symbols"]))
-    for agent_id in _edit_without_ranges(unit, files, agents, since):
+    unknown = _edit_without_ranges(unit, files, agents, since)
+    # In-flight edits (start_editing, the hooks' PreToolUse) carry the lines they will touch when known.
+    for row in unit.tx.all(
+        f"SELECT agent_id, path, ranges FROM working_files WHERE project = ? AND path IN ({placeholders(files)})"
+        f" AND agent_id IN ({placeholders(agents)}) AND expires_at > ?",
+        (unit.project, *files, *agents, unit.now),
+    ):
+        ranges = json.loads(row["ranges"])
+        if not ranges:
+            unknown.add(row["agent_id"])
+            continue
+        spans = theirs.setdefault(row["agent_id"], {}).setdefault(row["path"], [])
+        spans += symbols_for_ranges(defs.get(row["path"], []), ranges)
+    for agent_id in unknown:
         theirs.pop(agent_id, None)  # an edit with no ranges could be anywhere in the file
     refined: dict[str, list[Evidence]] = {}
     for agent_id, items in found.items():
         refined[agent_id] = [
-            judge_symbols(e, mine, theirs.get(agent_id, {}))
-            if e.layer in SYMBOL_LAYERS and not e.extra.get("in_flight")
-            else e
-            for e in items
+            judge_symbols(e, mine, theirs.get(agent_id, {})) if e.layer in SYMBOL_LAYERS else e for e in items
         ]
     return refined
 
