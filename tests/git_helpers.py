@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+
+from helpers import make_coordinator
+from huddle.service.coordinator import Coordinator
 
 ENV = {
     **os.environ,
@@ -42,3 +48,15 @@ def commit(repo: Path, files: dict[str, str], message: str = "change") -> str:
 def add_worktree(repo: Path, path: Path, branch: str) -> Path:
     git(repo, "worktree", "add", "-q", "-b", branch, str(path))
     return path
+
+
+@contextlib.asynccontextmanager
+async def driven_coordinator(tmp_path: Path, repo: Path, **overrides: Any) -> AsyncIterator[Coordinator]:
+    """A started coordinator whose analysis periods are long: only the test drives the jobs."""
+    settings = {"analysis_interval_s": 3600, "cochange_refresh_s": 3600, "merge_check_interval_s": 3600}
+    c = make_coordinator(tmp_path, repo, **(settings | overrides))
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from git_helpers import add_worktree, commit, git, init_repo
-from helpers import make_coordinator
+from git_helpers import add_worktree, commit, driven_coordinator, git, init_repo
 from huddle.analysis.git import GitError
 from huddle.analysis.merges import merge_tree_supported
 from huddle.service.coordinator import Coordinator
@@ -37,12 +36,8 @@ async def coord(tmp_path: Path, repo: Path) -> AsyncIterator[Coordinator]:
     """A coordinator on a real git repository; periods are long so only the test drives the jobs."""
     init_repo(repo)
     commit(repo, {"auth.py": AUTH, "notes.txt": TEN_LINES}, "initial")
-    c = make_coordinator(tmp_path, repo, analysis_interval_s=3600, cochange_refresh_s=3600, merge_check_interval_s=3600)
-    await c.start()
-    try:
+    async with driven_coordinator(tmp_path, repo) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 def impact_for(result: dict[str, Any], agent_id: str) -> dict[str, Any]:
@@ -137,13 +132,9 @@ async def test_co_change_skips_lock_files_and_commits_touching_too_many_files(tm
         commit(repo, {"app.py": f"v{n}\n", "poetry.lock": f"v{n}\n", "dist/app.js": f"v{n}\n"})
     for n in range(4):
         commit(repo, {f"f{k}.py": f"v{n}\n" for k in range(4)} | {"app.py": f"w{n}\n"})
-    c = make_coordinator(tmp_path, repo, cochange_max_files=3, cochange_refresh_s=3600, merge_check_interval_s=3600)
-    await c.start()
-    try:
+    async with driven_coordinator(tmp_path, repo, cochange_max_files=3) as c:
         state = await c.analysis.refresh_cochange()
         assert state == {"commits_indexed": 5, "pairs": 0}
-    finally:
-        await c.stop()
 
 
 async def test_a_rebase_intent_on_a_branch_where_another_agent_edits_scores_90(coord: Coordinator) -> None:
@@ -258,16 +249,12 @@ async def test_committed_branches_without_worktrees_are_checked_by_their_heads(c
 async def test_readyz_reports_the_analysis_error_when_the_repo_is_not_a_git_repository(
     tmp_path: Path, repo: Path
 ) -> None:
-    c = make_coordinator(tmp_path, repo, cochange_refresh_s=3600, merge_check_interval_s=3600)
-    await c.start()
-    try:
+    async with driven_coordinator(tmp_path, repo) as c:
         with pytest.raises(GitError):
             await c.analysis.refresh_cochange()
         state = (await c.readiness())["analysis"]
         assert "not a git repository" in state["cochange"]["error"]
         assert state["ok"] is True  # the server still serves; only layer 4 has nothing to say
-    finally:
-        await c.stop()
 
 
 async def test_an_in_flight_edit_with_planned_ranges_in_another_function_scores_50(coord: Coordinator) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from git_helpers import commit, init_repo
-from helpers import ServerProcess, make_coordinator
+from git_helpers import commit, driven_coordinator, init_repo
+from helpers import ServerProcess
 from huddle.cli.main import main
 
 SOURCES = {
@@ -77,9 +77,7 @@ def test_scan_write_sets_the_servers_map_so_blast_radius_answers_from_it(
 async def test_with_no_map_set_by_hand_the_server_derives_one_and_a_hand_map_always_wins(
     sources: Path, tmp_path: Path
 ) -> None:
-    c = make_coordinator(tmp_path, sources, cochange_refresh_s=3600, merge_check_interval_s=3600)
-    await c.start()
-    try:
+    async with driven_coordinator(tmp_path, sources) as c:
         derived = await c.analysis.refresh_dependency_map()
         assert derived["source"] == "scan"
         radius = await c.depmap.blast_radius(module="lib")
@@ -91,16 +89,12 @@ async def test_with_no_map_set_by_hand_the_server_derives_one_and_a_hand_map_alw
         assert again["source"] == "hand"
         info = await c.depmap.module_info("core")
         assert info["paths"] == ["lib/"]
-    finally:
-        await c.stop()
 
 
 async def test_the_map_feeds_layers_0b_and_0c_when_an_announce_names_no_dependencies(
     sources: Path, tmp_path: Path
 ) -> None:
-    c = make_coordinator(tmp_path, sources, cochange_refresh_s=3600, merge_check_interval_s=3600)
-    await c.start()
-    try:
+    async with driven_coordinator(tmp_path, sources) as c:
         await c.analysis.refresh_dependency_map()
         for agent in ("alice", "bob", "carol"):
             await c.agents.register(agent)
@@ -115,5 +109,3 @@ async def test_the_map_feeds_layers_0b_and_0c_when_an_announce_names_no_dependen
         later = await c.intents.announce("carol", "util too", ["lib/util.py"], target_symbols=[])
         layers = {i["agent_id"]: {e["layer"] for e in i["evidence"]} for i in later["impacts"]}
         assert layers["bob"] == {"0c"}
-    finally:
-        await c.stop()
