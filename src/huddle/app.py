@@ -22,6 +22,7 @@ from huddle.service.coordinator import Coordinator
 from huddle.settings import Settings
 from huddle.storage.base import Store
 from huddle.storage.sqlite import SqliteStore
+from huddle.transports.dashboard import dashboard_routes
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
 from huddle.transports.mcp_server import build_mcp_server
 from huddle.transports.origin import LoopbackGuard
@@ -83,7 +84,7 @@ def build_app(settings: Settings) -> Huddle:
             await coordinator.stop()
 
     http = Starlette(
-        routes=[*rest_routes(operations), *push.routes(), *mcp_app.routes],
+        routes=[*rest_routes(operations), *push.routes(), *dashboard_routes(), *mcp_app.routes],
         middleware=[
             Middleware(LoopbackGuard, bind_host=settings.host),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
