@@ -56,13 +56,13 @@ export function describe(e) {
   let text = e.event;
   switch (e.event) {
     case "agent.online":
-      text = `${e.name || e.agent_id} came online`;
+      text = e.name && e.name !== e.agent_id ? `came online as ${e.name}` : "came online";
       break;
     case "agent.offline":
-      text = `${e.name || e.agent_id} went offline`;
+      text = "went offline";
       break;
     case "agent.deregistered":
-      text = `${e.name || e.agent_id} left`;
+      text = "left";
       break;
     case "intent.announced":
       text = `announced “${e.subject}” on ${files(e.target_files)}`;

@@ -1,0 +1,46 @@
+"""The dashboard survives a server restart: it reconnects on its own and misses no event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from dashboard_helpers import browser, open_page, require_chromium, screenshot
+
+
+def rest(url: str, operation: str, **args: Any) -> dict[str, Any]:
+    body = httpx.post(f"{url}/api/v1/tools/{operation}", json=args, timeout=10).json()
+    assert body["ok"], body
+    result: dict[str, Any] = body["result"]
+    return result
+
+
+async def test_after_a_server_restart_the_page_reconnects_and_resumes_with_nothing_missing(huddle_server: Any) -> None:
+    executable = require_chromium()
+    rest(huddle_server.url, "register_agent", name="alice")
+    async with browser(executable) as chromium:
+        page = await open_page(chromium, huddle_server.url)
+        await page.evaluate("window.__noReload = true")
+        for index in range(3):
+            rest(huddle_server.url, "log_action_summary", agent_id="alice", summary=f"before restart {index}")
+        await page.get_by_text("before restart 2").wait_for()
+
+        # Same data dir and the same port (the page's origin), as after `huddle server restart`.
+        huddle_server.extra_args += ["--port", str(huddle_server.port)]
+        huddle_server.stop()
+        await page.wait_for_selector('#conn:not([data-state="live"])')
+        huddle_server.start()
+        # Written right after the restart, before the page is back: the resume must replay them.
+        for index in range(5):
+            rest(huddle_server.url, "log_action_summary", agent_id="alice", summary=f"after restart {index}")
+        await page.wait_for_selector('#conn[data-state="live"]', timeout=20_000)
+        await page.get_by_text("after restart 4").wait_for()
+
+        shown = await page.eval_on_selector_all("#timeline-list [data-cursor]", "rows => rows.map(r => +r.dataset.cursor)")
+        log = rest(huddle_server.url, "list_events", limit=500)["events"]
+        assert sorted(shown, reverse=True) == shown
+        assert shown == [e["cursor"] for e in log]  # every event once, in order, none missing
+        assert await page.evaluate("window.__noReload") is True
+        assert not [e for e in page.errors if "ERR_CONNECTION_REFUSED" not in e and "net::" not in e]
+        await screenshot(page, "dashboard-after-restart")
