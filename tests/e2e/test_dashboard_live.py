@@ -43,9 +43,9 @@ async def test_s1_played_by_two_mcp_clients_appears_live_without_a_reload(huddle
             await page.locator('[data-kind="intent.announced"] .tag.t-consult').first.wait_for()
 
             await call(
-                alice, "post_to_thread", thread_id=thread_id, agent_id="alice", type="context", content="land mine first"
+                alice, "post_to_thread", thread_id=thread_id, agent_id="alice", type="context", content="mine first"
             )
-            await view.get_by_text("land mine first").wait_for()
+            await view.get_by_text("mine first").wait_for()
             await call(bob, "propose_resolution", thread_id=thread_id, agent_id="bob", summary="alice first, then bob")
             await page.wait_for_selector('[data-testid="thread-status"]:text-is("resolving")')
             await view.get_by_text("alice first, then bob").wait_for()
@@ -78,6 +78,7 @@ async def test_an_agent_owing_an_answer_shows_as_waiting_on_its_thread(huddle_se
             row = page.locator('[data-agent="alice"][data-activity="waiting"]')
             await row.wait_for()
             await row.get_by_text(opened["thread_id"]).wait_for()
-            await call(alice, "post_to_thread", thread_id=opened["thread_id"], agent_id="alice", type="context", content="ok")
+            thread_id = opened["thread_id"]
+            await call(alice, "post_to_thread", thread_id=thread_id, agent_id="alice", type="context", content="ok")
             await page.wait_for_selector('[data-agent="alice"][data-activity="idle"]')
         assert page.errors == []

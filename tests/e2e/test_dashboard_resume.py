@@ -37,7 +37,8 @@ async def test_after_a_server_restart_the_page_reconnects_and_resumes_with_nothi
         await page.wait_for_selector('#conn[data-state="live"]', timeout=20_000)
         await page.get_by_text("after restart 4").wait_for()
 
-        shown = await page.eval_on_selector_all("#timeline-list [data-cursor]", "rows => rows.map(r => +r.dataset.cursor)")
+        rows = "#timeline-list [data-cursor]"
+        shown = await page.eval_on_selector_all(rows, "rows => rows.map(r => +r.dataset.cursor)")
         log = rest(huddle_server.url, "list_events", limit=500)["events"]
         assert sorted(shown, reverse=True) == shown
         assert shown == [e["cursor"] for e in log]  # every event once, in order, none missing
