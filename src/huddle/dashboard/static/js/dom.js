@@ -37,6 +37,12 @@ export function clear(el) {
   return el;
 }
 
+/** Replaces the children of `el` with `children`, skipping null / false (optional parts). */
+export function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
 export function ago(iso, now = Date.now()) {
   if (!iso) return "never";
   const seconds = Math.round((now - Date.parse(iso)) / 1000);

@@ -3,7 +3,7 @@
 // Also the hot-files list. Colours come from CSS classes, so dark mode restyles them.
 
 import { call } from "./api.js";
-import { byId, clear, h, svg } from "./dom.js";
+import { byId, clear, fill, h, svg } from "./dom.js";
 
 const LAYER_NAMES = {
   "0a": "same file",
@@ -89,7 +89,8 @@ export class SignalsPanel {
     }));
     const outcomeSeries = OUTCOMES.map(([key, label]) => ({ key, cls: `o-${key}`, label, values: data.outcomes[key], total: data.outcome_totals[key] }));
     const verdicts = Object.fromEntries(Object.entries(data.verdicts).map(([k, v]) => [k, v.reduce((a, b) => a + b, 0)]));
-    clear(this.box).append(
+    fill(
+      this.box,
       h(
         "div",
         { class: "kpis" },

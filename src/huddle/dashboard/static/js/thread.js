@@ -3,7 +3,7 @@
 
 import { call } from "./api.js";
 import { actingOverseer, overseerId } from "./overseer.js";
-import { ago, byId, clear, clock, h, isHuman, toast } from "./dom.js";
+import { ago, byId, clear, clock, fill, h, isHuman, toast } from "./dom.js";
 import { layersOf, OUTCOME_LABEL } from "./describe.js";
 
 const ACTIVE = new Set(["open", "resolving"]);
@@ -121,7 +121,7 @@ export class ThreadPanel {
       ),
     );
     if (!t.messages.length) messages.append(h("li", { class: "empty", text: "No messages yet." }));
-    clear(this.view).append(head, proposal, resolution, messages);
+    fill(this.view, head, proposal, resolution, messages);
     this.form.hidden = !ACTIVE.has(t.status);
   }
 
