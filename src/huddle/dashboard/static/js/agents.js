@@ -1,10 +1,12 @@
 // Agents: activity (working / waiting / idle / offline), current file, the threads each waits on.
-// Paginated (PAGE_SIZE per page) with activity filters and a search box, so 100 agents stay light.
+// Paginated (25 per page, 8 on a phone) with activity filters and a search box, so 100 agents stay light.
 
 import { call } from "./api.js";
 import { ago, byId, clear, h, isHuman } from "./dom.js";
 
-const PAGE_SIZE = 25;
+// Fewer rows per page on a phone, so the panels below stay within reach.
+const narrow = window.matchMedia("(max-width: 720px)");
+const pageSize = () => (narrow.matches ? 8 : 25);
 const ACTIVITIES = ["all", "working", "waiting", "idle", "offline"];
 
 export class AgentsPanel {
@@ -19,6 +21,7 @@ export class AgentsPanel {
       this.page = 0;
       this.render();
     });
+    narrow.addEventListener("change", () => this.render());
   }
 
   async refresh() {
@@ -64,9 +67,10 @@ export class AgentsPanel {
       .filter((a) => this.filter === "all" || a.activity === this.filter)
       .filter((a) => !needle || `${a.agent_id} ${a.name} ${a.current_file || ""}`.toLowerCase().includes(needle))
       .sort((a, b) => order[a.activity] - order[b.activity] || a.agent_id.localeCompare(b.agent_id));
-    const pages = Math.max(1, Math.ceil(shown.length / PAGE_SIZE));
+    const size = pageSize();
+    const pages = Math.max(1, Math.ceil(shown.length / size));
     this.page = Math.min(this.page, pages - 1);
-    const slice = shown.slice(this.page * PAGE_SIZE, (this.page + 1) * PAGE_SIZE);
+    const slice = shown.slice(this.page * size, (this.page + 1) * size);
     clear(this.list);
     if (!slice.length) this.list.append(h("li", { class: "empty", text: this.agents.length ? "No agent matches." : "No agents yet. They appear when they register." }));
     for (const agent of slice) this.list.append(this.row(agent));

@@ -112,7 +112,7 @@ export class HotFiles {
   }
 
   async refresh() {
-    const data = await call("hot_files", { limit: 15 });
+    const data = await call("hot_files", { limit: 10 });
     clear(this.list);
     if (!data.files.length) {
       this.list.append(h("li", { class: "empty", text: "No recent edits." }));
