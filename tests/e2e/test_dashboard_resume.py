@@ -45,3 +45,24 @@ async def test_after_a_server_restart_the_page_reconnects_and_resumes_with_nothi
         assert await page.evaluate("window.__noReload") is True
         assert not [e for e in page.errors if "ERR_CONNECTION_REFUSED" not in e and "net::" not in e]
         await screenshot(page, "dashboard-after-restart")
+
+
+async def test_a_server_on_a_fresh_data_dir_is_followed_from_its_own_cursors(
+    server_factory: Any, tmp_path: Any
+) -> None:
+    executable = require_chromium()
+    old = server_factory()
+    rest(old.url, "register_agent", name="alice")
+    for index in range(10):
+        rest(old.url, "log_action_summary", agent_id="alice", summary=f"old {index}")
+    async with browser(executable) as chromium:
+        page = await open_page(chromium, old.url)
+        await page.get_by_text("old 9").wait_for()
+        old.stop()
+        # A new database behind the same address: its cursors start again below the page's.
+        new = server_factory("--port", str(old.port), data_dir=tmp_path / "fresh")
+        rest(new.url, "register_agent", name="bob")
+        await page.wait_for_selector('#conn[data-state="live"]', timeout=20_000)
+        rest(new.url, "log_action_summary", agent_id="bob", summary="from the new server")
+        await page.get_by_text("from the new server").wait_for()
+        assert await page.get_by_text("old 9").count() == 0

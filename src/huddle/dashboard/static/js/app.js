@@ -136,6 +136,19 @@ function renderOverseer() {
   button.title = id ? `You act as ${id}; click to change` : "Set the name your actions are signed with";
 }
 
+/**
+ * A server whose log ends before our cursor has a new database (its data dir was reset): the
+ * stream restarted at its present, so take its cursors from there and show its timeline afresh.
+ */
+async function checkLogContinuity(stream) {
+  const { latest_cursor: latest } = await call("list_events", { limit: 1 });
+  if (latest < stream.cursor) {
+    stream.cursor = latest;
+    await timeline.reload();
+    await thread.refreshList();
+  }
+}
+
 async function boot() {
   renderOverseer();
   byId("overseer").addEventListener("click", () => chooseName());
@@ -157,7 +170,10 @@ async function boot() {
     onEvent,
     onState: setConnection,
     // On every (re)connection the derived panels are read afresh: time passed while we were away.
-    onOpen: () => refreshAll(),
+    onOpen: async (opens) => {
+      refreshAll();
+      if (opens > 1) await checkLogContinuity(stream);
+    },
   });
   stream.start(latest);
   window.__huddleStream = stream;

@@ -35,7 +35,7 @@ export class LiveStream {
       this.backoff = 500;
       this.opens += 1;
       this.onState("live");
-      this.onOpen(this.opens);
+      Promise.resolve(this.onOpen(this.opens)).catch((err) => console.warn("after reconnecting", err));
     };
     source.onmessage = (message) => {
       let event;
