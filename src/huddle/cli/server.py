@@ -100,7 +100,7 @@ def start_server(overrides: Mapping[str, Any]) -> int:
     runtime = write_runtime_file(settings, port, huddle.push.runtime_info())
     print(
         f"Huddle serving {settings.project_key} ({settings.repo_path}) on http://{settings.host}:{port}"
-        f" — MCP at /mcp, data in {settings.data_path}",
+        f" — MCP at /mcp, dashboard at /dashboard, data in {settings.data_path}",
         flush=True,
     )
     print(huddle.push.describe(), flush=True)

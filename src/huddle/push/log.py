@@ -50,7 +50,8 @@ class EventFilter:
                 continue
             if len(kind) > 64 or not all(c.isalnum() or c in "._*-" for c in kind) or "*" in kind.rstrip("*"):
                 raise InvalidInput(
-                    f"kind filter {kind!r} is not an event kind; use e.g. thread.opened or thread.*", field="kinds"
+                    f"kinds: kind filter {kind[:40]!r} is not an event kind; use e.g. thread.opened or thread.*",
+                    field="kinds",
                 )
             wanted.append(kind)
         return cls(

@@ -67,7 +67,9 @@ class InsightService:
         for name, value in (("before", before), ("after", after)):
             if value is not None:
                 bound = int(validate.number(value, name, low=0, high=2**62, default=0))
-        wanted = EventFilter.parse(kinds=kinds, thread=thread_id)
+        thread = validate.text(thread_id, "thread_id", required=False, max_chars=64) or None
+        kinds = validate.text(kinds, "kinds", required=False, max_chars=1000) or None
+        wanted = EventFilter.parse(kinds=kinds, thread=thread)
 
         def read(unit: Unit) -> dict[str, Any]:
             kind_clause, kind_params = kind_sql(wanted.kinds)

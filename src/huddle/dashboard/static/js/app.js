@@ -87,8 +87,8 @@ const refresh = {
   locks: new Refresher("locks", () => locks.refresh(), 300),
   tasks: new Refresher("tasks", () => tasks.refresh(), 300),
   hot: new Refresher("hot files", () => hot.refresh(), 1000),
-  signals: new Refresher("signals", () => signals.refresh(), 3000),
-  threads: new Refresher("threads", () => thread.refreshList(), 500),
+  signals: new Refresher("signals", () => signals.refresh(), 1000),
+  threads: new Refresher("threads", () => thread.refreshList(), 300),
   thread: new Refresher("thread", () => thread.refresh(), 150),
 };
 
