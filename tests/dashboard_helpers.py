@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,3 +82,11 @@ async def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
     await page.screenshot(path=str(path), full_page=full_page)
     print(f"screenshot: {path}")
     return path
+
+
+def rest(url: str, operation: str, **args: Any) -> dict[str, Any]:
+    """One REST call (`POST /api/v1/tools/{operation}`) that must succeed; returns its result."""
+    body = httpx.post(f"{url}/api/v1/tools/{operation}", json=args, timeout=10).json()
+    assert body["ok"], body
+    result: dict[str, Any] = body["result"]
+    return result

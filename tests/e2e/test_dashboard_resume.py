@@ -4,16 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
-from dashboard_helpers import browser, open_page, require_chromium, screenshot
-
-
-def rest(url: str, operation: str, **args: Any) -> dict[str, Any]:
-    body = httpx.post(f"{url}/api/v1/tools/{operation}", json=args, timeout=10).json()
-    assert body["ok"], body
-    result: dict[str, Any] = body["result"]
-    return result
+from dashboard_helpers import browser, open_page, require_chromium, rest, screenshot
 
 
 async def test_after_a_server_restart_the_page_reconnects_and_resumes_with_nothing_missing(huddle_server: Any) -> None:
