@@ -84,9 +84,12 @@ async def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
     return path
 
 
-def rest(url: str, operation: str, **args: Any) -> dict[str, Any]:
-    """One REST call (`POST /api/v1/tools/{operation}`) that must succeed; returns its result."""
-    body = httpx.post(f"{url}/api/v1/tools/{operation}", json=args, timeout=10).json()
+def rest(url: str, operation: str, client: httpx.Client | None = None, **args: Any) -> dict[str, Any]:
+    """One REST call (`POST /api/v1/tools/{operation}`) that must succeed; returns its result.
+
+    Pass a `client` to reuse its connection for many calls (not across a server restart)."""
+    post = client.post if client is not None else httpx.post
+    body = post(f"{url}/api/v1/tools/{operation}", json=args, timeout=10).json()
     assert body["ok"], body
     result: dict[str, Any] = body["result"]
     return result
