@@ -54,6 +54,9 @@ async def test_s1_played_by_two_mcp_clients_appears_live_without_a_reload(huddle
             await call(alice, "approve_resolution", thread_id=thread_id, agent_id="alice")
             await page.wait_for_selector('[data-testid="thread-status"]:text-is("resolved")')
             await page.locator('[data-kind="thread.status"] .tag.t-resolved').first.wait_for()
+            # The 24 h charts count the consultation: layer 0a fired, and it ended agreed.
+            await page.locator('#signals .legend li:has-text("agreed") strong:text-is("1")').wait_for()
+            await page.locator('#signals .legend li:has-text("L0a") strong:text-is("1")').wait_for()
 
         assert await page.evaluate("window.__noReload") is True
         assert page.errors == []
