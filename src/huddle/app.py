@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 
 from huddle.bus.memory import MemoryBus
 from huddle.errors import InvalidInput
+from huddle.metrics import Metrics
 from huddle.push.hub import PushHub
 from huddle.service.coordinator import Coordinator
 from huddle.settings import Settings
@@ -25,8 +26,10 @@ from huddle.storage.sqlite import SqliteStore
 from huddle.transports.dashboard import dashboard_routes
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
 from huddle.transports.mcp_server import build_mcp_server
+from huddle.transports.openapi import ops_routes
 from huddle.transports.origin import LoopbackGuard
 from huddle.transports.tools import all_operations
+from huddle.transports.toolsets import ToolCatalogue
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -63,8 +66,12 @@ def build_app(settings: Settings) -> Huddle:
     bus = MemoryBus()
     coordinator = Coordinator(build_store(settings), bus, settings)
     push = PushHub(settings, coordinator)
-    operations = [*all_operations(coordinator), *push.operations()]
+    metrics = Metrics()
+    metrics.bind(coordinator, push)
+    catalogue = ToolCatalogue(metrics.instrument([*all_operations(coordinator), *push.operations()]), settings.tools)
+    operations = catalogue.operations
     mcp = build_mcp_server(operations)
+    catalogue.attach(mcp)
     push.attach_mcp(mcp)
     # Plain JSON responses (not an SSE stream per POST) save ~0.3 ms a call; server-initiated
     # notifications still flow over the standalone GET stream.
@@ -84,7 +91,13 @@ def build_app(settings: Settings) -> Huddle:
             await coordinator.stop()
 
     http = Starlette(
-        routes=[*rest_routes(operations), *push.routes(), *dashboard_routes(), *mcp_app.routes],
+        routes=[
+            *rest_routes(operations),
+            *ops_routes(metrics, catalogue),
+            *push.routes(),
+            *dashboard_routes(),
+            *mcp_app.routes,
+        ],
         middleware=[
             Middleware(LoopbackGuard, bind_host=settings.host),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
@@ -95,6 +108,7 @@ def build_app(settings: Settings) -> Huddle:
     http.state.project = settings.project_key
     http.state.mcp = mcp
     http.state.coordinator = coordinator
+    http.state.catalogue = catalogue
 
     async def readiness() -> dict[str, Any]:
         return {**await coordinator.readiness(), "mqtt": push.readiness()}

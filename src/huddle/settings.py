@@ -55,6 +55,14 @@ class Settings:
         default=600.0, metadata={"help": "Lease of a lock when acquire_lock gives no ttl_s (renew to keep it)."}
     )
     worker_slots: int = field(default=5, metadata={"help": "Number of worker slots handed out by claim_worker_slot."})
+    tools: str = field(
+        default="default",
+        metadata={
+            "help": "Tools MCP clients see in tools/list: toolsets and/or tool names, comma-separated (default, all,"
+            " core, threads, files, locks, messages, context, tasks, push, oversight, admin). Unlisted tools stay"
+            " callable; introspection describes them."
+        },
+    )
     mqtt_broker: str = field(
         default="embedded",
         metadata={

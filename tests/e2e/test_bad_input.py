@@ -78,8 +78,9 @@ async def latest_cursor(client: Client) -> int:
 
 
 @pytest.fixture
-async def seeded(huddle_server):
-    """alice and bob registered, a thread T-1 between them, intent I-1 owned by alice."""
+async def seeded(server_factory):
+    """alice and bob registered, a thread T-1 between them, intent I-1 owned by alice; every tool listed."""
+    huddle_server = server_factory("--tools", "all")
     async with Client(huddle_server.mcp_url) as client:
         await call(client, "register_agent", name="alice")
         await call(client, "register_agent", name="bob")

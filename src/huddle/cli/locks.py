@@ -4,6 +4,7 @@
     huddle locks list --agent alice
     huddle locks list --path 'src/**'             # only those overlapping a file, directory or glob
     huddle locks check src/auth/                  # who holds it, who waits, which modes you could get
+    huddle locks acquire src/auth/ --agent alice [--mode shared] [--ttl 600] [--wait 30]
     huddle locks release src/auth/ --agent alice
 
 Every command talks to the server over REST (`--url`, else the data dir's server.json) and
@@ -59,6 +60,13 @@ def _render_locks(result: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def _render_acquired(r: dict[str, Any]) -> str:
+    if r.get("granted"):
+        return f"granted {r['path']} ({r['mode']}), fencing token {r['fencing_token']}, expires {r['expires_at']}"
+    holders = ", ".join(f"{h['agent_id']} ({h['mode']})" for h in r.get("holders") or []) or "-"
+    return f"refused: {str(r.get('reason')).rstrip('.')}; held by {holders}"
+
+
 def add_locks_parser(commands: Any) -> None:
     locks = commands.add_parser(
         "locks",
@@ -73,6 +81,12 @@ def add_locks_parser(commands: Any) -> None:
     listing.add_argument("--path", help="only locks overlapping this file, directory or glob")
     check = actions.add_parser("check", help="who holds or waits for anything overlapping a path")
     check.add_argument("path")
+    acquire = actions.add_parser("acquire", help="lease a file, directory or glob for an agent")
+    acquire.add_argument("path")
+    acquire.add_argument("--agent", required=True)
+    acquire.add_argument("--mode", choices=("exclusive", "shared", "intent"), default="exclusive")
+    acquire.add_argument("--ttl", type=float, help="lease seconds (default: the server's lock_ttl_s)")
+    acquire.add_argument("--wait", type=float, help="queue up to this many seconds for a holder to release")
     release = actions.add_parser("release", help="release an agent's lock on a path")
     release.add_argument("path")
     release.add_argument("--agent", required=True)
@@ -90,5 +104,11 @@ def run_locks(args: argparse.Namespace) -> int:
         )
     if action == "check":
         return emit(args, call(args, "check_lock", path=args.path), _render_locks)
+    if action == "acquire":
+        got = call(
+            args, "acquire_lock", agent_id=args.agent, path=args.path, mode=args.mode, ttl_s=args.ttl, wait_s=args.wait
+        )
+        code = emit(args, got, _render_acquired)
+        return code if got.get("granted") else 1
     result = call(args, "release_lock", agent_id=args.agent, path=args.path)
     return emit(args, result, lambda r: f"released {r['path']} ({r['mode']})" if r["released"] else r["reason"])

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
 from huddle import __version__
+from huddle.cli.backup import add_backup_parsers, run_backup, run_restore
+from huddle.cli.board import add_board_parsers, run_agents, run_status, run_threads
+from huddle.cli.daemon_cli import add_daemon_parsers, run_server_action
+from huddle.cli.doctor import add_doctor_parser, run_doctor
 from huddle.cli.locks import add_locks_parser, run_locks
 from huddle.cli.remote import RemoteError
 from huddle.cli.tasks import add_tasks_parser, run_tasks
@@ -54,13 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.add_parser("server", help="run the coordination server")
     server.set_defaults(print_help=server.print_help)
     server_commands = server.add_subparsers(dest="server_command", metavar="ACTION")
-    start = server_commands.add_parser("start", help="start the server in the foreground")
-    _add_setting_flags(start, SERVER_FLAGS)
+    start = server_commands.add_parser("start", help="start the server (foreground, or --daemon)")
+    restart = server_commands.add_parser("restart", help="stop the data dir's server and start it as a daemon")
     tuning = [f.name for f in fields(Settings) if f.name not in SERVER_FLAGS]
-    _add_setting_flags(start.add_argument_group("tuning"), tuning)  # type: ignore[arg-type]
+    for parser_ in (start, restart):
+        _add_setting_flags(parser_, SERVER_FLAGS)
+        _add_setting_flags(parser_.add_argument_group("tuning"), tuning)  # type: ignore[arg-type]
+    add_daemon_parsers(start, server_commands)
     add_watch_parser(commands)
     add_tasks_parser(commands)
     add_locks_parser(commands)
+    add_board_parsers(commands)
+    add_doctor_parser(commands)
+    add_backup_parsers(commands)
     return parser
 
 
@@ -68,17 +79,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "server" and args.server_command == "start":
-            from huddle.cli.server import start_server  # heavy imports only when serving
-
+        if args.command == "server" and args.server_command:
             overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
-            return start_server(overrides)
+            return run_server_action(args, overrides)
         if args.command == "watch":
             return run_watch(args)
         if args.command == "tasks":
             return run_tasks(args)
         if args.command == "locks":
             return run_locks(args)
+        runners = {
+            "status": run_status,
+            "agents": run_agents,
+            "threads": run_threads,
+            "doctor": run_doctor,
+            "backup": run_backup,
+            "restore": run_restore,
+        }
+        if args.command in runners:
+            return runners[args.command](args)
         # A command group without its action (`huddle server`): show that group's help.
         getattr(args, "print_help", parser.print_help)()
         return 0 if args.command is None else 2
@@ -87,6 +106,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except RemoteError as exc:
         print(f"huddle: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # `huddle watch … | head`: the reader left; not an error. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again (the recipe from Python's signal docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        # A path the user gave that cannot be used (a --data-dir that is a file, below a file, or
+        # read-only): one line naming it, whichever command met it, instead of a traceback.
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"huddle: cannot use{where}: {exc.strerror or exc}; check --data-dir and the paths you passed",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import errno
 import gc
-import json
 import logging
-import os
+import signal
 import socket
 import sys
 from collections.abc import Mapping
@@ -17,9 +16,18 @@ from typing import Any
 import uvicorn
 
 from huddle.app import build_app
+from huddle.cli.runtime import (
+    DataDirLock,
+    add_log_file,
+    check_repo,
+    prepare_data_dir,
+    remove_own_runtime,
+    write_runtime,
+)
 from huddle.errors import HuddleError
 from huddle.push.ports import check_free
 from huddle.settings import Settings, explicit_settings, load_settings
+from huddle.storage.sqlite import check_schema
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -43,23 +51,20 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def write_runtime_file(settings: Settings, port: int, extra: Mapping[str, Any] | None = None) -> Path:
     """`server.json` in the data dir says which process serves which URL (one per data dir)."""
-    path = settings.data_path / "server.json"
     url = f"http://{settings.host}:{port}"
-    path.write_text(
-        json.dumps(
-            {
-                "pid": os.getpid(),
-                "host": settings.host,
-                "port": port,
-                "url": url,
-                "mcp_url": url + "/mcp",
-                "project": settings.project_key,
-                "repo": str(settings.repo_path),
-                **(extra or {}),
-            }
-        )
+    return write_runtime(
+        settings.data_path,
+        {
+            "host": settings.host,
+            "port": port,
+            "url": url,
+            "mcp_url": url + "/mcp",
+            "project": settings.project_key,
+            "repo": str(settings.repo_path),
+            "log": str(settings.data_path / "server.log"),
+            **(extra or {}),
+        },
     )
-    return path
 
 
 def settle_mqtt_port(settings: Settings, explicit: set[str]) -> Settings:
@@ -85,25 +90,58 @@ def settle_mqtt_port(settings: Settings, explicit: set[str]) -> Settings:
     return settings
 
 
-def start_server(overrides: Mapping[str, Any]) -> int:
-    settings = settle_mqtt_port(load_settings(overrides), explicit_settings(overrides))
+class _Terminated(Exception):
+    """SIGTERM, turned into an exception so the same clean stop runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def start_server(overrides: Mapping[str, Any], *, log_to_stderr: bool = True) -> int:
+    """Serves until Ctrl-C or SIGTERM; holds the data dir's lock for the whole process life."""
+    settings = load_settings(overrides)
+    prepare_data_dir(settings.data_path)
+    repo_warning = check_repo(settings.repo_path, settings.repo)
+    settings = settle_mqtt_port(settings, explicit_settings(overrides))
     logging.basicConfig(
         level=settings.log_level.upper(),
         stream=sys.stderr,
         format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
     )
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    add_log_file(settings.data_path)
+    if not log_to_stderr:  # a daemon: the log file is the log; stderr only catches what logging cannot
+        root = logging.getLogger()
+        root.removeHandler(root.handlers[0])
+    lock = DataDirLock(settings.data_path)
+    lock.acquire()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if repo_warning:
+            print(f"huddle: warning: {repo_warning}", file=sys.stderr, flush=True)
+        return _serve(settings)
+    except (KeyboardInterrupt, _Terminated):
+        return 0
+    finally:
+        remove_own_runtime(settings.data_path)
+        lock.release()
+
+
+def _serve(settings: Settings) -> int:
+    if not settings.db_url:
+        check_schema(settings.sqlite_path)  # a clear refusal now, not a traceback from the app's startup
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     huddle = build_app(settings)
     huddle.push.bind()  # the MQTT port too: taken → a clear message and exit 1, before anything runs
-    runtime = write_runtime_file(settings, port, huddle.push.runtime_info())
-    print(
+    write_runtime_file(settings, port, huddle.push.runtime_info())
+    banner = (
         f"Huddle serving {settings.project_key} ({settings.repo_path}) on http://{settings.host}:{port}"
-        f" — MCP at /mcp, dashboard at /dashboard, data in {settings.data_path}",
-        flush=True,
+        f" — MCP at /mcp, dashboard at /dashboard, data in {settings.data_path}"
     )
+    print(banner, flush=True)
     print(huddle.push.describe(), flush=True)
+    logging.getLogger("huddle").info("%s; %s", banner, huddle.push.describe())
     config = uvicorn.Config(
         huddle.http, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
     )
@@ -111,10 +149,7 @@ def start_server(overrides: Mapping[str, Any]) -> int:
     # GC stops stalling the event loop (gen-2 pauses of ~45 ms were seen with 200 MQTT subscribers).
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass  # uvicorn re-raises the Ctrl-C it handled after a clean shutdown; that is a normal stop
-    finally:
-        runtime.unlink(missing_ok=True)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal under our own
+    # handlers: KeyboardInterrupt for Ctrl-C, _Terminated for SIGTERM — both a normal stop.
+    uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -22,6 +22,7 @@ class Kind:
     AGENT_DEREGISTERED = "agent.deregistered"
     INTENT_ANNOUNCED = "intent.announced"
     INTENT_ENDED = "intent.ended"
+    INTENT_UPDATED = "intent.updated"  # update_intent: new targets, rescored
     IMPACT_AWARENESS = "impact.awareness"
     THREAD_OPENED = "thread.opened"
     THREAD_MESSAGE = "thread.message"

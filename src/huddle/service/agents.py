@@ -209,6 +209,39 @@ class AgentService:
 
         return await self.ctx.store.read(read)
 
+    async def get(self, agent_id: str) -> dict[str, Any]:
+        """One agent (F-06): its registration, derived activity, active intents and live leases."""
+        agent_id = validate.identifier(agent_id, "agent_id")
+
+        def read(unit: Unit) -> dict[str, Any]:
+            rows = agent_rows(unit, self.ctx, online_only=False, agent_id=agent_id)
+            if not rows:
+                raise NotFound(f"agent {agent_id} is not registered; list_agents shows who is", field="agent_id")
+            intents = unit.tx.all(
+                "SELECT id, subject, target_files FROM intents WHERE project = ? AND agent_id = ?"
+                " AND status = 'active' AND expires_at > ? ORDER BY id",
+                (unit.project, agent_id, unit.now),
+            )
+            locks = unit.tx.all(
+                "SELECT path, mode, expires_at FROM locks WHERE project = ? AND agent_id = ? AND expires_at > ?"
+                " ORDER BY path",
+                (unit.project, agent_id, unit.now),
+            )
+            return {
+                **rows[0],
+                "intents": [
+                    {
+                        "intent_id": intent_ref(r["id"]),
+                        "subject": r["subject"],
+                        "target_files": json.loads(r["target_files"]),
+                    }
+                    for r in intents
+                ],
+                "locks": [{"path": r["path"], "mode": r["mode"], "expires_at": iso(r["expires_at"])} for r in locks],
+            }
+
+        return await self.ctx.store.read(read)
+
     async def activity(self) -> dict[str, Any]:
         """Derived activity of every online agent: working, waiting or idle (F-03)."""
 
@@ -258,11 +291,16 @@ class AgentService:
         return await self.ctx.store.read(read)
 
 
-def agent_rows(unit: Unit, ctx: ServiceContext, *, online_only: bool, limit: int = 5000) -> list[dict[str, Any]]:
+def agent_rows(
+    unit: Unit, ctx: ServiceContext, *, online_only: bool, limit: int = 5000, agent_id: str | None = None
+) -> list[dict[str, Any]]:
     """Agents with their derived activity, computed in a few set queries (not one per agent)."""
     since = ctx.online_since(unit.now)
     sql = "SELECT * FROM agents WHERE project = ? AND status != 'deregistered'"
     params: list[Any] = [unit.project]
+    if agent_id is not None:
+        sql += " AND agent_id = ?"
+        params.append(agent_id)
     if online_only:
         sql += " AND status = 'online' AND last_seen >= ?"
         params.append(since)

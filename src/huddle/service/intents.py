@@ -97,6 +97,22 @@ class IntentService:
             row["branch"],
         )
 
+    def _consult(self, unit: Unit, req: WorkRequest, subject: str, number: int, impacts: list[Impact]) -> str | None:
+        """Opens a consultation with every concerned agent, if any; returns its id."""
+        concerned = [i.agent_id for i in impacts if i.category == "concerned"]
+        if not concerned:
+            return None
+        return open_thread(
+            unit,
+            self.ctx,
+            initiator=req.agent_id,
+            subject=subject,
+            intent_id=number,
+            respondents=concerned,
+            target_files=req.target_files,
+            impacts=[i.to_dict() for i in impacts],
+        )
+
     async def announce(
         self,
         agent_id: str,
@@ -141,40 +157,14 @@ class IntentService:
                     unit.now,
                     unit.now + ttl,
                     req.branch,
-                    dumps(req.target_files),
-                    dumps(req.depends_on_files),
-                    dumps(req.modules),
-                    dumps(sorted(req.symbols)),
-                    outcome,
-                    dumps(impact_dicts),
+                    *_scored_columns(req, outcome, impact_dicts),
                 ),
             )
             assert row is not None
             number = int(row["id"])
-            symbols = dumps(sorted(req.symbols))
-            unit.tx.executemany(
-                "INSERT INTO intent_paths (project, path, role, intent_id, agent_id, symbols)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(unit.project, p, "target", number, req.agent_id, symbols) for p in req.target_files]
-                + [(unit.project, p, "depends", number, req.agent_id, "[]") for p in req.depends_on_files],
-            )
-            unit.tx.executemany(
-                "INSERT INTO intent_modules (project, module, intent_id, agent_id) VALUES (?, ?, ?, ?)",
-                [(unit.project, m, number, req.agent_id) for m in req.modules],
-            )
-            concerned = [i for i in impacts if i.category == "concerned"]
-            thread_id = None
-            if concerned:
-                thread_id = open_thread(
-                    unit,
-                    self.ctx,
-                    initiator=req.agent_id,
-                    subject=subject,
-                    intent_id=number,
-                    respondents=[i.agent_id for i in concerned],
-                    target_files=req.target_files,
-                    impacts=impact_dicts,
-                )
+            _index(unit, number, req)
+            thread_id = self._consult(unit, req, subject, number, impacts)
+            if thread_id is not None:
                 unit.tx.execute("UPDATE intents SET thread_id = ? WHERE id = ?", (thread_id, number))
             ref = intent_ref(number)
             unit.emit(
@@ -291,6 +281,105 @@ class IntentService:
 
         return await self.ctx.store.read(read)
 
+    async def update(
+        self,
+        agent_id: str,
+        intent_id: str,
+        subject: str | None = None,
+        plan: str | None = None,
+        target_files: Sequence[str] | None = None,
+        depends_on_files: Sequence[str] | None = None,
+        target_modules: Sequence[str] | None = None,
+        target_symbols: Sequence[str] | None = None,
+        ttl_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Changes an active intent of the caller's and scores it again (F-18).
+
+        Fields left out keep their value. A new collision opens a thread when the intent has no
+        active one; an active thread stays as it is. Returns the same shape as `announce`.
+        """
+        number = parse_ref(intent_id, "I", "intent_id")
+        agent_id = validate.identifier(agent_id, "agent_id")
+        new_subject = validate.text(subject, "subject", max_chars=500, required=False)
+        new_plan = validate.text(plan, "plan", required=False)
+        ttl = None if ttl_s is None else validate.number(ttl_s, "ttl_s", low=1, high=MAX_TTL_S, default=0)
+
+        def txn(unit: Unit) -> dict[str, Any]:
+            touch(unit, agent_id)
+            row = unit.tx.one("SELECT * FROM intents WHERE id = ? AND project = ?", (number, unit.project))
+            ref = intent_ref(number)
+            if row is None:
+                raise NotFound(f"intent {ref} does not exist; list_intents shows yours", field="intent_id")
+            if row["agent_id"] != agent_id:
+                raise Forbidden(f"intent {ref} belongs to {row['agent_id']}, not {agent_id}", field="intent_id")
+            if row["status"] != "active" or row["expires_at"] <= unit.now:
+                raise InvalidInput(f"intent {ref} is no longer active; announce_work again", field="intent_id")
+
+            def kept(given: Sequence[str] | None, column: str) -> Sequence[str]:
+                return given if given is not None else list(json.loads(row[column]))
+
+            req = self._with_agent_context(
+                unit,
+                self._request(
+                    agent_id,
+                    kept(target_files, "target_files"),
+                    kept(depends_on_files, "depends_on_files"),
+                    kept(target_modules, "target_modules"),
+                    kept(target_symbols, "target_symbols"),
+                    row["kind"],
+                ),
+            )
+            if not req.target_files and not req.modules and not req.kind.startswith("git_"):
+                raise InvalidInput("target_files would be empty; complete_work ends an intent", field="target_files")
+            impacts = self._score(unit, req)
+            outcome = verdict(impacts)
+            impact_dicts = [i.to_dict() for i in impacts]
+            title = new_subject or row["subject"]
+            expires_at = unit.now + ttl if ttl is not None else row["expires_at"]
+            unit.tx.execute("DELETE FROM intent_paths WHERE intent_id = ?", (number,))
+            unit.tx.execute("DELETE FROM intent_modules WHERE intent_id = ?", (number,))
+            _index(unit, number, req)
+            thread_id = row["thread_id"]
+            live_thread = thread_id is not None and unit.tx.one(
+                "SELECT 1 FROM threads WHERE id = ? AND status IN ('open', 'resolving')",
+                (parse_ref(thread_id, "T", "thread_id"),),
+            )
+            if not live_thread:
+                thread_id = self._consult(unit, req, title, number, impacts) or thread_id
+            unit.tx.execute(
+                "UPDATE intents SET subject = ?, plan = ?, target_files = ?, depends_on_files = ?, target_modules = ?,"
+                " target_symbols = ?, verdict = ?, impacts = ?, expires_at = ?, thread_id = ? WHERE id = ?",
+                (
+                    title,
+                    new_plan if plan is not None else row["plan"],
+                    *_scored_columns(req, outcome, impact_dicts),
+                    expires_at,
+                    thread_id,
+                    number,
+                ),
+            )
+            unit.emit(
+                Kind.INTENT_UPDATED,
+                actor=agent_id,
+                audience=[agent_id, *(i.agent_id for i in impacts if i.category != "pass")],
+                intent_id=ref,
+                subject=title,
+                target_files=list(req.target_files),
+                thread_id=thread_id,
+                verdict=outcome,
+                max_score=impacts[0].score if impacts else 0,
+            )
+            return {
+                "intent_id": ref,
+                "verdict": outcome,
+                "thread_id": thread_id,
+                "impacts": impact_dicts,
+                "expires_at": iso(expires_at),
+                "next": _next_step(outcome, thread_id),
+            }
+
+        return await self.ctx.store.write(txn)
+
     def expire(self, unit: Unit) -> int:
         """Sweeper step: intents past their TTL end as `expired`."""
         rows = unit.tx.all(
@@ -300,6 +389,32 @@ class IntentService:
         for row in rows:
             end_intent(unit, int(row["id"]), "expired", actor=row["agent_id"])
         return len(rows)
+
+
+def _scored_columns(req: WorkRequest, outcome: str, impacts: list[dict[str, Any]]) -> tuple[str, ...]:
+    """target_files, depends_on_files, target_modules, target_symbols, verdict, impacts — as stored."""
+    return (
+        dumps(req.target_files),
+        dumps(req.depends_on_files),
+        dumps(req.modules),
+        dumps(sorted(req.symbols)),
+        outcome,
+        dumps(impacts),
+    )
+
+
+def _index(unit: Unit, number: int, req: WorkRequest) -> None:
+    """The scoring index rows of an active intent: its paths and modules."""
+    symbols = dumps(sorted(req.symbols))
+    unit.tx.executemany(
+        "INSERT INTO intent_paths (project, path, role, intent_id, agent_id, symbols) VALUES (?, ?, ?, ?, ?, ?)",
+        [(unit.project, p, "target", number, req.agent_id, symbols) for p in req.target_files]
+        + [(unit.project, p, "depends", number, req.agent_id, "[]") for p in req.depends_on_files],
+    )
+    unit.tx.executemany(
+        "INSERT INTO intent_modules (project, module, intent_id, agent_id) VALUES (?, ?, ?, ?)",
+        [(unit.project, m, number, req.agent_id) for m in req.modules],
+    )
 
 
 def withdraw_agent_intents(unit: Unit, agent_id: str, reason: str) -> None:

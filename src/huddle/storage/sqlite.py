@@ -79,12 +79,7 @@ def migrate(conn: sqlite3.Connection, package: str = "huddle.storage.schema") ->
     applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
     files = sorted((f for f in resources.files(package).iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     known = {int(f.name.split("_", 1)[0]) for f in files}
-    newer = {v for v in applied if v not in known}
-    if newer:
-        raise Unavailable(
-            f"the database has schema version(s) {sorted(newer)} that this Huddle does not know; "
-            "upgrade Huddle or point --data-dir at another directory"
-        )
+    _refuse_newer(applied, known)
     for f in files:
         version = int(f.name.split("_", 1)[0])
         if version in applied:
@@ -95,6 +90,30 @@ def migrate(conn: sqlite3.Connection, package: str = "huddle.storage.schema") ->
         conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, f.name))
         conn.execute("COMMIT")
     return max(known | applied, default=0)
+
+
+def _refuse_newer(applied: set[int], known: set[int]) -> None:
+    newer = {v for v in applied if v not in known}
+    if newer:
+        raise Unavailable(
+            f"the database has schema version(s) {sorted(newer)} that this Huddle does not know; "
+            "upgrade Huddle or point --data-dir at another directory"
+        )
+
+
+def check_schema(path: Path, package: str = "huddle.storage.schema") -> None:
+    """The schema-version guard, before a server starts: refuses a database a newer Huddle wrote."""
+    if not path.exists():
+        return
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    except sqlite3.Error:
+        return  # no migrations table yet: migrate() creates it
+    finally:
+        conn.close()
+    known = {int(f.name.split("_", 1)[0]) for f in resources.files(package).iterdir() if f.name.endswith(".sql")}
+    _refuse_newer(applied, known)
 
 
 def _split_sql(script: str) -> list[str]:
@@ -131,6 +150,13 @@ class SqliteStore:
         self._listeners: list[CommitListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.schema_version = 0
+        # Observer of each group commit: (jobs in the batch, seconds COMMIT took). Set by metrics.
+        self.on_batch: Callable[[int, float], None] | None = None
+
+    @property
+    def pending_writes(self) -> int:
+        """Write jobs queued for the writer thread (approximate, for metrics)."""
+        return self._queue.qsize()
 
     def on_commit(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
@@ -219,7 +245,10 @@ class SqliteStore:
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((job, result, None, unit.events))
+            started = time.perf_counter()
             conn.execute("COMMIT")
+            if self.on_batch is not None:
+                self.on_batch(len(batch), time.perf_counter() - started)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

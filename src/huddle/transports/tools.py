@@ -34,8 +34,8 @@ def core_operations(c: Coordinator) -> list[Operation]:
         worktree: str | None = None,
         client: str | None = None,
     ) -> Result:
-        """Register (idempotent) before anything else. Returns your agent_id and a briefing: who is
-        online and which active work and threads touch your modules."""
+        """Register (idempotent) before anything else. Returns your agent_id and a briefing of who and what
+        touches your modules."""
         return await c.agents.register(name, agent_id, modules, branch, worktree, client)
 
     async def heartbeat(agent_id: str, current_file: str | None = None, current_thread: str | None = None) -> Result:
@@ -49,6 +49,10 @@ def core_operations(c: Coordinator) -> list[Operation]:
     async def list_agents(online_only: bool = False) -> Result:
         """Registered agents with derived activity (working/waiting/idle/offline)."""
         return await c.agents.list_agents(online_only)
+
+    async def get_agent(agent_id: str) -> Result:
+        """One agent: registration, activity, active intents and held locks."""
+        return await c.agents.get(agent_id)
 
     async def agent_activity() -> Result:
         """Activity of every online agent: working, waiting (owes a thread an answer) or idle."""
@@ -69,9 +73,8 @@ def core_operations(c: Coordinator) -> list[Operation]:
         target_symbols: list[str] | None = None,
         ttl_s: float | None = None,
     ) -> Result:
-        """Call BEFORE editing. Scores your intent against every online agent's work.
-        verdict: proceed | caution (gray zone, both notified) | consult (a thread opened: do not edit the
-        contested files until it resolves). Returns intent_id, thread_id and per-agent impacts with evidence."""
+        """Call BEFORE editing: scores your intent against online agents' work. verdict proceed | caution
+        (both notified) | consult (thread opened: don't edit the contested files until it resolves)."""
         return await c.intents.announce(
             agent_id, subject, target_files, plan, kind, depends_on_files, target_modules, target_symbols, ttl_s
         )
@@ -93,9 +96,29 @@ def core_operations(c: Coordinator) -> list[Operation]:
         """Mark your intent done so it stops counting against others."""
         return await c.intents.complete(agent_id, intent_id)
 
+    async def list_intents(agent_id: str | None = None, active_only: bool = True) -> Result:
+        """Announced intents, newest first; filter by agent; active_only=false includes ended ones."""
+        return await c.intents.list_intents(agent_id, active_only)
+
+    async def update_intent(
+        agent_id: str,
+        intent_id: str,
+        subject: str | None = None,
+        plan: str | None = None,
+        target_files: list[str] | None = None,
+        depends_on_files: list[str] | None = None,
+        target_modules: list[str] | None = None,
+        target_symbols: list[str] | None = None,
+        ttl_s: float | None = None,
+    ) -> Result:
+        """Change your active intent (omitted fields unchanged); rescored like announce_work, may open a thread."""
+        return await c.intents.update(
+            agent_id, intent_id, subject, plan, target_files, depends_on_files, target_modules, target_symbols, ttl_s
+        )
+
     async def get_updates(agent_id: str, cursor: int = 0, limit: int = 200) -> Result:
-        """Everything addressed to you since `cursor` (threads, awareness, messages), in order.
-        Store next_cursor and pass it next time. The source of truth behind every push."""
+        """Everything addressed to you since `cursor`, in order; pass next_cursor next time. The source of
+        truth behind every push."""
         return await c.updates.get_updates(agent_id, cursor, limit)
 
     async def log_action_summary(agent_id: str, summary: str) -> Result:
@@ -111,11 +134,14 @@ def core_operations(c: Coordinator) -> list[Operation]:
         Operation("heartbeat", "core", heartbeat),
         Operation("deregister_agent", "core", deregister_agent),
         Operation("list_agents", "core", list_agents, read_only=True),
+        Operation("get_agent", "core", get_agent, read_only=True),
         Operation("agent_activity", "core", agent_activity, read_only=True),
         Operation("wait_for_peers", "core", wait_for_peers, read_only=True),
         Operation("announce_work", "core", announce_work),
         Operation("check_conflicts", "core", check_conflicts, read_only=True),
         Operation("complete_work", "core", complete_work),
+        Operation("list_intents", "core", list_intents, read_only=True),
+        Operation("update_intent", "core", update_intent),
         Operation("get_updates", "core", get_updates, read_only=True),
         Operation("log_action_summary", "core", log_action_summary),
         Operation("coordinator_status", "core", coordinator_status, read_only=True),

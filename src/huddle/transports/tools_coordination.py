@@ -24,11 +24,9 @@ def lock_operations(c: Coordinator) -> list[Operation]:
     async def acquire_lock(
         agent_id: str, path: str, mode: LockMode = "exclusive", ttl_s: float | None = None, wait_s: float | None = None
     ) -> Result:
-        """Lease a file, directory (src/auth/) or glob (src/*/models.py) before editing it.
-        exclusive: nobody else may lock it; shared: others may share, nobody may take it exclusively;
-        intent: never blocks, only warns. Returns {granted, fencing_token, expires_at, warnings?} or
-        {granted: false, holders, reason}. wait_s (≤300) queues you: granted automatically, first come
-        first served. ttl_s (1…86400, default 600): renew_lock before it runs out. Same path again = renew."""
+        """Lease a file, dir (src/auth/) or glob before editing. exclusive: nobody else; shared: others share,
+        none exclusive; intent: only warns. Returns {granted, fencing_token, expires_at} or {granted: false,
+        holders, reason}. Same path again renews."""
         return await c.locks.acquire(agent_id, path, mode, ttl_s, wait_s)
 
     async def release_lock(agent_id: str, path: str) -> Result:
@@ -79,8 +77,8 @@ def message_operations(c: Coordinator) -> list[Operation]:
         return await c.messages.mark_read(agent_id, message_ids)
 
     async def wait_for_message(agent_id: str, timeout_s: float = 60.0) -> Result:
-        """Block until a message for you arrives (or timeout_s, max 300); returns and marks read your unread
-        messages, most urgent first. Returns at once if some are already waiting."""
+        """Block until a message for you arrives (or timeout_s); returns your unread messages, most urgent
+        first, and marks them read."""
         return await c.messages.wait_for_message(agent_id, timeout_s)
 
     async def get_queued_messages(agent_id: str, limit: int = 100) -> Result:
@@ -131,8 +129,8 @@ def task_operations(c: Coordinator) -> list[Operation]:
         payload: dict[str, Any] | None = None,
         agent_id: str | None = None,
     ) -> Result:
-        """Add a task to the board; depends_on must name existing tasks (no cycles). Higher priority is
-        claimed first; payload (a JSON object) goes to whoever claims it. Re-adding the identical task is a no-op."""
+        """Add a task to the board; depends_on names existing tasks (no cycles). Re-adding it unchanged is a
+        no-op."""
         return await c.tasks.add(task_id, description, depends_on, priority, payload, agent_id)
 
     async def add_tasks(tasks: list[dict[str, Any]], agent_id: str | None = None) -> Result:
@@ -149,8 +147,7 @@ def task_operations(c: Coordinator) -> list[Operation]:
         return await c.tasks.available(limit)
 
     async def claim_task(agent_id: str, task_id: str | None = None) -> Result:
-        """Atomically claim a task (or, without task_id, the best available one). Exactly one caller wins.
-        Returns {claimed: true, task} or {claimed: false, reason}."""
+        """Atomically claim a task (without task_id: the best available one); exactly one caller wins."""
         return await c.tasks.claim(agent_id, task_id)
 
     async def update_task(

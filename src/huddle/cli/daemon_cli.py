@@ -1,0 +1,56 @@
+"""Argument wiring of `huddle server start|stop|restart|status|logs` (the work is in daemon.py)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import Any
+
+from huddle.cli import daemon
+from huddle.cli.runtime import data_dir_of
+from huddle.settings import load_settings
+
+
+def add_daemon_parsers(start: argparse.ArgumentParser, actions: Any) -> None:
+    start.add_argument(
+        "--daemon", action="store_true", help="run in the background; logs go to server.log in the data dir"
+    )
+    # The daemon runs this same command in a new session; the flag only keeps its log off stderr.
+    start.add_argument("--daemon-child", action="store_true", help=argparse.SUPPRESS)
+    data_help = "data dir of the server [env HUDDLE_DATA_DIR; default ~/.huddle]"
+    stop = actions.add_parser("stop", help="stop the data dir's server (SIGTERM, clean shutdown)")
+    stop.add_argument("--data-dir", help=data_help)
+    status = actions.add_parser("status", help="is the data dir's server running and healthy? (exit 0/1/3)")
+    status.add_argument("--data-dir", help=data_help)
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    logs = actions.add_parser("logs", help="print the server log (server.log in the data dir)")
+    logs.add_argument("--data-dir", help=data_help)
+    logs.add_argument("-n", "--lines", type=int, default=50, help="how many last lines to print (default 50)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+
+
+def _flags(overrides: Mapping[str, Any]) -> list[str]:
+    """The settings given on the command line, as flags again (for the daemon's own command)."""
+    argv: list[str] = []
+    for name, value in overrides.items():
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return argv
+
+
+def run_server_action(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
+    action = args.server_command
+    if action == "start" and not args.daemon:
+        from huddle.cli.server import start_server  # heavy imports only when serving
+
+        return start_server(overrides, log_to_stderr=not args.daemon_child)
+    if action in ("start", "restart"):
+        data_dir = load_settings(overrides).data_path
+        if action == "restart":
+            daemon.stop(data_dir)
+        return daemon.start_daemon(_flags(overrides), data_dir)
+    if action == "stop":
+        return daemon.stop(data_dir_of(args))
+    if action == "status":
+        return daemon.status(data_dir_of(args), args.json)
+    return daemon.logs(data_dir_of(args), args.lines, args.follow)

@@ -1,0 +1,153 @@
+"""`/metrics` in the Prometheus text format (F-86), on the official `prometheus_client`.
+
+Each app owns its CollectorRegistry (never the process-global one), so tests can build many apps.
+Counters and histograms move where things happen: every tool call (MCP and REST alike, wrapped
+once at the operation), announce verdicts and the scoring layers that fired, and each SQLite group
+commit (batch size and the time COMMIT — the fsync — took, observed on the writer thread).
+Gauges of state (open threads, leases, queues, subscribers) are read when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from huddle.errors import HuddleError
+from huddle.transports.operation import Operation, Result
+
+if TYPE_CHECKING:
+    from huddle.push.hub import PushHub
+    from huddle.service.coordinator import Coordinator
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+SCORED = ("announce_work", "update_intent")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.tool_calls = Counter(
+            "huddle_tool_calls",
+            "Tool calls by tool and outcome (ok, or the error code).",
+            ["tool", "outcome"],
+            registry=r,
+        )
+        self.tool_seconds = Histogram(
+            "huddle_tool_call_seconds", "Tool call latency by tool.", ["tool"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.announces = Counter("huddle_announces", "announce_work calls by verdict.", ["verdict"], registry=r)
+        self.layer_firings = Counter(
+            "huddle_scoring_layer_firings",
+            "Evidence found by each scoring layer (announce_work and update_intent).",
+            ["layer"],
+            registry=r,
+        )
+        self.open_threads = Gauge("huddle_open_threads", "Consultation threads open or resolving.", registry=r)
+        self.leases = Gauge("huddle_leases", "Live lock leases.", registry=r)
+        self.agents_online = Gauge("huddle_agents_online", "Agents online.", registry=r)
+        self.queue_length = Gauge(
+            "huddle_queue_length",
+            "Waiting work: lock_waiters, tasks_available, tasks_in_flight, message_waiters, sqlite_writes.",
+            ["queue"],
+            registry=r,
+        )
+        self.subscribers = Gauge(
+            "huddle_subscribers", "Connected push subscribers by channel (sse, mcp, mqtt).", ["channel"], registry=r
+        )
+        self.batch_size = Histogram(
+            "huddle_sqlite_commit_batch_size",
+            "Write transactions per SQLite group commit.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "huddle_sqlite_commit_seconds",
+            "Time of each group COMMIT, fsync included (synchronous=FULL).",
+            buckets=COMMIT_BUCKETS,
+            registry=r,
+        )
+        self._coordinator: Coordinator | None = None
+        self._push: PushHub | None = None
+
+    def bind(self, coordinator: Coordinator, push: PushHub) -> None:
+        """The sources of the gauges read at scrape time; hooks the SQLite writer if there is one."""
+        self._coordinator = coordinator
+        self._push = push
+        store: Any = coordinator.store
+        if hasattr(store, "on_batch"):
+            store.on_batch = self.observe_batch
+
+    def observe_batch(self, size: int, commit_s: float) -> None:
+        """Called by the SQLite writer thread after each group commit (prometheus_client is thread-safe)."""
+        self.batch_size.observe(size)
+        self.commit_seconds.observe(commit_s)
+
+    def instrument(self, operations: Iterable[Operation]) -> list[Operation]:
+        return [dataclasses.replace(op, fn=self._timed(op)) for op in operations]
+
+    def _timed(self, op: Operation) -> Any:
+        name, fn = op.name, op.fn
+        calls, seconds = self.tool_calls, self.tool_seconds.labels(name)
+
+        @functools.wraps(fn)
+        async def timed(*args: Any, **kwargs: Any) -> Result:
+            started = time.perf_counter()
+            outcome = "ok"
+            try:
+                result = await fn(*args, **kwargs)
+            except HuddleError as exc:
+                outcome = exc.code
+                raise
+            except Exception:
+                outcome = "internal"
+                raise
+            finally:
+                seconds.observe(time.perf_counter() - started)
+                calls.labels(name, outcome).inc()
+            if name in SCORED:
+                self._count_scoring(name, result)
+            return result
+
+        return timed
+
+    def _count_scoring(self, name: str, result: Result) -> None:
+        if name == "announce_work":
+            self.announces.labels(str(result.get("verdict"))).inc()
+        for impact in result.get("impacts") or ():
+            for evidence in impact.get("evidence") or ():
+                self.layer_firings.labels(str(evidence.get("layer"))).inc()
+
+    async def refresh(self) -> None:
+        """Sets the state gauges from one status read and the push hub's counters."""
+        if self._coordinator is None or self._push is None:
+            return
+        status = await self._coordinator.status.status()
+        self.open_threads.set(status["threads"]["active"])
+        self.agents_online.set(status["agents"]["online"])
+        self.leases.set(status["locks"]["active"])
+        tasks = status["tasks"]
+        self.queue_length.labels("lock_waiters").set(status["locks"]["waiting"])
+        self.queue_length.labels("tasks_available").set(tasks["available"])
+        self.queue_length.labels("tasks_in_flight").set(len(tasks["in_flight"]))
+        self.queue_length.labels("message_waiters").set(len(status["messages"]["waiting"]))
+        pending = getattr(self._coordinator.store, "pending_writes", None)
+        if pending is not None:
+            self.queue_length.labels("sqlite_writes").set(pending)
+        push = self._push.push_status()
+        self.subscribers.labels("sse").set(push["sse_streams"])
+        self.subscribers.labels("mcp").set(push["mcp"]["listen_streams"])
+        self.subscribers.labels("mqtt").set(self._push.mqtt_status().get("clients", 0))
+
+    async def endpoint(self, request: Request) -> Response:
+        await self.refresh()
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

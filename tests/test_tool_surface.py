@@ -1,0 +1,139 @@
+"""The tool surface: lean default tools/list, toolsets, introspection, get_agent, list_intents, update_intent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from helpers import ServerProcess, call, call_error
+from huddle.app import build_app
+from huddle.errors import InvalidInput, NotFound
+from huddle.service.coordinator import Coordinator
+from huddle.settings import load_settings
+
+DEFAULT_BUDGET_BYTES = 15_000
+
+
+def listing_bytes(tools: list[Any]) -> int:
+    """Size of a tools/list result as compact JSON, as it crosses the wire."""
+    data = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools]
+    return len(json.dumps({"tools": data}, separators=(",", ":"), ensure_ascii=False))
+
+
+async def test_the_default_tools_list_fits_its_budget_and_every_tool_stays_callable(huddle_server: ServerProcess):
+    async with Client(huddle_server.mcp_url) as client:
+        listed = (await client.list_tools()).tools
+        assert listing_bytes(listed) < DEFAULT_BUDGET_BYTES
+        names = {t.name for t in listed}
+        assert {"register_agent", "announce_work", "acquire_lock", "send_message", "introspection"} <= names
+        index = await call(client, "introspection")
+        every = {t["name"] for t in index["tools"]}
+        assert names < every and set(index["listed"]) == names
+        toolsets = {t["toolset"] for t in index["tools"]}
+        assert toolsets == {
+            "core",
+            "threads",
+            "files",
+            "locks",
+            "messages",
+            "context",
+            "tasks",
+            "push",
+            "oversight",
+            "admin",
+        }
+        # Every capability agents use has a listed tool; push and the dashboard's oversight tools are
+        # one introspection (or --tools) away.
+        for toolset in toolsets - {"push", "oversight"}:
+            assert any(t["listed"] for t in index["tools"] if t["toolset"] == toolset)
+        hidden = "get_workers"
+        assert hidden not in names
+        assert "slots" in await call(client, hidden)  # unlisted, still callable
+        schema = await call(client, "introspection", name="claim_worker_slot")
+        assert schema["listed"] is False and schema["input_schema"]["required"] == ["agent_id"]
+
+
+async def test_listed_schemas_are_compact_and_describe_the_fields_that_need_it(huddle_server: ServerProcess):
+    async with Client(huddle_server.mcp_url) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    announce = tools["announce_work"].input_schema
+    text = json.dumps(announce)
+    assert '"title"' not in text and '"null"' not in text
+    assert announce["properties"]["target_files"]["description"].startswith("Files, dirs")
+    assert "\n" not in (tools["acquire_lock"].description or "")
+    assert tools["acquire_lock"].input_schema["properties"]["wait_s"]["description"]
+
+
+async def test_all_lists_every_tool_and_a_toolset_lists_only_its_own(server_factory: Any):
+    every = server_factory("--tools", "all")
+    locks = server_factory("--tools", "locks")
+    async with Client(every.mcp_url) as client:
+        all_names = {t.name for t in (await client.list_tools()).tools}
+        assert len(all_names) == len((await call(client, "introspection"))["tools"])
+    async with Client(locks.mcp_url) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+    assert names == {"acquire_lock", "release_lock", "renew_lock", "list_locks", "check_lock", "introspection"}
+
+
+def test_an_unknown_toolset_is_refused_with_the_known_ones(tmp_path: Path, repo: Path):
+    settings = load_settings({"data_dir": str(tmp_path / "d"), "repo": str(repo), "tools": "core,lockz"}, environ={})
+    with pytest.raises(
+        InvalidInput, match="'lockz' is neither a toolset nor a tool; toolsets: all, default, admin, context, core"
+    ):
+        build_app(settings)
+
+
+async def test_introspection_of_an_unknown_tool_names_the_way_to_the_index(huddle_server: ServerProcess):
+    async with Client(huddle_server.mcp_url) as client:
+        text = await call_error(client, "introspection", name="nope")
+    assert "no tool named 'nope'" in text and "without arguments" in text
+
+
+async def test_get_agent_shows_activity_intents_and_locks(coordinator: Coordinator):
+    await coordinator.agents.register("alice")
+    announced = await coordinator.intents.announce("alice", "login", ["src/auth/login.py"])
+    await coordinator.locks.acquire("alice", "src/auth/", "exclusive", None, None)
+    agent = await coordinator.agents.get("alice")
+    assert agent["agent_id"] == "alice" and agent["online"] is True
+    assert [i["intent_id"] for i in agent["intents"]] == [announced["intent_id"]]
+    assert [(lk["path"], lk["mode"]) for lk in agent["locks"]] == [("src/auth/", "exclusive")]
+    with pytest.raises(NotFound, match="list_agents"):
+        await coordinator.agents.get("nobody")
+
+
+async def test_update_intent_rescores_and_opens_a_thread_when_it_now_collides(coordinator: Coordinator):
+    await coordinator.agents.register("alice")
+    await coordinator.agents.register("bob")
+    await coordinator.intents.announce("alice", "login", ["src/auth/login.py"])
+    mine = await coordinator.intents.announce("bob", "docs", ["docs/readme.md"])
+    assert mine["verdict"] == "proceed" and mine["thread_id"] is None
+
+    updated = await coordinator.intents.update("bob", mine["intent_id"], target_files=["src/auth/login.py"])
+    assert updated["intent_id"] == mine["intent_id"]
+    assert updated["verdict"] == "consult" and updated["thread_id"] is not None
+    [listed] = (await coordinator.intents.list_intents("bob"))["intents"]
+    assert listed["target_files"] == ["src/auth/login.py"] and listed["thread_id"] == updated["thread_id"]
+    assert listed["subject"] == "docs"  # omitted fields keep their value
+    alice_events = (await coordinator.updates.get_updates("alice"))["events"]
+    assert any(e["event"] == "intent.updated" and e["intent_id"] == mine["intent_id"] for e in alice_events)
+
+    back = await coordinator.intents.update("bob", mine["intent_id"], target_files=["docs/readme.md"])
+    assert back["verdict"] == "proceed"
+    # The old collision no longer scores: alice's new announce on docs sees bob, not the auth file.
+    check = await coordinator.intents.check_conflicts("alice", ["src/auth/login.py"])
+    assert check["verdict"] == "proceed"
+
+
+async def test_update_intent_refuses_someone_elses_or_an_ended_intent(coordinator: Coordinator):
+    await coordinator.agents.register("alice")
+    await coordinator.agents.register("bob")
+    mine = await coordinator.intents.announce("alice", "login", ["src/auth/login.py"])
+    with pytest.raises(Exception, match="belongs to alice"):
+        await coordinator.intents.update("bob", mine["intent_id"], subject="x")
+    await coordinator.intents.complete("alice", mine["intent_id"])
+    with pytest.raises(InvalidInput, match="no longer active; announce_work again"):
+        await coordinator.intents.update("alice", mine["intent_id"], subject="x")
