@@ -20,10 +20,13 @@ from huddle.errors import InvalidInput
 from huddle.metrics import Metrics
 from huddle.push.hub import PushHub
 from huddle.service.coordinator import Coordinator
+from huddle.service.guard import GuardService
+from huddle.service.hooks import ClaudeHookService
 from huddle.settings import Settings
 from huddle.storage.base import Store
 from huddle.storage.sqlite import SqliteStore
 from huddle.transports.dashboard import dashboard_routes
+from huddle.transports.hooks import hook_routes
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
 from huddle.transports.mcp_server import build_mcp_server
 from huddle.transports.openapi import ops_routes
@@ -90,10 +93,12 @@ def build_app(settings: Settings) -> Huddle:
             await push.stop()
             await coordinator.stop()
 
+    hooks = ClaudeHookService(coordinator)
     http = Starlette(
         routes=[
             *rest_routes(operations),
             *ops_routes(metrics, catalogue),
+            *hook_routes(hooks, GuardService(coordinator, hooks)),
             *push.routes(),
             *dashboard_routes(),
             *mcp_app.routes,

@@ -11,6 +11,8 @@ from dataclasses import fields
 from huddle import __version__
 from huddle.cli.backup import add_backup_parsers, run_backup, run_restore
 from huddle.cli.board import add_board_parsers, run_agents, run_status, run_threads
+from huddle.cli.clients import COMMANDS as CLIENT_COMMANDS
+from huddle.cli.clients import add_client_parsers, run_client_command
 from huddle.cli.daemon_cli import add_daemon_parsers, run_server_action
 from huddle.cli.doctor import add_doctor_parser, run_doctor
 from huddle.cli.locks import add_locks_parser, run_locks
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_board_parsers(commands)
     add_doctor_parser(commands)
     add_backup_parsers(commands)
+    add_client_parsers(commands)
     return parser
 
 
@@ -98,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         if args.command in runners:
             return runners[args.command](args)
+        if args.command in CLIENT_COMMANDS and not (args.command == "guard" and args.guard_command is None):
+            return run_client_command(args)
         # A command group without its action (`huddle server`): show that group's help.
         getattr(args, "print_help", parser.print_help)()
         return 0 if args.command is None else 2

@@ -71,24 +71,43 @@ class FileService:
 
         return await self.ctx.store.write(txn)
 
-    async def start_editing(self, agent_id: str, path: str, ttl_s: float | None = None) -> dict[str, Any]:
-        """Marks an edit in flight (hooks call this before the write); it counts for layer 1 now."""
+    async def start_editing(
+        self,
+        agent_id: str,
+        path: str,
+        ttl_s: float | None = None,
+        ranges: Sequence[Sequence[int]] | None = None,
+    ) -> dict[str, Any]:
+        """Marks an edit in flight (hooks call this before the write); it counts for layer 1 now.
+
+        `ranges` are the lines the edit will touch, when the caller knows them. Raises InvalidInput.
+        """
         norm = self.ctx.path(path)
         ttl = validate.number(ttl_s, "ttl_s", low=1, high=3600, default=self.ctx.settings.editing_ttl_s)
+        spans = _ranges(ranges)
 
         def txn(unit: Unit) -> dict[str, Any]:
             touch(unit, agent_id)
             unit.tx.execute(
-                "INSERT INTO working_files (project, path, agent_id, started_at, expires_at) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (project, path, agent_id) DO UPDATE SET expires_at = excluded.expires_at",
-                (unit.project, norm, agent_id, unit.now, unit.now + ttl),
+                "INSERT INTO working_files (project, path, agent_id, started_at, expires_at, ranges)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project, path, agent_id)"
+                " DO UPDATE SET expires_at = excluded.expires_at, ranges = excluded.ranges",
+                (unit.project, norm, agent_id, unit.now, unit.now + ttl, dumps(spans)),
             )
             unit.tx.execute(
                 "UPDATE agents SET current_file = ? WHERE project = ? AND agent_id = ?", (norm, unit.project, agent_id)
             )
             others = self._others_on(unit, norm, agent_id, unit.now - self.ctx.settings.recent_edit_window_s)
-            unit.emit(Kind.FILE_EDITING, actor=agent_id, audience=[agent_id, *others], path=norm, editing=True)
-            return {"path": norm, "editing": True, "expires_at": iso(unit.now + ttl), "others_on_file": others}
+            unit.emit(
+                Kind.FILE_EDITING, actor=agent_id, audience=[agent_id, *others], path=norm, editing=True, ranges=spans
+            )
+            return {
+                "path": norm,
+                "editing": True,
+                "ranges": spans,
+                "expires_at": iso(unit.now + ttl),
+                "others_on_file": others,
+            }
 
         return await self.ctx.store.write(txn)
 

@@ -217,9 +217,11 @@ def file_operations(c: Coordinator) -> list[Operation]:
         """Record an edit you made (optionally line ranges [[first, last], …] and symbols)."""
         return await c.files.log_edit(agent_id, path, ranges, symbols)
 
-    async def start_editing(agent_id: str, path: str, ttl_s: float | None = None) -> Result:
-        """Mark a file as being edited right now (hooks call this before a write)."""
-        return await c.files.start_editing(agent_id, path, ttl_s)
+    async def start_editing(
+        agent_id: str, path: str, ttl_s: float | None = None, ranges: list[list[int]] | None = None
+    ) -> Result:
+        """Mark a file as being edited right now (hooks call this before a write), optionally its line ranges."""
+        return await c.files.start_editing(agent_id, path, ttl_s, ranges)
 
     async def stop_editing(agent_id: str, path: str) -> Result:
         """Clear the in-flight edit marker."""

@@ -1,0 +1,101 @@
+"""The git guard's checks (SPEC F-36): may this commit or push go ahead?
+
+`huddle guard pre-commit` asks whether any staged path is leased exclusively by another agent;
+`huddle guard pre-push` asks whether another agent announced a git operation (kind git_*) on the
+branch being pushed. Who "another" is: the committer's declared id (`HUDDLE_AGENT`), else the agent
+whose client session runs in this worktree (hooks record it), else nobody — then every exclusive
+lease and every git-operation intent is someone else's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from huddle.domain import validate
+from huddle.domain.events import iso
+from huddle.errors import InvalidInput
+from huddle.service.context import placeholders
+from huddle.storage.base import Unit
+
+if TYPE_CHECKING:
+    from huddle.service.coordinator import Coordinator
+    from huddle.service.hooks import ClaudeHookService
+
+MAX_PATHS = 2000
+GIT_KINDS = ("git_commit", "git_push", "git_rebase", "git_merge")
+
+
+class GuardService:
+    def __init__(self, coordinator: Coordinator, hooks: ClaudeHookService):
+        self.c = coordinator
+        self.hooks = hooks
+
+    async def _who(self, agent_id: str | None, worktree: str | None) -> str | None:
+        if agent_id:
+            return validate.identifier(agent_id, "agent_id")
+        if worktree:
+            return await self.hooks.agent_in(validate.text(worktree, "worktree", max_chars=4096))
+        return None
+
+    async def pre_commit(
+        self, paths: Sequence[str], agent_id: str | None = None, worktree: str | None = None
+    ) -> dict[str, Any]:
+        """Staged paths leased exclusively by another agent; `ok` is False when there is any."""
+        items = validate.items(paths, "paths", max_items=MAX_PATHS)
+        me = await self._who(agent_id, worktree)
+        blocked = []
+        for i, raw in enumerate(items):
+            if not isinstance(raw, str):
+                raise InvalidInput(f"paths[{i}] must be a string (a repo-relative path)", field=f"paths[{i}]")
+            lock = await self.c.locks.check_lock(raw)
+            for h in lock["holders"]:
+                if h["mode"] == "exclusive" and h["agent_id"] != me and h["expires_in_s"] > 0:
+                    blocked.append(
+                        {
+                            "path": lock["path"],
+                            "holder": h["agent_id"],
+                            "lock_path": h["path"],
+                            "expires_at": h["expires_at"],
+                        }
+                    )
+        lines = [
+            f"{b['path']} is leased exclusively by {b['holder']} until {b['expires_at']}"
+            + ("" if b["lock_path"] == b["path"] else f" (lease on {b['lock_path']})")
+            for b in blocked
+        ]
+        return {"ok": not blocked, "agent_id": me, "blocked": blocked, "message": "\n".join(lines)}
+
+    async def pre_push(self, branch: str, agent_id: str | None = None, worktree: str | None = None) -> dict[str, Any]:
+        """Active git-operation intents (git_commit/push/rebase/merge) of other agents on `branch`."""
+        name = validate.text(branch, "branch", max_chars=256)
+        me = await self._who(agent_id, worktree)
+
+        def read(unit: Unit) -> list[dict[str, Any]]:
+            rows = unit.tx.all(
+                "SELECT i.id, i.agent_id, i.kind, i.subject, i.expires_at, i.branch, a.branch AS agent_branch"
+                " FROM intents i LEFT JOIN agents a ON a.project = i.project AND a.agent_id = i.agent_id"
+                " WHERE i.project = ? AND i.status = 'active' AND i.expires_at > ?"
+                f" AND i.kind IN ({placeholders(GIT_KINDS)})",
+                (unit.project, unit.now, *GIT_KINDS),
+            )
+            return [
+                {
+                    "intent_id": f"I-{r['id']}",
+                    "agent_id": r["agent_id"],
+                    "kind": r["kind"],
+                    "subject": r["subject"],
+                    "branch": r["branch"] or r["agent_branch"],
+                    "expires_at": iso(r["expires_at"]),
+                }
+                for r in rows
+                if r["agent_id"] != me and (r["branch"] or r["agent_branch"]) == name
+            ]
+
+        blocked = await self.c.store.read(read)
+        message = "\n".join(
+            f"{b['agent_id']} announced {b['kind']} on {name} ({b['intent_id']}: {b['subject']})"
+            f" until {b['expires_at']}"
+            for b in blocked
+        )
+        return {"ok": not blocked, "agent_id": me, "branch": name, "blocked": blocked, "message": message}

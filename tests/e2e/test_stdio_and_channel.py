@@ -1,0 +1,143 @@
+"""`huddle stdio` and `huddle channel` as real subprocesses, driven over stdio."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from mcp import Client, StdioServerParameters
+
+from helpers import ServerProcess, call
+
+
+def stdio_params(*args: str, cwd: Path | None = None) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=["-m", "huddle.cli.main", *args], cwd=cwd)
+
+
+async def test_stdio_carries_scenario_s1_between_a_stdio_client_and_an_http_client(
+    huddle_server: ServerProcess,
+) -> None:
+    params = stdio_params("stdio", "--data-dir", str(huddle_server.data_dir), "--no-start")
+    async with Client(params) as alice, Client(huddle_server.mcp_url) as bob:
+        assert alice.server_info is not None and alice.server_info.name == "huddle"
+        await call(alice, "register_agent", name="alice")
+        await call(bob, "register_agent", name="bob")
+        first = await call(alice, "announce_work", agent_id="alice", subject="add field", target_files=["src/user.py"])
+        assert first["verdict"] == "proceed"
+        second = await call(bob, "announce_work", agent_id="bob", subject="rename", target_files=["src/user.py"])
+        assert second["verdict"] == "consult"
+        thread = second["thread_id"]
+        await call(alice, "post_to_thread", thread_id=thread, agent_id="alice", type="context", content="mine first")
+        await call(bob, "propose_resolution", thread_id=thread, agent_id="bob", summary="alice lands first")
+        approved = await call(alice, "approve_resolution", thread_id=thread, agent_id="alice")
+        assert approved["status"] == "resolved"
+        replay = await call(alice, "get_updates", agent_id="alice", cursor=0)
+        kinds = [e["event"] for e in replay["events"] if e["thread_id"] == thread]
+        assert kinds[0] == "thread.opened" and kinds[-1] == "thread.status" and "thread.approval" in kinds
+        # Errors come through the proxy exactly as the server words them.
+        failed = await alice.call_tool("get_thread", {"thread_id": "T-999"})
+        assert failed.is_error and "T-999" in failed.content[0].text  # type: ignore[union-attr]
+
+
+async def test_stdio_starts_a_shared_server_when_none_runs(tmp_path: Path, repo: Path) -> None:
+    data_dir = tmp_path / "fresh"
+    params = stdio_params("stdio", "--data-dir", str(data_dir), cwd=repo)
+    try:
+        async with Client(params) as client:
+            registered = await call(client, "register_agent", name="solo")
+            assert registered["agent_id"] == "solo"
+        runtime = json.loads((data_dir / "server.json").read_text())
+        assert httpx.get(runtime["url"] + "/health").json()["project"] == "repo"  # it outlives the proxy
+    finally:
+        runtime_file = data_dir / "server.json"
+        if runtime_file.exists():
+            os.kill(json.loads(runtime_file.read_text())["pid"], signal.SIGINT)
+            with anyio.fail_after(20):
+                while runtime_file.exists():  # the server removes it as its last act
+                    await anyio.sleep(0.05)
+
+
+async def _rpc(process: anyio.abc.Process, message: dict[str, Any]) -> None:
+    assert process.stdin is not None
+    await process.stdin.send((json.dumps(message) + "\n").encode())
+
+
+async def test_channel_declares_claude_channel_and_pushes_the_agents_events(
+    huddle_server: ServerProcess, repo: Path
+) -> None:
+    api = huddle_server.url + "/api/v1/tools/"
+    for name in ("alice", "bob"):
+        httpx.post(api + "register_agent", json={"name": name})
+    args = [sys.executable, "-m", "huddle.cli.main", "channel", "--agent", "bob", "--url", huddle_server.url]
+    async with await anyio.open_process(args, cwd=repo) as process:
+        assert process.stdout is not None and process.stdin is not None
+        buffer = b""
+
+        async def read_message() -> dict[str, Any]:
+            nonlocal buffer
+            while b"\n" not in buffer:
+                chunk = await process.stdout.receive()  # type: ignore[union-attr]
+                buffer += chunk
+            line, _, buffer = buffer.partition(b"\n")
+            return json.loads(line)  # type: ignore[no-any-return]
+
+        with anyio.fail_after(30):
+            await _rpc(
+                process,
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-06-18",
+                        "capabilities": {},
+                        "clientInfo": {"name": "claude-code", "version": "2.1.80"},
+                    },
+                },
+            )
+            init = await read_message()
+            assert init["result"]["capabilities"]["experimental"] == {"claude/channel": {}}
+            assert "reply" in init["result"]["instructions"]
+            await _rpc(process, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+            await _rpc(process, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+            tools = await read_message()
+            assert [t["name"] for t in tools["result"]["tools"]] == ["reply"]
+
+            first = httpx.post(
+                api + "announce_work", json={"agent_id": "bob", "subject": "rename", "target_files": ["a.py"]}
+            ).json()
+            assert first["ok"]
+            # The channel subscribes after initialization; announce until its stream is open and alice's
+            # announce (which opens a thread with bob) arrives as a channel notification.
+            opened = httpx.post(
+                api + "announce_work", json={"agent_id": "alice", "subject": "fix", "target_files": ["a.py"]}
+            ).json()["result"]
+            message = await read_message()
+            while message.get("method") != "notifications/claude/channel":
+                message = await read_message()
+            assert message["params"]["meta"]["thread_id"] == opened["thread_id"]
+            assert message["params"]["meta"]["from_agent"] == "alice"
+            assert "opened consultation" in message["params"]["content"]
+
+            await _rpc(
+                process,
+                {
+                    "jsonrpc": "2.0",
+                    "id": 3,
+                    "method": "tools/call",
+                    "params": {"name": "reply", "arguments": {"text": "go ahead", "thread_id": opened["thread_id"]}},
+                },
+            )
+            reply = await read_message()
+            while reply.get("id") != 3:
+                reply = await read_message()
+            assert not reply["result"].get("isError"), reply
+        thread = httpx.post(api + "get_thread", json={"thread_id": opened["thread_id"]}).json()["result"]
+        assert [(m["agent_id"], m["content"]) for m in thread["messages"]] == [("bob", "go ahead")]
+        process.terminate()
