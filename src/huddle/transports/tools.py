@@ -123,10 +123,7 @@ def core_operations(c: Coordinator) -> list[Operation]:
         target_symbols: list[str] | None = None,
         ttl_s: float | None = None,
     ) -> Result:
-        """Change your active intent (omitted fields unchanged); rescored like announce_work, may open a thread.
-
-        Narrowing away from every collision that opened your intent's thread resolves that thread.
-        """
+        """Change your active intent (omitted fields unchanged); rescored like announce_work, may open a thread."""
         return await c.intents.update(
             agent_id, intent_id, subject, plan, target_files, depends_on_files, target_modules, target_symbols, ttl_s
         )
