@@ -57,6 +57,25 @@ async def test_metrics_parse_and_their_counters_move_with_the_calls_made(huddle_
     assert commits >= 6 and value(after, "huddle_sqlite_commit_seconds_count") == commits
 
 
+async def test_introspection_and_calls_refused_at_argument_validation_are_counted_on_both_transports(
+    huddle_server: ServerProcess,
+):
+    async with Client(huddle_server.mcp_url) as client:
+        await call(client, "introspection")
+        await call_error(client, "register_agent", name=5)  # MCP: refused before the operation runs
+        await call_error(client, "complete_work", agent_id="nobody", intent_id="I-1")  # ran: not_found
+    rest = huddle_server.url + "/api/v1/tools/"
+    assert httpx.post(rest + "register_agent", json={"name": ["x"]}).status_code == 422
+    assert httpx.post(rest + "no_such_tool", json={}).status_code >= 400  # unknown: never a label
+
+    after = scrape(huddle_server.url)
+    assert value(after, "huddle_tool_calls_total", tool="introspection", outcome="ok") == 1
+    assert value(after, "huddle_tool_calls_total", tool="register_agent", outcome="invalid") == 2
+    assert value(after, "huddle_tool_calls_total", tool="complete_work", outcome="invalid") == 0
+    assert value(after, "huddle_tool_calls_total", tool="complete_work", outcome="not_found") == 1
+    assert not any(labels and ("tool", "no_such_tool") in labels for _, labels in after)
+
+
 def test_the_openapi_document_validates_and_holds_every_tool(huddle_server: ServerProcess):
     document = httpx.get(huddle_server.url + "/api/v1/openapi.json").json()
     validate(document)  # raises with the JSON path of the first problem

@@ -128,6 +128,41 @@ async def test_update_intent_rescores_and_opens_a_thread_when_it_now_collides(co
     assert check["verdict"] == "proceed"
 
 
+async def test_narrowing_an_intent_away_from_its_collision_resolves_the_thread_and_tells_the_other_side(
+    coordinator: Coordinator,
+):
+    await coordinator.agents.register("alice")
+    await coordinator.agents.register("bob")
+    await coordinator.intents.announce("alice", "login", ["src/auth/login.py"])
+    mine = await coordinator.intents.announce("bob", "auth and docs", ["src/auth/login.py", "docs/readme.md"])
+    assert mine["verdict"] == "consult"
+    thread = mine["thread_id"]
+    cursor = (await coordinator.updates.get_updates("alice"))["next_cursor"]
+
+    narrowed = await coordinator.intents.update("bob", mine["intent_id"], target_files=["docs/readme.md"])
+    assert narrowed["verdict"] == "proceed" and narrowed["thread_id"] is None
+    assert (
+        narrowed["resolved_thread_id"] == thread and f"removed every collision that opened {thread}" in narrowed["next"]
+    )
+    got = await coordinator.threads.get(thread)
+    assert got["status"] == "resolved" and got["resolution"] == "initiator narrowed the intent; no collision remains"
+    [listed] = (await coordinator.intents.list_intents("bob"))["intents"]
+    assert listed["status"] == "active" and listed["thread_id"] is None  # the work goes on
+    events = (await coordinator.updates.get_updates("alice", cursor))["events"]
+    kinds = {(e["event"], e.get("intent_id") or e.get("thread_id")) for e in events}
+    assert ("intent.updated", mine["intent_id"]) in kinds and ("thread.status", thread) in kinds
+
+
+async def test_an_update_that_still_collides_keeps_the_thread_open(coordinator: Coordinator):
+    await coordinator.agents.register("alice")
+    await coordinator.agents.register("bob")
+    await coordinator.intents.announce("alice", "login", ["src/auth/login.py"])
+    mine = await coordinator.intents.announce("bob", "auth", ["src/auth/login.py"])
+    updated = await coordinator.intents.update("bob", mine["intent_id"], subject="auth, renamed")
+    assert updated["thread_id"] == mine["thread_id"] and "resolved_thread_id" not in updated
+    assert (await coordinator.threads.get(mine["thread_id"]))["status"] == "open"
+
+
 async def test_update_intent_refuses_someone_elses_or_an_ended_intent(coordinator: Coordinator):
     await coordinator.agents.register("alice")
     await coordinator.agents.register("bob")
@@ -137,3 +172,22 @@ async def test_update_intent_refuses_someone_elses_or_an_ended_intent(coordinato
     await coordinator.intents.complete("alice", mine["intent_id"])
     with pytest.raises(InvalidInput, match="no longer active; announce_work again"):
         await coordinator.intents.update("alice", mine["intent_id"], subject="x")
+
+
+def test_compacting_drops_schema_titles_but_keeps_an_input_field_named_title():
+    from huddle.transports.toolsets import compact_schema
+
+    schema = {
+        "title": "add_taskArguments",
+        "type": "object",
+        "properties": {
+            "title": {"title": "Title", "type": "string"},
+            "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None, "title": "Note"},
+        },
+        "required": ["title"],
+    }
+    assert compact_schema("add_task", schema) == {
+        "type": "object",
+        "properties": {"title": {"type": "string"}, "note": {"type": "string"}},
+        "required": ["title"],
+    }

@@ -74,9 +74,11 @@ def build_app(settings: Settings) -> Huddle:
     push = PushHub(settings, coordinator)
     metrics = Metrics()
     metrics.bind(coordinator, push)
-    catalogue = ToolCatalogue(metrics.instrument([*all_operations(coordinator), *push.operations()]), settings.tools)
-    operations = catalogue.operations
+    catalogue = ToolCatalogue([*all_operations(coordinator), *push.operations()], settings.tools)
+    # Instrumented once the catalogue is complete, so introspection is counted like every tool.
+    catalogue.operations = operations = metrics.instrument(catalogue.operations)
     mcp = build_mcp_server(operations)
+    mcp.middleware.append(metrics.mcp_middleware)
     catalogue.attach(mcp)
     push.attach_mcp(mcp)
     # Plain JSON responses (not an SSE stream per POST) save ~0.3 ms a call; server-initiated
@@ -108,6 +110,7 @@ def build_app(settings: Settings) -> Huddle:
         middleware=[
             Middleware(CrossSiteGuard, bind_host=settings.host, allowed_origins=settings.allowed_origins),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+            Middleware(metrics.rest_middleware),
         ],
         exception_handlers=json_error_handlers(),
         lifespan=lifespan,

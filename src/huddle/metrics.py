@@ -9,15 +9,19 @@ Gauges of state (open threads, leases, queues, subscribers) are read when Promet
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp_types import CallToolResult
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from huddle.errors import HuddleError
 from huddle.transports.operation import Operation, Result
@@ -30,11 +34,19 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 SCORED = ("announce_work", "update_intent")
+REST_PREFIX = "/api/v1/tools/"
+INVALID = "invalid"  # outcome of a call refused at argument validation, before the operation ran
+
+# Set by a transport's counting hook for one call; the operation's wrapper marks it when it runs.
+# A refused call (error, mark unset) never reached the operation: its arguments were refused.
+# A list is marked rather than the variable set, so the mark survives a copied context.
+_reached: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("huddle_call_reached", default=None)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._tools: set[str] = set()
         r = self.registry
         self.tool_calls = Counter(
             "huddle_tool_calls",
@@ -93,7 +105,60 @@ class Metrics:
         self.commit_seconds.observe(commit_s)
 
     def instrument(self, operations: Iterable[Operation]) -> list[Operation]:
-        return [dataclasses.replace(op, fn=self._timed(op)) for op in operations]
+        """Times and counts every call of `operations` (pass the complete catalogue)."""
+        wrapped = [dataclasses.replace(op, fn=self._timed(op)) for op in operations]
+        self._tools = {op.name for op in wrapped}
+        return wrapped
+
+    async def mcp_middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """Counts MCP tool calls refused at argument validation (outcome="invalid")."""
+        if ctx.method != "tools/call":
+            return await call_next(ctx)
+        mark: list[bool] = []
+        token = _reached.set(mark)
+        try:
+            result = await call_next(ctx)
+        finally:
+            _reached.reset(token)
+        # The SDK hands the result on already serialised (a dict); a model in other versions.
+        refused = (
+            result.is_error
+            if isinstance(result, CallToolResult)
+            else isinstance(result, dict) and result.get("isError")
+        )
+        if refused and not mark:
+            self._count_invalid(str((ctx.params or {}).get("name", "")))
+        return result
+
+    def rest_middleware(self, app: ASGIApp) -> ASGIApp:
+        """Counts REST calls (`POST /api/v1/tools/{name}`) refused at argument validation."""
+
+        async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+            path = scope.get("path", "") if scope["type"] == "http" else ""
+            if scope.get("method") != "POST" or not path.startswith(REST_PREFIX):
+                return await app(scope, receive, send)
+            status = 0
+
+            async def send_status(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            mark: list[bool] = []
+            token = _reached.set(mark)
+            try:
+                await app(scope, receive, send_status)
+            finally:
+                _reached.reset(token)
+            if 400 <= status < 500 and not mark:
+                self._count_invalid(path[len(REST_PREFIX) :])
+
+        return counted
+
+    def _count_invalid(self, name: str) -> None:
+        if name in self._tools:  # an unknown tool's name is the caller's text: never a label
+            self.tool_calls.labels(name, INVALID).inc()
 
     def _timed(self, op: Operation) -> Any:
         name, fn = op.name, op.fn
@@ -101,6 +166,9 @@ class Metrics:
 
         @functools.wraps(fn)
         async def timed(*args: Any, **kwargs: Any) -> Result:
+            mark = _reached.get()
+            if mark is not None:
+                mark.append(True)
             started = time.perf_counter()
             outcome = "ok"
             try:

@@ -7,6 +7,7 @@ that every setting is documented) and validation, so the three cannot drift apar
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -164,7 +165,10 @@ def _coerce(name: str, raw: Any) -> Any:
                 raise ValueError
             return int(raw)
         if kind in ("float", float):
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # inf/nan compare oddly and cannot be sent as JSON
+                raise ValueError
+            return value
         return str(raw)
     except (TypeError, ValueError):
         raise InvalidInput(

@@ -84,14 +84,7 @@ def run_restore(args: argparse.Namespace) -> int:
         raise HuddleError(f"{source} is not a SQLite database ({exc}); pass a file written by huddle backup") from None
     data_dir.mkdir(parents=True, exist_ok=True)
     target = data_dir / DB_NAME
-    kept = None
-    if target.exists():
-        kept = target.with_name(f"{DB_NAME}.before-restore-{time.strftime('%Y%m%d-%H%M%S')}")
-        with contextlib.closing(sqlite3.connect(target)) as old:
-            old.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # fold the WAL in, so the kept copy is whole
-        target.replace(kept)
-    for suffix in ("-wal", "-shm"):
-        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    kept = _set_aside(target) if target.exists() else None
     partial = data_dir / f".{DB_NAME}.restoring"
     with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(partial)) as dst:
         src.backup(dst)
@@ -101,6 +94,29 @@ def run_restore(args: argparse.Namespace) -> int:
         + (f"; the previous database is kept as {kept}" if kept else "")
     )
     return 0
+
+
+def _set_aside(target: Path) -> Path:
+    """Moves the database being replaced aside; returns where it went.
+
+    A healthy database gets its WAL folded in, so the kept copy is one whole file. A corrupted one
+    (the usual reason to restore) cannot be checkpointed: it is kept exactly as found, with its
+    -wal/-shm beside it under the same new name, for whoever wants to look at it later.
+    """
+    kept = target.with_name(f"{DB_NAME}.before-restore-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        with contextlib.closing(sqlite3.connect(target)) as old:
+            old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error as exc:
+        print(f"huddle: the database being replaced is damaged ({exc}); keeping it unchanged as {kept}")
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{target}{suffix}")
+            if side.exists():
+                side.replace(Path(f"{kept}{suffix}"))
+    target.replace(kept)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    return kept
 
 
 def _verify(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
+from huddle.cli.remote import UNREACHABLE
 from huddle.cli.stdio import ensure_server
 from huddle.domain.claude_hooks import describe_event
 from huddle.hook import data_dir_of
@@ -93,7 +94,7 @@ class Channel:
             try:
                 answer = (await self.http.get("/hooks/claude/agent", params={"cwd": cwd})).json()
                 self.agent = answer.get("agent_id")
-            except (httpx.HTTPError, ValueError):
+            except (*UNREACHABLE, ValueError):
                 pass
             if self.agent is None:
                 await anyio.sleep(FIND_AGENT_EVERY_S)
@@ -117,7 +118,7 @@ class Channel:
                         message = notification(event)
                         if message is not None:
                             await out.send(message)
-            except (httpx.HTTPError, ValueError) as exc:
+            except (*UNREACHABLE, ValueError) as exc:
                 log.warning("event stream dropped (%s); reconnecting", exc)
             await anyio.sleep(RECONNECT_S)
 
@@ -137,7 +138,7 @@ class Channel:
             return _error("pass thread_id (to post in a consultation) or to_agent (to message an agent)")
         try:
             envelope = (await self.http.post(f"/api/v1/tools/{tool}", json=body)).json()
-        except (httpx.HTTPError, ValueError) as exc:
+        except (*UNREACHABLE, ValueError) as exc:
             return _error(f"Huddle did not answer ({type(exc).__name__}); try again")
         if not envelope.get("ok"):
             return _error(str(envelope.get("error")))

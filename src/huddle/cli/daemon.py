@@ -21,18 +21,20 @@ from typing import Any
 
 import httpx
 
+from huddle.cli.remote import UNREACHABLE
 from huddle.cli.runtime import LOG_NAME, RUNTIME_NAME, lock_is_held, read_runtime, running_server, stale_runtime
 from huddle.errors import HuddleError
 
 OUT_NAME = "server.out"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
+PID_WAIT_S = 5.0
 POLL_S = 0.1
 NOT_RUNNING = 3
 
 
-def start_daemon(argv: list[str], data_dir: Path) -> int:
-    """Starts `huddle server start ARGV` detached; returns once it serves (0) or has failed (1)."""
+def start_daemon(argv: list[str], data_dir: Path, *, cwd: Path | None = None) -> int:
+    """Starts `huddle server start ARGV` detached (in `cwd`, default ours); returns once it serves (0) or failed (1)."""
     other = running_server(data_dir)
     if other is not None:
         raise HuddleError(
@@ -41,20 +43,28 @@ def start_daemon(argv: list[str], data_dir: Path) -> int:
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--daemon-child", *argv]
-    with open(data_dir / OUT_NAME, "ab") as out:
+    # Each start writes to its own file first: two racing starts must not show each other's lines.
+    own_out = data_dir / f".{OUT_NAME}.{os.getpid()}"
+    with open(own_out, "wb") as out:
         child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            close_fds=True,
+            cwd=cwd,
         )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         code = child.poll()
         if code is not None:
-            print(
-                f"huddle: the server exited at start (code {code}):\n{_tail(data_dir / OUT_NAME, 5)}", file=sys.stderr
-            )
+            print(f"huddle: the server exited at start (code {code}):\n{_tail(own_out, 5)}", file=sys.stderr)
+            _keep_out(own_out, data_dir, serving=False)
             return 1
         info = read_runtime(data_dir)
         if info and info.get("pid") == child.pid and _healthy(str(info["url"])):
+            _keep_out(own_out, data_dir, serving=True)
             print(
                 f"Huddle started in the background: pid {child.pid}, {info['url']} (MCP at {info['mcp_url']}).\n"
                 f"Logs: huddle server logs --data-dir {data_dir}   Stop: huddle server stop --data-dir {data_dir}"
@@ -62,7 +72,18 @@ def start_daemon(argv: list[str], data_dir: Path) -> int:
             return 0
         time.sleep(POLL_S)
     print(f"huddle: the server (pid {child.pid}) did not answer within {START_TIMEOUT_S:.0f}s", file=sys.stderr)
+    _keep_out(own_out, data_dir, serving=True)  # it may still be running: its output is server.out's now
     return 1
+
+
+def _keep_out(own_out: Path, data_dir: Path, *, serving: bool) -> None:
+    """A serving daemon's file becomes server.out (it keeps writing to it); a failed start's is appended."""
+    if serving:
+        own_out.replace(data_dir / OUT_NAME)
+        return
+    with contextlib.suppress(OSError), open(data_dir / OUT_NAME, "ab") as out:
+        out.write(own_out.read_bytes())
+    own_out.unlink(missing_ok=True)
 
 
 def stop(data_dir: Path) -> int:
@@ -76,16 +97,46 @@ def stop(data_dir: Path) -> int:
         else:
             print(f"no server is running on {data_dir}")
         return 0
-    if server.pid <= 0:
+    pid = server.pid or _wait_for_pid(data_dir)
+    if pid <= 0:
+        if not lock_is_held(data_dir):
+            return stop(data_dir)  # it exited while we waited: report and tidy as for no server
         raise HuddleError(f"the server on {data_dir} is still starting (no pid yet); retry in a moment")
-    os.kill(server.pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it exited on its own between our look and the signal: waiting for the lock says the rest
+    except PermissionError:
+        raise HuddleError(
+            f"the server on {data_dir} (pid {pid}) belongs to another user; stop it as that user"
+        ) from None
     if _wait_for_unlock(data_dir, STOP_TIMEOUT_S):
-        print(f"stopped the server on {data_dir} (pid {server.pid})")
+        _remove_stale_runtime(data_dir)
+        print(f"stopped the server on {data_dir} (pid {pid})")
         return 0
-    os.kill(server.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
     _wait_for_unlock(data_dir, 5.0)
-    print(f"huddle: pid {server.pid} ignored SIGTERM for {STOP_TIMEOUT_S:.0f}s and was killed", file=sys.stderr)
+    _remove_stale_runtime(data_dir)
+    print(f"huddle: pid {pid} ignored SIGTERM for {STOP_TIMEOUT_S:.0f}s and was killed", file=sys.stderr)
     return 1
+
+
+def _wait_for_pid(data_dir: Path) -> int:
+    """The lock holder's pid, once it has written it (a server that just took the lock has not yet)."""
+    deadline = time.monotonic() + PID_WAIT_S
+    while time.monotonic() < deadline:
+        server = running_server(data_dir)
+        if server is None or server.pid > 0:
+            return server.pid if server else 0
+        time.sleep(POLL_S)
+    return 0
+
+
+def _remove_stale_runtime(data_dir: Path) -> None:
+    """After a stop, a server.json nobody's lock backs is stale (e.g. left by a predecessor killed -9)."""
+    if stale_runtime(data_dir) is not None:
+        (data_dir / RUNTIME_NAME).unlink(missing_ok=True)
 
 
 def status(data_dir: Path, as_json: bool) -> int:
@@ -96,13 +147,16 @@ def status(data_dir: Path, as_json: bool) -> int:
         stale = stale_runtime(data_dir)
         if stale is not None:
             report["stale_server_json"] = stale
+    elif server.starting:
+        report.update(pid=server.pid or None, starting=True, healthy=False)
+        code = 1
     else:
         report.update(pid=server.pid, url=server.url, mcp_url=server.info.get("mcp_url"))
         try:
             response = httpx.get(server.url + "/readyz", timeout=5)
             checks = response.json().get("checks", {})
             report.update(healthy=response.status_code == 200, checks=checks)
-        except (httpx.HTTPError, ValueError) as exc:
+        except (*UNREACHABLE, ValueError) as exc:
             report.update(healthy=False, error=f"{server.url} does not answer ({type(exc).__name__})")
         code = 0 if report["healthy"] else 1
     if as_json:
@@ -115,6 +169,9 @@ def status(data_dir: Path, as_json: bool) -> int:
                 f"stale server.json from pid {report['stale_server_json'].get('pid')} (that server died without"
                 " cleaning up); `huddle server stop` removes it, `huddle server start` replaces it"
             )
+        return code
+    if server.starting:
+        print(f"starting: pid {server.pid or '?'} holds data dir {data_dir} and has not written server.json yet")
         return code
     print(f"{'healthy' if report['healthy'] else 'UNHEALTHY'}: pid {server.pid}, {server.url}, data dir {data_dir}")
     for name, check in report.get("checks", {}).items():
@@ -170,7 +227,7 @@ def _tail(path: Path, lines: int) -> str:
 def _healthy(url: str) -> bool:
     try:
         return httpx.get(url + "/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
+    except UNREACHABLE:
         return False
 
 

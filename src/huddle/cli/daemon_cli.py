@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from huddle.cli import daemon
-from huddle.cli.runtime import data_dir_of
+from huddle.cli.runtime import data_dir_of, read_runtime
 from huddle.settings import load_settings
 
 
@@ -38,17 +39,38 @@ def _flags(overrides: Mapping[str, Any]) -> list[str]:
     return argv
 
 
+def restart_settings(data_dir: Path, overrides: Mapping[str, Any]) -> tuple[dict[str, Any], Path | None]:
+    """The settings and cwd a restart starts with: the old server's own, new flags overriding.
+
+    server.json records the command-line settings the server was started with and its working
+    directory (a relative --repo/--data-dir and the default repo depend on it), so `restart` brings
+    back the same server — port, repo, broker, toolsets — from wherever it is run.
+    """
+    info = read_runtime(data_dir) or {}
+    recorded = info.get("overrides")
+    merged = dict(recorded) if isinstance(recorded, dict) else {}
+    given = {name: value for name, value in overrides.items() if value is not None}
+    for name in ("data_dir", "repo"):  # relative to where restart runs, not to the recorded cwd
+        if given.get(name):
+            given[name] = str(Path(str(given[name])).expanduser().absolute())
+    merged.update(given)
+    cwd = info.get("cwd")
+    return merged, Path(cwd) if isinstance(cwd, str) and Path(cwd).is_dir() else None
+
+
 def run_server_action(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     action = args.server_command
     if action == "start" and not args.daemon:
         from huddle.cli.server import start_server  # heavy imports only when serving
 
         return start_server(overrides, log_to_stderr=not args.daemon_child)
-    if action in ("start", "restart"):
+    if action == "start":
+        return daemon.start_daemon(_flags(overrides), load_settings(overrides).data_path)
+    if action == "restart":
         data_dir = load_settings(overrides).data_path
-        if action == "restart":
-            daemon.stop(data_dir)
-        return daemon.start_daemon(_flags(overrides), data_dir)
+        merged, cwd = restart_settings(data_dir, overrides)
+        daemon.stop(data_dir)
+        return daemon.start_daemon(_flags(merged), data_dir, cwd=cwd)
     if action == "stop":
         return daemon.stop(data_dir_of(args))
     if action == "status":

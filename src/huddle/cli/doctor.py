@@ -19,9 +19,11 @@ from typing import Any
 
 import httpx
 
+from huddle.cli.remote import UNREACHABLE
 from huddle.cli.runtime import read_runtime, running_server, stale_runtime
 from huddle.errors import HuddleError
 from huddle.settings import Settings, load_settings
+from huddle.urls import host_port, http_url
 
 TIMEOUT_S = 10.0
 # What `huddle init` writes: file in the repository → where the server entries live.
@@ -77,17 +79,20 @@ def diagnose(url: str | None, data_dir: str | None, repo: str | None) -> list[Ch
         settings = Settings(data_dir=data_dir or Settings.data_dir, repo=repo or "")
     data = settings.data_path
     checks.append(_data_dir(data))
-    info = read_runtime(data) or {}
     server = running_server(data)
+    info = server.info if server else read_runtime(data) or {}
     if url is None:
         if server is None:
             stale = stale_runtime(data)
             detail = f"no server holds {data}" + (" (server.json is stale: it crashed)" if stale else "")
             checks.append(Check("server", False, detail, f"start one: huddle server start --daemon --data-dir {data}"))
             checks.append(_port_free(settings))
+        elif server.starting:
+            detail = f"the server (pid {server.pid or '?'}) holding {data} is still starting"
+            checks.append(Check("server", False, detail, "retry in a moment"))
         else:
             checks.append(Check("server", True, f"pid {server.pid} serves {server.url}"))
-        url = server.url if server else f"http://{settings.host}:{settings.port}"
+        url = server.url if server and not server.starting else http_url(settings.host, settings.port)
     else:
         checks.append(Check("server", True, f"checking the server at {url} (--url)"))
     url = url.rstrip("/")
@@ -124,13 +129,13 @@ def _port_free(settings: Settings) -> Check:
         check_free(settings.host, settings.port)
     except HuddleError as exc:
         return Check("ports", False, exc.message, "stop whatever holds it, or pass --port N")
-    return Check("ports", True, f"{settings.host}:{settings.port} is free for the server")
+    return Check("ports", True, f"{host_port(settings.host, settings.port)} is free for the server")
 
 
 def _health(url: str) -> Check:
     try:
         body = httpx.get(url + "/health", timeout=TIMEOUT_S).json()
-    except (httpx.HTTPError, ValueError) as exc:
+    except (*UNREACHABLE, ValueError) as exc:
         return Check("health", False, f"{url}/health does not answer ({type(exc).__name__})", _start_hint(url))
     if not body.get("ok") or body.get("service") != "huddle":
         return Check("health", False, f"{url}/health is not Huddle's", "is another program on that port?")
@@ -159,7 +164,7 @@ def _mqtt(url: str, info: dict[str, Any]) -> Check:
     try:
         status = httpx.post(url + "/api/v1/tools/coordinator_status", json={}, timeout=TIMEOUT_S).json()["result"]
         mqtt = status.get("mqtt") or {}
-    except (httpx.HTTPError, ValueError, KeyError):
+    except (*UNREACHABLE, ValueError, KeyError):
         mqtt = {}
     if mqtt.get("enabled") is False or info.get("mqtt_broker") == "off":
         return Check("mqtt", True, "off (mqtt_broker=off); push goes over SSE and MCP")
@@ -191,7 +196,7 @@ def _mqtt(url: str, info: dict[str, Any]) -> Check:
 def _dashboard(url: str) -> Check:
     try:
         response = httpx.get(url + "/dashboard", timeout=TIMEOUT_S)
-    except httpx.HTTPError as exc:
+    except UNREACHABLE as exc:
         return Check("dashboard", False, f"{url}/dashboard does not answer ({type(exc).__name__})", _start_hint(url))
     if response.status_code == 404:
         return Check("dashboard", True, "not served by this version")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from huddle.cli.argtypes import non_negative_float, positive_float
 from huddle.cli.remote import add_remote_options, call, duration, emit, table
 
 
@@ -85,8 +86,8 @@ def add_locks_parser(commands: Any) -> None:
     acquire.add_argument("path")
     acquire.add_argument("--agent", required=True)
     acquire.add_argument("--mode", choices=("exclusive", "shared", "intent"), default="exclusive")
-    acquire.add_argument("--ttl", type=float, help="lease seconds (default: the server's lock_ttl_s)")
-    acquire.add_argument("--wait", type=float, help="queue up to this many seconds for a holder to release")
+    acquire.add_argument("--ttl", type=positive_float, help="lease seconds (default: the server's lock_ttl_s)")
+    acquire.add_argument("--wait", type=non_negative_float, help="queue up to this many seconds for the holder")
     release = actions.add_parser("release", help="release an agent's lock on a path")
     release.add_argument("path")
     release.add_argument("--agent", required=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
 from huddle import __version__
+from huddle.cli.argtypes import positive_float
 from huddle.cli.backup import add_backup_parsers, run_backup, run_restore
 from huddle.cli.board import add_board_parsers, run_agents, run_status, run_threads
 from huddle.cli.clients import COMMANDS as CLIENT_COMMANDS
@@ -22,6 +25,16 @@ from huddle.cli.tasks import add_tasks_parser, run_tasks
 from huddle.cli.watch import add_watch_parser, run_watch
 from huddle.errors import HuddleError
 from huddle.settings import Settings, env_name
+
+# The OS errors that mean "this path cannot be used". Any other OSError (a signal to a vanished pid,
+# a refused connection…) is not about the user's paths and must not be reported as if it were.
+PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
+PATH_ERRNOS = {errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOSPC}
+
+
+def _is_path_error(exc: OSError) -> bool:
+    return bool(exc.filename) and (isinstance(exc, PATH_ERRORS) or exc.errno in PATH_ERRNOS)
+
 
 SERVER_FLAGS = (
     "host",
@@ -42,7 +55,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) ->
     types = {f.name: f for f in fields(Settings)}
     for name in names:
         f = types[name]
-        kind = int if f.type in ("int", int) else float if f.type in ("float", float) else str
+        kind = int if f.type in ("int", int) else positive_float if f.type in ("float", float) else str
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
@@ -121,11 +134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:
+        if not _is_path_error(exc):
+            raise  # not about a path the user gave: a real bug, keep its traceback
         # A path the user gave that cannot be used (a --data-dir that is a file, below a file, or
         # read-only): one line naming it, whichever command met it, instead of a traceback.
-        where = f" {exc.filename}" if exc.filename else ""
         print(
-            f"huddle: cannot use{where}: {exc.strerror or exc}; check --data-dir and the paths you passed",
+            f"huddle: cannot use {exc.filename}: {exc.strerror or exc}; check --data-dir and the paths you passed",
+            file=sys.stderr,
+        )
+        return 1
+    except sqlite3.Error as exc:
+        # A damaged or foreign database file met by a CLI command (backup, restore, start).
+        print(
+            f"huddle: database error: {exc}; check the --data-dir's huddle.db (`huddle doctor`), or restore a"
+            " backup with `huddle restore PATH`",
             file=sys.stderr,
         )
         return 1

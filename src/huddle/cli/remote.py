@@ -18,6 +18,9 @@ import httpx
 
 DEFAULT_URL = "http://127.0.0.1:3100"
 TIMEOUT_S = 30.0
+# What a request to a server URL can fail with: httpx.InvalidURL (a malformed --url or host such as
+# `http://[::1`) is not an httpx.HTTPError, yet it is the same user mistake — one line, no traceback.
+UNREACHABLE = (httpx.HTTPError, httpx.InvalidURL)
 
 
 class RemoteError(Exception):
@@ -61,6 +64,8 @@ def call(args: argparse.Namespace, operation: str, **arguments: Any) -> dict[str
     body = {k: v for k, v in arguments.items() if v is not None}
     try:
         response = httpx.post(f"{url}/api/v1/tools/{operation}", json=body, timeout=TIMEOUT_S)
+    except httpx.InvalidURL as exc:
+        raise RemoteError(f"bad server URL {url!r} ({exc}); pass --url http://HOST:PORT") from None
     except httpx.HTTPError as exc:
         raise RemoteError(
             f"no Huddle server answers at {url} ({type(exc).__name__}); start one with "

@@ -12,7 +12,6 @@ Stdlib only: `huddle server status|stop|logs` import this without starting the s
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -74,11 +73,16 @@ def check_repo(repo: Path, given: str) -> str | None:
 
 @dataclass
 class RunningServer:
-    """What server.json says about the server that holds a data dir's lock."""
+    """The server that holds a data dir's lock: its pid, and what its server.json says once written."""
 
     pid: int
     url: str
     info: dict[str, Any]
+
+    @property
+    def starting(self) -> bool:
+        """True while the lock holder has not written its own server.json yet (no URL to ask)."""
+        return not self.info
 
 
 def read_runtime(data_dir: Path) -> dict[str, Any] | None:
@@ -114,16 +118,30 @@ def lock_is_held(data_dir: Path) -> bool:
     return False
 
 
+def lock_pid(data_dir: Path) -> int:
+    """The pid written into server.lock by the process that took the lock (0 if unreadable)."""
+    try:
+        return int((data_dir / LOCK_NAME).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 def running_server(data_dir: Path) -> RunningServer | None:
-    """The live server of a data dir, or None (a server.json without the lock held is stale)."""
+    """The live server of a data dir, or None (a server.json without the lock held is stale).
+
+    The lock holder's pid in server.lock is the truth. server.json is trusted only when it carries
+    that same pid: while a restarted server starts up, server.json may still be the dead
+    predecessor's, and its pid (dead, or by now another process) must never be reported or signalled.
+    """
     if not lock_is_held(data_dir):
         return None
+    pid = lock_pid(data_dir)
+    if pid <= 0 or not pid_alive(pid):
+        pid = 0  # the holder has not written its pid yet (the file still names the previous one)
     info = read_runtime(data_dir) or {}
-    pid = info.get("pid")
-    if not isinstance(pid, int):
-        with contextlib.suppress(OSError, ValueError):
-            pid = int((data_dir / LOCK_NAME).read_text().strip() or 0)
-    return RunningServer(int(pid or 0), str(info.get("url", "(starting)")), info)
+    if pid and info.get("pid") == pid:
+        return RunningServer(pid, str(info.get("url", "(starting)")), info)
+    return RunningServer(pid, "(starting)", {})
 
 
 def stale_runtime(data_dir: Path) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -30,6 +31,7 @@ from huddle.push.ports import check_free
 from huddle.settings import Settings, explicit_settings, load_settings
 from huddle.storage.sqlite import check_schema
 from huddle.transports.slow_clients import deadline_protocol
+from huddle.urls import host_port, http_url
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -45,7 +47,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
             raise HuddleError(
                 f"port {port} on {host} is already in use; pass --port N (or HUDDLE_PORT), or stop whatever holds it"
             ) from None
-        raise HuddleError(f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port") from None
+        where = host_port(host, port)
+        raise HuddleError(f"cannot listen on {where} ({exc.strerror}); check --host and --port") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -53,7 +56,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def write_runtime_file(settings: Settings, port: int, extra: Mapping[str, Any] | None = None) -> Path:
     """`server.json` in the data dir says which process serves which URL (one per data dir)."""
-    url = f"http://{settings.host}:{port}"
+    url = http_url(settings.host, port)
     return write_runtime(
         settings.data_path,
         {
@@ -103,6 +106,11 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def start_server(overrides: Mapping[str, Any], *, log_to_stderr: bool = True) -> int:
     """Serves until Ctrl-C or SIGTERM; holds the data dir's lock for the whole process life."""
     settings = load_settings(overrides)
+    # What `huddle server restart` needs to start this same server again (server.json carries it).
+    started_with = {
+        "overrides": {name: value for name, value in overrides.items() if value is not None},
+        "cwd": os.getcwd(),
+    }
     prepare_data_dir(settings.data_path)
     repo_warning = check_repo(settings.repo_path, settings.repo)
     settings = settle_mqtt_port(settings, explicit_settings(overrides))
@@ -117,7 +125,7 @@ def start_server(overrides: Mapping[str, Any], *, log_to_stderr: bool = True) ->
     try:
         if repo_warning:
             print(f"huddle: warning: {repo_warning}", file=sys.stderr, flush=True)
-        return _serve(settings)
+        return _serve(settings, started_with)
     except (KeyboardInterrupt, _Terminated):
         return 0
     finally:
@@ -125,16 +133,16 @@ def start_server(overrides: Mapping[str, Any], *, log_to_stderr: bool = True) ->
         lock.release()
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, started_with: Mapping[str, Any]) -> int:
     if not settings.db_url:
         check_schema(settings.sqlite_path)  # a clear refusal now, not a traceback from the app's startup
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     huddle = build_app(settings)
     huddle.push.bind()  # the MQTT port too: taken → a clear message and exit 1, before anything runs
-    write_runtime_file(settings, port, huddle.push.runtime_info())
+    write_runtime_file(settings, port, {**huddle.push.runtime_info(), **started_with})
     banner = (
-        f"Huddle serving {settings.project_key} ({settings.repo_path}) on http://{settings.host}:{port}"
+        f"Huddle serving {settings.project_key} ({settings.repo_path}) on {http_url(settings.host, port)}"
         f" — MCP at /mcp, dashboard at /dashboard, data in {settings.data_path}"
     )
     print(banner, flush=True)

@@ -27,7 +27,7 @@ import httpx
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.stdio import stdio_server
 
-from huddle.cli.remote import RemoteError
+from huddle.cli.remote import UNREACHABLE, RemoteError
 from huddle.hook import data_dir_of, runtime_url
 
 log = logging.getLogger("huddle.stdio")
@@ -37,7 +37,7 @@ START_TIMEOUT_S = 30.0
 def _healthy(url: str) -> bool:
     try:
         return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
+    except UNREACHABLE:
         return False
 
 

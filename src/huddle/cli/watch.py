@@ -252,6 +252,8 @@ class Watcher:
                 if self.follow_once():
                     return 0
                 backoff = 0.2
+            except httpx.InvalidURL as exc:  # not an HTTPError, and retrying cannot fix it
+                raise WatchError(f"bad server URL {self.url!r} ({exc}); pass --url http://HOST:PORT") from None
             except httpx.HTTPError as exc:
                 if self.args.once:
                     raise WatchError(

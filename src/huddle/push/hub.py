@@ -38,6 +38,7 @@ from huddle.push.topics import check_publish_topic, render_root
 from huddle.service.coordinator import Coordinator
 from huddle.settings import Settings
 from huddle.transports.operation import Operation, Result
+from huddle.urls import host_port
 
 log = logging.getLogger(__name__)
 MAX_RAW_PAYLOAD = 64 * 1024
@@ -102,7 +103,7 @@ class PushHub:
         info: dict[str, Any] = {"mqtt_broker": self.mode, "mqtt_topic_root": self.root}
         if self.mode == "embedded" and self._sock is not None:
             port = self._sock.getsockname()[1]
-            info.update(mqtt_port=port, mqtt_url=f"mqtt://{self.settings.host}:{port}", mqtt_ws_path=WS_PATH)
+            info.update(mqtt_port=port, mqtt_url=f"mqtt://{host_port(self.settings.host, port)}", mqtt_ws_path=WS_PATH)
         elif self.mode == "mosquitto" and self.mosquitto is not None:
             info.update(mqtt_port=self.mosquitto.port, mqtt_url=self.mosquitto.url, mqtt_ws_path=WS_PATH)
         elif self.mode == "external" and self.external is not None:

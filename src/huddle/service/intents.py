@@ -17,7 +17,7 @@ from huddle.service.agents import heartbeat_on_read, require_agent, touch
 from huddle.service.code_signals import refine_with_symbols
 from huddle.service.context import ServiceContext, WorkRequest, dumps, placeholders
 from huddle.service.lifecycle import end_intent
-from huddle.service.threads import open_thread
+from huddle.service.threads import NARROWED, open_thread, settle_after_intent_update
 from huddle.storage.base import Row, Unit
 
 INTENT_KINDS = (
@@ -293,7 +293,11 @@ class IntentService:
         """Changes an active intent of the caller's and scores it again (F-18).
 
         Fields left out keep their value. A new collision opens a thread when the intent has no
-        active one; an active thread stays as it is. Returns the same shape as `announce`.
+        active one. An active thread stays open while one of its respondents still collides; when
+        the update removes every such collision the thread resolves ("initiator narrowed the intent;
+        no collision remains"), `thread_id` is null and `resolved_thread_id` names it. Who collided
+        before, who collides now and the thread's members all get intent.updated. Returns the same
+        shape as `announce`.
         """
         number = parse_ref(intent_id, "I", "intent_id")
         agent_id = validate.identifier(agent_id, "agent_id")
@@ -338,12 +342,22 @@ class IntentService:
             unit.tx.execute("DELETE FROM intent_modules WHERE intent_id = ?", (number,))
             _index(unit, number, req)
             thread_id = row["thread_id"]
+            resolved_thread: str | None = None
+            members: list[str] = []
+            if thread_id is not None:
+                concerned = {i.agent_id for i in impacts if i.category == "concerned"}
+                resolved, members = settle_after_intent_update(unit, thread_id, concerned, agent_id)
+                if resolved:  # narrowed away from every collision that opened it
+                    resolved_thread, thread_id = thread_id, None
             live_thread = thread_id is not None and unit.tx.one(
                 "SELECT 1 FROM threads WHERE id = ? AND status IN ('open', 'resolving')",
                 (parse_ref(thread_id, "T", "thread_id"),),
             )
             if not live_thread:
                 thread_id = self._consult(unit, req, title, number, impacts) or thread_id
+            # Everyone the change may concern: who collided before, who collides now, the thread's members.
+            before = [i["agent_id"] for i in json.loads(row["impacts"] or "[]") if i.get("category") != "pass"]
+            after = [i.agent_id for i in impacts if i.category != "pass"]
             unit.tx.execute(
                 "UPDATE intents SET subject = ?, plan = ?, target_files = ?, depends_on_files = ?, target_modules = ?,"
                 " target_symbols = ?, verdict = ?, impacts = ?, expires_at = ?, thread_id = ? WHERE id = ?",
@@ -359,15 +373,16 @@ class IntentService:
             unit.emit(
                 Kind.INTENT_UPDATED,
                 actor=agent_id,
-                audience=[agent_id, *(i.agent_id for i in impacts if i.category != "pass")],
+                audience=list(dict.fromkeys([agent_id, *before, *after, *members])),
                 intent_id=ref,
                 subject=title,
                 target_files=list(req.target_files),
                 thread_id=thread_id,
+                resolved_thread_id=resolved_thread,
                 verdict=outcome,
                 max_score=impacts[0].score if impacts else 0,
             )
-            return {
+            result = {
                 "intent_id": ref,
                 "verdict": outcome,
                 "thread_id": thread_id,
@@ -375,6 +390,13 @@ class IntentService:
                 "expires_at": iso(expires_at),
                 "next": _next_step(outcome, thread_id),
             }
+            if resolved_thread:
+                result["resolved_thread_id"] = resolved_thread
+                result["next"] = (
+                    f"Your update removed every collision that opened {resolved_thread}; it is resolved"
+                    f" ({NARROWED}) and its members are told. " + result["next"]
+                )
+            return result
 
         return await self.ctx.store.write(txn)
 

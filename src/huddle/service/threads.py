@@ -73,6 +73,26 @@ def open_thread(
     return ref
 
 
+NARROWED = "initiator narrowed the intent; no collision remains"
+
+
+def settle_after_intent_update(unit: Unit, thread_id: str, concerned: set[str], actor: str) -> tuple[bool, list[str]]:
+    """update_intent hook: resolves the intent's active thread when no respondent collides any more.
+
+    A thread is a consultation about a collision. When its initiator narrows the intent so that no
+    respondent still collides, there is nothing left to agree on: the thread resolves (not closes —
+    closing ends the intent, and the initiator's work goes on) with the resolution NARROWED, and its
+    members get the usual thread.status event. Returns (resolved, the thread's members).
+    """
+    _, view, members = _load(unit, thread_id)
+    if view.status not in (rules.OPEN, rules.RESOLVING):
+        return False, []  # an ended thread: nothing to settle, nobody to tell
+    if view.respondents & concerned:
+        return False, members
+    _set_status(unit, view, members, rules.RESOLVED, actor=actor, resolution=NARROWED, reason=NARROWED)
+    return True, members
+
+
 def _load(unit: Unit, thread_id: str | int) -> tuple[Row, rules.ThreadView, list[str]]:
     number = parse_ref(thread_id, "T", "thread_id")
     row = unit.tx.one("SELECT * FROM threads WHERE id = ? AND project = ?", (number, unit.project))

@@ -102,13 +102,26 @@ def _help_for(tool: str, field: str) -> str | None:
     return FIELD_HELP.get(f"{tool}.{field}") or FIELD_HELP.get(field)
 
 
+# Keywords whose value maps names to schemas: a key there is a field name (a field may be called
+# "title"), not a schema keyword. Keywords whose value is data, not a schema, are left untouched.
+_NAMED_SCHEMAS = ("properties", "patternProperties", "$defs", "definitions")
+_DATA = ("default", "const", "enum", "examples")
+
+
 def _compact(node: Any) -> Any:
     """Drops pydantic titles and the `null` alternative of optional fields, recursively."""
     if isinstance(node, list):
         return [_compact(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _compact(v) for k, v in node.items() if k != "title"}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title" and isinstance(value, str):
+            continue  # the schema's own title (pydantic's), noise for a model reading it
+        if key in _NAMED_SCHEMAS and isinstance(value, dict):
+            out[key] = {name: _compact(schema) for name, schema in value.items()}
+        else:
+            out[key] = value if key in _DATA else _compact(value)
     options = out.get("anyOf")
     if isinstance(options, list) and {"type": "null"} in options:
         rest = [o for o in options if o != {"type": "null"}]
