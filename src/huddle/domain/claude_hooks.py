@@ -2,7 +2,8 @@
 
 Input (on stdin for command hooks, as the POST body for http hooks): every event carries
 `session_id`, `transcript_path`, `cwd` and `hook_event_name`; PreToolUse/PostToolUse add
-`tool_name`, `tool_input` (and PostToolUse `tool_response`), UserPromptSubmit adds `prompt`,
+`tool_name`, `tool_input` (and PostToolUse `tool_response`; PostToolUseFailure, sent when the tool
+failed or was interrupted, has `error` instead), UserPromptSubmit adds `prompt`,
 SessionStart `source`, SessionEnd `reason`. Output is JSON with `hookSpecificOutput`
 (`hookEventName`, `permissionDecision` allow|deny|ask + `permissionDecisionReason` for
 PreToolUse, `additionalContext`) and the common `systemMessage`.
@@ -18,7 +19,8 @@ from typing import Any
 
 from huddle.errors import InvalidInput
 
-EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "SessionEnd")
+EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolUseFailure", "SessionEnd")
+TOOL_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure")
 EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
 EDIT_MATCHER = "|".join(EDIT_TOOLS)
 MAX_RANGES = 50

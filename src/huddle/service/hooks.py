@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from huddle.domain import claude_hooks as wire
 from huddle.domain import validate
 from huddle.domain.events import EVERYONE
 from huddle.errors import InvalidInput, NotFound
+from huddle.service.hook_paths import HookPaths
 from huddle.storage.base import Unit, event_from_row, latest_cursor
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ class ClaudeHookService:
     def __init__(self, coordinator: Coordinator):
         self.c = coordinator
         self.ctx = coordinator.ctx
+        self.paths = HookPaths(self.ctx.repo_root)
 
     async def handle(self, event: str, payload: Mapping[str, Any], declared_agent: str | None) -> dict[str, Any]:
         """Answers one hook call with the JSON Claude Code expects. Raises InvalidInput for a bad payload."""
@@ -64,6 +67,8 @@ class ClaudeHookService:
             return await self.pre_tool_use(agent, payload, news_waiting)
         if name == "PostToolUse":
             return await self.post_tool_use(agent, payload)
+        if name == "PostToolUseFailure":
+            return await self.post_tool_use_failure(agent, payload)
         return wire.context_output("UserPromptSubmit", await self.deliver(agent))
 
     # -- identity -------------------------------------------------------------------------------
@@ -130,23 +135,29 @@ class ClaudeHookService:
     # -- events ---------------------------------------------------------------------------------
 
     async def session_start(self, agent: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Registers the agent and answers with its briefing; news before now is in the briefing."""
+        """Registers the agent and answers with its briefing.
+
+        A new agent's delivery cursor starts now (the briefing covers the past). An agent that already
+        has one (resume, compact, clear, a restarted session with the same HUDDLE_AGENT) gets the news
+        still pending for it in the same context, so nothing is skipped.
+        """
         registered = await self._register(agent, payload)
 
         def txn(unit: Unit) -> None:
             unit.tx.execute(
                 "INSERT INTO hook_cursors (project, agent_id, cursor) VALUES (?, ?, ?)"
-                " ON CONFLICT (project, agent_id) DO UPDATE SET cursor = excluded.cursor",
+                " ON CONFLICT (project, agent_id) DO NOTHING",
                 (unit.project, agent, latest_cursor(unit)),
             )
 
         await self.ctx.store.write(txn)
+        news = await self.deliver(agent)
         # The briefing's module-based sections are empty for an agent that named no modules, so
         # the session also learns the live leases and the work other agents announced.
         leases = [lock for lock in (await self.c.locks.list_locks())["locks"] if lock["agent_id"] != agent]
         work = [i for i in (await self.c.intents.list_intents())["intents"] if i["agent_id"] != agent]
         text = briefing_text(agent, registered["briefing"], leases[:BRIEFING_ITEMS], work[:BRIEFING_ITEMS])
-        return wire.context_output("SessionStart", text)
+        return wire.context_output("SessionStart", f"{text}\n\n{news}" if news else text)
 
     async def session_end(self, agent: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Deregisters the agent: leases released, intents withdrawn, tasks returned."""
@@ -166,16 +177,17 @@ class ClaudeHookService:
     async def pre_tool_use(self, agent: str, payload: Mapping[str, Any], news_waiting: bool = True) -> dict[str, Any]:
         """deny on another agent's exclusive lease, ask on a colliding intent or in-flight edit, else allow.
 
-        Marks the file in flight (with the lines the edit will touch, when they can be found)
-        unless the edit is denied. Files outside the repository are none of Huddle's business.
+        Marks the file in flight (with the lines the edit will touch, when they can be found) only
+        when the edit is allowed: an edit the user may still decline (ask) or that is denied must not
+        make others wait. PostToolUse / PostToolUseFailure end the mark. Paths in linked worktrees
+        or through symlinks count as the repository's; files outside it are none of Huddle's business.
         """
         raw = wire.edited_path(payload)
         news = await self.deliver(agent) if news_waiting else None
         if raw is None:
             return wire.decision_output("allow", "", news)
-        try:
-            path = self.ctx.path(raw, "tool_input.file_path")
-        except InvalidInput:
+        path = await self.repo_path(raw, payload)
+        if path is None:
             return wire.decision_output("allow", "", news)
         lock = await self.c.locks.check_lock(path)
         holders = [
@@ -184,22 +196,28 @@ class ClaudeHookService:
         if holders:
             return wire.decision_output("deny", deny_reason(path, holders), news)
         conflicts = await self.c.intents.check_conflicts(agent, [path])
-        ranges = wire.planned_ranges(payload, _read_text(self.ctx.settings.repo_path / path))
-        await self.c.files.start_editing(agent, path, ranges=ranges)
         ask, warn = collisions(conflicts["impacts"])
         context = "\n".join(x for x in (news, warn) if x) or None
         if ask:
             return wire.decision_output("ask", f"Huddle: {path}: {ask}", context)
+        on_disk = Path(raw) if os.path.isabs(raw) else self.ctx.settings.repo_path / path
+        ranges = wire.planned_ranges(payload, _read_text(on_disk))
+        await self.c.files.start_editing(agent, path, ranges=ranges)
         return wire.decision_output("allow", "", context)
+
+    async def repo_path(self, raw: str, payload: Mapping[str, Any]) -> str | None:
+        """The repo-relative path of a hook's file path (through worktrees and symlinks); None if outside."""
+        cwd = payload.get("cwd")
+        try:
+            return await self.paths.relative(raw, cwd if isinstance(cwd, str) else None)
+        except InvalidInput:
+            return None
 
     async def post_tool_use(self, agent: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Logs the edit with the lines it changed and ends the in-flight mark."""
         raw = wire.edited_path(payload)
-        if raw is None:
-            return {}
-        try:
-            path = self.ctx.path(raw, "tool_input.file_path")
-        except InvalidInput:
+        path = await self.repo_path(raw, payload) if raw is not None else None
+        if path is None:
             return {}
         result = await self.c.files.log_edit(agent, path, wire.applied_ranges(payload))
         await self.c.files.stop_editing(agent, path)
@@ -210,6 +228,14 @@ class ClaudeHookService:
                 f"Huddle: {', '.join(others)} also worked on {path} recently or is editing it now; check with them"
                 " (get_updates, send_message).",
             )
+        return {}
+
+    async def post_tool_use_failure(self, agent: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A failed or interrupted edit changed nothing: its in-flight mark ends, no edit is logged."""
+        raw = wire.edited_path(payload)
+        path = await self.repo_path(raw, payload) if raw is not None else None
+        if path is not None:
+            await self.c.files.stop_editing(agent, path)
         return {}
 
     async def deliver(self, agent: str) -> str | None:
