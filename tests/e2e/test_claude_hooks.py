@@ -316,3 +316,36 @@ def test_edits_outside_the_repository_and_other_tools_are_left_alone(hook: Hook,
     assert decision(hook("PreToolUse", outside)) == "allow"
     bash = payload("PreToolUse", alice_session, repo, tool_name="Bash", tool_input={"command": "ls"})
     assert hook("PreToolUse", bash) == {}
+
+
+def test_a_resumed_session_gets_the_news_that_waited_for_it(hook: Hook, huddle_server, repo, sessions, area):
+    alice_session, _, alice, bob = sessions
+    start_sessions(hook, repo, alice_session)
+    rest(huddle_server, "register_agent", name=bob)
+    rest(huddle_server, "send_message", from_agent=bob, to_agent=alice, content="ping before compact")
+    for source in ("compact", "resume"):
+        resumed = hook("SessionStart", payload("SessionStart", alice_session, repo, source=source))
+        context = resumed["hookSpecificOutput"]["additionalContext"]
+        assert context.count("ping before compact") == (1 if source == "compact" else 0), context  # once
+    assert hook("UserPromptSubmit", payload("UserPromptSubmit", alice_session, repo, prompt="hi")) == {}
+    for agent in (alice, bob):
+        rest(huddle_server, "deregister_agent", agent_id=agent)
+
+
+def test_an_edit_only_asked_about_or_failed_makes_nobody_wait(hook: Hook, huddle_server, repo, sessions, area):
+    alice_session, bob_session, alice, bob = sessions
+    file = f"{area}/models.py"
+    start_sessions(hook, repo, alice_session, bob_session)
+    rest(huddle_server, "announce_work", agent_id=alice, subject="rework models", target_files=[file])
+    asked = hook("PreToolUse", edit(bob_session, repo, file, "    name: str\n", "    name: Text\n"))
+    assert decision(asked) == "ask"  # and the user declines: nothing of bob's is in flight
+    assert decision(hook("PreToolUse", edit(alice_session, repo, file, "User", "Account"))) == "allow"
+    failed = edit(alice_session, repo, file, "User", "Account")
+    failed.update(hook_event_name="PostToolUseFailure", error="old_string not found")
+    assert hook("PostToolUseFailure", failed) == {}
+    flying = rest(huddle_server, "check_file_conflict", path=file, agent_id=bob)
+    assert not any(a.get("editing_now") for a in flying["agents"])
+    events = rest(huddle_server, "get_updates", agent_id=alice, cursor=0)["events"]
+    assert not [e for e in events if e["event"] == "file.edited" and e.get("path") == file]
+    for agent in (alice, bob):
+        rest(huddle_server, "deregister_agent", agent_id=agent)
