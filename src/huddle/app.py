@@ -103,7 +103,7 @@ def build_app(settings: Settings) -> Huddle:
         ],
         middleware=[
             Middleware(LoopbackGuard, bind_host=settings.host),
-            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, hook_max_bytes=settings.max_hook_body_bytes),
         ],
         exception_handlers=json_error_handlers(),
         lifespan=lifespan,

@@ -51,6 +51,13 @@ class Settings:
     )
     log_level: str = field(default="INFO", metadata={"help": "Log level: DEBUG, INFO, WARNING or ERROR."})
     max_body_bytes: int = field(default=1_048_576, metadata={"help": "Largest accepted HTTP request body."})
+    max_hook_body_bytes: int = field(
+        default=16_777_216,
+        metadata={
+            "help": "Largest accepted Claude Code hook body (POST /hooks/claude/*): a Write hook carries the whole "
+            "file, and a refused hook lets the edit through."
+        },
+    )
     lock_ttl_s: float = field(
         default=600.0, metadata={"help": "Lease of a lock when acquire_lock gives no ttl_s (renew to keep it)."}
     )
@@ -181,6 +188,7 @@ def _validate(s: Settings) -> None:
         "thread_timeout_s",
         "sweep_interval_s",
         "max_body_bytes",
+        "max_hook_body_bytes",
         "lock_ttl_s",
         "worker_slots",
     )

@@ -349,3 +349,30 @@ def test_an_edit_only_asked_about_or_failed_makes_nobody_wait(hook: Hook, huddle
     assert not [e for e in events if e["event"] == "file.edited" and e.get("path") == file]
     for agent in (alice, bob):
         rest(huddle_server, "deregister_agent", agent_id=agent)
+
+
+def test_malformed_hook_payloads_get_a_422_naming_the_field(huddle_server, repo, sessions) -> None:
+    alice_session = sessions[0]
+    url = f"{huddle_server.url}/hooks/claude/PreToolUse"
+    multi = edit(alice_session, repo, "a.py", "x", "y")
+    multi.update(tool_name="MultiEdit", tool_input={"file_path": str(repo / "a.py"), "edits": {"old_string": "x"}})
+    wrong = httpx.post(url, json=multi)
+    assert wrong.status_code == 422 and wrong.json()["field"] == "tool_input.edits"
+    content = edit(alice_session, repo, "a.py", "x", "y")
+    content.update(tool_name="Write", tool_input={"file_path": str(repo / "a.py"), "content": 5})
+    assert httpx.post(url, json=content).json()["field"] == "tool_input.content"
+    deep = httpx.post(url, content=b"[" * 100_000 + b"]" * 100_000)
+    assert deep.status_code == 422 and "nests deeper than" in deep.json()["error"]
+
+
+def test_a_write_bigger_than_the_rest_body_cap_into_a_leased_file_is_denied(
+    hook: Hook, huddle_server, repo, sessions, area
+) -> None:
+    alice_session, bob_session, alice, _ = sessions
+    start_sessions(hook, repo, alice_session, bob_session)
+    rest(huddle_server, "acquire_lock", agent_id=alice, path=f"{area}/", mode="exclusive", ttl_s=300)
+    big = edit(bob_session, repo, f"{area}/models.py", "x", "y")
+    big.update(
+        tool_name="Write", tool_input={"file_path": str(repo / area / "models.py"), "content": "x = 1\n" * 300_000}
+    )
+    assert decision(hook("PreToolUse", big)) == "deny"

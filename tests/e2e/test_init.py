@@ -250,6 +250,7 @@ def test_command_hooks_carry_the_url_init_was_given(git_repo: Path, tmp_path: Pa
     hooks = json.loads((git_repo / ".claude/settings.json").read_text())["hooks"]
     assert hooks["SessionStart"][0]["hooks"][0]["command"].endswith(f"claude SessionStart --url {NOWHERE}")
     assert hooks["PreToolUse"][1]["hooks"][0]["url"] == f"{NOWHERE}/hooks/claude/PreToolUse"
+    assert hooks["PreToolUse"][1]["hooks"][0]["timeout"] == 1  # seconds: the hook budget, not 5
 
 
 def test_init_refuses_a_commented_vscode_config_or_a_non_utf8_file_before_writing_anything(

@@ -29,6 +29,10 @@ MD_BEGIN = "<!-- >>> huddle: coordination instructions (added by `huddle init`; 
 MD_END = "<!-- <<< huddle -->"
 SH_BEGIN = "# >>> huddle guard (added by `huddle guard install`; `huddle uninstall` removes it)"
 SH_END = "# <<< huddle guard"
+# Claude Code's hook `timeout` is in whole seconds. An http hook is the server answering within the
+# issue's ~1 s budget: past that Claude Code gives up on it and the edit goes on (fail open). A
+# command hook also pays for starting Python, and itself gives up within its budget (huddle.hook).
+HTTP_HOOK_TIMEOUT_S = 1
 HOOK_TIMEOUT_S = 5
 HOOK_MARKERS = ("huddle.hook", "huddle hook", "/hooks/claude/")
 
@@ -151,7 +155,7 @@ def claude_hooks_edit(path: Path, form: str, url: str, args: argparse.Namespace)
             hook: dict[str, Any] = {
                 "type": "http",
                 "url": f"{url}/hooks/claude/{event}",
-                "timeout": HOOK_TIMEOUT_S,
+                "timeout": HTTP_HOOK_TIMEOUT_S,
                 "headers": {"X-Huddle-Agent": "$HUDDLE_AGENT"},
                 "allowedEnvVars": ["HUDDLE_AGENT"],
             }

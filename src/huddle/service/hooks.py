@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ class ClaudeHookService:
     async def handle(self, event: str, payload: Mapping[str, Any], declared_agent: str | None) -> dict[str, Any]:
         """Answers one hook call with the JSON Claude Code expects. Raises InvalidInput for a bad payload."""
         name = wire.event_name(event)
+        wire.check_payload(payload)
         agent, registered, news_waiting = await self.agent_for(payload, declared_agent, peek_news=name == "PreToolUse")
         if name == "SessionStart":
             return await self.session_start(agent, payload)
@@ -401,11 +403,30 @@ async def _git_branch(cwd: str) -> str | None:
     return branch if proc.returncode == 0 and branch and branch != "HEAD" else None
 
 
+MAX_NESTING = 64
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = re.compile(rb"[^\[\]{}]")
+
+
+def _too_deep(body: bytes) -> bool:
+    """True when brackets nest deeper than MAX_NESTING (json.loads would recurse without bound)."""
+    depth = 0
+    for ch in _NOT_BRACKETS.sub(b"", _STRINGS.sub(b"", body)):
+        depth += 1 if ch in b"[{" else -1
+        if depth > MAX_NESTING:
+            return True
+    return False
+
+
 def parse_body(body: bytes) -> dict[str, Any]:
-    """A hook payload: a JSON object, or InvalidInput saying so."""
+    """A hook payload: a JSON object nested at most MAX_NESTING deep, or InvalidInput saying so."""
+    if _too_deep(body):
+        raise InvalidInput(
+            f"the hook payload nests deeper than {MAX_NESTING} levels; send Claude Code's hook input", field="body"
+        )
     try:
         payload = json.loads(body) if body.strip() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         payload = None
     if not isinstance(payload, dict):
         raise InvalidInput("the hook payload must be a JSON object (Claude Code's hook input)", field="body")
