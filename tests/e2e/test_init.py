@@ -360,3 +360,26 @@ def test_guard_warns_and_lets_git_go_on_when_something_else_answers(git_repo: Pa
         assert pushed.returncode == 0 and "gave no Huddle answer (HTTP 200)" in pushed.stderr
     finally:
         server.shutdown()
+
+
+def test_guard_lets_either_of_two_sessions_in_one_checkout_commit_its_own_lease(
+    huddle_server: ServerProcess, git_repo: Path
+) -> None:
+    assert huddle("guard", "install", cwd=git_repo, data_dir=huddle_server.data_dir).returncode == 0
+    for session in ("a11ce000-0000-4000-8000-000000000001", "b0b00000-0000-4000-8000-000000000002"):
+        start = {"session_id": session, "cwd": str(git_repo), "hook_event_name": "SessionStart", "source": "startup"}
+        assert httpx.post(huddle_server.url + "/hooks/claude/SessionStart", json=start).status_code == 200
+    api = huddle_server.url + "/api/v1/tools/"
+    httpx.post(api + "acquire_lock", json={"agent_id": "claude-a11ce000", "path": "mine.py", "mode": "exclusive"})
+    httpx.post(api + "register_agent", json={"name": "carol"})
+    httpx.post(api + "acquire_lock", json={"agent_id": "carol", "path": "hers.py", "mode": "exclusive"})
+    env = {"HUDDLE_DATA_DIR": str(huddle_server.data_dir)}  # no HUDDLE_AGENT in either session
+    (git_repo / "mine.py").write_text("x\n")
+    git(git_repo, "add", "mine.py")
+    own = git(git_repo, "commit", "-m", "mine", env=env)
+    assert own.returncode == 0, own.stderr
+    assert "several agents work in this checkout (claude-a11ce000, claude-b0b00000)" in own.stderr
+    (git_repo / "hers.py").write_text("y\n")
+    git(git_repo, "add", "hers.py")
+    theirs = git(git_repo, "commit", "-m", "hers", env=env)
+    assert theirs.returncode == 1 and "hers.py is leased exclusively by carol" in theirs.stderr

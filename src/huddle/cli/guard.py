@@ -96,6 +96,8 @@ def check(name: str, data_dir: str | None, from_git: bool = False) -> int:
         answer = _ask(name, item, data_dir)
         if answer is not None and not answer.get("ok"):
             messages.append(str(answer.get("message", "")))
+        elif answer is not None and answer.get("message"):
+            print(f"huddle guard: {answer['message']}", file=sys.stderr)  # a note; the commit goes on
     if not messages:
         return 0
     print(f"huddle guard: {what} refused —", file=sys.stderr)

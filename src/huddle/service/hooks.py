@@ -115,17 +115,21 @@ class ClaudeHookService:
 
     async def agent_in(self, directory: str) -> str | None:
         """The agent of the newest live client session started in `directory` or below it, if exactly one."""
+        agents = await self.agents_in(directory)
+        return agents[0] if len(agents) == 1 else None
+
+    async def agents_in(self, directory: str) -> list[str]:
+        """The agents of the live client sessions started in `directory` or below it, newest first."""
         root = directory.rstrip("/") or "/"
 
-        def read(unit: Unit) -> str | None:
+        def read(unit: Unit) -> list[str]:
             rows = unit.tx.all(
                 "SELECT s.agent_id FROM client_sessions s JOIN agents a ON a.project = s.project"
                 " AND a.agent_id = s.agent_id WHERE s.project = ? AND s.ended_at IS NULL AND a.status = 'online'"
                 " AND (s.cwd = ? OR substr(s.cwd, 1, ?) = ?) ORDER BY s.started_at DESC",
                 (unit.project, root, len(root) + 1, root.rstrip("/") + "/"),
             )
-            agents = {r["agent_id"] for r in rows}
-            return rows[0]["agent_id"] if len(agents) == 1 else None
+            return list(dict.fromkeys(str(r["agent_id"]) for r in rows))
 
         return await self.ctx.store.read(read)
 
