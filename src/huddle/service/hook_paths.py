@@ -65,21 +65,11 @@ class HookPaths:
         return self._common if isinstance(self._common, str) else None
 
 
-async def _rev_parse(directory: str) -> tuple[str, str] | None:
-    """(real top level, real common git dir) of the checkout holding `directory`; None if not a git checkout."""
-    if not os.path.isdir(directory):
-        return None
+async def git_output(directory: str, *args: str) -> str | None:
+    """What `git -C directory ARGS` prints, within GIT_TIMEOUT_S; None when git fails or is slow."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            "git",
-            "-C",
-            directory,
-            "rev-parse",
-            "--path-format=absolute",
-            "--show-toplevel",
-            "--git-common-dir",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            "git", "-C", directory, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
         )
     except OSError:
         return None
@@ -88,7 +78,15 @@ async def _rev_parse(directory: str) -> tuple[str, str] | None:
     except TimeoutError:
         proc.kill()
         return None
-    lines = out.decode(errors="replace").splitlines()
-    if proc.returncode != 0 or len(lines) != 2:
+    return out.decode(errors="replace") if proc.returncode == 0 else None
+
+
+async def _rev_parse(directory: str) -> tuple[str, str] | None:
+    """(real top level, real common git dir) of the checkout holding `directory`; None if not a git checkout."""
+    if not os.path.isdir(directory):
+        return None
+    out = await git_output(directory, "rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir")
+    lines = (out or "").splitlines()
+    if len(lines) != 2:
         return None
     return os.path.realpath(lines[0]), os.path.realpath(lines[1])

@@ -16,7 +16,6 @@ the same transaction that reads the events, so each event is delivered exactly o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -30,7 +29,7 @@ from huddle.domain import claude_hooks as wire
 from huddle.domain import validate
 from huddle.domain.events import EVERYONE
 from huddle.errors import InvalidInput, NotFound
-from huddle.service.hook_paths import HookPaths
+from huddle.service.hook_paths import HookPaths, git_output
 from huddle.storage.base import Unit, event_from_row, latest_cursor
 
 if TYPE_CHECKING:
@@ -43,7 +42,6 @@ DELIVERY_SCAN = 200
 DELIVERY_LINES = 20
 BRIEFING_ITEMS = 15
 MAX_READ_BYTES = 2_000_000
-GIT_TIMEOUT_S = 1.0
 
 
 class ClaudeHookService:
@@ -385,26 +383,8 @@ def _read_text(path: Path) -> str | None:
 
 async def _git_branch(cwd: str) -> str | None:
     """The branch checked out in the session's directory (for git-operation checks); None if unknown."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "git",
-            "-C",
-            cwd,
-            "rev-parse",
-            "--abbrev-ref",
-            "HEAD",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-    except OSError:
-        return None
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), GIT_TIMEOUT_S)
-    except TimeoutError:
-        proc.kill()
-        return None
-    branch = out.decode(errors="replace").strip()
-    return branch if proc.returncode == 0 and branch and branch != "HEAD" else None
+    branch = (await git_output(cwd, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
+    return branch if branch and branch != "HEAD" else None
 
 
 MAX_NESTING = 64
