@@ -28,7 +28,7 @@ class HookPaths:
         self.repo_root = repo_root
         self.real_root = os.path.realpath(repo_root)
         self._checkouts: dict[str, tuple[str, str] | None] = {}
-        self._common: str | bool | None = False  # False: not looked up yet
+        self._repo: tuple[str, str] | bool | None = False  # False: not looked up yet
 
     async def relative(self, raw: str, cwd: str | None, field: str = "tool_input.file_path") -> str:
         """The repo-relative path of `raw`; InvalidInput when it is outside the repository and its checkouts."""
@@ -41,10 +41,16 @@ class HookPaths:
             return paths.normalize_path(raw, self.repo_root, field=field)
         checkout = await self._checkout(cwd) if cwd else None
         real = os.path.realpath(text)
-        if checkout is not None:
-            top, common = checkout
-            if common == await self._repo_common() and (real == top or real.startswith(top + "/")):
-                return paths.normalize_path(real[len(top) :].lstrip("/") or ".", self.repo_root, field=field)
+        repo = await self._repo_checkout()
+        if checkout is not None and repo is not None and checkout[1] == repo[1]:
+            top = checkout[0]
+            # --repo may be a subdirectory of its git work tree (a monorepo's service): keep that part.
+            inner = os.path.relpath(self.real_root, repo[0])
+            rel = real[len(top) :].lstrip("/") if real.startswith(top + "/") else None
+            if rel is not None and inner != ".":
+                rel = rel[len(inner) + 1 :] if rel.startswith(inner + "/") else None
+            if rel:
+                return paths.normalize_path(rel, self.repo_root, field=field)
         try:
             return paths.normalize_path(text, self.repo_root, field=field)
         except InvalidInput:
@@ -58,11 +64,10 @@ class HookPaths:
             self._checkouts[cwd] = await _rev_parse(cwd)
         return self._checkouts[cwd]
 
-    async def _repo_common(self) -> str | None:
-        if self._common is False:
-            found = await _rev_parse(self.repo_root)
-            self._common = found[1] if found else None
-        return self._common if isinstance(self._common, str) else None
+    async def _repo_checkout(self) -> tuple[str, str] | None:
+        if self._repo is False:
+            self._repo = await _rev_parse(self.repo_root)
+        return self._repo if isinstance(self._repo, tuple) else None
 
 
 async def git_output(directory: str, *args: str) -> str | None:
