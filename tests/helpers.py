@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,38 @@ async def call_error(client: Client, tool: str, **args: Any) -> str:
     return str(result.content[0].text)  # type: ignore[union-attr]
 
 
-def make_coordinator(tmp_path: Path, repo: Path, **overrides: Any) -> Coordinator:
-    """A Coordinator with custom settings (start/stop it yourself)."""
+def make_coordinator(
+    tmp_path: Path, repo: Path, *, clock: Callable[[], float] = time.time, **overrides: Any
+) -> Coordinator:
+    """A Coordinator with custom settings (start/stop it yourself); `clock` is the time its transactions see."""
     base: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "repo": str(repo), "sweep_interval_s": 0.05}
     settings = load_settings({**base, **overrides}, environ={})
-    return Coordinator(SqliteStore(settings.sqlite_path, settings.project_key), MemoryBus(), settings)
+    return Coordinator(SqliteStore(settings.sqlite_path, settings.project_key, clock=clock), MemoryBus(), settings)
+
+
+class ManualClock:
+    """A clock that only moves when told: TTLs and timeouts pass by `advance`, never by sleeping."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 STARTUP_TIMEOUT_S = 20
+
+# A well-formed MCP `initialize` for raw HTTP tests (the official client cannot be made to misbehave).
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 
 @dataclass

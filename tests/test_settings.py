@@ -35,6 +35,10 @@ def test_the_data_dir_flag_decides_which_config_toml_is_read(tmp_path: Path) -> 
         ({}, {}, "nonsense = 1\n", "unknown setting"),
         ({}, {}, "port = [", "not valid TOML"),
         ({"log_level": "LOUD"}, {}, "", "log_level must be"),
+        ({"allowed_origins": "board.example"}, {}, "", "allowed_origins: 'board.example' is not an origin"),
+        ({"allowed_origins": "https://a.example/path"}, {}, "", "is not an origin"),
+        ({"header_timeout_s": 0}, {}, "", "header_timeout_s must be greater than 0"),
+        ({}, {"HUDDLE_MCP_SESSIONS_PER_CLIENT": "0"}, "", "mcp_sessions_per_client must be greater than 0"),
     ],
 )
 def test_bad_settings_are_clear_errors(tmp_path: Path, overrides, env, toml, message) -> None:

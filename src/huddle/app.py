@@ -25,11 +25,13 @@ from huddle.service.hooks import ClaudeHookService
 from huddle.settings import Settings
 from huddle.storage.base import Store
 from huddle.storage.sqlite import SqliteStore
+from huddle.transports.dashboard import dashboard_routes
 from huddle.transports.hooks import hook_routes
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
 from huddle.transports.mcp_server import build_mcp_server
+from huddle.transports.mcp_sessions import bounded_sessions
 from huddle.transports.openapi import ops_routes
-from huddle.transports.origin import LoopbackGuard
+from huddle.transports.origin import CrossSiteGuard, parse_allowed_origins
 from huddle.transports.tools import all_operations
 from huddle.transports.toolsets import ToolCatalogue
 
@@ -55,12 +57,14 @@ def build_store(settings: Settings) -> Store:
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
     """DNS-rebinding protection (F-90): on loopback only local Host/Origin headers are accepted."""
+    extra = sorted(parse_allowed_origins(settings.allowed_origins))
     if settings.host in LOOPBACK:
         return TransportSecuritySettings(
             enable_dns_rebinding_protection=True,
             allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *extra],
         )
+    # Other binds: CrossSiteGuard refuses foreign Origins on every route, /mcp included.
     return TransportSecuritySettings(enable_dns_rebinding_protection=False)
 
 
@@ -77,16 +81,15 @@ def build_app(settings: Settings) -> Huddle:
     push.attach_mcp(mcp)
     # Plain JSON responses (not an SSE stream per POST) save ~0.3 ms a call; server-initiated
     # notifications still flow over the standalone GET stream.
-    mcp_app = mcp.streamable_http_app(
-        json_response=True, transport_security=transport_security(settings), host=settings.host
-    )
+    mcp.streamable_http_app(json_response=True, transport_security=transport_security(settings), host=settings.host)
+    sessions = bounded_sessions(mcp, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await coordinator.start()
         try:
             await push.start()
-            async with mcp.session_manager.run():
+            async with sessions.run():
                 yield
         finally:
             await push.stop()
@@ -99,10 +102,11 @@ def build_app(settings: Settings) -> Huddle:
             *ops_routes(metrics, catalogue),
             *hook_routes(hooks, GuardService(coordinator, hooks)),
             *push.routes(),
-            *mcp_app.routes,
+            *dashboard_routes(),
+            sessions.route(),
         ],
         middleware=[
-            Middleware(LoopbackGuard, bind_host=settings.host),
+            Middleware(CrossSiteGuard, bind_host=settings.host, allowed_origins=settings.allowed_origins),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, hook_max_bytes=settings.max_hook_body_bytes),
         ],
         exception_handlers=json_error_handlers(),

@@ -22,6 +22,13 @@ class Settings:
     """Every knob Huddle has. Field metadata holds the help text shown to users."""
 
     host: str = field(default="127.0.0.1", metadata={"help": "Address the HTTP server binds to."})
+    allowed_origins: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated web origins (e.g. https://board.example:8443) allowed to call Huddle besides"
+            " its own; every other Origin is refused on every bind."
+        },
+    )
     port: int = field(default=3100, metadata={"help": "HTTP port for /mcp, /api, /health and the dashboard."})
     data_dir: str = field(
         default="~/.huddle", metadata={"help": "Directory for the SQLite database, PID file, logs and config.toml."}
@@ -58,6 +65,26 @@ class Settings:
             "file, and a refused hook lets the edit through."
         },
     )
+    header_timeout_s: float = field(
+        default=10.0, metadata={"help": "A client must send a request's headers within this many seconds (else 408)."}
+    )
+    body_timeout_s: float = field(
+        default=30.0,
+        metadata={"help": "A client must send a request's whole body within this many seconds (else 408)."},
+    )
+    mcp_session_idle_s: float = field(
+        default=600.0, metadata={"help": "An MCP session with no request or stream in flight for this long is closed."}
+    )
+    mcp_sessions_per_client: int = field(
+        default=256,
+        metadata={
+            "help": "Open MCP sessions per client address; a new one closes that client's least recently used idle one."
+        },
+    )
+    mcp_max_sessions: int = field(
+        default=2048,
+        metadata={"help": "Open MCP sessions in all; a new one closes the least recently used idle one."},
+    )
     lock_ttl_s: float = field(
         default=600.0, metadata={"help": "Lease of a lock when acquire_lock gives no ttl_s (renew to keep it)."}
     )
@@ -66,9 +93,31 @@ class Settings:
         default="default",
         metadata={
             "help": "Tools MCP clients see in tools/list: toolsets and/or tool names, comma-separated (default, all,"
-            " core, threads, files, locks, messages, context, tasks, push, admin). Unlisted tools stay callable;"
-            " introspection describes them."
+            " core, threads, files, locks, messages, context, tasks, push, oversight, admin). Unlisted tools stay"
+            " callable; introspection describes them."
         },
+    )
+    analysis: str = field(
+        default="on",
+        metadata={
+            "help": "Code intelligence in the background (symbols, co-change, merge-conflict prediction): on or off."
+        },
+    )
+    analysis_interval_s: float = field(
+        default=5.0,
+        metadata={"help": "Longest pause between symbol-index passes (edits and announces wake it sooner)."},
+    )
+    cochange_refresh_s: float = field(
+        default=600.0, metadata={"help": "How often the git co-change index (layer 4) is rebuilt from git log."}
+    )
+    cochange_max_commits: int = field(default=2000, metadata={"help": "Most recent commits read for co-change."})
+    cochange_days: float = field(default=365.0, metadata={"help": "Only commits this many days old or newer count."})
+    cochange_max_files: int = field(
+        default=50, metadata={"help": "Commits touching more files than this are ignored for co-change."}
+    )
+    merge_check_interval_s: float = field(
+        default=60.0,
+        metadata={"help": "How often agents' branches and worktrees are merged in memory to predict conflicts."},
     )
     mqtt_broker: str = field(
         default="embedded",
@@ -189,8 +238,19 @@ def _validate(s: Settings) -> None:
         "sweep_interval_s",
         "max_body_bytes",
         "max_hook_body_bytes",
+        "header_timeout_s",
+        "body_timeout_s",
+        "mcp_session_idle_s",
+        "mcp_sessions_per_client",
+        "mcp_max_sessions",
         "lock_ttl_s",
         "worker_slots",
+        "analysis_interval_s",
+        "cochange_refresh_s",
+        "cochange_max_commits",
+        "cochange_days",
+        "cochange_max_files",
+        "merge_check_interval_s",
     )
     for name in positive:
         if getattr(s, name) <= 0:
@@ -201,8 +261,16 @@ def _validate(s: Settings) -> None:
         raise InvalidInput("setting max_rounds must be at least 1", field="max_rounds")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise InvalidInput("setting log_level must be DEBUG, INFO, WARNING or ERROR", field="log_level")
+    for origin in (o.strip() for o in s.allowed_origins.split(",") if o.strip()):
+        if not origin.startswith(("http://", "https://")) or "/" in origin.split("://", 1)[1].rstrip("/"):
+            raise InvalidInput(
+                f"setting allowed_origins: {origin!r} is not an origin; write scheme://host[:port], comma-separated",
+                field="allowed_origins",
+            )
     if not 0 <= s.mqtt_port <= 65535:
         raise InvalidInput("setting mqtt_port must be between 0 and 65535 (0 picks a free port)", field="mqtt_port")
+    if s.analysis not in ("on", "off"):
+        raise InvalidInput("setting analysis must be on or off", field="analysis")
     if s.mqtt_broker not in ("embedded", "mosquitto", "off"):
         raise InvalidInput("setting mqtt_broker must be embedded, mosquitto or off", field="mqtt_broker")
     if s.mqtt_url and not s.mqtt_url.startswith(("mqtt://", "mqtts://", "ws://", "wss://")):

@@ -56,6 +56,8 @@ VALID: dict[str, Any] = {
     "context_id": 1,
     "slot_id": 1,
     "tasks": [{"task_id": "task-1", "description": "do it"}],
+    "overseer_id": "human:lead",
+    "holder": "alice",
 }
 # Where one argument name means different things to different tools.
 VALID_FOR: dict[tuple[str, str], Any] = {("share_context", "type"): "note"}
@@ -141,7 +143,9 @@ async def test_rest_errors_use_one_envelope_and_never_500(seeded) -> None:
     _, server = seeded
     with httpx.Client(base_url=server.url) as http:
         cases = [
-            http.post("/api/v1/tools/announce_work", content=b"{not json"),
+            http.post(
+                "/api/v1/tools/announce_work", content=b"{not json", headers={"content-type": "application/json"}
+            ),
             http.post("/api/v1/tools/announce_work", json=[1, 2]),
             http.post("/api/v1/tools/announce_work", json={"agent_id": "alice"}),
             http.post(
@@ -162,7 +166,9 @@ async def test_rest_errors_use_one_envelope_and_never_500(seeded) -> None:
             assert 400 <= response.status_code < 500, (response.status_code, body)
             assert body["ok"] is False and body["error"] and body["code"], body
         assert cases[3].json()["field"] == "target_files[0]"
+        assert cases[0].status_code == 422 and "not valid JSON" in cases[0].json()["error"]
         assert cases[4].status_code == 404
+        assert cases[5].status_code == 404 and cases[5].json()["code"] == "not_found"
         assert cases[6].status_code == 413
         ok = http.post("/api/v1/tools/list_agents", json={}).json()
         assert ok["ok"] is True and {a["agent_id"] for a in ok["result"]["agents"]} == {"alice", "bob"}

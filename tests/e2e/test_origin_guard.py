@@ -1,9 +1,11 @@
-"""A loopback server refuses web pages from other sites on every route (DNS rebinding, CSRF)."""
+"""Web pages from other sites are refused on every route and every bind (DNS rebinding, CSRF)."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
+
+from helpers import INITIALIZE, MCP_HEADERS
 
 
 @pytest.mark.parametrize(
@@ -22,17 +24,8 @@ import pytest
 def test_foreign_pages_are_refused_and_nothing_is_written(huddle_server, headers, method, path) -> None:
     body = {"name": "mallory"} if path.endswith("register_agent") else None
     if path == "/mcp":  # a well-formed initialize, so only the headers can be the reason for refusal
-        body = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "x", "version": "1"},
-            },
-        }
-        headers = {**headers, "Accept": "application/json, text/event-stream"}
+        body = INITIALIZE
+        headers = {**headers, **MCP_HEADERS}
     response = httpx.request(method, huddle_server.url + path, json=body, headers=headers, timeout=5)
     assert response.status_code in (403, 421), (path, response.status_code, response.text[:200])
     agents = httpx.post(huddle_server.url + "/api/v1/tools/list_agents", json={}).json()["result"]["agents"]
@@ -47,3 +40,30 @@ def test_local_tools_and_local_pages_are_served(huddle_server) -> None:
     )
     assert ok.status_code == 200 and ok.json()["result"]["agent_id"] == "alice"
     assert httpx.post(huddle_server.url + "/api/v1/tools/list_agents", json={}).status_code == 200
+
+
+def test_a_non_loopback_bind_still_refuses_cross_site_posts_and_mcp_initialize(server_factory) -> None:
+    server = server_factory("--host", "0.0.0.0", "--allowed-origins", "https://board.example")
+    foreign = {"Origin": "https://evil.example"}
+    form = httpx.post(
+        server.url + "/api/v1/tools/register_agent",
+        content=b'{"name": "mallory"}',
+        headers={**foreign, "content-type": "text/plain"},
+    )
+    assert form.status_code == 403
+    plain = httpx.post(server.url + "/api/v1/tools/register_agent", content=b'{"name": "mallory"}')
+    assert plain.status_code == 415  # no Origin, but a body not declared JSON: refused too
+    initialize = httpx.post(server.url + "/mcp", json=INITIALIZE, headers={**foreign, **MCP_HEADERS})
+    assert initialize.status_code == 403
+    assert "mcp-session-id" not in initialize.headers
+    assert httpx.post(server.url + "/api/v1/tools/list_agents", json={}).json()["result"]["agents"] == []
+
+
+def test_a_non_loopback_bind_serves_no_origin_its_own_origin_and_the_allow_list(server_factory) -> None:
+    server = server_factory("--host", "0.0.0.0", "--allowed-origins", "https://board.example")
+    for origin in (None, f"http://127.0.0.1:{server.port}", "https://board.example"):
+        headers = {} if origin is None else {"Origin": origin}
+        ok = httpx.post(server.url + "/api/v1/tools/list_agents", json={}, headers=headers)
+        assert ok.status_code == 200, (origin, ok.text)
+        session = httpx.post(server.url + "/mcp", json=INITIALIZE, headers={**headers, **MCP_HEADERS})
+        assert session.status_code == 200, (origin, session.text)

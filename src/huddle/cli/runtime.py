@@ -183,8 +183,8 @@ def remove_own_runtime(data_dir: Path) -> None:
 def add_log_file(data_dir: Path) -> logging.Handler:
     """Adds the rotated log file in the data dir to the root logger, formatted like stderr.
 
-    The formatter is copied from the handler `logging.basicConfig` installed, so the log format
-    is chosen in one place (server.py) and the file always matches it.
+    The formatter is copied from the stderr handler `configure_logging` installed, so the log format
+    is chosen in one place (huddle/logs.py) and the file always matches it.
     """
     handler = logging.handlers.RotatingFileHandler(
         data_dir / LOG_NAME, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"

@@ -25,9 +25,11 @@ from huddle.cli.runtime import (
     write_runtime,
 )
 from huddle.errors import HuddleError
+from huddle.logs import configure_logging
 from huddle.push.ports import check_free
 from huddle.settings import Settings, explicit_settings, load_settings
 from huddle.storage.sqlite import check_schema
+from huddle.transports.slow_clients import deadline_protocol
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -104,11 +106,7 @@ def start_server(overrides: Mapping[str, Any], *, log_to_stderr: bool = True) ->
     prepare_data_dir(settings.data_path)
     repo_warning = check_repo(settings.repo_path, settings.repo)
     settings = settle_mqtt_port(settings, explicit_settings(overrides))
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        stream=sys.stderr,
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    configure_logging(settings.log_level)
     add_log_file(settings.data_path)
     if not log_to_stderr:  # a daemon: the log file is the log; stderr only catches what logging cannot
         root = logging.getLogger()
@@ -137,13 +135,19 @@ def _serve(settings: Settings) -> int:
     write_runtime_file(settings, port, huddle.push.runtime_info())
     banner = (
         f"Huddle serving {settings.project_key} ({settings.repo_path}) on http://{settings.host}:{port}"
-        f" — MCP at /mcp, data in {settings.data_path}"
+        f" — MCP at /mcp, dashboard at /dashboard, data in {settings.data_path}"
     )
     print(banner, flush=True)
     print(huddle.push.describe(), flush=True)
     logging.getLogger("huddle").info("%s; %s", banner, huddle.push.describe())
     config = uvicorn.Config(
-        huddle.http, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
+        huddle.http,
+        log_config=None,  # uvicorn's lines go through Huddle's JSON handlers (huddle/logs.py)
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        http=deadline_protocol(settings.header_timeout_s, settings.body_timeout_s),
     )
     # A server lives long: freeze what startup built and collect young objects less often, so the cyclic
     # GC stops stalling the event loop (gen-2 pauses of ~45 ms were seen with 200 MQTT subscribers).

@@ -9,18 +9,25 @@ exactly where it left off: push is a hint, the event log behind it is the truth 
     huddle watch --agent bob --exec ./on-event   # run a command per event, the JSON on its stdin
     huddle watch --agent bob --once              # print what is pending, then exit
 
-With `--exec`, the cursor moves past an event once the command has run (at-least-once delivery); a
-command that fails is reported on stderr and the watcher moves on. The agent's own actions are skipped
+Delivery is at-least-once. The cursor is saved right after each event is printed or its `--exec`
+command has run, never before (an event is not skipped because the watcher died handling it), and a
+stop — Ctrl-C or SIGTERM — waits until that pair is done, so a stopped watcher resumes after the
+last event it handled. Only a crash between the two (kill -9, power loss) hands that one event
+over again on restart; consumers that must not act twice can key on its `cursor`. A command that
+fails is reported on stderr and the watcher moves on. The agent's own actions are skipped
 unless `--include-own`. Stdlib and httpx only: it starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +40,32 @@ MAX_BACKOFF_S = 5.0
 
 class WatchError(Exception):
     pass
+
+
+@contextlib.contextmanager
+def stop_after_this() -> Iterator[None]:
+    """Holds SIGTERM and Ctrl-C until the block is done, then stops as they asked.
+
+    Python handlers, not a blocked signal mask: a mask would be inherited by the `--exec` command.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if signal.SIGINT in caught:
+        raise KeyboardInterrupt
+    if caught:
+        raise SystemExit(128 + signal.SIGTERM)
 
 
 def add_watch_parser(commands: Any) -> None:
@@ -144,6 +177,13 @@ class Watcher:
         self.cursor: int | None = args.since if args.since is not None else self.cursors.load()
 
     def handle(self, cursor: int, raw: str) -> None:
+        """Delivers one event, then saves its cursor; a stop requested meanwhile waits for both."""
+        with stop_after_this():
+            self._deliver(cursor, raw)
+            self.cursor = cursor
+            self.cursors.save(cursor)
+
+    def _deliver(self, cursor: int, raw: str) -> None:
         if self.args.exec_cmd:
             event = json.loads(raw)
             env = {
@@ -163,8 +203,6 @@ class Watcher:
             print(raw, file=self.out, flush=True)
         else:
             print(summary(json.loads(raw)), file=self.out, flush=True)
-        self.cursor = cursor
-        self.cursors.save(cursor)
 
     def follow_once(self) -> bool:
         """One SSE connection; True when `--once` is satisfied (the replay is done)."""

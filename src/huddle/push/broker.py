@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
-from amqtt.broker import Broker
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from huddle.push.amqtt_fixes import RoutedBroker
 from huddle.push.bridge import Message
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class EmbeddedBroker:
     def __init__(self, sock: socket.socket):
         self._sock = sock
         self.host, self.port = sock.getsockname()[:2]
-        self._broker: Broker | None = None
+        self._broker: RoutedBroker | None = None
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[Any]] = set()
 
@@ -123,7 +123,7 @@ class EmbeddedBroker:
             # Anonymous on loopback, as in open mode everywhere else (token mode will plug in here).
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
-        broker = Broker(config)
+        broker = RoutedBroker(config)
         await broker.start()
         self._broker = broker
         self._server = await asyncio.start_server(self._on_tcp, sock=self._sock)

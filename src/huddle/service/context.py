@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from huddle.bus.memory import EventBus
 from huddle.domain import paths
 from huddle.domain.scoring import Evidence
+from huddle.service.repo_aliases import RepoAliases
 from huddle.settings import Settings
 from huddle.storage.base import Store, Unit
 
@@ -56,6 +57,8 @@ class ServiceContext:
     signal_providers: list[SignalProvider] = field(default_factory=list)
     # agent id → monotonic time of the last heartbeat written for a read-only call
     read_heartbeats: dict[str, float] = field(default_factory=dict)
+    # files my targets depend on per the dependency map, for announces that name none (depmap.py)
+    depends_from_map: Callable[[Unit, Sequence[str]], tuple[str, ...]] | None = None
 
     @property
     def project(self) -> str:
@@ -66,11 +69,17 @@ class ServiceContext:
         # Resolving the repo path touches the filesystem; do it once, not on every path we check.
         return str(self.settings.repo_path)
 
+    @functools.cached_property
+    def aliases(self) -> RepoAliases:
+        return RepoAliases(self.repo_root)
+
     def path(self, raw: str, field: str = "path") -> str:
-        return paths.normalize_path(raw, self.repo_root, field=field)
+        """`raw` as the repo-relative path of the file itself (symlinks inside the repo resolved)."""
+        return self.aliases.canonical(paths.normalize_path(raw, self.repo_root, field=field))
 
     def paths(self, raws: Sequence[str] | None, field: str) -> tuple[str, ...]:
-        return paths.normalize_paths(raws, self.repo_root, field=field)
+        normal = paths.normalize_paths(raws, self.repo_root, field=field)
+        return tuple(dict.fromkeys(self.aliases.canonical(p) for p in normal))
 
     def online_since(self, now: float) -> float:
         """Agents seen at or after this instant count as online."""

@@ -42,12 +42,37 @@ def candidate_clause(patterns: Iterable[LockPattern]) -> tuple[str, list[Any]]:
         if pattern.anchor == "":
             return "1 = 1", []
         prefixes.update(anchor_prefixes(pattern.anchor))
-        if pattern.kind != "file":  # files below a directory or glob anchor
+        if pattern.kind == "file":
+            continue
+        # Anchors below a directory or glob anchor (which ends in '/'): an exact prefix range.
+        upper = prefix_upper_bound(pattern.anchor)
+        if upper is None:
+            ranges.append("(anchor > ?)")
+            params.append(pattern.anchor)
+        else:
             ranges.append("(anchor > ? AND anchor < ?)")
-            params += [pattern.anchor, pattern.anchor + "\U0010ffff"]
+            params += [pattern.anchor, upper]
     ordered = sorted(prefixes)
     clause = " OR ".join([f"anchor IN ({placeholders(ordered)})", *ranges])
     return f"({clause})", [*ordered, *params]
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix`, or None when there is none.
+
+    `anchor >= prefix AND anchor < bound` is then exactly "starts with prefix" as an index range.
+    SQLite compares TEXT as UTF-8 bytes, which orders like code points, so the bound is the prefix
+    with its last character incremented (trailing U+10FFFF dropped first; surrogates, which no
+    stored path can hold, skipped). A sentinel such as `prefix + U+10FFFF` is not a bound: the
+    name `prefix + U+10FFFF + "a"` sorts above it.
+    """
+    stripped = prefix.rstrip("\U0010ffff")
+    if not stripped:
+        return None
+    following = ord(stripped[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:
+        following = 0xE000
+    return stripped[:-1] + chr(following)
 
 
 def overlapping(unit: Unit, table: str, pattern: LockPattern, *, live_after: float | None = None) -> list[Row]:
@@ -60,6 +85,42 @@ def overlapping(unit: Unit, table: str, pattern: LockPattern, *, live_after: flo
         args.append(live_after)
     rows = unit.tx.all(sql + " ORDER BY id", args)
     return [r for r in rows if overlaps(pattern_of(r), pattern)]
+
+
+def file_leases_that_may_be_directories(unit: Unit, pattern: LockPattern) -> list[Row]:
+    """Leases and queued requests taken on a name as a *file* that `pattern` would overlap were
+    that name a directory now: the names above `pattern`'s anchor and, for a glob, every file
+    lease below its anchor (the glob may match below such a name)."""
+    names = [pattern.anchor[:i] for i, ch in enumerate(pattern.anchor) if ch == "/"]
+    found: list[Row] = []
+    for table in ("locks", "lock_waiters"):
+        if names:
+            found += unit.tx.all(
+                f"SELECT id, agent_id, path, '{table}' AS tbl FROM {table} WHERE project = ? AND kind = 'file'"
+                f" AND anchor IN ({placeholders(names)})",
+                [unit.project, *names],
+            )
+        if pattern.kind == "glob":
+            clause, params = candidate_clause([pattern])
+            found += unit.tx.all(
+                f"SELECT id, agent_id, path, '{table}' AS tbl FROM {table} WHERE project = ? AND kind = 'file'"
+                f" AND {clause}",
+                [unit.project, *params],
+            )
+    return found
+
+
+def lease_as_directory(unit: Unit, row: Row) -> None:
+    """A lease (or queued request) on a name that has become a directory covers the directory now,
+    as a new request for that name would; the holder keeps its token and expiry."""
+    path = row["path"] + "/"
+    table = row["tbl"]
+    taken = unit.tx.one(
+        f"SELECT id FROM {table} WHERE project = ? AND agent_id = ? AND path = ?", (unit.project, row["agent_id"], path)
+    )
+    if taken is not None and table == "locks":
+        return  # the holder already leases the directory itself, which covers everything below
+    unit.tx.execute(f"UPDATE {table} SET path = ?, kind = 'dir', anchor = ? WHERE id = ?", (path, path, row["id"]))
 
 
 def next_token(unit: Unit) -> int:
@@ -308,7 +369,7 @@ def deny(
     return out
 
 
-def emit_released(unit: Unit, row: Row, *, actor: str, reason: str) -> None:
+def emit_released(unit: Unit, row: Row, *, actor: str, reason: str, **extra: Any) -> None:
     others = [r["agent_id"] for r in overlapping(unit, "locks", pattern_of(row)) if r["agent_id"] != row["agent_id"]]
     waiters = [r["agent_id"] for r in overlapping(unit, "lock_waiters", pattern_of(row))]
     unit.emit(
@@ -320,6 +381,7 @@ def emit_released(unit: Unit, row: Row, *, actor: str, reason: str) -> None:
         mode=row["mode"],
         fencing_token=row["token"],
         reason=reason,
+        **extra,
     )
 
 

@@ -54,8 +54,10 @@ from huddle.service.lock_store import (
     describe_holder,
     emit_released,
     expire_due,
+    file_leases_that_may_be_directories,
     grant,
     is_upgrade_in_place,
+    lease_as_directory,
     lock_dict,
     overlapping,
     pattern_of,
@@ -119,6 +121,14 @@ class LockService:
             self._disk_cache.clear()
         self._disk_cache[relative] = (kind, now)
         return kind
+
+    def _renamed_to_directories(self, unit: Unit, pattern: LockPattern) -> None:
+        """Leases taken on a name while it was a file, that is a directory now, become directory
+        leases before `pattern` is checked against them — else the directory would escape them."""
+        for row in file_leases_that_may_be_directories(unit, pattern):
+            # A fresh stat, not the cached answer: the name changed kind, the cache may not know yet.
+            if os.path.isdir(os.path.join(self.ctx.repo_root, row["path"])):
+                lease_as_directory(unit, row)
 
     def _ttl(self, ttl_s: float | None) -> float:
         default = min(self.ctx.settings.lock_ttl_s, MAX_TTL_S)
@@ -187,6 +197,7 @@ class LockService:
     ) -> dict[str, Any]:
         touch(unit, agent)
         expire_due(unit)
+        self._renamed_to_directories(unit, pattern)
         rows = overlapping(unit, "locks", pattern)
         own = next((r for r in rows if r["agent_id"] == agent and r["path"] == pattern.path), None)
         if own is not None and own["mode"] == mode:
@@ -375,8 +386,10 @@ class LockService:
         }
 
     def _own_row(self, unit: Unit, agent: str, pattern: LockPattern) -> Row | None:
-        """The agent's lock on this path, also when the path was named with or without its trailing slash."""
-        names = [pattern.path, pattern.path.rstrip("/")] if pattern.path.endswith("/") else [pattern.path]
+        """The agent's lock on this path, also when the path was named with or without its trailing slash
+        (a name leased as a file that became a directory is held as the directory since)."""
+        bare = pattern.path.rstrip("/")
+        names = [bare, bare + "/"] if pattern.kind != "glob" else [pattern.path]
         return unit.tx.one(
             f"SELECT * FROM locks WHERE project = ? AND agent_id = ? AND path IN ({placeholders(names)})"
             " AND expires_at > ?",
@@ -462,9 +475,15 @@ class LockService:
 
         return await self.ctx.store.read(read)
 
-    async def check_lock(self, path: str) -> dict[str, Any]:
-        """Who holds or waits for anything overlapping `path` (a file, directory or glob)."""
+    async def check_lock(self, path: str, fencing_token: int | None = None) -> dict[str, Any]:
+        """Who holds or waits for anything overlapping `path` (a file, directory or glob).
+
+        With `fencing_token`, also whether that token is still current for `path` (`fencing`),
+        so a resource written through can refuse a holder whose lease ended. Raises InvalidInput
+        for a bad path or token.
+        """
         pattern = self.target(path)
+        token = None if fencing_token is None else _token(fencing_token)
 
         def read(unit: Unit) -> dict[str, Any]:
             rows = overlapping(unit, "locks", pattern, live_after=unit.now)
@@ -481,6 +500,8 @@ class LockService:
             }
             if blocking:
                 out["reason"] = "; ".join(describe_holder(r, pattern.path) for r in blocking)
+            if token is not None:
+                out["fencing"] = fencing_verdict(rows, token, pattern.path, unit.now)
             return out
 
         return await self.ctx.store.read(read)
@@ -525,6 +546,43 @@ class LockService:
             "list": [lock_dict(r, unit.now) for r in rows[:200]],
             "queue": positions(waiting, unit.now),
         }
+
+
+def _token(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(
+            "fencing_token must be a positive whole number, as acquire_lock returned it", field="fencing_token"
+        )
+    return value
+
+
+def fencing_verdict(live: list[Row], token: int, path: str, now: float) -> dict[str, Any]:
+    """Is `token` the token of a live lease overlapping `path`? What a fenced resource asks before a write.
+
+    `valid_for_s` is how much longer the lease lives at the server's `now`: a resource that
+    applies the write within that time (measured from before it asked) applies it under the lease.
+    """
+    newest = max((int(r["token"]) for r in live if r["mode"] != INTENT), default=None)
+    match = next((r for r in live if int(r["token"]) == token), None)
+    if match is None:
+        return {
+            "token": token,
+            "current": False,
+            "newest_token": newest,
+            "reason": f"fencing token {token} is not held on {path}: its lease expired or was released, or it was"
+            " issued for another path"
+            + (f"; the newest live token here is {newest}" if newest is not None else "")
+            + ". Refuse the write; its holder must acquire_lock again",
+        }
+    return {
+        "token": token,
+        "current": True,
+        "holder": match["agent_id"],
+        "mode": match["mode"],
+        "lock_path": match["path"],
+        "newest_token": newest,
+        "valid_for_s": round(float(match["expires_at"]) - now, 3),
+    }
 
 
 class LockSignal:

@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from huddle.errors import HuddleError, InvalidInput
 from huddle.service.guard import GuardService
 from huddle.service.hooks import ClaudeHookService, parse_body
+from huddle.transports.arguments import check_values, parse_json_value
 from huddle.transports.http import error_response
 
 AGENT_HEADER = "x-huddle-agent"
@@ -38,9 +39,24 @@ def _guarded(fn: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awa
     return endpoint
 
 
+def _payload(body: bytes) -> dict[str, Any]:
+    """The hook payload through the bounded parse every transport uses: a body nested too deep or
+    holding a huge number is a 422 naming where, not a 500."""
+    try:
+        value = parse_json_value(body) if body.strip() else None
+    except InvalidInput as exc:
+        if exc.field is None:  # the body as a whole is wrong
+            raise InvalidInput(f"the hook payload: {exc.message}", field="body") from None
+        raise
+    if isinstance(value, dict):
+        check_values(value)
+        return value
+    return parse_body(body)  # says what a hook payload must be
+
+
 def hook_routes(hooks: ClaudeHookService, guard: GuardService) -> list[BaseRoute]:
     async def claude(request: Request) -> dict[str, Any]:
-        payload = parse_body(await request.body())
+        payload = _payload(await request.body())
         declared = request.headers.get(AGENT_HEADER, "").strip() or None
         return await hooks.handle(request.path_params["event"], payload, declared)
 
@@ -51,12 +67,12 @@ def hook_routes(hooks: ClaudeHookService, guard: GuardService) -> list[BaseRoute
         return {"ok": True, "agent_id": await hooks.agent_in(cwd)}
 
     async def pre_commit(request: Request) -> dict[str, Any]:
-        body = parse_body(await request.body())
+        body = _payload(await request.body())
         paths = _required(body, "paths", list, "a list of staged repo-relative paths")
         return await guard.pre_commit(paths, _opt(body, "agent_id"), _opt(body, "worktree"))
 
     async def pre_push(request: Request) -> dict[str, Any]:
-        body = parse_body(await request.body())
+        body = _payload(await request.body())
         branch = _required(body, "branch", str, "the name of the branch being pushed")
         return await guard.pre_push(branch, _opt(body, "agent_id"), _opt(body, "worktree"))
 

@@ -7,19 +7,18 @@ error is the envelope `{ok: false, error, code}`; bad input is a 4xx, never a 50
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import pydantic
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from huddle import __version__
-from huddle.errors import HuddleError, InvalidInput
+from huddle.errors import HuddleError, NotFound
+from huddle.transports.arguments import BoundOperation, parse_json_object
 from huddle.transports.tools import Operation
 
 log = logging.getLogger(__name__)
@@ -29,43 +28,42 @@ def error_response(exc: HuddleError) -> JSONResponse:
     return JSONResponse(exc.to_dict(), status_code=exc.status)
 
 
-def validation_message(exc: pydantic.ValidationError) -> InvalidInput:
-    """Turns pydantic's report into one sentence per field the caller can act on."""
-    parts = []
-    for err in exc.errors()[:10]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg'].lower()}")
-    first = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else None
-    return InvalidInput(
-        "invalid arguments — " + "; ".join(parts) + "; see GET /api/v1/tools for the schema", field=first or None
-    )
+class UnsupportedMediaType(HuddleError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+def json_body_required(request: Request) -> None:
+    """A body must be declared JSON: a cross-site form or text/plain post is never an API call.
+
+    Browsers send text/plain and form bodies cross-site without a preflight; an application/json
+    body from another origin needs one, which Huddle never grants.
+    """
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise UnsupportedMediaType(
+            f"Content-Type {media or '(none)'!r} is not accepted; send the arguments as JSON with"
+            " Content-Type: application/json"
+        )
 
 
 class OperationEndpoint:
     """POST /api/v1/tools/{name}: validate the JSON body against the operation's signature, call it."""
 
     def __init__(self, operations: Iterable[Operation]):
-        self._calls: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
-            op.name: pydantic.validate_call(op.fn) for op in operations
-        }
         self._ops = {op.name: op for op in operations}
+        self._calls = {op.name: BoundOperation(op) for op in self._ops.values()}
 
     async def call(self, request: Request) -> Response:
         name = request.path_params["name"]
         call = self._calls.get(name)
         if call is None:
-            return error_response(HuddleError(f"no operation named {name!r}; GET /api/v1/tools lists them"))
-        body = await request.body()
+            return error_response(NotFound(f"no operation named {name!r}; GET /api/v1/tools lists them"))
         try:
-            args = json.loads(body) if body.strip() else {}
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return error_response(InvalidInput("the request body is not valid JSON; send an object of arguments"))
-        if not isinstance(args, dict):
-            return error_response(InvalidInput("the request body must be a JSON object of arguments"))
-        try:
-            result = await call(**args)
-        except pydantic.ValidationError as exc:
-            return error_response(validation_message(exc))
+            body = await request.body()
+            if body.strip():
+                json_body_required(request)
+            result = await call(parse_json_object(body))
         except HuddleError as exc:
             return error_response(exc)
         return JSONResponse({"ok": True, "result": result})
@@ -178,8 +176,13 @@ def json_error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[
             405,
         )
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # The client left mid-body (or was cut off by body_timeout_s): nobody reads this answer,
+        # and it is not a server error worth a traceback in the log.
+        return Response(status_code=400)
+
     async def crash(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return JSONResponse({"ok": False, "code": "internal", "error": "internal error; see the server log"}, 500)
 
-    return {404: not_found, 405: method_not_allowed, Exception: crash}
+    return {404: not_found, 405: method_not_allowed, ClientDisconnect: client_gone, Exception: crash}

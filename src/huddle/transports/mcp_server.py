@@ -9,10 +9,13 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
 from huddle import __version__
 from huddle.errors import HuddleError
+from huddle.transports.arguments import BoundOperation
 from huddle.transports.tools import Operation
 
 INSTRUCTIONS = (
@@ -23,13 +26,25 @@ INSTRUCTIONS = (
 )
 
 
-def as_tool(op: Operation) -> Any:
-    """Wraps an operation so Huddle errors reach the agent as tool errors with their message."""
+class _CheckedByHuddle(FuncMetadata):
+    """Leaves argument checking to `BoundOperation`, so MCP and REST refuse bad input alike.
+
+    The SDK's own check would answer with raw pydantic text and silently drop unknown arguments.
+    Its JSON-in-a-string repair for list arguments (some clients send `"[\"a\"]"`) is kept.
+    """
+
+    def validate_arguments(self, arguments_to_validate: dict[str, Any]) -> dict[str, Any]:
+        return self.pre_parse_json(arguments_to_validate)
+
+
+def as_tool(op: Operation) -> Tool:
+    """The operation as an MCP tool: Huddle errors reach the agent as tool errors with their message."""
+    bound = BoundOperation(op)
 
     @functools.wraps(op.fn)
-    async def tool(**kwargs: Any) -> CallToolResult:
+    async def call(**kwargs: Any) -> CallToolResult:
         try:
-            result = await op.fn(**kwargs)
+            result = await bound(kwargs)
         except HuddleError as exc:
             raise ToolError(f"{exc.message} [{exc.code}]") from exc
         # Compact JSON text (the SDK's default is indented): fewer tokens for the agent to read,
@@ -37,19 +52,28 @@ def as_tool(op: Operation) -> Any:
         text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
         return CallToolResult(content=[TextContent(text=text)], structured_content=result)
 
+    tool = Tool.from_function(
+        call, name=op.name, description=op.description, annotations=ToolAnnotations(read_only_hint=op.read_only)
+    )
+    meta = tool.fn_metadata
+    tool.fn_metadata = _CheckedByHuddle(
+        arg_model=meta.arg_model,
+        output_schema=meta.output_schema,
+        output_model=meta.output_model,
+        wrap_output=meta.wrap_output,
+    )
     return tool
 
 
 def build_mcp_server(operations: Iterable[Operation]) -> MCPServer:
-    server: MCPServer = MCPServer("huddle", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    server: MCPServer = MCPServer(
+        "huddle",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        log_level="WARNING",
+        tools=[as_tool(op) for op in operations],
+    )
     # The SDK wraps every message in an OpenTelemetry span by default; with no exporter installed
     # that is pure overhead on every call (the SDK documents dropping it as the opt-out).
     server.middleware[:] = [m for m in server.middleware if type(m).__name__ != "OpenTelemetryMiddleware"]
-    for op in operations:
-        server.add_tool(
-            as_tool(op),
-            name=op.name,
-            description=op.description,
-            annotations=ToolAnnotations(read_only_hint=op.read_only),
-        )
     return server

@@ -41,9 +41,10 @@ def lock_operations(c: Coordinator) -> list[Operation]:
         """Live locks and queued requests; filter by holder and/or a path they overlap."""
         return await c.locks.list_locks(agent_id, path)
 
-    async def check_lock(path: str) -> Result:
-        """Who holds or waits for anything overlapping a file, directory or glob, and which modes you could get."""
-        return await c.locks.check_lock(path)
+    async def check_lock(path: str, fencing_token: int | None = None) -> Result:
+        """Who holds or waits for anything overlapping a file, directory or glob, and which modes you could get.
+        With fencing_token: is that token still current there (for a fenced write)."""
+        return await c.locks.check_lock(path, fencing_token)
 
     return [
         Operation("acquire_lock", "locks", acquire_lock),

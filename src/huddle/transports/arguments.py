@@ -1,0 +1,170 @@
+"""One argument contract for every transport: a bounded JSON parse, bounded values, strict fields,
+and one formatter for what is wrong.
+
+MCP and REST both call operations through `BoundOperation`, so a hostile or careless body gets the
+same answer whichever way it arrives: an `InvalidInput` naming the field and what to send instead.
+Nothing here lets a parser or validator reach an exception that would become a 500 — deep
+nesting (`RecursionError`), integer literals past Python's digit limit (`ValueError`), numbers too
+large for SQLite or a float (`OverflowError`) are all refused before any service sees them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pydantic
+
+from huddle.errors import InvalidInput
+from huddle.transports.operation import Operation, Result
+
+# Deeper than any argument Huddle takes (the dependency map is three levels) by a wide margin.
+MAX_DEPTH = 32
+# SQLite stores 64-bit integers; anything wider cannot be a cursor, a limit, an id or a count.
+MAX_INT = 2**63 - 1
+MIN_INT = -(2**63)
+# An integer literal longer than this is refused before int() parses it (int64 has 19 digits).
+MAX_INT_DIGITS = 20
+SCHEMA_HINT = "see the tool's input schema (MCP tools/list, or GET /api/v1/tools)"
+
+
+class _Oversized:
+    """Stands in for an integer literal too long to parse, so the walk below can name its field."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+
+def _parse_int(text: str) -> int | _Oversized:
+    digits = len(text.lstrip("-"))
+    return _Oversized(digits) if digits > MAX_INT_DIGITS else int(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidInput(f"{name} is not a number JSON allows; send a finite number")
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Parses a request body into the arguments object, or raises InvalidInput saying why."""
+    if not body.strip():
+        return {}
+    value = parse_json_value(body)
+    if not isinstance(value, dict):
+        raise InvalidInput('the request body must be a JSON object of arguments, e.g. {"agent_id": "alice"}')
+    return value
+
+
+def parse_json_value(body: bytes) -> Any:
+    """Any JSON value, parsed without the parser's own failure modes: a body nested too deep or
+    holding an integer literal too long is an InvalidInput naming where, never a RecursionError
+    or ValueError. Values are not checked yet: run `check_values` on the object."""
+    try:
+        return json.loads(body, parse_int=_parse_int, parse_constant=_refuse_constant)
+    except RecursionError:
+        field = _deep_field(body)
+        raise InvalidInput(
+            f"{field or 'the request body'} is nested more than {MAX_DEPTH} levels deep; send flat JSON",
+            field=field,
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidInput("the request body is not valid JSON; send an object of arguments") from None
+
+
+def _deep_field(body: bytes) -> str | None:
+    """The top-level key under which a too-deep body nests (found by a scan, not a parse)."""
+    text = body.decode("utf-8", errors="replace")
+    depth = 0
+    key: str | None = None
+    in_string = escaped = False
+    start = 0
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+                if depth == 1:
+                    candidate = text[start : i + 1]
+                    rest = text[i + 1 : i + 64].lstrip()
+                    if rest.startswith(":"):
+                        try:
+                            key = str(json.loads(candidate))
+                        except ValueError:
+                            key = None
+        elif ch == '"':
+            in_string, start = True, i
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return key
+        elif ch in "]}":
+            depth -= 1
+    return None
+
+
+def check_values(args: dict[str, Any]) -> None:
+    """Refuses values no field can take: too deep, integers beyond 64 bits, non-finite floats.
+
+    Iterative, so a deep value cannot exhaust the stack here either.
+    """
+    # Errors name the top-level argument: that is the field the caller has to fix.
+    stack: list[tuple[str, Any, int]] = [(str(name), value, 1) for name, value in args.items()]
+    while stack:
+        where, value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise InvalidInput(f"{where} is nested more than {MAX_DEPTH} levels deep; send flat JSON", field=where)
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((where, item, depth + 1) for item in items)
+        elif isinstance(value, _Oversized):
+            raise InvalidInput(
+                f"{where} is an integer of {value.digits} digits; it must be between {MIN_INT} and {MAX_INT}",
+                field=where,
+            )
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
+            raise InvalidInput(f"{where} must be between {MIN_INT} and {MAX_INT}", field=where)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"{where} must be a finite number (got {value}); send a smaller number", field=where)
+
+
+def _message(err: Any, known: list[str]) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "arguments"
+    kind = err["type"]
+    if kind == "unexpected_keyword_argument":
+        return f"{where}: unknown argument; this tool takes {', '.join(known) or 'no arguments'}"
+    if kind == "missing_argument":
+        return f"{where}: required; add it"
+    return f"{where}: {str(err['msg']).lower()}"
+
+
+def invalid_arguments(exc: pydantic.ValidationError, known: list[str]) -> InvalidInput:
+    """Turns pydantic's report into one sentence per field the caller can act on."""
+    errors = exc.errors()
+    parts = [_message(err, known) for err in errors[:10]]
+    first = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
+    return InvalidInput("invalid arguments — " + "; ".join(parts) + "; " + SCHEMA_HINT, field=first or None)
+
+
+class BoundOperation:
+    """An operation behind the shared argument contract; both transports call it the same way."""
+
+    def __init__(self, op: Operation):
+        self.op = op
+        self._call: Callable[..., Awaitable[Result]] = pydantic.validate_call(op.fn)
+        self.known = list(inspect.signature(op.fn).parameters)
+
+    async def __call__(self, args: dict[str, Any]) -> Result:
+        """Checks `args` (raising InvalidInput naming the field) and runs the operation."""
+        check_values(args)
+        try:
+            # validate_call on a coroutine function validates when awaited, not when called.
+            return await self._call(**args)
+        except pydantic.ValidationError as exc:
+            raise invalid_arguments(exc, self.known) from None

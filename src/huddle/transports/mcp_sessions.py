@@ -1,0 +1,139 @@
+"""Bounded MCP sessions: abandoned `initialize`s can neither exhaust memory nor lock anyone out.
+
+The SDK's StreamableHTTPSessionManager keeps every session until it has been idle for its timeout
+(30 minutes by default) and, at its cap, answers every *new* client 503. One script opening
+sessions in a loop and never closing them therefore grows memory by tens of KB a session and then
+refuses every legitimate agent for half an hour. Here:
+
+- the idle timeout is a setting (`mcp_session_idle_s`, 10 minutes by default);
+- each client address has its own cap (`mcp_sessions_per_client`), and the whole server one
+  (`mcp_max_sessions`);
+- at either cap the least recently used *idle* session (no request or stream in flight) of that
+  client — or, at the server cap, of anyone — is closed to make room, so a new client is served.
+  Only when every session is busy is a new one refused (503).
+
+An evicted session's id answers 404, which the MCP specification tells clients to handle by
+initialising again. The SDK's session table is the source of truth; this class only adds the
+bookkeeping (owner address, last use, requests in flight) it needs to choose whom to evict.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from starlette.datastructures import Headers
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from huddle.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_client: contextvars.ContextVar[str] = contextvars.ContextVar("huddle_mcp_client", default="?")
+
+
+@dataclass
+class _Usage:
+    client: str
+    last_used: float
+    in_flight: int = 0
+
+
+class BoundedSessionManager(StreamableHTTPSessionManager):
+    """A session manager that evicts the least recently used idle session instead of refusing."""
+
+    def __init__(
+        self,
+        *args: Any,
+        per_client: int,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.per_client = per_client
+        self.clock = clock
+        self.usage: dict[str, _Usage] = {}
+        self.evicted = 0
+
+    def open_sessions(self, client: str | None = None) -> int:
+        """How many sessions are open (for one client address, or all)."""
+        return sum(1 for u in self.usage.values() if client is None or u.client == client)
+
+    async def _handle_stateful_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = (scope.get("client") or ("?", 0))[0]
+        session_id = Headers(scope=scope).get(MCP_SESSION_ID_HEADER)
+        usage = self.usage.get(session_id) if session_id else None
+        if usage is None:
+            _client.set(client)
+            await super()._handle_stateful_request(scope, receive, send)
+            return
+        usage.in_flight += 1
+        usage.last_used = self.clock()
+        try:
+            await super()._handle_stateful_request(scope, receive, send)
+        finally:
+            usage.in_flight -= 1
+            usage.last_used = self.clock()
+
+    def _admit_session(self, requestor: Any) -> StreamableHTTPServerTransport | None:
+        client = _client.get()
+        if self.open_sessions(client) >= self.per_client:
+            self._evict_idle(client)
+        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
+            self._evict_idle(None)
+        transport = super()._admit_session(requestor)
+        if transport is not None and transport.mcp_session_id is not None:
+            self.usage[transport.mcp_session_id] = _Usage(client, self.clock())
+        return transport
+
+    def _evict_idle(self, client: str | None) -> None:
+        """Closes the least recently used idle session (of `client`, or of anyone)."""
+        idle = [
+            (u.last_used, sid)
+            for sid, u in self.usage.items()
+            if u.in_flight == 0 and (client is None or u.client == client)
+        ]
+        if not idle:
+            return
+        _, victim = min(idle)
+        transport = self._server_instances.pop(victim, None)
+        self._session_owners.pop(victim, None)
+        self.usage.pop(victim, None)
+        self.evicted += 1
+        log.debug("closing idle MCP session %s of %s to make room", victim[:12], client or "any client")
+        # Ending the session's idle scope stops its server task, which terminates the transport;
+        # it is already gone from the table, so its id answers 404 from now on.
+        if transport is not None and transport.idle_scope is not None:
+            transport.idle_scope.cancel()
+
+    async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
+        self.usage.pop(session_id, None)
+        await super()._discard_session(session_id, transport)
+
+    def route(self, path: str = "/mcp") -> Route:
+        return Route(path, endpoint=StreamableHTTPASGIApp(self))
+
+
+def bounded_sessions(mcp: MCPServer, settings: Settings) -> BoundedSessionManager:
+    """The SDK's session manager for `mcp` (configured by `streamable_http_app`), bounded by settings."""
+    sdk = mcp.session_manager
+    return BoundedSessionManager(
+        app=sdk.app,
+        event_store=sdk.event_store,
+        json_response=sdk.json_response,
+        stateless=sdk.stateless,
+        security_settings=sdk.security_settings,
+        retry_interval=sdk.retry_interval,
+        max_request_body_size=sdk.max_request_body_size,
+        session_idle_timeout=settings.mcp_session_idle_s,
+        max_sessions=settings.mcp_max_sessions,
+        per_client=settings.mcp_sessions_per_client,
+    )

@@ -1,0 +1,102 @@
+"""Abandoned MCP sessions and slow clients cannot exhaust the server (issue 7, defects 3 and 4).
+
+Small caps and short deadlines stand in for 10,000 sessions and 120 s; the figures at full size
+come from benchmarks/hostile.py.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import anyio
+import httpx
+from mcp import Client
+
+from helpers import INITIALIZE, MCP_HEADERS, ServerProcess, call
+
+
+def abandon_session(server: ServerProcess) -> str:
+    """`initialize`, then walk away: no `initialized`, no DELETE."""
+    response = httpx.post(server.mcp_url, json=INITIALIZE, headers=MCP_HEADERS, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.headers["mcp-session-id"]
+
+
+def ping(server: ServerProcess, session_id: str) -> int:
+    body = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    headers = {**MCP_HEADERS, "mcp-session-id": session_id, "mcp-protocol-version": "2025-11-25"}
+    return httpx.post(server.mcp_url, json=body, headers=headers, timeout=10).status_code
+
+
+async def test_abandoned_sessions_make_room_for_new_agents_instead_of_locking_them_out(server_factory) -> None:
+    server = server_factory("--mcp-sessions-per-client", "3", "--mcp-max-sessions", "4")
+    abandoned = [abandon_session(server) for _ in range(12)]
+    # The cap held: only the three most recent abandoned sessions are still known …
+    assert [ping(server, sid) for sid in abandoned[:-3]] == [404] * 9
+    assert all(ping(server, sid) == 200 for sid in abandoned[-3:])
+    # … and a legitimate agent is served, again and again, never refused with 503.
+    for round_ in range(3):
+        async with Client(server.mcp_url) as client:
+            agent = await call(client, "register_agent", name=f"agent-{round_}")
+            assert agent["agent_id"] == f"agent-{round_}"
+
+
+async def test_a_busy_session_is_never_evicted_to_make_room(server_factory) -> None:
+    server = server_factory("--mcp-sessions-per-client", "2", "--mcp-max-sessions", "2")
+    async with Client(server.mcp_url) as steady:
+        await call(steady, "register_agent", name="steady")
+        for _ in range(6):
+            abandon_session(server)
+        # The official client keeps its GET stream open, so its session is busy, not idle.
+        assert (await call(steady, "list_agents"))["agents"][0]["agent_id"] == "steady"
+
+
+def read_until_closed(sock: socket.socket, limit_s: float = 15.0) -> bytes:
+    """Everything the server sends until it closes the connection (or `limit_s` passes)."""
+    sock.settimeout(limit_s)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_half_sent_headers_and_short_bodies_are_answered_408_and_closed(server_factory) -> None:
+    server = server_factory("--header-timeout-s", "0.5", "--body-timeout-s", "0.5")
+    with httpx.stream("GET", server.url + "/api/events", timeout=20) as stream:
+        headers_only = socket.create_connection(("127.0.0.1", server.port))
+        headers_only.sendall(b"POST /api/v1/tools/list_agents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+        short_body = socket.create_connection(("127.0.0.1", server.port))
+        short_body.sendall(
+            b"POST /api/v1/tools/register_agent HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"name": '
+        )
+        silent = socket.create_connection(("127.0.0.1", server.port))
+        for sock in (headers_only, short_body, silent):
+            with sock:
+                answer = read_until_closed(sock)
+                assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+                assert b"request_timeout" in answer
+        # A stream opened before the deadlines expired is a response, not a slow request: still served.
+        assert stream.status_code == 200
+        assert httpx.post(server.url + "/api/v1/tools/register_agent", json={"name": "after"}).status_code == 200
+        for line in stream.iter_lines():
+            if "after" in line:
+                break
+    agents = httpx.post(server.url + "/api/v1/tools/list_agents", json={}).json()["result"]["agents"]
+    assert [a["agent_id"] for a in agents] == ["after"]
+    assert "Traceback" not in server.log(), "a client cut off mid-body is not a server error"
+
+
+async def test_a_slow_but_steady_client_within_the_deadline_is_served(server_factory) -> None:
+    server = server_factory("--header-timeout-s", "5", "--body-timeout-s", "5")
+    body = b'{"name": "patient"}'
+    request = (
+        b"POST /api/v1/tools/register_agent HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        for start in range(0, len(request), 16):
+            sock.sendall(request[start : start + 16])
+            await anyio.lowlevel.checkpoint()
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
