@@ -362,7 +362,7 @@ def test_malformed_hook_payloads_get_a_422_naming_the_field(huddle_server, repo,
     content.update(tool_name="Write", tool_input={"file_path": str(repo / "a.py"), "content": 5})
     assert httpx.post(url, json=content).json()["field"] == "tool_input.content"
     deep = httpx.post(url, content=b"[" * 100_000 + b"]" * 100_000)
-    assert deep.status_code == 422 and "nests deeper than" in deep.json()["error"]
+    assert deep.status_code == 422 and "nested more than" in deep.json()["error"]
 
 
 def test_a_write_bigger_than_the_rest_body_cap_into_a_leased_file_is_denied(
