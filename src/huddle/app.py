@@ -109,7 +109,7 @@ def build_app(settings: Settings) -> Huddle:
         ],
         middleware=[
             Middleware(CrossSiteGuard, bind_host=settings.host, allowed_origins=settings.allowed_origins),
-            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, hook_max_bytes=settings.max_hook_body_bytes),
             Middleware(metrics.rest_middleware),
         ],
         exception_handlers=json_error_handlers(),

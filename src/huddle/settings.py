@@ -59,6 +59,13 @@ class Settings:
     )
     log_level: str = field(default="INFO", metadata={"help": "Log level: DEBUG, INFO, WARNING or ERROR."})
     max_body_bytes: int = field(default=1_048_576, metadata={"help": "Largest accepted HTTP request body."})
+    max_hook_body_bytes: int = field(
+        default=16_777_216,
+        metadata={
+            "help": "Largest accepted Claude Code hook body (POST /hooks/claude/*): a Write hook carries the whole "
+            "file, and a refused hook lets the edit through."
+        },
+    )
     header_timeout_s: float = field(
         default=10.0, metadata={"help": "A client must send a request's headers within this many seconds (else 408)."}
     )
@@ -234,6 +241,7 @@ def _validate(s: Settings) -> None:
         "thread_timeout_s",
         "sweep_interval_s",
         "max_body_bytes",
+        "max_hook_body_bytes",
         "header_timeout_s",
         "body_timeout_s",
         "mcp_session_idle_s",

@@ -186,8 +186,9 @@ def test_second_agent_editing_a_file_in_flight_is_asked_and_a_leased_file_is_den
     assert decision(denied) == "deny"
     reason = denied["hookSpecificOutput"]["permissionDecisionReason"]
     assert f"leased exclusively by {alice}" in reason and "until 20" in reason and "release" in reason
-    # The holder itself is not denied under its own lease (bob's earlier edit in flight still asks).
-    assert decision(hook("PreToolUse", edit(alice_session, repo, file, "User", "Account"))) == "ask"
+    # The holder itself is not denied under its own lease, and bob's edit that was only asked about
+    # (never allowed) does not hold it up.
+    assert decision(hook("PreToolUse", edit(alice_session, repo, file, "User", "Account"))) == "allow"
 
 
 def test_post_tool_use_logs_the_edit_with_its_lines_and_ends_the_in_flight_mark(
@@ -315,3 +316,63 @@ def test_edits_outside_the_repository_and_other_tools_are_left_alone(hook: Hook,
     assert decision(hook("PreToolUse", outside)) == "allow"
     bash = payload("PreToolUse", alice_session, repo, tool_name="Bash", tool_input={"command": "ls"})
     assert hook("PreToolUse", bash) == {}
+
+
+def test_a_resumed_session_gets_the_news_that_waited_for_it(hook: Hook, huddle_server, repo, sessions, area):
+    alice_session, _, alice, bob = sessions
+    start_sessions(hook, repo, alice_session)
+    rest(huddle_server, "register_agent", name=bob)
+    rest(huddle_server, "send_message", from_agent=bob, to_agent=alice, content="ping before compact")
+    for source in ("compact", "resume"):
+        resumed = hook("SessionStart", payload("SessionStart", alice_session, repo, source=source))
+        context = resumed["hookSpecificOutput"]["additionalContext"]
+        assert context.count("ping before compact") == (1 if source == "compact" else 0), context  # once
+    assert hook("UserPromptSubmit", payload("UserPromptSubmit", alice_session, repo, prompt="hi")) == {}
+    for agent in (alice, bob):
+        rest(huddle_server, "deregister_agent", agent_id=agent)
+
+
+def test_an_edit_only_asked_about_or_failed_makes_nobody_wait(hook: Hook, huddle_server, repo, sessions, area):
+    alice_session, bob_session, alice, bob = sessions
+    file = f"{area}/models.py"
+    start_sessions(hook, repo, alice_session, bob_session)
+    rest(huddle_server, "announce_work", agent_id=alice, subject="rework models", target_files=[file])
+    asked = hook("PreToolUse", edit(bob_session, repo, file, "    name: str\n", "    name: Text\n"))
+    assert decision(asked) == "ask"  # and the user declines: nothing of bob's is in flight
+    assert decision(hook("PreToolUse", edit(alice_session, repo, file, "User", "Account"))) == "allow"
+    failed = edit(alice_session, repo, file, "User", "Account")
+    failed.update(hook_event_name="PostToolUseFailure", error="old_string not found")
+    assert hook("PostToolUseFailure", failed) == {}
+    flying = rest(huddle_server, "check_file_conflict", path=file, agent_id=bob)
+    assert not any(a.get("editing_now") for a in flying["agents"])
+    events = rest(huddle_server, "get_updates", agent_id=alice, cursor=0)["events"]
+    assert not [e for e in events if e["event"] == "file.edited" and e.get("path") == file]
+    for agent in (alice, bob):
+        rest(huddle_server, "deregister_agent", agent_id=agent)
+
+
+def test_malformed_hook_payloads_get_a_422_naming_the_field(huddle_server, repo, sessions) -> None:
+    alice_session = sessions[0]
+    url = f"{huddle_server.url}/hooks/claude/PreToolUse"
+    multi = edit(alice_session, repo, "a.py", "x", "y")
+    multi.update(tool_name="MultiEdit", tool_input={"file_path": str(repo / "a.py"), "edits": {"old_string": "x"}})
+    wrong = httpx.post(url, json=multi)
+    assert wrong.status_code == 422 and wrong.json()["field"] == "tool_input.edits"
+    content = edit(alice_session, repo, "a.py", "x", "y")
+    content.update(tool_name="Write", tool_input={"file_path": str(repo / "a.py"), "content": 5})
+    assert httpx.post(url, json=content).json()["field"] == "tool_input.content"
+    deep = httpx.post(url, content=b"[" * 100_000 + b"]" * 100_000)
+    assert deep.status_code == 422 and "nested more than" in deep.json()["error"]
+
+
+def test_a_write_bigger_than_the_rest_body_cap_into_a_leased_file_is_denied(
+    hook: Hook, huddle_server, repo, sessions, area
+) -> None:
+    alice_session, bob_session, alice, _ = sessions
+    start_sessions(hook, repo, alice_session, bob_session)
+    rest(huddle_server, "acquire_lock", agent_id=alice, path=f"{area}/", mode="exclusive", ttl_s=300)
+    big = edit(bob_session, repo, f"{area}/models.py", "x", "y")
+    big.update(
+        tool_name="Write", tool_input={"file_path": str(repo / area / "models.py"), "content": "x = 1\n" * 300_000}
+    )
+    assert decision(hook("PreToolUse", big)) == "deny"

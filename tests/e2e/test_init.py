@@ -94,7 +94,14 @@ def test_init_merges_every_client_then_uninstall_restores_every_file_byte_for_by
         pre[1]["hooks"][0]["type"] == "http"
         and pre[1]["hooks"][0]["url"] == huddle_server.url + "/hooks/claude/PreToolUse"
     )
-    assert set(settings["hooks"]) == {"SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "SessionEnd"}
+    assert set(settings["hooks"]) == {
+        "SessionStart",
+        "UserPromptSubmit",
+        "PreToolUse",
+        "PostToolUse",
+        "PostToolUseFailure",
+        "SessionEnd",
+    }
     # Claude Code runs no http SessionStart hook: that one is the command form.
     assert settings["hooks"]["SessionStart"][0]["hooks"][0]["command"].endswith("-m huddle.hook claude SessionStart")
     for md in ("CLAUDE.md", "AGENTS.md", "docs/AGENTS.md"):
@@ -202,3 +209,177 @@ def test_purge_asks_unless_forced_and_refuses_while_the_server_runs(
     assert unasked.returncode == 1 and "--force" in unasked.stderr and idle.exists()
     forced = huddle("uninstall", "--purge", "--force", cwd=git_repo, data_dir=idle)
     assert forced.returncode == 0 and not idle.exists()
+
+
+NOWHERE = "http://127.0.0.1:9"  # init with --url never contacts the server
+
+
+def test_init_again_after_the_user_edited_a_file_keeps_that_edit_at_uninstall(git_repo: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert huddle("init", "--url", NOWHERE, cwd=git_repo, data_dir=data).returncode == 0
+    config = json.loads((git_repo / ".mcp.json").read_text())
+    config["mcpServers"]["added-later"] = {"command": "b"}  # e.g. `claude mcp add -s project`
+    (git_repo / ".mcp.json").write_text(json.dumps(config, indent=2) + "\n")
+    again = huddle("init", "--url", "http://127.0.0.1:10", cwd=git_repo, data_dir=data)  # the server moved
+    assert again.returncode == 0 and "updated   .mcp.json" in again.stdout
+    assert huddle("uninstall", cwd=git_repo, data_dir=data).returncode == 0
+    assert json.loads((git_repo / ".mcp.json").read_text())["mcpServers"] == {
+        "other": {"command": "npx", "args": ["x"]},
+        "added-later": {"command": "b"},
+    }
+
+
+def test_init_from_a_subdirectory_wires_the_repository_root_and_uninstall_finds_it(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    before = snapshot(git_repo)
+    sub = git_repo / "src" / "deep"
+    sub.mkdir(parents=True)
+    data = tmp_path / "data"
+    assert huddle("init", "--url", NOWHERE, "--git-hook", cwd=sub, data_dir=data).returncode == 0
+    assert "huddle" in json.loads((git_repo / ".mcp.json").read_text())["mcpServers"]
+    assert (git_repo / ".huddle" / "init-manifest.json").exists() and not (sub / ".mcp.json").exists()
+    assert huddle("uninstall", cwd=sub, data_dir=data).returncode == 0
+    sub.rmdir()
+    (git_repo / "src").rmdir()
+    assert snapshot(git_repo) == before
+
+
+def test_command_hooks_carry_the_url_init_was_given(git_repo: Path, tmp_path: Path) -> None:
+    assert huddle("init", "--url", NOWHERE, "--hooks", cwd=git_repo, data_dir=tmp_path / "d").returncode == 0
+    hooks = json.loads((git_repo / ".claude/settings.json").read_text())["hooks"]
+    assert hooks["SessionStart"][0]["hooks"][0]["command"].endswith(f"claude SessionStart --url {NOWHERE}")
+    assert hooks["PreToolUse"][1]["hooks"][0]["url"] == f"{NOWHERE}/hooks/claude/PreToolUse"
+    assert hooks["PreToolUse"][1]["hooks"][0]["timeout"] == 1  # seconds: the hook budget, not 5
+
+
+def test_init_refuses_a_commented_vscode_config_or_a_non_utf8_file_before_writing_anything(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    (git_repo / ".vscode").mkdir()
+    (git_repo / ".vscode/mcp.json").write_text('{\n  // my servers\n  "servers": {},\n}\n')
+    before = snapshot(git_repo)
+    jsonc = huddle("init", "--url", NOWHERE, "--client", "all", cwd=git_repo, data_dir=tmp_path / "d")
+    assert jsonc.returncode == 1 and "Traceback" not in jsonc.stderr
+    assert ".vscode/mcp.json has comments (JSONC)" in jsonc.stderr and "nothing was changed" in jsonc.stderr
+    assert snapshot(git_repo) == before  # no client half wired
+    (git_repo / ".vscode/mcp.json").unlink()
+    (git_repo / "CLAUDE.md").write_bytes("# Règles\n".encode("latin-1"))
+    before = snapshot(git_repo)
+    latin = huddle("init", "--url", NOWHERE, cwd=git_repo, data_dir=tmp_path / "d")
+    assert latin.returncode == 1 and "Traceback" not in latin.stderr
+    assert "CLAUDE.md is not UTF-8 text" in latin.stderr and snapshot(git_repo) == before
+
+
+def test_guard_install_refuses_a_hook_written_in_another_language_and_changes_nothing(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    hook = git_repo / ".git/hooks/pre-commit"
+    hook.write_text("#!/usr/bin/env python3\nimport sys\nsys.exit(0)\n")
+    before = snapshot(git_repo)
+    refused = huddle("guard", "install", cwd=git_repo, data_dir=tmp_path / "d")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "pre-commit is a python3 script, not a shell one" in refused.stderr and "huddle.cli.guard" in refused.stderr
+    assert snapshot(git_repo) == before
+    committed = git(git_repo, "commit", "--allow-empty", "-m", "still works")
+    assert committed.returncode == 0, committed.stderr
+
+
+def test_guard_sees_renames_deletions_pushed_branches_and_every_staged_path(
+    huddle_server: ServerProcess, git_repo: Path
+) -> None:
+    assert huddle("guard", "install", cwd=git_repo, data_dir=huddle_server.data_dir).returncode == 0
+    (git_repo / "leased.py").write_text("x = 1\n")
+    git(git_repo, "add", "-A")
+    assert git(git_repo, "commit", "-qm", "base", env={"HUDDLE_GUARD": "off"}).returncode == 0
+    api = huddle_server.url + "/api/v1/tools/"
+    httpx.post(api + "register_agent", json={"name": "bob", "branch": "feature-x"})
+    httpx.post(api + "acquire_lock", json={"agent_id": "bob", "path": "leased.py", "mode": "exclusive"})
+    env = {"HUDDLE_DATA_DIR": str(huddle_server.data_dir), "HUDDLE_AGENT": "alice"}
+
+    git(git_repo, "mv", "leased.py", "moved.py")
+    renamed = git(git_repo, "commit", "-m", "rename", env=env)
+    assert renamed.returncode == 1 and "leased.py is leased exclusively by bob" in renamed.stderr
+    git(git_repo, "reset", "-q", "--hard")
+    git(git_repo, "rm", "-q", "leased.py")
+    deleted = git(git_repo, "commit", "-m", "delete", env=env)
+    assert deleted.returncode == 1 and "leased.py is leased exclusively by bob" in deleted.stderr
+    git(git_repo, "reset", "-q", "--hard")
+
+    # More staged paths than one check takes: the guard asks in chunks and still finds the lease.
+    many = git_repo / "many"
+    many.mkdir()
+    for i in range(2100):
+        (many / f"f{i}.txt").write_text("")
+    (git_repo / "leased.py").write_text("x = 2\n")
+    git(git_repo, "add", "-A")
+    big = git(git_repo, "commit", "-m", "big", env=env)
+    assert big.returncode == 1 and "leased.py is leased exclusively by bob" in big.stderr
+    assert git(git_repo, "commit", "-qm", "big", env={**env, "HUDDLE_GUARD": "off"}).returncode == 0
+
+    remote = git_repo.parent / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    git(git_repo, "remote", "add", "origin", str(remote))
+    git(git_repo, "branch", "feature-x")
+    httpx.post(
+        api + "announce_work",
+        json={"agent_id": "bob", "subject": "push it", "kind": "git_push", "target_files": ["README.md"]},
+    )
+    pushed = git(git_repo, "push", "-q", "origin", "feature-x", env=env)  # main is checked out
+    assert pushed.returncode == 1 and "bob announced git_push on feature-x" in pushed.stderr
+    other = git(git_repo, "push", "-q", "origin", "main", env=env)
+    assert other.returncode == 0, other.stderr
+
+
+def test_guard_warns_and_lets_git_go_on_when_something_else_answers(git_repo: Path, tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = b"<html>502 Bad Gateway</html>" if "commit" in self.path else b"[1, 2]"
+            self.send_response(502 if "commit" in self.path else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {"HUDDLE_URL": f"http://127.0.0.1:{server.server_port}"}
+        assert huddle("guard", "install", cwd=git_repo, data_dir=tmp_path / "d").returncode == 0
+        (git_repo / "a.py").write_text("a\n")
+        git(git_repo, "add", "a.py")
+        committed = git(git_repo, "commit", "-m", "a", env=env)
+        assert committed.returncode == 0 and "Traceback" not in committed.stderr
+        assert "gave no Huddle answer (HTTP 502); not checked" in committed.stderr
+        pushed = huddle("guard", "pre-push", cwd=git_repo, data_dir=tmp_path / "d", env=env)
+        assert pushed.returncode == 0 and "gave no Huddle answer (HTTP 200)" in pushed.stderr
+    finally:
+        server.shutdown()
+
+
+def test_guard_lets_either_of_two_sessions_in_one_checkout_commit_its_own_lease(
+    huddle_server: ServerProcess, git_repo: Path
+) -> None:
+    assert huddle("guard", "install", cwd=git_repo, data_dir=huddle_server.data_dir).returncode == 0
+    for session in ("a11ce000-0000-4000-8000-000000000001", "b0b00000-0000-4000-8000-000000000002"):
+        start = {"session_id": session, "cwd": str(git_repo), "hook_event_name": "SessionStart", "source": "startup"}
+        assert httpx.post(huddle_server.url + "/hooks/claude/SessionStart", json=start).status_code == 200
+    api = huddle_server.url + "/api/v1/tools/"
+    httpx.post(api + "acquire_lock", json={"agent_id": "claude-a11ce000", "path": "mine.py", "mode": "exclusive"})
+    httpx.post(api + "register_agent", json={"name": "carol"})
+    httpx.post(api + "acquire_lock", json={"agent_id": "carol", "path": "hers.py", "mode": "exclusive"})
+    env = {"HUDDLE_DATA_DIR": str(huddle_server.data_dir)}  # no HUDDLE_AGENT in either session
+    (git_repo / "mine.py").write_text("x\n")
+    git(git_repo, "add", "mine.py")
+    own = git(git_repo, "commit", "-m", "mine", env=env)
+    assert own.returncode == 0, own.stderr
+    assert "several agents work in this checkout (claude-a11ce000, claude-b0b00000)" in own.stderr
+    (git_repo / "hers.py").write_text("y\n")
+    git(git_repo, "add", "hers.py")
+    theirs = git(git_repo, "commit", "-m", "hers", env=env)
+    assert theirs.returncode == 1 and "hers.py is leased exclusively by carol" in theirs.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -141,3 +142,87 @@ async def test_channel_declares_claude_channel_and_pushes_the_agents_events(
         thread = httpx.post(api + "get_thread", json={"thread_id": opened["thread_id"]}).json()["result"]
         assert [(m["agent_id"], m["content"]) for m in thread["messages"]] == [("bob", "go ahead")]
         process.terminate()
+
+
+class RawStdio:
+    """`huddle stdio` driven with raw JSON-RPC lines, as a stdio-only client would."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str]):
+        import subprocess
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "huddle.cli.main", "stdio", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env={**os.environ, **env},
+        )
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def ask(self, message: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        self.send(json.dumps(message))
+        return self.read(timeout)
+
+    def read(self, timeout: float = 60) -> dict[str, Any]:
+        import select
+
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)  # bounds a hang, never waits it out
+        assert ready, f"no answer within {timeout} s"
+        return json.loads(self.process.stdout.readline())  # type: ignore[no-any-return]
+
+    def initialize(self) -> dict[str, Any]:
+        params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+        answer = self.ask({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params})
+        self.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        return answer
+
+    def close(self) -> tuple[int, str]:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        code = self.process.wait(30)
+        assert self.process.stderr is not None
+        return code, self.process.stderr.read().decode()
+
+
+def parse_error(code: int) -> dict[str, Any]:
+    return {
+        "code": code,
+        "message": "not JSON (Expecting value: line 1 column 1 (char 0)); send one JSON-RPC message a line",
+    }
+
+
+def test_stdio_answers_every_line_and_survives_the_shared_server_dying(tmp_path: Path, repo: Path) -> None:
+    data_dir = tmp_path / "shared"
+    env = {"HUDDLE_PORT": "0", "HUDDLE_MQTT_PORT": "0", "HUDDLE_MQTT_BROKER": "off"}
+    restarting = RawStdio("--data-dir", str(data_dir), cwd=repo, env=env)
+    try:
+        assert restarting.initialize()["result"]["serverInfo"]["name"] == "huddle"
+        url = json.loads((data_dir / "server.json").read_text())["url"]
+        pinned = RawStdio("--url", url, cwd=repo, env=env)
+        pinned.initialize()
+        restarting.send("this is not json")
+        assert restarting.read() == {"jsonrpc": "2.0", "id": None, "error": parse_error(-32700)}
+
+        os.kill(json.loads((data_dir / "server.json").read_text())["pid"], signal.SIGKILL)
+        lost = pinned.ask({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
+        assert lost["id"] == 3 and lost["error"]["code"] == -32000
+        assert f"the Huddle server at {url} is unreachable" in lost["error"]["message"]
+        assert "huddle server start" in lost["error"]["message"]
+        code, err = pinned.close()
+        assert code == 0 and "Traceback" not in err
+
+        carried_on = restarting.ask({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
+        assert carried_on["id"] == 5 and any(t["name"] == "announce_work" for t in carried_on["result"]["tools"])
+        code, err = restarting.close()
+        assert code == 0 and "Traceback" not in err and "reconnected" in err
+    finally:
+        runtime = data_dir / "server.json"
+        if runtime.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(json.loads(runtime.read_text())["pid"], signal.SIGINT)

@@ -81,7 +81,8 @@ def run_client_command(args: argparse.Namespace) -> int:
 def run_guard(args: argparse.Namespace) -> int:
     from huddle.cli.guard import main as guard_main
     from huddle.cli.init import guard_edits, repo_root
-    from huddle.cli.wiring import Manifest
+    from huddle.cli.remote import RemoteError
+    from huddle.cli.wiring import Manifest, WiringError
 
     if args.guard_command in ("pre-commit", "pre-push"):
         return guard_main([args.guard_command, *(["--data-dir", args.data_dir] if args.data_dir else [])])
@@ -92,8 +93,12 @@ def run_guard(args: argparse.Namespace) -> int:
     manifest = Manifest(root)
     edits = guard_edits(root, args)
     if args.guard_command == "install":
-        for edit in edits:
-            print(f"{manifest.apply(edit):9} {edit.path}")
+        try:
+            results = manifest.apply_all(edits)
+        except WiringError as exc:
+            raise RemoteError(str(exc)) from None
+        for path, outcome in results:
+            print(f"{outcome:9} {path}")
     else:
         for line in manifest.revert(
             {manifest.key(e.path): e for e in edits}, only={manifest.key(e.path) for e in edits}

@@ -21,7 +21,7 @@ from typing import Any
 
 from huddle.cli.remote import RemoteError
 from huddle.cli.wiring import FileEdit, Manifest, WiringError, block_edit, json_edit, server_entry_edit, toml_table_edit
-from huddle.domain.claude_hooks import EDIT_MATCHER, EVENTS
+from huddle.domain.claude_hooks import EDIT_MATCHER, EVENTS, TOOL_EVENTS
 from huddle.hook import data_dir_of, runtime_url
 
 CLIENTS = ("claude", "cursor", "codex", "vscode")
@@ -29,6 +29,10 @@ MD_BEGIN = "<!-- >>> huddle: coordination instructions (added by `huddle init`; 
 MD_END = "<!-- <<< huddle -->"
 SH_BEGIN = "# >>> huddle guard (added by `huddle guard install`; `huddle uninstall` removes it)"
 SH_END = "# <<< huddle guard"
+# Claude Code's hook `timeout` is in whole seconds. An http hook is the server answering within the
+# issue's ~1 s budget: past that Claude Code gives up on it and the edit goes on (fail open). A
+# command hook also pays for starting Python, and itself gives up within its budget (huddle.hook).
+HTTP_HOOK_TIMEOUT_S = 1
 HOOK_TIMEOUT_S = 5
 HOOK_MARKERS = ("huddle.hook", "huddle hook", "/hooks/claude/")
 
@@ -62,7 +66,7 @@ def add_init_parsers(commands: Any) -> None:
     )
     init.add_argument("--url", help="server URL (default: the running server's, from the data dir's server.json)")
     init.add_argument("--data-dir", help="data dir of the running server [env HUDDLE_DATA_DIR; default ~/.huddle]")
-    init.add_argument("--repo", help="repository to wire (default: the current directory)")
+    init.add_argument("--repo", help="repository to wire (default: the git work tree of the current directory)")
     init.add_argument(
         "--hooks",
         nargs="?",
@@ -77,7 +81,7 @@ def add_init_parsers(commands: Any) -> None:
     init.add_argument("--no-instructions", action="store_true", help="do not write CLAUDE.md / AGENTS.md")
 
     uninstall = commands.add_parser("uninstall", help="undo `huddle init` exactly; --purge also wipes the data dir")
-    uninstall.add_argument("--repo", help="repository to unwire (default: the current directory)")
+    uninstall.add_argument("--repo", help="repository to unwire (default: the git work tree of the current directory)")
     uninstall.add_argument("--data-dir", help="data dir to purge [env HUDDLE_DATA_DIR; default ~/.huddle]")
     uninstall.add_argument("--purge", action="store_true", help="also delete the data dir (asks first)")
     uninstall.add_argument("--force", action="store_true", help="with --purge: do not ask")
@@ -101,16 +105,33 @@ def running_server(args: argparse.Namespace) -> str:
 
 
 def repo_root(args: argparse.Namespace) -> Path:
-    root = Path(args.repo or os.getcwd()).resolve()
-    if not root.is_dir():
-        raise RemoteError(f"--repo {root} is not a directory; pass the repository to wire")
-    return root
+    """--repo, else the top of the git work tree around the current directory, else the directory.
+
+    From a subdirectory the configs must land beside `.git` (where clients and the guard look),
+    and uninstall must find the manifest there.
+    """
+    if args.repo:
+        root = Path(args.repo).resolve()
+        if not root.is_dir():
+            raise RemoteError(f"--repo {root} is not a directory; pass the repository to wire")
+        return root
+    cwd = Path(os.getcwd()).resolve()
+    try:
+        top = subprocess.run(
+            ["git", "-C", str(cwd), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return cwd
+    out = top.stdout.strip()
+    return Path(out).resolve() if top.returncode == 0 and out else cwd
 
 
 def hook_command(event: str, args: argparse.Namespace) -> str:
     """The command-form hook: this environment's own interpreter (not a shim), stdlib-only module."""
     parts = [os.path.realpath(sys.executable) if _is_shim(sys.executable) else sys.executable]
     parts += ["-m", "huddle.hook", "claude", event]
+    if getattr(args, "url", None):
+        parts += ["--url", str(args.url).rstrip("/")]
     if getattr(args, "data_dir", None):
         parts += ["--data-dir", str(data_dir(args))]
     return shlex.join(parts)
@@ -134,14 +155,14 @@ def claude_hooks_edit(path: Path, form: str, url: str, args: argparse.Namespace)
             hook: dict[str, Any] = {
                 "type": "http",
                 "url": f"{url}/hooks/claude/{event}",
-                "timeout": HOOK_TIMEOUT_S,
+                "timeout": HTTP_HOOK_TIMEOUT_S,
                 "headers": {"X-Huddle-Agent": "$HUDDLE_AGENT"},
                 "allowedEnvVars": ["HUDDLE_AGENT"],
             }
         else:
             hook = {"type": "command", "command": hook_command(event, args), "timeout": HOOK_TIMEOUT_S}
         group: dict[str, Any] = {"hooks": [hook]}
-        if event in ("PreToolUse", "PostToolUse"):
+        if event in TOOL_EVENTS:
             group = {"matcher": EDIT_MATCHER, **group}
         return group
 
@@ -212,9 +233,18 @@ def guard_edits(root: Path, args: argparse.Namespace) -> list[FileEdit]:
     edits = []
     for name in ("pre-commit", "pre-push"):
         body = f'{python} -m huddle.cli.guard {name}{extra} "$@" || exit $?'
+        if name == "pre-push":
+            # git gives the pushed refs on stdin once: the guard reads them, and the rest of the
+            # user's hook (git-lfs, say) gets them again.
+            body = (
+                "huddle_refs=$(cat)\n"
+                f'printf \'%s\\n\' "$huddle_refs" | {python} -m huddle.cli.guard {name}{extra} "$@" || exit $?\n'
+                "exec <<huddle_refs_end\n$huddle_refs\nhuddle_refs_end"
+            )
         edit = block_edit(hooks / name, SH_BEGIN, SH_END, body, after_first_line=True, executable=True)
 
         def merge(text: str, edit: FileEdit = edit) -> str:
+            _refuse_non_shell(edit.path, text)
             return edit.merge(text or "#!/bin/sh\n")
 
         def unmerge(text: str, edit: FileEdit = edit) -> str:
@@ -225,17 +255,38 @@ def guard_edits(root: Path, args: argparse.Namespace) -> list[FileEdit]:
     return edits
 
 
+SHELLS = ("sh", "bash", "zsh", "dash", "ksh")
+
+
+def _refuse_non_shell(path: Path, text: str) -> None:
+    """The guard is shell lines; inside a python (or other) hook they would break every commit."""
+    first = text.split("\n", 1)[0]
+    if not first.startswith("#!") or SH_BEGIN in text:
+        return
+    words = first[2:].split()
+    interpreter = os.path.basename(words[0]) if words else ""
+    if interpreter == "env" and len(words) > 1:
+        interpreter = next((w for w in words[1:] if not w.startswith("-")), "")
+    if interpreter not in SHELLS:
+        raise WiringError(
+            f"{path} is a {interpreter or 'non-shell'} script, not a shell one; Huddle's guard cannot be added to it. "
+            f'Call `{shlex.quote(sys.executable)} -m huddle.cli.guard {path.name} "$@"` from it yourself '
+            "(exit when it fails), or run init without --git-hook"
+        )
+
+
 def _user_owned(manifest: Manifest, path: Path, container: str) -> bool:
     """A `huddle` server entry the user wrote before init ever ran: init leaves it alone."""
     record = manifest.files.get(manifest.key(path))
-    if record is not None:
-        text = base64.b64decode(record["original"]).decode() if record["original"] else ""
-    else:
-        text = path.read_text() if path.exists() else ""
+    text = ""
+    if record is not None and record["original"]:
+        text = base64.b64decode(record["original"]).decode(errors="replace")
     try:
+        if record is None:
+            text = path.read_text(encoding="utf-8") if path.exists() else ""
         data = json.loads(text) if text.strip() else {}
-    except ValueError:
-        return False
+    except (OSError, ValueError):
+        return False  # planning the edit reports what is wrong with the file
     return isinstance(data, dict) and isinstance(data.get(container), dict) and "huddle" in data[container]
 
 
@@ -327,7 +378,7 @@ def run_init(args: argparse.Namespace) -> int:
     manifest = Manifest(root)
     try:
         edits, notes = planned_edits(args, root, manifest, url)
-        results = [(edit.path, manifest.apply(edit)) for edit in edits]
+        results = manifest.apply_all(edits)
     except WiringError as exc:
         raise RemoteError(str(exc)) from None
     finally:

@@ -54,12 +54,54 @@ def _load_json(text: str, path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
+        if _has_comments(text):
+            # JSONC (VS Code allows comments): rewriting it as JSON would drop them, so refuse.
+            raise WiringError(
+                f"{path} has comments (JSONC); Huddle will not rewrite it and lose them. Remove the comments, "
+                "or add Huddle's server entry yourself, then run init again (nothing was changed)"
+            ) from None
         raise WiringError(
             f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix it, then run init again"
         ) from None
     if not isinstance(data, dict):
         raise WiringError(f"{path} must hold a JSON object at the top level; fix it, then run init again")
     return data
+
+
+def _has_comments(text: str) -> bool:
+    """True when `text` parses as JSON once its // and /* */ comments (outside strings) are taken out."""
+    out, i, quoted = [], 0, False
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            out.append(ch)
+            if ch == "\\":
+                out.append(text[i + 1 : i + 2])
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+            out.append(ch)
+        elif text.startswith("//", i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = len(text) if end < 0 else end + 2
+            continue
+        else:
+            out.append(ch)
+        i += 1
+    stripped = "".join(out)
+    if stripped == text:
+        return False
+    try:
+        json.loads(re.sub(r",(\s*[}\]])", r"\1", stripped))  # JSONC also allows trailing commas
+    except ValueError:
+        return False
+    return True
 
 
 def _dump_json(data: dict[str, Any], like: str) -> str:
@@ -174,8 +216,44 @@ class WiringError(Exception):
 # -- applying edits, with a manifest ---------------------------------------------------------------
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Planned:
+    """An edit with the file's current bytes and the text it will have."""
+
+    edit: FileEdit
+    existed: bool
+    original: bytes
+    merged: str
+
+
+def plan(edit: FileEdit) -> Planned:
+    """Reads the file and computes the merge; raises WiringError (and writes nothing) when it cannot."""
+    path = edit.path
+    try:
+        existed = path.exists()
+        original = path.read_bytes() if existed else b""
+    except OSError as exc:
+        raise WiringError(f"{path} cannot be read ({exc.strerror}); fix it, then run init again") from None
+    try:
+        text = original.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WiringError(
+            f"{path} is not UTF-8 text; convert it to UTF-8 (or leave it out, e.g. --no-instructions), "
+            "then run init again"
+        ) from None
+    return Planned(edit, existed, original, edit.merge(text))
 
 
 class Manifest:
@@ -205,12 +283,24 @@ class Manifest:
 
     def apply(self, edit: FileEdit) -> str:
         """Applies one edit; returns 'created', 'updated' or 'unchanged'."""
+        return self.commit(plan(edit))
+
+    def apply_all(self, edits: list[FileEdit]) -> list[tuple[Path, str]]:
+        """Plans every edit first (reading, parsing, merging), then writes: a file init cannot handle
+        stops it before anything is written, so the repository is never left half wired."""
+        plans = [plan(edit) for edit in edits]
+        return [(p.edit.path, self.commit(p)) for p in plans]
+
+    def commit(self, planned: Planned) -> str:
+        """Writes one planned edit and records it; returns 'created', 'updated' or 'unchanged'."""
+        edit, existed, original, merged = planned.edit, planned.existed, planned.original, planned.merged
         path = edit.path
-        existed = path.exists()
-        original = path.read_bytes() if existed else b""
-        text = original.decode("utf-8")
-        merged = edit.merge(text)
         key = self.key(path)
+        record = self.files.get(key)
+        if record is not None and (not existed or _sha(original) != record.get("written")):
+            # The user changed the file since our last write: its recorded original is stale, so
+            # uninstall must only take Huddle's part out (never restore or delete the file).
+            record["edited"] = True
         if merged.encode() == original and existed:
             return "unchanged"
         if key not in self.files:
@@ -242,7 +332,7 @@ class Manifest:
                 done.append(f"{key}: already gone")
                 continue
             current = path.read_bytes()
-            pristine = _sha(current) == record.get("written")
+            pristine = _sha(current) == record.get("written") and not record.get("edited")
             if pristine and record["created"]:
                 path.unlink()
                 done.append(f"{key}: removed (init created it)")
@@ -251,7 +341,7 @@ class Manifest:
                 if record.get("mode") is not None:
                     path.chmod(record["mode"])
                 done.append(f"{key}: restored byte for byte")
-            elif key in edits:
+            elif key in edits and _is_utf8(current):
                 rest = edits[key].unmerge(current.decode("utf-8"))
                 if record["created"] and not rest.strip():
                     path.unlink()

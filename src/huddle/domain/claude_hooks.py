@@ -2,7 +2,8 @@
 
 Input (on stdin for command hooks, as the POST body for http hooks): every event carries
 `session_id`, `transcript_path`, `cwd` and `hook_event_name`; PreToolUse/PostToolUse add
-`tool_name`, `tool_input` (and PostToolUse `tool_response`), UserPromptSubmit adds `prompt`,
+`tool_name`, `tool_input` (and PostToolUse `tool_response`; PostToolUseFailure, sent when the tool
+failed or was interrupted, has `error` instead), UserPromptSubmit adds `prompt`,
 SessionStart `source`, SessionEnd `reason`. Output is JSON with `hookSpecificOutput`
 (`hookEventName`, `permissionDecision` allow|deny|ask + `permissionDecisionReason` for
 PreToolUse, `additionalContext`) and the common `systemMessage`.
@@ -18,7 +19,8 @@ from typing import Any
 
 from huddle.errors import InvalidInput
 
-EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "SessionEnd")
+EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolUseFailure", "SessionEnd")
+TOOL_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure")
 EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
 EDIT_MATCHER = "|".join(EDIT_TOOLS)
 MAX_RANGES = 50
@@ -55,6 +57,33 @@ def tool_input(payload: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput("tool_input must be a JSON object, as Claude Code sends it", field="tool_input")
     return value
+
+
+_TEXT_FIELDS = ("file_path", "notebook_path", "content", "old_string", "new_string")
+
+
+def check_payload(payload: Mapping[str, Any]) -> None:
+    """Refuses a payload whose fields have shapes Claude Code never sends (InvalidInput naming the field)."""
+    for key in ("cwd", "tool_name", "source", "prompt"):
+        if payload.get(key) is not None and not isinstance(payload[key], str):
+            raise InvalidInput(f"{key} must be a string, as Claude Code sends it", field=key)
+    args = tool_input(payload)
+    for key in _TEXT_FIELDS:
+        if args.get(key) is not None and not isinstance(args[key], str):
+            raise InvalidInput(f"tool_input.{key} must be a string", field=f"tool_input.{key}")
+    edits = args.get("edits")
+    if edits is not None:
+        if not isinstance(edits, list):
+            raise InvalidInput("tool_input.edits must be a list of {old_string, new_string}", field="tool_input.edits")
+        for i, item in enumerate(edits):
+            if not isinstance(item, dict):
+                raise InvalidInput(f"tool_input.edits[{i}] must be an object", field=f"tool_input.edits[{i}]")
+            for key in ("old_string", "new_string"):
+                if item.get(key) is not None and not isinstance(item[key], str):
+                    raise InvalidInput(f"tool_input.edits[{i}].{key} must be a string", field=f"tool_input.edits[{i}]")
+    response = payload.get("tool_response")
+    if response is not None and payload.get("tool_name") in EDIT_TOOLS and not isinstance(response, dict | str):
+        raise InvalidInput("tool_response must be an object, as Claude Code sends it", field="tool_response")
 
 
 def edited_path(payload: Mapping[str, Any]) -> str | None:

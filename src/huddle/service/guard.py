@@ -2,9 +2,11 @@
 
 `huddle guard pre-commit` asks whether any staged path is leased exclusively by another agent;
 `huddle guard pre-push` asks whether another agent announced a git operation (kind git_*) on the
-branch being pushed. Who "another" is: the committer's declared id (`HUDDLE_AGENT`), else the agent
-whose client session runs in this worktree (hooks record it), else nobody — then every exclusive
-lease and every git-operation intent is someone else's.
+branch being pushed. Who "another" is: the committer's declared id (`HUDDLE_AGENT`), else the
+agents whose live client sessions run in this worktree (hooks record them). With several sessions in
+one checkout and no HUDDLE_AGENT the guard cannot tell which one commits, so a lease or intent held
+by any of them does not block (the answer notes it); anyone else's does. With no session there,
+every exclusive lease and every git-operation intent is someone else's.
 """
 
 from __future__ import annotations
@@ -31,26 +33,44 @@ class GuardService:
         self.c = coordinator
         self.hooks = hooks
 
-    async def _who(self, agent_id: str | None, worktree: str | None) -> str | None:
+    async def _who(self, agent_id: str | None, worktree: str | None) -> tuple[str | None, list[str]]:
+        """(the committer when known, every agent that may be the committer)."""
         if agent_id:
-            return validate.identifier(agent_id, "agent_id")
+            me = validate.identifier(agent_id, "agent_id")
+            return me, [me]
         if worktree:
-            return await self.hooks.agent_in(validate.text(worktree, "worktree", max_chars=4096))
-        return None
+            agents = await self.hooks.agents_in(validate.text(worktree, "worktree", max_chars=4096))
+            return (agents[0] if len(agents) == 1 else None), agents
+        return None, []
+
+    @staticmethod
+    def _note(me: str | None, mine: set[str], candidates: list[str]) -> str:
+        if me is not None or not mine:
+            return ""
+        return (
+            f"\nnote: several agents work in this checkout ({', '.join(sorted(candidates))}); their own leases and "
+            "intents did not block. Set HUDDLE_AGENT in each session to be exact."
+        )
 
     async def pre_commit(
         self, paths: Sequence[str], agent_id: str | None = None, worktree: str | None = None
     ) -> dict[str, Any]:
         """Staged paths leased exclusively by another agent; `ok` is False when there is any."""
         items = validate.items(paths, "paths", max_items=MAX_PATHS)
-        me = await self._who(agent_id, worktree)
+        me, candidates = await self._who(agent_id, worktree)
+        mine: set[str] = set()
         blocked = []
         for i, raw in enumerate(items):
             if not isinstance(raw, str):
                 raise InvalidInput(f"paths[{i}] must be a string (a repo-relative path)", field=f"paths[{i}]")
             lock = await self.c.locks.check_lock(raw)
             for h in lock["holders"]:
-                if h["mode"] == "exclusive" and h["agent_id"] != me and h["expires_in_s"] > 0:
+                if h["mode"] != "exclusive" or h["expires_in_s"] <= 0:
+                    continue
+                if h["agent_id"] in candidates:
+                    if me is None:
+                        mine.add(h["agent_id"])
+                else:
                     blocked.append(
                         {
                             "path": lock["path"],
@@ -64,12 +84,13 @@ class GuardService:
             + ("" if b["lock_path"] == b["path"] else f" (lease on {b['lock_path']})")
             for b in blocked
         ]
-        return {"ok": not blocked, "agent_id": me, "blocked": blocked, "message": "\n".join(lines)}
+        message = "\n".join(lines) + self._note(me, mine, candidates)
+        return {"ok": not blocked, "agent_id": me, "blocked": blocked, "message": message.strip()}
 
     async def pre_push(self, branch: str, agent_id: str | None = None, worktree: str | None = None) -> dict[str, Any]:
         """Active git-operation intents (git_commit/push/rebase/merge) of other agents on `branch`."""
         name = validate.text(branch, "branch", max_chars=256)
-        me = await self._who(agent_id, worktree)
+        me, candidates = await self._who(agent_id, worktree)
 
         def read(unit: Unit) -> list[dict[str, Any]]:
             rows = unit.tx.all(
@@ -89,7 +110,7 @@ class GuardService:
                     "expires_at": iso(r["expires_at"]),
                 }
                 for r in rows
-                if r["agent_id"] != me and (r["branch"] or r["agent_branch"]) == name
+                if r["agent_id"] not in candidates and (r["branch"] or r["agent_branch"]) == name
             ]
 
         blocked = await self.c.store.read(read)

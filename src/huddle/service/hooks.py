@@ -16,10 +16,10 @@ the same transaction that reads the events, so each event is delivered exactly o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from huddle.domain import claude_hooks as wire
 from huddle.domain import validate
 from huddle.domain.events import EVERYONE
 from huddle.errors import InvalidInput, NotFound
+from huddle.service.hook_paths import HookPaths, git_output
 from huddle.storage.base import Unit, event_from_row, latest_cursor
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ DELIVERY_SCAN = 200
 DELIVERY_LINES = 20
 BRIEFING_ITEMS = 15
 MAX_READ_BYTES = 2_000_000
-GIT_TIMEOUT_S = 1.0
 
 
 class ClaudeHookService:
@@ -49,10 +49,12 @@ class ClaudeHookService:
     def __init__(self, coordinator: Coordinator):
         self.c = coordinator
         self.ctx = coordinator.ctx
+        self.paths = HookPaths(self.ctx.repo_root)
 
     async def handle(self, event: str, payload: Mapping[str, Any], declared_agent: str | None) -> dict[str, Any]:
         """Answers one hook call with the JSON Claude Code expects. Raises InvalidInput for a bad payload."""
         name = wire.event_name(event)
+        wire.check_payload(payload)
         agent, registered, news_waiting = await self.agent_for(payload, declared_agent, peek_news=name == "PreToolUse")
         if name == "SessionStart":
             return await self.session_start(agent, payload)
@@ -64,6 +66,8 @@ class ClaudeHookService:
             return await self.pre_tool_use(agent, payload, news_waiting)
         if name == "PostToolUse":
             return await self.post_tool_use(agent, payload)
+        if name == "PostToolUseFailure":
+            return await self.post_tool_use_failure(agent, payload)
         return wire.context_output("UserPromptSubmit", await self.deliver(agent))
 
     # -- identity -------------------------------------------------------------------------------
@@ -108,17 +112,21 @@ class ClaudeHookService:
 
     async def agent_in(self, directory: str) -> str | None:
         """The agent of the newest live client session started in `directory` or below it, if exactly one."""
+        agents = await self.agents_in(directory)
+        return agents[0] if len(agents) == 1 else None
+
+    async def agents_in(self, directory: str) -> list[str]:
+        """The agents of the live client sessions started in `directory` or below it, newest first."""
         root = directory.rstrip("/") or "/"
 
-        def read(unit: Unit) -> str | None:
+        def read(unit: Unit) -> list[str]:
             rows = unit.tx.all(
                 "SELECT s.agent_id FROM client_sessions s JOIN agents a ON a.project = s.project"
                 " AND a.agent_id = s.agent_id WHERE s.project = ? AND s.ended_at IS NULL AND a.status = 'online'"
                 " AND (s.cwd = ? OR substr(s.cwd, 1, ?) = ?) ORDER BY s.started_at DESC",
                 (unit.project, root, len(root) + 1, root.rstrip("/") + "/"),
             )
-            agents = {r["agent_id"] for r in rows}
-            return rows[0]["agent_id"] if len(agents) == 1 else None
+            return list(dict.fromkeys(str(r["agent_id"]) for r in rows))
 
         return await self.ctx.store.read(read)
 
@@ -130,23 +138,29 @@ class ClaudeHookService:
     # -- events ---------------------------------------------------------------------------------
 
     async def session_start(self, agent: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Registers the agent and answers with its briefing; news before now is in the briefing."""
+        """Registers the agent and answers with its briefing.
+
+        A new agent's delivery cursor starts now (the briefing covers the past). An agent that already
+        has one (resume, compact, clear, a restarted session with the same HUDDLE_AGENT) gets the news
+        still pending for it in the same context, so nothing is skipped.
+        """
         registered = await self._register(agent, payload)
 
         def txn(unit: Unit) -> None:
             unit.tx.execute(
                 "INSERT INTO hook_cursors (project, agent_id, cursor) VALUES (?, ?, ?)"
-                " ON CONFLICT (project, agent_id) DO UPDATE SET cursor = excluded.cursor",
+                " ON CONFLICT (project, agent_id) DO NOTHING",
                 (unit.project, agent, latest_cursor(unit)),
             )
 
         await self.ctx.store.write(txn)
+        news = await self.deliver(agent)
         # The briefing's module-based sections are empty for an agent that named no modules, so
         # the session also learns the live leases and the work other agents announced.
         leases = [lock for lock in (await self.c.locks.list_locks())["locks"] if lock["agent_id"] != agent]
         work = [i for i in (await self.c.intents.list_intents())["intents"] if i["agent_id"] != agent]
         text = briefing_text(agent, registered["briefing"], leases[:BRIEFING_ITEMS], work[:BRIEFING_ITEMS])
-        return wire.context_output("SessionStart", text)
+        return wire.context_output("SessionStart", f"{text}\n\n{news}" if news else text)
 
     async def session_end(self, agent: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Deregisters the agent: leases released, intents withdrawn, tasks returned."""
@@ -166,16 +180,17 @@ class ClaudeHookService:
     async def pre_tool_use(self, agent: str, payload: Mapping[str, Any], news_waiting: bool = True) -> dict[str, Any]:
         """deny on another agent's exclusive lease, ask on a colliding intent or in-flight edit, else allow.
 
-        Marks the file in flight (with the lines the edit will touch, when they can be found)
-        unless the edit is denied. Files outside the repository are none of Huddle's business.
+        Marks the file in flight (with the lines the edit will touch, when they can be found) only
+        when the edit is allowed: an edit the user may still decline (ask) or that is denied must not
+        make others wait. PostToolUse / PostToolUseFailure end the mark. Paths in linked worktrees
+        or through symlinks count as the repository's; files outside it are none of Huddle's business.
         """
         raw = wire.edited_path(payload)
         news = await self.deliver(agent) if news_waiting else None
         if raw is None:
             return wire.decision_output("allow", "", news)
-        try:
-            path = self.ctx.path(raw, "tool_input.file_path")
-        except InvalidInput:
+        path = await self.repo_path(raw, payload)
+        if path is None:
             return wire.decision_output("allow", "", news)
         lock = await self.c.locks.check_lock(path)
         holders = [
@@ -184,22 +199,28 @@ class ClaudeHookService:
         if holders:
             return wire.decision_output("deny", deny_reason(path, holders), news)
         conflicts = await self.c.intents.check_conflicts(agent, [path])
-        ranges = wire.planned_ranges(payload, _read_text(self.ctx.settings.repo_path / path))
-        await self.c.files.start_editing(agent, path, ranges=ranges)
         ask, warn = collisions(conflicts["impacts"])
         context = "\n".join(x for x in (news, warn) if x) or None
         if ask:
             return wire.decision_output("ask", f"Huddle: {path}: {ask}", context)
+        on_disk = Path(raw) if os.path.isabs(raw) else self.ctx.settings.repo_path / path
+        ranges = wire.planned_ranges(payload, _read_text(on_disk))
+        await self.c.files.start_editing(agent, path, ranges=ranges)
         return wire.decision_output("allow", "", context)
+
+    async def repo_path(self, raw: str, payload: Mapping[str, Any]) -> str | None:
+        """The repo-relative path of a hook's file path (through worktrees and symlinks); None if outside."""
+        cwd = payload.get("cwd")
+        try:
+            return await self.paths.relative(raw, cwd if isinstance(cwd, str) else None)
+        except InvalidInput:
+            return None
 
     async def post_tool_use(self, agent: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Logs the edit with the lines it changed and ends the in-flight mark."""
         raw = wire.edited_path(payload)
-        if raw is None:
-            return {}
-        try:
-            path = self.ctx.path(raw, "tool_input.file_path")
-        except InvalidInput:
+        path = await self.repo_path(raw, payload) if raw is not None else None
+        if path is None:
             return {}
         result = await self.c.files.log_edit(agent, path, wire.applied_ranges(payload))
         await self.c.files.stop_editing(agent, path)
@@ -210,6 +231,14 @@ class ClaudeHookService:
                 f"Huddle: {', '.join(others)} also worked on {path} recently or is editing it now; check with them"
                 " (get_updates, send_message).",
             )
+        return {}
+
+    async def post_tool_use_failure(self, agent: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A failed or interrupted edit changed nothing: its in-flight mark ends, no edit is logged."""
+        raw = wire.edited_path(payload)
+        path = await self.repo_path(raw, payload) if raw is not None else None
+        if path is not None:
+            await self.c.files.stop_editing(agent, path)
         return {}
 
     async def deliver(self, agent: str) -> str | None:
@@ -353,33 +382,15 @@ def _read_text(path: Path) -> str | None:
 
 async def _git_branch(cwd: str) -> str | None:
     """The branch checked out in the session's directory (for git-operation checks); None if unknown."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "git",
-            "-C",
-            cwd,
-            "rev-parse",
-            "--abbrev-ref",
-            "HEAD",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-    except OSError:
-        return None
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), GIT_TIMEOUT_S)
-    except TimeoutError:
-        proc.kill()
-        return None
-    branch = out.decode(errors="replace").strip()
-    return branch if proc.returncode == 0 and branch and branch != "HEAD" else None
+    branch = (await git_output(cwd, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
+    return branch if branch and branch != "HEAD" else None
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
-    """A hook payload: a JSON object, or InvalidInput saying so."""
+    """A hook payload: a JSON object, or InvalidInput saying so (the route bounds nesting first)."""
     try:
         payload = json.loads(body) if body.strip() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         payload = None
     if not isinstance(payload, dict):
         raise InvalidInput("the hook payload must be a JSON object (Claude Code's hook input)", field="body")

@@ -101,17 +101,20 @@ async def readyz(request: Request) -> Response:
 class BodySizeLimit:
     """Refuses request bodies over the cap with a 413 envelope before any handler reads them."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, hook_max_bytes: int | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        # Claude Code hook bodies carry whole files (Write); refusing one would let the edit through.
+        self.hook_max_bytes = hook_max_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        cap = self.hook_max_bytes if str(scope.get("path", "")).startswith("/hooks/claude/") else self.max_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            await self._refuse(scope, receive, send, cap)
             return
         seen = 0
 
@@ -120,20 +123,20 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > cap:
                     raise _TooLarge
             return message
 
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, cap)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, cap: int) -> None:
         body = {
             "ok": False,
             "code": "too_large",
-            "error": f"request body is larger than {self.max_bytes} bytes; send less (split lists, trim text)",
+            "error": f"request body is larger than {cap} bytes; send less (split lists, trim text)",
         }
         await JSONResponse(body, status_code=413)(scope, receive, send)
 
