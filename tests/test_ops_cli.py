@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from helpers import ServerProcess
+from huddle.push.ports import free_port
 from test_daemon import huddle
 
 
@@ -35,6 +36,9 @@ def test_doctor_fails_with_the_start_hint_when_the_server_is_down_and_passes_whe
 ):
     data = tmp_path / "data"
     data.mkdir()
+    # The port this data dir's server would take, free, so a server someone else runs on the
+    # default 3100 cannot answer the health check.
+    (data / "config.toml").write_text(f"port = {free_port('127.0.0.1')}\n")
     down = huddle("doctor", "--data-dir", str(data), "--repo", str(git_repo))
     assert down.returncode == 1
     assert (

@@ -48,6 +48,9 @@ async def test_stdio_carries_scenario_s1_between_a_stdio_client_and_an_http_clie
 
 async def test_stdio_starts_a_shared_server_when_none_runs(tmp_path: Path, repo: Path) -> None:
     data_dir = tmp_path / "fresh"
+    data_dir.mkdir()
+    # The server the proxy starts takes free ports (never 3100 or 1883, which may be in use).
+    (data_dir / "config.toml").write_text("port = 0\nmqtt_port = 0\n")
     params = stdio_params("stdio", "--data-dir", str(data_dir), cwd=repo)
     try:
         async with Client(params) as client:
