@@ -65,30 +65,43 @@ def huddle_server(*extra_args: str, prepare: Callable[[Path], None] | None = Non
             *extra_args,
         ]
         env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING"}
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        # A file, not a pipe: nobody reads a pipe during the run, and a server that fills its
+        # ~64 KB buffer blocks on its next log line — the benchmark would measure a frozen server.
+        log = Path(tmp) / "server-stderr.log"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        ok = False
         try:
-            url = _wait_healthy(process, data_dir / "server.json")
+            url = _wait_healthy(process, data_dir / "server.json", log)
             yield Server(url, data_dir, process)
+            ok = True
         finally:
             process.send_signal(signal.SIGINT)
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+            if not ok or process.returncode not in (0, -signal.SIGINT):
+                # The temp dir goes with this block: show what the server said while it still exists.
+                print(f"huddle server stderr ({log}):\n{_tail(log)}", file=sys.stderr)
 
 
-def _wait_healthy(process: subprocess.Popen[bytes], runtime: Path) -> str:
+def _tail(log: Path, limit: int = 8000) -> str:
+    return log.read_bytes()[-limit:].decode(errors="replace") if log.exists() else "(no log)"
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], runtime: Path, log: Path) -> str:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"huddle exited: {process.stderr.read().decode() if process.stderr else ''}")
+            raise SystemExit(f"huddle exited (stderr in {log}): {_tail(log)}")
         if runtime.exists():
             with contextlib.suppress(ValueError, KeyError, httpx.HTTPError):
                 url = f"http://127.0.0.1:{json.loads(runtime.read_text())['port']}"
                 if httpx.get(url + "/health", timeout=1).status_code == 200:
                     return url
         time.sleep(0.05)
-    raise SystemExit("huddle did not start within 30 s")
+    raise SystemExit(f"huddle did not start within 30 s (stderr in {log}): {_tail(log)}")
 
 
 def summarise(seconds: Sequence[float], wall_s: float | None = None) -> dict[str, Any]:

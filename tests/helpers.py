@@ -66,15 +66,6 @@ class ManualClock:
 
 STARTUP_TIMEOUT_S = 20
 
-# A well-formed MCP `initialize` for raw HTTP tests (the official client cannot be made to misbehave).
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
-
 
 @dataclass
 class ServerProcess:

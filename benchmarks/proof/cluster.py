@@ -138,8 +138,21 @@ def running(server: Server) -> Iterator[Server]:
 
 
 def spawn_worker(config: dict[str, Any], path: Path) -> subprocess.Popen[bytes]:
+    """worker.py on the config written to `path`; its stderr goes to `path` with `.stderr` added —
+    a file, since a pipe nobody reads until the end freezes a chatty worker mid-run."""
     path.write_text(json.dumps(config))
-    return subprocess.Popen([sys.executable, str(HERE / "worker.py"), str(path)], stderr=subprocess.PIPE)
+    with _stderr_log(str(path)).open("wb") as err:
+        return subprocess.Popen([sys.executable, str(HERE / "worker.py"), str(path)], stderr=err)
+
+
+def _stderr_log(config_path: str) -> Path:
+    return Path(config_path + ".stderr")
+
+
+def _worker_stderr(worker: subprocess.Popen[bytes], limit: int) -> str:
+    log = _stderr_log(str(worker.args[-1]))  # type: ignore[index]
+    text = log.read_bytes()[-limit:].decode(errors="replace") if log.exists() else ""
+    return f"{text} (all of it in {log})"
 
 
 def finish_workers(workers: list[subprocess.Popen[bytes]], timeout: float) -> list[str]:
@@ -150,14 +163,14 @@ def finish_workers(workers: list[subprocess.Popen[bytes]], timeout: float) -> li
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker.pid, signal.SIGCONT)
         try:
-            _, err = worker.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            worker.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             worker.kill()
-            _, err = worker.communicate()
-            errors.append("worker did not finish: " + err.decode(errors="replace")[-1000:])
+            worker.wait()
+            errors.append("worker did not finish: " + _worker_stderr(worker, 1000))
             continue
         if worker.returncode != 0:
-            errors.append(err.decode(errors="replace")[-2000:])
+            errors.append(_worker_stderr(worker, 2000))
     return errors
 
 
