@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from huddle.domain.scoring import Evidence, Layer, category, score_agents, soften_for_disjoint_symbols, verdict
+from huddle.domain.scoring import Evidence, Layer, category, score_agents, verdict
+from huddle.domain.symbols import Span, judge_symbols
 
 
 def evidence(layer: str) -> Evidence:
@@ -36,14 +37,28 @@ def test_verdict_is_consult_when_anyone_is_concerned_else_caution_for_gray_zone_
 
 
 def test_disjoint_symbols_on_the_same_file_lower_100_to_50_and_say_why() -> None:
-    softened = soften_for_disjoint_symbols(evidence("0a"), frozenset({"login"}), frozenset({"logout"}))
+    softened = judge_symbols(evidence("0a"), {"a.py": [Span("login")]}, {"a.py": [Span("logout")]})
     assert softened.score == 50
     assert "disjoint" in softened.reason
     assert softened.symbols == ("login", "logout")
 
 
 def test_symbols_do_not_soften_when_they_overlap_or_one_side_named_none() -> None:
-    same = soften_for_disjoint_symbols(evidence("0a"), frozenset({"login"}), frozenset({"login", "x"}))
-    one_sided = soften_for_disjoint_symbols(evidence("0a"), frozenset({"login"}), frozenset())
+    same = judge_symbols(evidence("0a"), {"a.py": [Span("login")]}, {"a.py": [Span("login"), Span("x")]})
+    one_sided = judge_symbols(evidence("0a"), {"a.py": [Span("login")]}, {})
     assert same.score == 100
+    assert same.symbols == ("login",)
     assert one_sided.score == 100
+
+
+def test_symbols_with_known_lines_overlap_by_lines_not_by_name() -> None:
+    nested = judge_symbols(evidence("0a"), {"a.py": [Span("Greeter", 1, 20)]}, {"a.py": [Span("Greeter.hello", 5, 9)]})
+    apart = judge_symbols(evidence("0a"), {"a.py": [Span("Greeter.hello", 5, 9)]}, {"a.py": [Span("top", 22, 30)]})
+    assert nested.score == 100
+    assert nested.symbols == ("Greeter", "Greeter.hello")
+    assert apart.score == 50
+
+
+def test_bare_edited_lines_against_a_symbol_whose_lines_are_unknown_keep_100() -> None:
+    unknown = judge_symbols(evidence("0a"), {"a.py": [Span("logout")]}, {"a.py": [Span("lines 2-3", 2, 3, bare=True)]})
+    assert unknown.score == 100

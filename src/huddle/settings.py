@@ -86,9 +86,31 @@ class Settings:
         default="default",
         metadata={
             "help": "Tools MCP clients see in tools/list: toolsets and/or tool names, comma-separated (default, all,"
-            " core, threads, files, locks, messages, context, tasks, push, admin). Unlisted tools stay callable;"
-            " introspection describes them."
+            " core, threads, files, locks, messages, context, tasks, push, oversight, admin). Unlisted tools stay"
+            " callable; introspection describes them."
         },
+    )
+    analysis: str = field(
+        default="on",
+        metadata={
+            "help": "Code intelligence in the background (symbols, co-change, merge-conflict prediction): on or off."
+        },
+    )
+    analysis_interval_s: float = field(
+        default=5.0,
+        metadata={"help": "Longest pause between symbol-index passes (edits and announces wake it sooner)."},
+    )
+    cochange_refresh_s: float = field(
+        default=600.0, metadata={"help": "How often the git co-change index (layer 4) is rebuilt from git log."}
+    )
+    cochange_max_commits: int = field(default=2000, metadata={"help": "Most recent commits read for co-change."})
+    cochange_days: float = field(default=365.0, metadata={"help": "Only commits this many days old or newer count."})
+    cochange_max_files: int = field(
+        default=50, metadata={"help": "Commits touching more files than this are ignored for co-change."}
+    )
+    merge_check_interval_s: float = field(
+        default=60.0,
+        metadata={"help": "How often agents' branches and worktrees are merged in memory to predict conflicts."},
     )
     mqtt_broker: str = field(
         default="embedded",
@@ -215,6 +237,12 @@ def _validate(s: Settings) -> None:
         "mcp_max_sessions",
         "lock_ttl_s",
         "worker_slots",
+        "analysis_interval_s",
+        "cochange_refresh_s",
+        "cochange_max_commits",
+        "cochange_days",
+        "cochange_max_files",
+        "merge_check_interval_s",
     )
     for name in positive:
         if getattr(s, name) <= 0:
@@ -233,6 +261,8 @@ def _validate(s: Settings) -> None:
             )
     if not 0 <= s.mqtt_port <= 65535:
         raise InvalidInput("setting mqtt_port must be between 0 and 65535 (0 picks a free port)", field="mqtt_port")
+    if s.analysis not in ("on", "off"):
+        raise InvalidInput("setting analysis must be on or off", field="analysis")
     if s.mqtt_broker not in ("embedded", "mosquitto", "off"):
         raise InvalidInput("setting mqtt_broker must be embedded, mosquitto or off", field="mqtt_broker")
     if s.mqtt_url and not s.mqtt_url.startswith(("mqtt://", "mqtts://", "ws://", "wss://")):

@@ -36,6 +36,7 @@ class Kind:
     FILE_EDITED = "file.edited"
     FILE_EDITING = "file.editing"
     DEPENDENCY_MAP = "depmap.updated"
+    MERGE_CONFLICT = "merge.conflict_predicted"  # git merge-tree found a conflict between two agents
     LOCK_ACQUIRED = "lock.acquired"  # granted now, or later to a queued request (data.queued)
     LOCK_RENEWED = "lock.renewed"
     LOCK_RELEASED = "lock.released"

@@ -7,7 +7,7 @@ against it. Evidence keeps the layer as data — nothing downstream parses reaso
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 CONCERNED_AT = 90
@@ -26,6 +26,7 @@ class Layer:
     CO_CHANGE = "4"  # git co-change probability
     GIT_OPERATION = "5"  # git operation on the same branch while they edit
     LOCK = "L"  # a target locked exclusively by them
+    MERGE_CONFLICT = "M"  # git merge-tree predicts a textual conflict between our branches/worktrees
 
     SCORES: Mapping[str, int] = {
         "0a": 100,
@@ -37,6 +38,7 @@ class Layer:
         "4": 60,  # 60 above 0.5 probability, 40 above 0.2: the evidence carries the exact score
         "5": 90,
         "L": 100,
+        "M": 90,
     }
 
 
@@ -107,21 +109,3 @@ def score_agents(evidence: Mapping[str, Iterable[Evidence]]) -> list[Impact]:
         impacts.append(Impact(agent_id, top, category(top), ordered))
     impacts.sort(key=lambda i: (-i.score, i.agent_id))
     return impacts
-
-
-def soften_for_disjoint_symbols(
-    evidence: Evidence, my_symbols: frozenset[str], their_symbols: frozenset[str]
-) -> Evidence:
-    """Symbol awareness (F-15): same file but provably different symbols lowers 100 to 50.
-
-    Only applies when both sides named symbols; the evidence says so, so the agent knows why.
-    """
-    if evidence.score < 100 or not my_symbols or not their_symbols or my_symbols & their_symbols:
-        return evidence
-    return replace(
-        evidence,
-        score=50,
-        symbols=tuple(sorted(my_symbols | their_symbols)),
-        reason=evidence.reason + " — but the named symbols are disjoint "
-        f"(mine: {', '.join(sorted(my_symbols))}; theirs: {', '.join(sorted(their_symbols))}), so 100 → 50",
-    )

@@ -57,6 +57,8 @@ class ServiceContext:
     signal_providers: list[SignalProvider] = field(default_factory=list)
     # agent id → monotonic time of the last heartbeat written for a read-only call
     read_heartbeats: dict[str, float] = field(default_factory=dict)
+    # files my targets depend on per the dependency map, for announces that name none (depmap.py)
+    depends_from_map: Callable[[Unit, Sequence[str]], tuple[str, ...]] | None = None
 
     @property
     def project(self) -> str:

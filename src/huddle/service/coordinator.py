@@ -12,15 +12,19 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from huddle.analysis.runner import Analysis
 from huddle.background import Background
 from huddle.bus.memory import EventBus
 from huddle.service.agents import AgentService
+from huddle.service.code_signals import CoChange, GitOperation, MergeConflict
 from huddle.service.context import ServiceContext
 from huddle.service.depmap import DependencyMapService
 from huddle.service.files import FileService, clear_working_files
+from huddle.service.insights import InsightService
 from huddle.service.intents import IntentService, withdraw_agent_intents
 from huddle.service.locks import LockService, LockSignal
 from huddle.service.messages import MessageService
+from huddle.service.oversight import OversightService
 from huddle.service.shared_context import SharedContextService
 from huddle.service.signals import IntentOverlap, RecentEdits, SameModule
 from huddle.service.status import StatusService
@@ -53,6 +57,8 @@ class Coordinator:
         self.shared_context = SharedContextService(self.ctx)
         self.tasks = TaskService(self.ctx)
         self.workers = WorkerService(self.ctx)
+        self.insights = InsightService(self.ctx)
+        self.oversight = OversightService(self.ctx, self.locks)
         self.ctx.signal_providers += [IntentOverlap(), RecentEdits(self.ctx), SameModule()]
         # Order matters: threads are left before intents are withdrawn, so a thread's own events
         # still reach the members who are leaving.
@@ -72,6 +78,12 @@ class Coordinator:
             locks=self.locks.status_section, tasks=self.tasks.status_section, workers=self.workers.status_section
         )
         self.status.live_sections["messages"] = self.messages.waiting_agents
+        # Code intelligence: layer 5 is a plain lookup; 4 and M read what the analysis loops wrote.
+        self.ctx.signal_providers.append(GitOperation(self.ctx))
+        self.ctx.depends_from_map = self.depmap.depends_files
+        self.analysis = Analysis(self.ctx)
+        if self.analysis.enabled:
+            self.ctx.signal_providers += [CoChange(self.ctx), MergeConflict()]
         self._sweeper = Background("huddle-sweeper")
         store.on_commit(bus.publish)
 
@@ -79,9 +91,11 @@ class Coordinator:
         """Opens the store (running migrations) and starts the expiry sweeper."""
         await self.store.open()
         self._sweeper.start(self._sweep_forever())
+        self.analysis.start()
 
     async def stop(self) -> None:
         """Stops the sweeper, then closes the store after its last commit."""
+        await self.analysis.stop()
         await self._sweeper.stop()
         await self.store.close()
 
@@ -93,7 +107,7 @@ class Coordinator:
         except Exception as exc:  # a broken database is exactly what readiness reports
             database = {"ok": False, "error": str(exc)}
         alive = self._sweeper.running
-        return {"database": database, "sweeper": {"ok": alive}}
+        return {"database": database, "sweeper": {"ok": alive}, "analysis": self.analysis.readiness()}
 
     async def sweep(self) -> int:
         """Runs every expiry step once; returns how many records changed.

@@ -1,7 +1,8 @@
 """The module dependency map and blast radius (SPEC F-35).
 
-Agents (or `huddle deps scan`, later) describe modules: which paths they own and which modules
-they depend on. The blast radius of a change is every module that depends on it, transitively.
+Agents (or `huddle deps scan --write`) describe modules: which paths they own and which modules
+they depend on; with none set by hand, the background analysis derives it from imports. The
+blast radius of a change is every module that depends on it, transitively.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from huddle.domain import validate
@@ -22,9 +24,53 @@ from huddle.storage.base import Unit
 MAX_MODULES = 2000
 
 
+MAX_DERIVED_DEPENDS = 100  # files an announce may depend on through the map
+
+
+@dataclass(frozen=True)
+class _Index:
+    """The map arranged for per-announce lookups: exact file → modules, then prefixes and globs."""
+
+    version: float | None
+    graph: dict[str, tuple[list[str], list[str]]]
+    by_file: dict[str, list[str]]
+    patterns: list[tuple[str, str]]
+
+    def owners(self, path: str) -> set[str]:
+        found = set(self.by_file.get(path, ()))
+        for pattern, module in self.patterns:
+            if (pattern.endswith("/") and path.startswith(pattern)) or fnmatch.fnmatchcase(path, pattern):
+                found.add(module)
+        return found
+
+
 class DependencyMapService:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
+        self._index = _Index(None, {}, {}, [])
+
+    def depends_files(self, unit: Unit, targets: Sequence[str]) -> tuple[str, ...]:
+        """Files of the modules my targets' modules depend on (plain files only, at most 100).
+
+        Runs inside the announce transaction: one primary-key read says whether the map changed;
+        the map itself is reloaded only then.
+        """
+        row = unit.tx.one("SELECT updated_at FROM dependency_map_source WHERE project = ?", (unit.project,))
+        version = float(row["updated_at"]) if row else None
+        if version is None:
+            return ()
+        if version != self._index.version:
+            self._index = _index(version, _load(unit))
+        graph = self._index.graph
+        owners = {m for t in targets for m in self._index.owners(t)}
+        files = {
+            p
+            for m in owners
+            for dep in graph[m][0]
+            for p in graph.get(dep, ([], []))[1]
+            if not p.endswith("/") and not any(c in p for c in "*?[")
+        }
+        return tuple(sorted(files - set(targets)))[:MAX_DERIVED_DEPENDS]
 
     async def set_map(self, modules: Mapping[str, Mapping[str, Any]], agent_id: str | None = None) -> dict[str, Any]:
         """Replaces the project's dependency map. Unknown dependencies are refused, not guessed."""
@@ -67,16 +113,7 @@ class DependencyMapService:
                 )
         actor = validate.identifier(agent_id, "agent_id") if agent_id else None
 
-        def txn(unit: Unit) -> dict[str, Any]:
-            unit.tx.execute("DELETE FROM dependency_modules WHERE project = ?", (unit.project,))
-            unit.tx.executemany(
-                "INSERT INTO dependency_modules (project, module, depends_on, paths) VALUES (?, ?, ?, ?)",
-                [(unit.project, n, dumps(d), dumps(p)) for n, (d, p) in parsed.items()],
-            )
-            unit.emit(Kind.DEPENDENCY_MAP, actor=actor, modules=len(parsed))
-            return {"modules": len(parsed), "edges": sum(len(d) for d, _ in parsed.values())}
-
-        return await self.ctx.store.write(txn)
+        return await self.ctx.store.write(lambda unit: store_map(unit, parsed, actor, source="hand"))
 
     async def blast_radius(self, module: str | None = None, path: str | None = None) -> dict[str, Any]:
         """Modules affected by a change to `module` (or to the module owning `path`), nearest first."""
@@ -133,6 +170,44 @@ class DependencyMapService:
         return await self.ctx.store.read(read)
 
 
+def store_map(
+    unit: Unit, parsed: Mapping[str, tuple[list[str], list[str]]], actor: str | None, *, source: str
+) -> dict[str, Any]:
+    """Replaces the map; `source` is `hand` (set_dependency_map) or `scan` (derived in the background).
+
+    A map set by hand is never replaced by a scan (the scan checks `map_source` first).
+    """
+    unit.tx.execute("DELETE FROM dependency_modules WHERE project = ?", (unit.project,))
+    unit.tx.executemany(
+        "INSERT INTO dependency_modules (project, module, depends_on, paths) VALUES (?, ?, ?, ?)",
+        [(unit.project, n, dumps(d), dumps(p)) for n, (d, p) in parsed.items()],
+    )
+    unit.tx.execute(
+        "INSERT INTO dependency_map_source (project, source, updated_at) VALUES (?, ?, ?) ON CONFLICT (project)"
+        " DO UPDATE SET source = excluded.source, updated_at = excluded.updated_at",
+        (unit.project, source, unit.now),
+    )
+    unit.emit(Kind.DEPENDENCY_MAP, actor=actor, modules=len(parsed), source=source)
+    return {"modules": len(parsed), "edges": sum(len(d) for d, _ in parsed.values())}
+
+
+def map_source(unit: Unit) -> str | None:
+    row = unit.tx.one("SELECT source FROM dependency_map_source WHERE project = ?", (unit.project,))
+    return str(row["source"]) if row else None
+
+
+def _index(version: float, graph: dict[str, tuple[list[str], list[str]]]) -> _Index:
+    by_file: dict[str, list[str]] = {}
+    patterns: list[tuple[str, str]] = []
+    for module, (_, paths) in graph.items():
+        for p in paths:
+            if p.endswith("/") or any(c in p for c in "*?["):
+                patterns.append((p, module))
+            else:
+                by_file.setdefault(p, []).append(module)
+    return _Index(version, graph, by_file, patterns)
+
+
 def _load(unit: Unit) -> dict[str, tuple[list[str], list[str]]]:
     rows = unit.tx.all("SELECT module, depends_on, paths FROM dependency_modules WHERE project = ?", (unit.project,))
     return {r["module"]: (json.loads(r["depends_on"]), json.loads(r["paths"])) for r in rows}
@@ -140,14 +215,4 @@ def _load(unit: Unit) -> dict[str, tuple[list[str], list[str]]]:
 
 def owners_of(graph: Mapping[str, tuple[list[str], list[str]]], path: str) -> list[str]:
     """Modules whose paths (a directory `src/auth/`, a file, or a glob) contain `path`."""
-    owners = []
-    for module, (_, patterns) in graph.items():
-        for pattern in patterns:
-            if (
-                (pattern.endswith("/") and path.startswith(pattern))
-                or path == pattern
-                or fnmatch.fnmatchcase(path, pattern)
-            ):
-                owners.append(module)
-                break
-    return sorted(owners)
+    return sorted(_index(0.0, dict(graph)).owners(path))

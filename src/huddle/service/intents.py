@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from huddle.domain import validate
@@ -13,10 +14,11 @@ from huddle.domain.paths import normalize_module
 from huddle.domain.scoring import Evidence, Impact, score_agents, verdict
 from huddle.errors import Forbidden, InvalidInput, NotFound
 from huddle.service.agents import heartbeat_on_read, require_agent, touch
+from huddle.service.code_signals import refine_with_symbols
 from huddle.service.context import ServiceContext, WorkRequest, dumps, placeholders
 from huddle.service.lifecycle import end_intent
 from huddle.service.threads import open_thread
-from huddle.storage.base import Unit
+from huddle.storage.base import Row, Unit
 
 INTENT_KINDS = (
     "edit",
@@ -44,6 +46,7 @@ class IntentService:
         target_modules: Sequence[str] | None = None,
         target_symbols: Sequence[str] | None = None,
         kind: str = "edit",
+        branch: str | None = None,
     ) -> WorkRequest:
         agent_id = validate.identifier(agent_id, "agent_id")
         kind = validate.choice(kind or "edit", "kind", INTENT_KINDS)
@@ -61,7 +64,8 @@ class IntentService:
             validate.text(s, f"target_symbols[{i}]", max_chars=200)
             for i, s in enumerate(validate.items(target_symbols, "target_symbols"))
         )
-        return WorkRequest(agent_id, kind, targets, depends, modules, symbols, branch="")
+        branch = validate.text(branch, "branch", required=False, max_chars=256)
+        return WorkRequest(agent_id, kind, targets, depends, modules, symbols, branch=branch)
 
     def _score(self, unit: Unit, request: WorkRequest) -> list[Impact]:
         """Collects every provider's evidence, keeps online agents only, and scores them."""
@@ -72,6 +76,7 @@ class IntentService:
                     found.setdefault(agent_id, []).append(evidence)
         if not found:
             return []
+        found = refine_with_symbols(unit, self.ctx, request, found)
         ids = sorted(found)
         online = {
             r["agent_id"]
@@ -85,17 +90,15 @@ class IntentService:
 
     def _with_agent_context(self, unit: Unit, request: WorkRequest) -> WorkRequest:
         """Fills modules and branch from the registration when the request names none."""
-        row = touch(unit, request.agent_id)
-        modules = request.modules or tuple(json.loads(row["modules"]))
-        return WorkRequest(
-            request.agent_id,
-            request.kind,
-            request.target_files,
-            request.depends_on_files,
-            modules,
-            request.symbols,
-            row["branch"],
-        )
+        return self._with_map_dependencies(unit, _with_registration(request, touch(unit, request.agent_id)))
+
+    def _with_map_dependencies(self, unit: Unit, request: WorkRequest) -> WorkRequest:
+        """An announce naming no depends_on_files depends on what the dependency map says its
+        targets' modules depend on, so layers 0b, 0c and 2 work without the agent listing them."""
+        derive = self.ctx.depends_from_map
+        if request.depends_on_files or not request.target_files or derive is None:
+            return request
+        return replace(request, depends_on_files=derive(unit, request.target_files))
 
     def _consult(self, unit: Unit, req: WorkRequest, subject: str, number: int, impacts: list[Impact]) -> str | None:
         """Opens a consultation with every concerned agent, if any; returns its id."""
@@ -124,13 +127,15 @@ class IntentService:
         target_modules: Sequence[str] | None = None,
         target_symbols: Sequence[str] | None = None,
         ttl_s: float | None = None,
+        branch: str | None = None,
     ) -> dict[str, Any]:
         """Records an intent, scores it against every online agent, and opens a thread at ≥ 90.
 
         Returns `{intent_id, verdict, thread_id, impacts}`. Raises NotFound for an unknown agent
-        and InvalidInput for bad fields; nothing is written in either case.
+        and InvalidInput for bad fields; nothing is written in either case. A git_* intent may name
+        no files: it targets `branch` (default: the branch the agent registered with).
         """
-        request = self._request(agent_id, target_files, depends_on_files, target_modules, target_symbols, kind)
+        request = self._request(agent_id, target_files, depends_on_files, target_modules, target_symbols, kind, branch)
         subject = validate.text(subject, "subject", max_chars=500)
         plan = validate.text(plan, "plan", required=False)
         if not request.target_files and not request.modules and not request.kind.startswith("git_"):
@@ -213,21 +218,13 @@ class IntentService:
         depends_on_files: Sequence[str] | None = None,
         target_modules: Sequence[str] | None = None,
         target_symbols: Sequence[str] | None = None,
+        branch: str | None = None,
     ) -> dict[str, Any]:
         """The announce scoring as a dry run: same answer, nothing written (F-14)."""
-        request = self._request(agent_id, target_files, depends_on_files, target_modules, target_symbols, kind)
+        request = self._request(agent_id, target_files, depends_on_files, target_modules, target_symbols, kind, branch)
 
         def read(unit: Unit) -> dict[str, Any]:
-            row = require_agent(unit, request.agent_id)
-            req = WorkRequest(
-                request.agent_id,
-                request.kind,
-                request.target_files,
-                request.depends_on_files,
-                request.modules or tuple(json.loads(row["modules"])),
-                request.symbols,
-                row["branch"],
-            )
+            req = self._with_map_dependencies(unit, _with_registration(request, require_agent(unit, request.agent_id)))
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
             return {
@@ -327,6 +324,7 @@ class IntentService:
                     kept(target_modules, "target_modules"),
                     kept(target_symbols, "target_symbols"),
                     row["kind"],
+                    row["branch"] or None,
                 ),
             )
             if not req.target_files and not req.modules and not req.kind.startswith("git_"):
@@ -389,6 +387,15 @@ class IntentService:
         for row in rows:
             end_intent(unit, int(row["id"]), "expired", actor=row["agent_id"])
         return len(rows)
+
+
+def _with_registration(request: WorkRequest, agent: Row) -> WorkRequest:
+    """Modules and branch from the agent's registration where the request names none."""
+    return replace(
+        request,
+        modules=request.modules or tuple(json.loads(agent["modules"])),
+        branch=request.branch or agent["branch"],
+    )
 
 
 def _scored_columns(req: WorkRequest, outcome: str, impacts: list[dict[str, Any]]) -> tuple[str, ...]:

@@ -2,19 +2,19 @@
 
 Every provider answers with indexed lookups keyed by *my* paths and modules, so the cost of an
 announce depends on what I touch, not on how many agents, intents or events exist.
-Later layers (locks L, co-change 4, git operations 5) are further providers registered in the
-ServiceContext; the scorer itself never changes.
+Later layers (locks L in service/locks.py; co-change 4, git operations 5 and merge conflicts M in
+service/code_signals.py) are further providers registered in the ServiceContext; the scorer
+itself never changes. Symbol awareness refines same-file evidence afterwards, in one place.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from huddle.domain.ids import intent_ref
 from huddle.domain.paths import module_prefixes, modules_related
-from huddle.domain.scoring import Evidence, Layer, soften_for_disjoint_symbols
+from huddle.domain.scoring import Evidence, Layer
 from huddle.service.context import ServiceContext, WorkRequest, placeholders
 from huddle.storage.base import Row, Unit
 
@@ -70,9 +70,6 @@ class IntentOverlap:
                     template.format(files=", ".join(files)),
                     extra={"intent_id": intent_ref(intent_id), "subject": rows[0]["subject"]},
                 )
-                if layer == Layer.SAME_TARGET:
-                    theirs = frozenset(s for r in rows for s in json.loads(r["symbols"]))
-                    evidence = soften_for_disjoint_symbols(evidence, request.symbols, theirs)
                 yield agent_id, evidence
 
 

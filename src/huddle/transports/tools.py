@@ -13,6 +13,7 @@ from typing import Any, Literal
 from huddle.service.coordinator import Coordinator
 from huddle.transports.operation import Operation
 from huddle.transports.tools_coordination import COORDINATION_FACTORIES
+from huddle.transports.tools_dashboard import oversight_operations
 
 __all__ = ["FACTORIES", "Operation", "OperationFactory", "all_operations"]
 
@@ -64,18 +65,29 @@ def core_operations(c: Coordinator) -> list[Operation]:
     async def announce_work(
         agent_id: str,
         subject: str,
-        target_files: list[str],
+        target_files: list[str] | None = None,
         plan: str | None = None,
         kind: IntentKind = "edit",
         depends_on_files: list[str] | None = None,
         target_modules: list[str] | None = None,
         target_symbols: list[str] | None = None,
         ttl_s: float | None = None,
+        branch: str | None = None,
     ) -> Result:
         """Call BEFORE editing: scores your intent against online agents' work. verdict proceed | caution
-        (both notified) | consult (thread opened: don't edit the contested files until it resolves)."""
+        (both notified) | consult (thread opened: don't edit the contested files until it resolves).
+        A git_* kind may name no files: it targets `branch` (default: the branch you registered with)."""
         return await c.intents.announce(
-            agent_id, subject, target_files, plan, kind, depends_on_files, target_modules, target_symbols, ttl_s
+            agent_id,
+            subject,
+            target_files or [],
+            plan,
+            kind,
+            depends_on_files,
+            target_modules,
+            target_symbols,
+            ttl_s,
+            branch,
         )
 
     async def check_conflicts(
@@ -85,10 +97,11 @@ def core_operations(c: Coordinator) -> list[Operation]:
         depends_on_files: list[str] | None = None,
         target_modules: list[str] | None = None,
         target_symbols: list[str] | None = None,
+        branch: str | None = None,
     ) -> Result:
         """Dry run of announce_work: same scoring, nothing recorded."""
         return await c.intents.check_conflicts(
-            agent_id, target_files, kind, depends_on_files, target_modules, target_symbols
+            agent_id, target_files, kind, depends_on_files, target_modules, target_symbols, branch
         )
 
     async def complete_work(agent_id: str, intent_id: str) -> Result:
@@ -264,7 +277,13 @@ def file_operations(c: Coordinator) -> list[Operation]:
 
 
 OperationFactory = Callable[[Coordinator], list[Operation]]
-FACTORIES: list[OperationFactory] = [core_operations, thread_operations, file_operations, *COORDINATION_FACTORIES]
+FACTORIES: list[OperationFactory] = [
+    core_operations,
+    thread_operations,
+    file_operations,
+    *COORDINATION_FACTORIES,
+    oversight_operations,
+]
 
 
 def all_operations(c: Coordinator) -> list[Operation]:
