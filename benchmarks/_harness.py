@@ -6,7 +6,6 @@ Benchmarks never assert timings; they print numbers. CI runs them with --quick t
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -14,13 +13,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from huddle.testing import log_tail, server_command, start_server, stop_server
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -48,47 +46,21 @@ def huddle_server(*extra_args: str, prepare: Callable[[Path], None] | None = Non
         repo.mkdir()
         if prepare is not None:
             prepare(data_dir)
-        args = [
-            sys.executable,
-            "-m",
-            "huddle.cli.main",
-            "server",
-            "start",
-            "--port",
-            "0",
-            "--mqtt-port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--repo",
-            str(repo),
-            *extra_args,
-        ]
-        env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING"}
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        # The server's output goes to a file in the run's temp dir, not a pipe nobody reads.
+        log = Path(tmp) / "server.log"
+        ok = False
         try:
-            url = _wait_healthy(process, data_dir / "server.json")
+            process, url = start_server(server_command(data_dir, repo, *extra_args), data_dir, log, timeout_s=30)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
+        try:
             yield Server(url, data_dir, process)
+            ok = True
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def _wait_healthy(process: subprocess.Popen[bytes], runtime: Path) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"huddle exited: {process.stderr.read().decode() if process.stderr else ''}")
-        if runtime.exists():
-            with contextlib.suppress(ValueError, KeyError, httpx.HTTPError):
-                url = f"http://127.0.0.1:{json.loads(runtime.read_text())['port']}"
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    return url
-        time.sleep(0.05)
-    raise SystemExit("huddle did not start within 30 s")
+            stop_server(process, timeout_s=10)
+            if not ok or process.returncode not in (0, -signal.SIGINT):
+                # The temp dir goes with this block: show what the server said while it still exists.
+                print(f"huddle server log ({log}):\n{log_tail(log)}", file=sys.stderr)
 
 
 def summarise(seconds: Sequence[float], wall_s: float | None = None) -> dict[str, Any]:

@@ -22,14 +22,10 @@ from typing import Any
 import httpx
 
 from _harness import Server, huddle_server, machine
+from huddle.testing import MCP_HEADERS, initialize_request
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "leaky", "version": "1"}},
-}
-HEADERS = {"Accept": "application/json, text/event-stream"}
+INITIALIZE = initialize_request("leaky")
+HEADERS = MCP_HEADERS
 
 
 def usage(pid: int) -> dict[str, int]:

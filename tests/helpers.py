@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from mcp import Client
 
 from huddle.bus.memory import MemoryBus
 from huddle.service.coordinator import Coordinator
 from huddle.settings import load_settings
 from huddle.storage.sqlite import SqliteStore
+from huddle.testing import server_command, start_server, stop_server
 
 
 class ToolFailed(AssertionError):
@@ -66,15 +62,6 @@ class ManualClock:
 
 STARTUP_TIMEOUT_S = 20
 
-# A well-formed MCP `initialize` for raw HTTP tests (the official client cannot be made to misbehave).
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
-
 
 @dataclass
 class ServerProcess:
@@ -96,51 +83,16 @@ class ServerProcess:
         return self.url + "/mcp"
 
     def start(self) -> ServerProcess:
-        runtime = self.data_dir / "server.json"
-        runtime.unlink(missing_ok=True)
         self.log_path = self.data_dir.parent / f"server-{time.monotonic_ns()}.log"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        mqtt = ["--mqtt-port", self.mqtt_port] if self.mqtt_port is not None else []
-        args = [
-            sys.executable,
-            "-m",
-            "huddle.cli.main",
-            "server",
-            "start",
-            "--port",
-            "0",
-            *mqtt,
-            "--data-dir",
-            str(self.data_dir),
-            "--repo",
-            str(self.repo),
-            *self.extra_args,
-        ]
-        env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING", **self.env}
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"huddle exited with {self.process.returncode}: {self.log()}")
-            if runtime.exists():
-                try:
-                    self.port = json.loads(runtime.read_text())["port"]
-                    if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                        return self
-                except (ValueError, KeyError, httpx.HTTPError):
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError(f"huddle did not become healthy in {STARTUP_TIMEOUT_S}s: {self.log()}")
+        command = server_command(self.data_dir, self.repo, *self.extra_args, mqtt_port=self.mqtt_port)
+        self.process, url = start_server(
+            command, self.data_dir, self.log_path, timeout_s=STARTUP_TIMEOUT_S, env=self.env
+        )
+        self.port = int(url.rsplit(":", 1)[1])
+        return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_server(self.process, timeout_s=10)
         self.process = None
 
     def kill(self) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import anyio
 import pytest
 from mcp import Client
@@ -12,7 +10,9 @@ from coordination_helpers import event_count, register
 from helpers import call
 from huddle.errors import InvalidInput, NotFound
 
-WAKE_BUDGET_S = 0.050
+# Far longer than a wake-up needs: the call returns the message because the send woke it, not
+# because this passed (how fast it wakes is measured by benchmarks/locks.py, not asserted here).
+LONG_WAIT_S = 120
 
 
 async def test_a_direct_message_lands_unread_in_the_recipients_inbox_only(coordinator):
@@ -101,21 +101,19 @@ async def _blocked(coordinator, agent):
             await anyio.sleep(0.001)
 
 
-async def test_wait_for_message_returns_within_50_ms_of_the_send_that_wakes_it(coordinator):
+async def test_wait_for_message_is_woken_by_the_send_with_that_message(coordinator):
     await register(coordinator, "alice", "bob")
     woke: dict = {}
 
     async def wait():
-        woke["result"] = await coordinator.messages.wait_for_message("bob", timeout_s=30)
-        woke["at"] = time.perf_counter()
+        woke["result"] = await coordinator.messages.wait_for_message("bob", timeout_s=LONG_WAIT_S)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(wait)
         await _blocked(coordinator, "bob")
-        sent_at = time.perf_counter()
         await coordinator.messages.send("alice", "wake up", "bob")
-    assert woke["result"]["messages"][0]["content"] == "wake up"
-    assert woke["at"] - sent_at < WAKE_BUDGET_S
+    assert woke["result"]["timed_out"] is False
+    assert [m["content"] for m in woke["result"]["messages"]] == ["wake up"]
 
 
 async def test_a_broadcast_wakes_waiters_but_never_its_sender(coordinator):
@@ -135,25 +133,23 @@ async def test_a_broadcast_wakes_waiters_but_never_its_sender(coordinator):
     assert results["alice"]["timed_out"] is True
 
 
-async def test_wait_for_message_over_mcp_returns_within_50_ms_of_the_send(huddle_server):
+async def test_wait_for_message_over_mcp_is_woken_by_the_send_with_that_message(huddle_server):
     async with Client(huddle_server.mcp_url) as alice, Client(huddle_server.mcp_url) as bob:
         await call(alice, "register_agent", name="alice")
         await call(bob, "register_agent", name="bob")
         woke: dict = {}
 
         async def wait():
-            woke["result"] = await call(bob, "wait_for_message", agent_id="bob", timeout_s=30)
-            woke["at"] = time.perf_counter()
+            woke["result"] = await call(bob, "wait_for_message", agent_id="bob", timeout_s=LONG_WAIT_S)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(wait)
             with anyio.fail_after(10):  # bob's call is blocked server-side once status lists him
                 while "bob" not in (await call(alice, "coordinator_status"))["messages"]["waiting"]:
                     await anyio.sleep(0.005)
-            sent_at = time.perf_counter()
             await call(alice, "send_message", from_agent="alice", to_agent="bob", content="ping")
-        assert woke["result"]["messages"][0]["content"] == "ping"
-        assert woke["at"] - sent_at < WAKE_BUDGET_S
+        assert woke["result"]["timed_out"] is False
+        assert [m["content"] for m in woke["result"]["messages"]] == ["ping"]
 
 
 @pytest.mark.parametrize(

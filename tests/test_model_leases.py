@@ -10,23 +10,30 @@ gone before its TTL unless its holder released it or changed its mode.
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import anyio
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, rule
 
-from huddle.domain.events import iso
+from helpers import ManualClock, make_coordinator
+from huddle.bus.memory import Subscription
+from huddle.domain.events import Event, Kind, iso
 from huddle.errors import NotFound
+from huddle.service.coordinator import Coordinator
 from model_helpers import MODEL_SETTINGS, ServiceMachine
 
 AGENTS = ("a", "b", "c")
-PATHS = ("a.py", "b.py", "d/", "d/c.py")
+# The last one sorts past every other name under d/ (U+10FFFF): a prefix range must still cover it.
+PATHS = ("a.py", "b.py", "d/", "d/c.py", "d/\U0010ffffa.py")
 MODES = ("exclusive", "shared", "intent")
 RANK = {"intent": 0, "shared": 1, "exclusive": 2}
 WAIT_S = 300.0
 GHOST_GRACE_S = 5.0
+HANG_S = 30  # a bound on a hang, not a speed check: every wait here ends on an event
 
 
 def overlap(p: str, q: str) -> bool:
@@ -132,6 +139,31 @@ class Model:
             self.promote(now)
 
 
+def queue_watch(coord: Coordinator, agent: str, path: str, mode: str) -> Subscription:
+    """Opened before the call: hears the `lock.queued` its queue entry commits."""
+
+    def mine(event: Event) -> bool:
+        data = event.data
+        return event.kind == Kind.LOCK_QUEUED and (data["holder"], data["path"], data["mode"]) == (agent, path, mode)
+
+    return coord.bus.subscribe(mine)
+
+
+async def until_queued(subscription: Subscription, call: asyncio.Task[dict[str, Any]]) -> None:
+    """Returns once the call's own queue entry is committed; fails if the call ends first.
+
+    Not by polling the listing for the agent: that listing may show an older entry of the same
+    agent which this very call's write is about to grant (its expiry pass promotes the queue), so
+    the poll could pass before the write landed and the model would run ahead of the service.
+    """
+    heard = asyncio.ensure_future(subscription.next_event())
+    with anyio.fail_after(HANG_S):
+        await asyncio.wait({heard, call}, return_when=asyncio.FIRST_COMPLETED)
+    if not heard.done():
+        heard.cancel()
+        raise AssertionError(f"the request was answered instead of queued: {call.result()}")
+
+
 class LeaseMachine(ServiceMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -187,18 +219,12 @@ class LeaseMachine(ServiceMachine):
             # agent, none for a path it holds) wants: a plain acquire, which the model follows.
             self.acquire(agent, path, mode, 30.0)
             return
-        task = self.loop.create_task(self.coord.locks.acquire(agent, path, mode, 30.0, WAIT_S))
-        waiter = Waiter(agent, path, mode, 30.0, self.now + WAIT_S, task)
-        m.waiters.append(waiter)
-        self.queued.append(waiter)
-
-        async def queued_now() -> None:
-            with anyio.fail_after(3):
-                while not any(w["agent_id"] == agent for w in (await self.coord.locks.list_locks())["waiting"]):
-                    assert not task.done(), task.result()
-                    await asyncio.sleep(0.001)
-
-        self.run(queued_now())
+        with queue_watch(self.coord, agent, path, mode) as subscription:
+            task = self.loop.create_task(self.coord.locks.acquire(agent, path, mode, 30.0, WAIT_S))
+            waiter = Waiter(agent, path, mode, 30.0, self.now + WAIT_S, task)
+            m.waiters.append(waiter)
+            self.queued.append(waiter)
+            self.run(until_queued(subscription, task))
 
     @rule(agent=st.sampled_from(AGENTS), path=st.sampled_from(PATHS))
     def release(self, agent: str, path: str) -> None:
@@ -248,7 +274,7 @@ class LeaseMachine(ServiceMachine):
         if not hasattr(self, "model"):
             return
         for waiter in [w for w in self.queued if w.granted_token is not None and w not in self.finished]:
-            got = self.run(asyncio.wait_for(asyncio.shield(waiter.task), timeout=3))
+            got = self.run(asyncio.wait_for(asyncio.shield(waiter.task), timeout=HANG_S))
             assert got["granted"] and got["queued"] and got["fencing_token"] == waiter.granted_token, (got, waiter)
             self.finished.append(waiter)
 
@@ -289,3 +315,49 @@ class LeaseMachine(ServiceMachine):
 
 LeaseMachine.TestCase.settings = MODEL_SETTINGS
 test_leases_behave_like_the_reference_model = LeaseMachine.TestCase
+
+
+async def test_a_queued_call_counts_as_queued_only_once_its_own_entry_is_written(tmp_path: Path) -> None:
+    """The race that made the model flaky under load, played deterministically by holding the writer.
+
+    b waits for a.py; a's lease on it runs out; b then asks for d/ (held by c) with wait_s. That
+    call's write first expires a's lease and grants b's earlier request, then queues d/. While the
+    write is held, the listing still shows b waiting (its a.py entry) — the old poll took that as
+    "queued" and let the model grant a.py before the service had; the queue watch waits for d/.
+    """
+    clock = ManualClock()
+    (tmp_path / "repo").mkdir()
+    coord = make_coordinator(tmp_path, tmp_path / "repo", clock=clock)
+    await coord.store.open()
+    try:
+        for agent in "abc":
+            await coord.agents.register(agent, agent_id=agent)
+        await coord.locks.acquire("a", "a.py", "exclusive", 10)
+        await coord.locks.acquire("c", "d/", "exclusive", 60)
+        with queue_watch(coord, "b", "a.py", "exclusive") as subscription:
+            first = asyncio.ensure_future(coord.locks.acquire("b", "a.py", "exclusive", 30, WAIT_S))
+            await until_queued(subscription, first)
+        clock.advance(20)
+
+        gate = threading.Event()
+        held = asyncio.ensure_future(coord.store.write(lambda unit: gate.wait(HANG_S)))
+        with queue_watch(coord, "b", "d/", "exclusive") as subscription:
+            second = asyncio.ensure_future(coord.locks.acquire("b", "d/", "exclusive", 30, WAIT_S))
+            queued = asyncio.ensure_future(until_queued(subscription, second))
+            listed = await coord.locks.list_locks()
+            assert [(w["agent_id"], w["path"]) for w in listed["waiting"]] == [("b", "a.py")]
+            assert not queued.done()  # the write that queues d/ cannot have landed: the writer is held
+            gate.set()
+            await held
+            await queued
+
+        listed = await coord.locks.list_locks()
+        assert sorted((r["agent_id"], r["path"]) for r in listed["locks"]) == [("b", "a.py"), ("c", "d/")]
+        assert [(w["agent_id"], w["path"]) for w in listed["waiting"]] == [("b", "d/")]
+        got = await first
+        assert got["granted"] and got["queued"] and got["path"] == "a.py", got
+        await coord.locks.release("c", "d/")
+        got = await second
+        assert got["granted"] and got["queued"] and got["path"] == "d/", got
+    finally:
+        await coord.store.close()

@@ -7,7 +7,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -202,7 +201,7 @@ async def test_a_broker_that_is_down_does_not_block_tool_calls_and_events_catch_
     server = server_factory("--mqtt-url", broker.url, "--topic-root", root)
     try:
         async with httpx.AsyncClient(base_url=server.url) as http:
-            started = time.monotonic()
+            # A bound on a hang, not a speed check: waiting for the dead broker would take far longer.
             with anyio.fail_after(5):
                 thread_id = await s1(http)
                 await tool(
@@ -213,7 +212,6 @@ async def test_a_broker_that_is_down_does_not_block_tool_calls_and_events_catch_
                     type="context",
                     content="while the broker was down",
                 )
-            assert time.monotonic() - started < 3, "tool calls waited for the broker"
             assert not await _connected(http)
             await broker.start()
             await wait_until(lambda: _connected(http), timeout=15)

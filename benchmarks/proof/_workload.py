@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import random
 import signal
 import sqlite3
@@ -26,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from huddle.testing import server_command, start_server, stop_server
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -45,30 +45,9 @@ class ServerProcess:
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
     def start(self, timeout_s: float = 60) -> str:
-        runtime = self.data_dir / "server.json"
-        # After a kill -9 the old runtime file names a dead port; wait for the new process's one.
-        with contextlib.suppress(FileNotFoundError, OSError):
-            runtime.unlink()
-        args = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--port", "0", "--mqtt-port", "0"]
-        args += ["--data-dir", str(self.data_dir), "--repo", str(self.repo), *self.extra]
-        env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING"}
-        # The log goes to a file, never an unread pipe: a full pipe would block the server's writes.
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"huddle exited with {self.process.returncode}: {err}")
-            with contextlib.suppress(ValueError, KeyError, OSError, httpx.HTTPError):
-                info = json.loads(runtime.read_text())
-                if info.get("pid") == self.process.pid:
-                    url = f"http://127.0.0.1:{info['port']}"
-                    if httpx.get(url + "/health", timeout=2).status_code == 200:
-                        self.url = url
-                        return url
-            time.sleep(0.05)
-        raise RuntimeError(f"huddle did not start within {timeout_s} s")
+        command = server_command(self.data_dir, self.repo, *self.extra)
+        self.process, self.url = start_server(command, self.data_dir, self.log_path, timeout_s=timeout_s)
+        return self.url
 
     @property
     def pid(self) -> int:
@@ -81,12 +60,7 @@ class ServerProcess:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+        stop_server(self.process)
 
 
 def integrity(db: Path) -> str:

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from huddle.testing import server_command, start_server, stop_server
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from linearizability import INF, Op
 
@@ -46,23 +48,11 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--port", str(self.port)]
-        args += ["--mqtt-port", "0", "--data-dir", str(self.data_dir), "--repo", str(self.repo), *self.extra]
-        env = {**os.environ, "HUDDLE_LOG_LEVEL": "WARNING"}
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"huddle exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise SystemExit(
-            f"huddle did not become healthy within {STARTUP_TIMEOUT_S:g} s: {self.log.read_text()[-2000:]}"
-        )
+        command = server_command(self.data_dir, self.repo, *self.extra, port=self.port)
+        try:
+            self.process, _ = start_server(command, self.data_dir, self.log, timeout_s=STARTUP_TIMEOUT_S)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
 
     def signal(self, sig: int) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -75,14 +65,7 @@ class Server:
         self.process = None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_server(self.process)
         self.process = None
 
     def tool(self, tool_name: str, /, **args: Any) -> dict[str, Any]:
@@ -138,8 +121,21 @@ def running(server: Server) -> Iterator[Server]:
 
 
 def spawn_worker(config: dict[str, Any], path: Path) -> subprocess.Popen[bytes]:
+    """worker.py on the config written to `path`; its stderr goes to `path` with `.stderr` added —
+    a file, since a pipe nobody reads until the end freezes a chatty worker mid-run."""
     path.write_text(json.dumps(config))
-    return subprocess.Popen([sys.executable, str(HERE / "worker.py"), str(path)], stderr=subprocess.PIPE)
+    with _stderr_log(str(path)).open("wb") as err:
+        return subprocess.Popen([sys.executable, str(HERE / "worker.py"), str(path)], stderr=err)
+
+
+def _stderr_log(config_path: str) -> Path:
+    return Path(config_path + ".stderr")
+
+
+def _worker_stderr(worker: subprocess.Popen[bytes], limit: int) -> str:
+    log = _stderr_log(str(worker.args[-1]))  # type: ignore[index]
+    text = log.read_bytes()[-limit:].decode(errors="replace") if log.exists() else ""
+    return f"{text} (all of it in {log})"
 
 
 def finish_workers(workers: list[subprocess.Popen[bytes]], timeout: float) -> list[str]:
@@ -150,14 +146,14 @@ def finish_workers(workers: list[subprocess.Popen[bytes]], timeout: float) -> li
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker.pid, signal.SIGCONT)
         try:
-            _, err = worker.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            worker.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             worker.kill()
-            _, err = worker.communicate()
-            errors.append("worker did not finish: " + err.decode(errors="replace")[-1000:])
+            worker.wait()
+            errors.append("worker did not finish: " + _worker_stderr(worker, 1000))
             continue
         if worker.returncode != 0:
-            errors.append(err.decode(errors="replace")[-2000:])
+            errors.append(_worker_stderr(worker, 2000))
     return errors
 
 

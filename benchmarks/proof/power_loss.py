@@ -46,16 +46,20 @@ class Mount:
     def mount(self) -> None:
         self.backing.mkdir(exist_ok=True)
         self.mountpoint.mkdir(exist_ok=True)
-        self.process = subprocess.Popen(
-            [sys.executable, str(POWERFS), str(self.backing), str(self.mountpoint)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        # A file, not a pipe: nobody reads a pipe while the filesystem serves, and a full one would
+        # freeze the filesystem (and the server on it) mid-run.
+        log = self.backing.parent / f"{self.backing.name}.powerfs.stderr"
+        with log.open("ab") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, str(POWERFS), str(self.backing), str(self.mountpoint)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         deadline = time.monotonic() + 20
         while not os.path.ismount(self.mountpoint):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"powerfs did not mount: {err[-2000:]}")
+                said = log.read_bytes()[-2000:].decode(errors="replace")
+                raise RuntimeError(f"powerfs did not mount (stderr in {log}): {said}")
             time.sleep(0.02)
 
     def cut(self) -> None:

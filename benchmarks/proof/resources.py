@@ -49,6 +49,7 @@ from huddle.bus.memory import MemoryBus
 from huddle.service.coordinator import Coordinator
 from huddle.settings import load_settings
 from huddle.storage.sqlite import SqliteStore
+from huddle.testing import MCP_HEADERS, initialize_request
 
 FULL = {"sse_streams": 500, "abandoned_sessions": 10_000, "slow_clients": 1_000, "replay_events": 100_000}
 QUICK = {"sse_streams": 50, "abandoned_sessions": 100, "slow_clients": 100, "replay_events": 5_000}
@@ -200,13 +201,8 @@ async def sse_streams(url: str, count: int) -> Callable[[], Awaitable[dict[str, 
 
 async def abandoned_sessions(url: str, count: int, idle_s: float) -> Callable[[], Awaitable[dict[str, Any]]]:
     """`count` sessions opened and dropped; the release waits out the idle timeout and asks each id."""
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}},
-    }
-    headers = {"Accept": "application/json, text/event-stream"}
+    init = initialize_request("x")
+    headers = MCP_HEADERS
     statuses: dict[int, int] = {}
     ids: list[str] = []
     sem = asyncio.Semaphore(32)

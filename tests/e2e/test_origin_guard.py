@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from helpers import INITIALIZE, MCP_HEADERS
+from huddle.testing import MCP_HEADERS, initialize_request
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,7 @@ from helpers import INITIALIZE, MCP_HEADERS
 def test_foreign_pages_are_refused_and_nothing_is_written(huddle_server, headers, method, path) -> None:
     body = {"name": "mallory"} if path.endswith("register_agent") else None
     if path == "/mcp":  # a well-formed initialize, so only the headers can be the reason for refusal
-        body = INITIALIZE
+        body = initialize_request()
         headers = {**headers, **MCP_HEADERS}
     response = httpx.request(method, huddle_server.url + path, json=body, headers=headers, timeout=5)
     assert response.status_code in (403, 421), (path, response.status_code, response.text[:200])
@@ -53,7 +53,7 @@ def test_a_non_loopback_bind_still_refuses_cross_site_posts_and_mcp_initialize(s
     assert form.status_code == 403
     plain = httpx.post(server.url + "/api/v1/tools/register_agent", content=b'{"name": "mallory"}')
     assert plain.status_code == 415  # no Origin, but a body not declared JSON: refused too
-    initialize = httpx.post(server.url + "/mcp", json=INITIALIZE, headers={**foreign, **MCP_HEADERS})
+    initialize = httpx.post(server.url + "/mcp", json=initialize_request(), headers={**foreign, **MCP_HEADERS})
     assert initialize.status_code == 403
     assert "mcp-session-id" not in initialize.headers
     assert httpx.post(server.url + "/api/v1/tools/list_agents", json={}).json()["result"]["agents"] == []
@@ -65,5 +65,5 @@ def test_a_non_loopback_bind_serves_no_origin_its_own_origin_and_the_allow_list(
         headers = {} if origin is None else {"Origin": origin}
         ok = httpx.post(server.url + "/api/v1/tools/list_agents", json={}, headers=headers)
         assert ok.status_code == 200, (origin, ok.text)
-        session = httpx.post(server.url + "/mcp", json=INITIALIZE, headers={**headers, **MCP_HEADERS})
+        session = httpx.post(server.url + "/mcp", json=initialize_request(), headers={**headers, **MCP_HEADERS})
         assert session.status_code == 200, (origin, session.text)

@@ -12,19 +12,20 @@ import anyio
 import httpx
 from mcp import Client
 
-from helpers import INITIALIZE, MCP_HEADERS, ServerProcess, call
+from helpers import ServerProcess, call
+from huddle.testing import MCP_HEADERS, PROTOCOL_VERSION, initialize_request
 
 
 def abandon_session(server: ServerProcess) -> str:
     """`initialize`, then walk away: no `initialized`, no DELETE."""
-    response = httpx.post(server.mcp_url, json=INITIALIZE, headers=MCP_HEADERS, timeout=10)
+    response = httpx.post(server.mcp_url, json=initialize_request(), headers=MCP_HEADERS, timeout=10)
     assert response.status_code == 200, response.text
     return response.headers["mcp-session-id"]
 
 
 def ping(server: ServerProcess, session_id: str) -> int:
     body = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
-    headers = {**MCP_HEADERS, "mcp-session-id": session_id, "mcp-protocol-version": "2025-11-25"}
+    headers = {**MCP_HEADERS, "mcp-session-id": session_id, "mcp-protocol-version": PROTOCOL_VERSION}
     return httpx.post(server.mcp_url, json=body, headers=headers, timeout=10).status_code
 
 
