@@ -12,6 +12,7 @@ from huddle.domain.ids import intent_ref, thread_ref
 from huddle.domain.paths import normalize_module
 from huddle.errors import NotFound
 from huddle.service.context import ServiceContext, dumps, placeholders
+from huddle.service.overseers import OVERSEER_PREFIX, require_dashboard
 from huddle.service.signals import related_module_rows
 from huddle.storage.base import Row, Unit
 
@@ -90,6 +91,8 @@ class AgentService:
         """
         name = validate.text(name, "name", max_chars=validate.MAX_NAME_CHARS)
         agent = validate.identifier(agent_id, "agent_id") if agent_id is not None else validate.slug(name)
+        if agent.startswith(OVERSEER_PREFIX):
+            require_dashboard("agent_id", agent)
         mods = sorted(
             {normalize_module(m, field=f"modules[{i}]") for i, m in enumerate(validate.items(modules, "modules"))}
         )

@@ -81,7 +81,7 @@ export class LocksPanel {
     if (!overseer) return;
     if (!window.confirm(`Release ${lock.agent_id}'s ${lock.mode} lease on ${lock.path}? The holder is told its lease is gone.`)) return;
     try {
-      await call("force_release_lock", { overseer_id: overseer, holder: lock.agent_id, path: lock.path, reason: "released from the dashboard" });
+      await call("force_release_lock", { overseer_id: overseer, holder: lock.agent_id, path: lock.path, fencing_token: lock.fencing_token, reason: "released from the dashboard" });
       toast(`Released ${lock.path}`, "ok");
     } catch (err) {
       toast(err.message);
