@@ -84,3 +84,41 @@ async def test_release_refuses_a_lease_renewed_while_the_person_was_confirming(h
         assert fresh and fresh[0] != seen
         holders = rest(url, "check_lock", path="src/s.py")["holders"]
         assert [(h["agent_id"], h["fencing_token"]) for h in holders] == [("carol", fresh[0])]
+
+
+async def test_a_long_thread_shows_its_newest_messages_and_catches_up_without_refetching(huddle_server: Any) -> None:
+    executable = require_chromium()
+    url = huddle_server.url
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for agent in ("p1", "p2"):
+            rest(url, "register_agent", client, agent_id=agent, name=agent)
+        rest(url, "announce_work", client, agent_id="p1", subject="big", target_files=["big.py"])
+        thread_id = rest(url, "announce_work", client, agent_id="p2", subject="big2", target_files=["big.py"])[
+            "thread_id"
+        ]
+        for i in range(505):
+            rest(
+                url,
+                "post_to_thread",
+                client,
+                thread_id=thread_id,
+                agent_id=f"p{1 + i % 2}",
+                type="context",
+                content=f"msg {i}",
+            )
+    async with browser(executable) as chromium:
+        page = await open_page(chromium, url)
+        view = page.locator('[data-testid="thread-view"]')
+        await view.locator('[data-testid="thread-hidden"]:text-is("5 older messages not shown")').wait_for()
+        messages = view.locator('[data-testid="thread-messages"] li.msg')
+        assert await messages.count() == 500
+        assert await messages.first.locator("p").text_content() == "msg 5"
+        asked: list[dict[str, Any]] = []
+        page.on("request", lambda r: asked.append(r.post_data_json) if r.url.endswith("/get_thread") else None)
+        rest(url, "post_to_thread", agent_id="p1", thread_id=thread_id, type="warning", content="the newest")
+        await view.locator('[data-testid="thread-messages"] li.msg p:text-is("the newest")').wait_for()
+        await view.locator('[data-testid="thread-hidden"]:text-is("6 older messages not shown")').wait_for()
+        assert await messages.count() == 500
+        # The page asked only for what came after the message it already had.
+        assert asked and all("after_message_id" in body for body in asked)
+        assert not page.errors
