@@ -15,6 +15,8 @@ from contextvars import ContextVar
 from huddle.errors import Forbidden
 
 OVERSEER_PREFIX = "human:"
+# SQL LIKE pattern matching overseer ids (the prefix holds no LIKE wildcard).
+OVERSEER_LIKE = OVERSEER_PREFIX + "%"
 
 # True only while a request that carried the dashboard credential is being served (set at the edge).
 overseer_credential: ContextVar[bool] = ContextVar("overseer_credential", default=False)
@@ -28,10 +30,6 @@ def acting_as_dashboard() -> Iterator[None]:
         yield
     finally:
         overseer_credential.reset(token)
-
-
-def is_overseer_id(ident: str) -> bool:
-    return ident.startswith(OVERSEER_PREFIX)
 
 
 def require_dashboard(field: str, ident: str) -> None:
