@@ -136,7 +136,13 @@ export class ThreadPanel {
     if (t.hidden > 0) {
       messages.prepend(h("li", { class: "empty", dataset: { testid: "thread-hidden" }, text: `${t.hidden} older message${t.hidden === 1 ? "" : "s"} not shown` }));
     }
+    // Follow the conversation: a newly opened thread, or one read at its end, shows its newest message.
+    const before = this.view.querySelector('[data-testid="thread-messages"]');
+    const atEnd = !before || this.renderedId !== t.thread_id || before.scrollHeight - before.scrollTop - before.clientHeight < 40;
     fill(this.view, head, proposal, resolution, messages);
+    if (atEnd) messages.scrollTop = messages.scrollHeight;
+    else messages.scrollTop = before.scrollTop;
+    this.renderedId = t.thread_id;
     this.form.hidden = !ACTIVE.has(t.status);
   }
 
