@@ -162,8 +162,7 @@ def core_operations(c: Coordinator) -> list[Operation]:
 
 def thread_operations(c: Coordinator) -> list[Operation]:
     async def get_thread(thread_id: str, after_message_id: int | None = None) -> Result:
-        """A thread with status, round, proposal, approvals and its newest 500 messages (total_messages,
-        truncated). after_message_id: only the messages after that one."""
+        """A thread: status, proposal, approvals, its newest 500 messages."""
         return await c.threads.get(thread_id, after_message_id)
 
     async def post_to_thread(
