@@ -10,6 +10,7 @@ import pytest
 from helpers import make_coordinator
 from huddle.errors import InvalidInput, NotFound
 from huddle.service.coordinator import Coordinator
+from huddle.service.overseers import acting_as_dashboard
 
 
 async def test_registering_twice_is_the_same_agent_and_announces_it_once(coordinator: Coordinator) -> None:
@@ -145,3 +146,14 @@ async def test_text_with_an_unpaired_surrogate_is_refused_with_the_field_named(c
     with pytest.raises(InvalidInput) as caught:
         await coordinator.intents.announce("alice", "subject", ["a\udfff.py"])
     assert caught.value.field == "target_files[0]"
+
+
+async def test_a_person_at_the_dashboard_is_not_a_peer_for_wait_for_peers_or_status(coordinator: Coordinator) -> None:
+    await coordinator.agents.register("alice")
+    with acting_as_dashboard():
+        await coordinator.agents.register("lead", "human:lead")
+    assert await coordinator.agents.wait_for_peers(2, timeout_s=0) == {"ready": False, "online": 1, "wanted": 2}
+    agents = (await coordinator.status.status())["agents"]
+    assert (agents["online"], agents["overseers_online"], agents["total"]) == (1, 1, 2)
+    briefing = await coordinator.agents.register("bob")
+    assert [a["agent_id"] for a in briefing["briefing"]["online_agents"]] == ["alice"]

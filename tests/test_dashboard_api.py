@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from huddle.bus.memory import MemoryBus
-from huddle.errors import InvalidInput, NotFound
+from huddle.errors import Forbidden, InvalidInput, NotFound
 from huddle.service.coordinator import Coordinator
 from huddle.service.insights import outcome_of
+from huddle.service.overseers import acting_as_dashboard
 from huddle.settings import load_settings
 from huddle.storage.sqlite import SqliteStore
 
@@ -137,10 +138,12 @@ async def test_conflict_signals_refuse_a_window_beyond_a_week(coord: Coordinator
 
 
 async def test_an_overseer_releases_another_agents_lease_and_the_queue_moves_on(coord: Coordinator) -> None:
-    for agent in ("alice", "bob", "human:lead"):
+    for agent in ("alice", "bob"):
         await coord.agents.register(agent, agent)
     await coord.locks.acquire("alice", "src/db.py")
-    out = await coord.oversight.force_release_lock("human:lead", "alice", "src/db.py", "alice is stuck")
+    with acting_as_dashboard():
+        await coord.agents.register("lead", "human:lead")
+        out = await coord.oversight.force_release_lock("human:lead", "alice", "src/db.py", "alice is stuck")
     assert (out["released"], out["holder"], out["forced_by"]) == (True, "alice", "human:lead")
     updates = await coord.updates.get_updates("alice")
     [released] = [e for e in updates["events"] if e["event"] == "lock.released"]
@@ -156,11 +159,18 @@ async def test_only_a_registered_human_overseer_may_force_a_release(coord: Coord
     with pytest.raises(InvalidInput) as not_human:
         await coord.oversight.force_release_lock("bob", "alice", "src/db.py")
     assert not_human.value.field == "overseer_id" and "human:<name>" in str(not_human.value)
-    with pytest.raises(NotFound) as unregistered:
+    with pytest.raises(Forbidden) as without_the_page:
+        await coord.agents.register("lead", "human:lead")
+    assert without_the_page.value.field == "agent_id"
+    with acting_as_dashboard(), pytest.raises(NotFound) as unregistered:
         await coord.oversight.force_release_lock("human:ghost", "alice", "src/db.py")
     assert unregistered.value.field == "overseer_id"
-    await coord.agents.register("lead", "human:lead")
-    with pytest.raises(NotFound) as no_lease:
+    with acting_as_dashboard():
+        await coord.agents.register("lead", "human:lead")
+    with pytest.raises(Forbidden) as outside_the_page:
+        await coord.oversight.force_release_lock("human:lead", "alice", "src/db.py")
+    assert outside_the_page.value.field == "overseer_id"
+    with acting_as_dashboard(), pytest.raises(NotFound) as no_lease:
         await coord.oversight.force_release_lock("human:lead", "bob", "src/db.py")
     assert no_lease.value.field == "path"
     assert (await coord.locks.list_locks())["locks"][0]["agent_id"] == "alice"  # nothing changed

@@ -10,6 +10,7 @@ import pytest
 from helpers import make_coordinator
 from huddle.errors import Conflict, Forbidden, InvalidInput, NotFound
 from huddle.service.coordinator import Coordinator
+from huddle.service.threads import MAX_MESSAGES_RETURNED
 
 
 async def collide(c: Coordinator, *respondents: str) -> str:
@@ -212,3 +213,28 @@ async def test_a_reply_to_an_absurd_message_id_is_a_clear_error(coordinator: Coo
     assert caught.value.field == "in_reply_to"
     with pytest.raises(InvalidInput, match="not an id like T-12"):
         await coordinator.threads.get("T-²")
+
+
+async def test_a_long_thread_returns_its_newest_messages_and_says_how_many_were_left_out(
+    coordinator: Coordinator,
+) -> None:
+    thread_id = await collide(coordinator, "bob")
+    for i in range(MAX_MESSAGES_RETURNED + 5):
+        await coordinator.threads.post(thread_id, "bob" if i % 2 else "alice", "context", f"msg {i}")
+    thread = await coordinator.threads.get(thread_id)
+    contents = [m["content"] for m in thread["messages"]]
+    assert contents[0] == "msg 5" and contents[-1] == f"msg {MAX_MESSAGES_RETURNED + 4}"
+    assert (len(contents), thread["total_messages"], thread["truncated"]) == (
+        MAX_MESSAGES_RETURNED,
+        MAX_MESSAGES_RETURNED + 5,
+        True,
+    )
+    # A reader catching up asks only for what came after the last message it has.
+    last = thread["messages"][-1]["message_id"]
+    await coordinator.threads.post(thread_id, "alice", "warning", "the newest")
+    newer = await coordinator.threads.get(thread_id, after_message_id=last)
+    assert [m["content"] for m in newer["messages"]] == ["the newest"]
+    assert (newer["total_messages"], newer["truncated"]) == (MAX_MESSAGES_RETURNED + 6, False)
+    with pytest.raises(InvalidInput) as bad:
+        await coordinator.threads.get(thread_id, after_message_id=-1)
+    assert bad.value.field == "after_message_id"

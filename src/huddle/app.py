@@ -25,7 +25,7 @@ from huddle.service.hooks import ClaudeHookService
 from huddle.settings import Settings
 from huddle.storage.base import Store
 from huddle.storage.sqlite import SqliteStore
-from huddle.transports.dashboard import dashboard_routes
+from huddle.transports.dashboard import DashboardCredential, DashboardCredentialGate, dashboard_routes
 from huddle.transports.hooks import hook_routes
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
 from huddle.transports.mcp_server import build_mcp_server
@@ -33,6 +33,7 @@ from huddle.transports.mcp_sessions import bounded_sessions
 from huddle.transports.openapi import ops_routes
 from huddle.transports.origin import CrossSiteGuard, parse_allowed_origins
 from huddle.transports.tools import all_operations
+from huddle.transports.tools_dashboard import REST_ONLY
 from huddle.transports.toolsets import ToolCatalogue
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -74,10 +75,12 @@ def build_app(settings: Settings) -> Huddle:
     push = PushHub(settings, coordinator)
     metrics = Metrics()
     metrics.bind(coordinator, push)
-    catalogue = ToolCatalogue([*all_operations(coordinator), *push.operations()], settings.tools)
+    catalogue = ToolCatalogue([*all_operations(coordinator), *push.operations()], settings.tools, REST_ONLY)
     # Instrumented once the catalogue is complete, so introspection is counted like every tool.
     catalogue.operations = operations = metrics.instrument(catalogue.operations)
-    mcp = build_mcp_server(operations)
+    # Overseer actions need the dashboard cookie, which an MCP client never has: REST only (kept
+    # in the MCP server for its schema, refused there and never listed).
+    mcp = build_mcp_server(operations, rest_only=REST_ONLY)
     mcp.middleware.append(metrics.mcp_middleware)
     catalogue.attach(mcp)
     push.attach_mcp(mcp)
@@ -98,19 +101,21 @@ def build_app(settings: Settings) -> Huddle:
             await coordinator.stop()
 
     hooks = ClaudeHookService(coordinator)
+    credential = DashboardCredential()
     http = Starlette(
         routes=[
             *rest_routes(operations),
             *ops_routes(metrics, catalogue),
             *hook_routes(hooks, GuardService(coordinator, hooks)),
             *push.routes(),
-            *dashboard_routes(),
+            *dashboard_routes(credential),
             sessions.route(),
         ],
         middleware=[
             Middleware(CrossSiteGuard, bind_host=settings.host, allowed_origins=settings.allowed_origins),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, hook_max_bytes=settings.max_hook_body_bytes),
             Middleware(metrics.rest_middleware),
+            Middleware(DashboardCredentialGate, credential=credential),
         ],
         exception_handlers=json_error_handlers(),
         lifespan=lifespan,

@@ -31,6 +31,8 @@ async def test_a_hundred_agents_page_and_the_timeline_stays_bounded_while_paging
                 subject=f"s{index}",
                 target_files=["src/hot.py"],
             )
+        for index in range(30):
+            rest(url, "acquire_lock", http, agent_id=f"agent-{index:03d}", path=f"src/lease{index:02d}.py")
         rest(url, "add_tasks", http, tasks=[{"task_id": f"t{n}", "description": f"task {n}"} for n in range(60)])
         for index in range(EVENTS):
             rest(url, "log_action_summary", http, agent_id="agent-001", summary=f"step {index}")
@@ -43,6 +45,14 @@ async def test_a_hundred_agents_page_and_the_timeline_stays_bounded_while_paging
             await page.locator('#agents-filters button:has-text("working")').click()
             assert 0 < await agents.count() <= 25
             await page.locator('#agents-filters button:has-text("all")').click()
+            # 30 leases page like the agents, 12 at a time, instead of one very long panel.
+            leases = page.locator('[data-testid="locks"] li.lease')
+            assert await leases.count() == 12
+            lease_pager = page.locator('[data-testid="locks-pager"]')
+            await lease_pager.get_by_text("1 / 3").wait_for()
+            await lease_pager.get_by_label("Next page").click()
+            await lease_pager.get_by_text("2 / 3").wait_for()
+            assert await leases.count() == 12
             await screenshot(page, "dashboard-100-agents")
 
             rows = page.locator("#timeline-list > li")

@@ -12,6 +12,7 @@ from huddle.domain.ids import intent_ref, thread_ref
 from huddle.domain.paths import normalize_module
 from huddle.errors import NotFound
 from huddle.service.context import ServiceContext, dumps, placeholders
+from huddle.service.overseers import OVERSEER_LIKE, OVERSEER_PREFIX, require_dashboard
 from huddle.service.signals import related_module_rows
 from huddle.storage.base import Row, Unit
 
@@ -90,6 +91,8 @@ class AgentService:
         """
         name = validate.text(name, "name", max_chars=validate.MAX_NAME_CHARS)
         agent = validate.identifier(agent_id, "agent_id") if agent_id is not None else validate.slug(name)
+        if agent.startswith(OVERSEER_PREFIX):
+            require_dashboard("agent_id", agent)
         mods = sorted(
             {normalize_module(m, field=f"modules[{i}]") for i, m in enumerate(validate.items(modules, "modules"))}
         )
@@ -268,7 +271,11 @@ class AgentService:
         return await self.ctx.store.read(read)
 
     async def wait_for_peers(self, count: int, timeout_s: float = 30.0) -> dict[str, Any]:
-        """Blocks until at least `count` agents are online or `timeout_s` passes."""
+        """Blocks until at least `count` agents are online or `timeout_s` passes.
+
+        People at the dashboard (`human:` ids) are not peers: they never take work, so they do not
+        count towards `count`.
+        """
         count = int(validate.number(count, "count", low=1, high=10_000, default=1))
         timeout_s = validate.number(timeout_s, "timeout_s", low=0, high=300, default=30)
         deadline = time.monotonic() + timeout_s
@@ -283,8 +290,9 @@ class AgentService:
     async def _online_count(self) -> int:
         def read(unit: Unit) -> int:
             row = unit.tx.one(
-                "SELECT COUNT(*) AS n FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?",
-                (unit.project, self.ctx.online_since(unit.now)),
+                "SELECT COUNT(*) AS n FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?"
+                " AND agent_id NOT LIKE ?",
+                (unit.project, self.ctx.online_since(unit.now), OVERSEER_LIKE),
             )
             return int(row["n"]) if row else 0
 
@@ -393,7 +401,12 @@ def waiting_on_threads(unit: Unit) -> dict[str, set[str]]:
 
 def _briefing(unit: Unit, ctx: ServiceContext, agent_id: str, modules: list[str]) -> dict[str, Any]:
     """What a newly registered agent should know: who is here, and work touching its modules."""
-    peers = [a for a in agent_rows(unit, ctx, online_only=True, limit=BRIEFING_LIMIT + 1) if a["agent_id"] != agent_id]
+    # Peers are agents to coordinate with; a person at the dashboard is not one.
+    peers = [
+        a
+        for a in agent_rows(unit, ctx, online_only=True, limit=BRIEFING_LIMIT + 1)
+        if a["agent_id"] != agent_id and not a["agent_id"].startswith(OVERSEER_PREFIX)
+    ]
     intents: list[dict[str, Any]] = []
     ids = sorted({r["intent_id"] for r in related_module_rows(unit, "intent_modules", modules, agent_id)})
     if ids:

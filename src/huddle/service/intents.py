@@ -17,6 +17,7 @@ from huddle.service.agents import heartbeat_on_read, require_agent, touch
 from huddle.service.code_signals import refine_with_symbols
 from huddle.service.context import ServiceContext, WorkRequest, dumps, placeholders
 from huddle.service.lifecycle import end_intent
+from huddle.service.overseers import OVERSEER_PREFIX
 from huddle.service.threads import NARROWED, open_thread, settle_after_intent_update
 from huddle.storage.base import Row, Unit
 
@@ -86,7 +87,8 @@ class IntentService:
                 (unit.project, self.ctx.online_since(unit.now), *ids),
             )
         }
-        return score_agents({a: e for a, e in found.items() if a in online})
+        # A person at the dashboard is never a party to a collision: only agents are scored.
+        return score_agents({a: e for a, e in found.items() if a in online and not a.startswith(OVERSEER_PREFIX)})
 
     def _with_agent_context(self, unit: Unit, request: WorkRequest) -> WorkRequest:
         """Fills modules and branch from the registration when the request names none."""

@@ -5,6 +5,12 @@ does it with `register_agent`, client `dashboard`), so their thread posts and ta
 as ordinary events with a recognisable actor. Only such an overseer may take a lease away from its
 holder: `release_lock` lets nobody but the holder release, which is right for agents and wrong for
 a person clearing a lease left behind by a stuck agent.
+
+Who may act as a person: the `human:` prefix is reserved. Registering such an id and releasing a
+lease need the dashboard credential, a random secret the server hands to its own page
+(transports/dashboard.py) and that the REST edge checks before calling in; it marks the call with
+`overseer_credential` so every other way in (MCP, hooks, stdio) is refused. Until token auth, this
+stops agents impersonating a human, not a local user who can read the page or the data dir.
 """
 
 from __future__ import annotations
@@ -12,14 +18,13 @@ from __future__ import annotations
 from typing import Any
 
 from huddle.domain import validate
-from huddle.errors import InvalidInput, NotFound
+from huddle.errors import Conflict, InvalidInput, NotFound
 from huddle.service.agents import touch
 from huddle.service.context import ServiceContext
 from huddle.service.lock_store import emit_released, expire_due, promote_waiters
-from huddle.service.locks import LockService
+from huddle.service.locks import LockService, _token
+from huddle.service.overseers import OVERSEER_PREFIX, require_dashboard
 from huddle.storage.base import Unit
-
-OVERSEER_PREFIX = "human:"
 
 
 def overseer_id(value: str, field: str = "overseer_id") -> str:
@@ -27,8 +32,7 @@ def overseer_id(value: str, field: str = "overseer_id") -> str:
     ident = validate.identifier(value, field)
     if not ident.startswith(OVERSEER_PREFIX) or len(ident) == len(OVERSEER_PREFIX):
         raise InvalidInput(
-            f"{field} {ident!r} is not an overseer: overseer ids are 'human:<name>' (register it with"
-            " register_agent first, e.g. agent_id='human:alice')",
+            f"{field} {ident!r} is not an overseer: overseer ids are 'human:<name>', used from the dashboard",
             field=field,
         )
     return ident
@@ -40,15 +44,23 @@ class OversightService:
         self.locks = locks
 
     async def force_release_lock(
-        self, overseer: str, holder: str, path: str, reason: str | None = None
+        self,
+        overseer: str,
+        holder: str,
+        path: str,
+        reason: str | None = None,
+        fencing_token: int | None = None,
     ) -> dict[str, Any]:
         """An overseer releases `holder`'s lease on `path` (e.g. a stale one); queued requests are granted.
 
         Emits `lock.released` with `forced_by` and the reason, addressed to the holder (so it knows
         its lease is gone), the other holders and the waiters. Raises NotFound when `holder` holds no
-        live lease on `path`.
+        live lease on `path`, Conflict when `fencing_token` (the lease the person looked at) is given
+        and the live lease is another one, Forbidden without the dashboard credential.
         """
         who = overseer_id(overseer)
+        require_dashboard("overseer_id", who)
+        expected = None if fencing_token is None else _token(fencing_token)
         owner = validate.identifier(holder, "holder")
         pattern = self.locks.target(path)
         why = validate.text(reason, "reason", required=False, max_chars=500) or "stale lease"
@@ -65,6 +77,12 @@ class OversightService:
                     f"{owner} holds no live lease on {pattern.path} (it may have expired or been released);"
                     " list_locks shows the current leases",
                     field="path",
+                )
+            if expected is not None and row["token"] != expected:
+                raise Conflict(
+                    f"the lease changed since you looked: {owner}'s lease on {pattern.path} is now fencing"
+                    f" token {row['token']}, not {expected}; refresh and decide again",
+                    field="fencing_token",
                 )
             unit.tx.execute("DELETE FROM locks WHERE id = ?", (row["id"],))
             emit_released(unit, row, actor=who, reason=f"released by {who}: {why}", forced_by=who)

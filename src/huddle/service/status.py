@@ -10,6 +10,7 @@ from huddle import __version__
 from huddle.service.agents import agent_rows
 from huddle.service.context import ServiceContext
 from huddle.service.intents import intent_dict
+from huddle.service.overseers import OVERSEER_PREFIX
 from huddle.service.threads import summary_dict
 from huddle.storage.base import Unit, latest_cursor
 
@@ -45,12 +46,20 @@ class StatusService:
                 " WHERE project = ? AND ts >= ? GROUP BY path ORDER BY agents DESC, edits DESC LIMIT 20",
                 (unit.project, unit.now - self.ctx.settings.recent_edit_window_s),
             )
+            online = [a for a in agents if a["online"]]
+            people = sum(1 for a in online if a["agent_id"].startswith(OVERSEER_PREFIX))
             out: dict[str, Any] = {
                 "version": __version__,
                 "project": unit.project,
                 "repo": self.ctx.repo_root,
                 "uptime_s": round(time.time() - self.started_at, 1),
-                "agents": {"online": sum(1 for a in agents if a["online"]), "total": len(agents), "list": agents},
+                # online counts agents, the coordination peers; people at the dashboard apart.
+                "agents": {
+                    "online": len(online) - people,
+                    "overseers_online": people,
+                    "total": len(agents),
+                    "list": agents,
+                },
                 "threads": {"active": len(threads), "list": [summary_dict(unit, r) for r in threads]},
                 "intents": {"active": len(intents), "list": [intent_dict(r) for r in intents]},
                 "file_activity": [{"path": r["path"], "agents": r["agents"], "edits": r["edits"]} for r in hot],

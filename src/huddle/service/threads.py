@@ -186,11 +186,21 @@ class ThreadService:
 
         return await self.ctx.store.write(txn)
 
-    async def get(self, thread_id: str) -> dict[str, Any]:
-        """The thread with proposal, approvals and messages. Raises NotFound or InvalidInput for the id."""
+    async def get(self, thread_id: str, after_message_id: int | None = None) -> dict[str, Any]:
+        """The thread with proposal, approvals and its newest messages (at most 500, oldest first).
+
+        `total_messages` counts them all and `truncated` says older ones were left out. With
+        `after_message_id`, only messages after that one (a reader catching up cheaply). Raises
+        NotFound or InvalidInput for the id.
+        """
+        after = (
+            None
+            if after_message_id is None
+            else int(validate.number(after_message_id, "after_message_id", low=0, high=2**62, default=0))
+        )
 
         def read(unit: Unit) -> dict[str, Any]:
-            return thread_dict(unit, *_load(unit, thread_id)[:2])
+            return thread_dict(unit, *_load(unit, thread_id)[:2], after_message_id=after)
 
         return await self.ctx.store.read(read)
 
@@ -571,10 +581,19 @@ def summary_dict(unit: Unit, row: Row) -> dict[str, Any]:
     }
 
 
-def thread_dict(unit: Unit, row: Row, view: rules.ThreadView) -> dict[str, Any]:
+def thread_dict(unit: Unit, row: Row, view: rules.ThreadView, after_message_id: int | None = None) -> dict[str, Any]:
+    # The newest messages, not the oldest: a long consultation is read for where it stands now.
+    after = after_message_id or 0
     messages = unit.tx.all(
-        "SELECT * FROM thread_messages WHERE thread_id = ? ORDER BY id LIMIT ?", (row["id"], MAX_MESSAGES_RETURNED)
+        "SELECT * FROM (SELECT * FROM thread_messages WHERE thread_id = ? AND id > ? ORDER BY id DESC LIMIT ?)"
+        " ORDER BY id",
+        (row["id"], after, MAX_MESSAGES_RETURNED),
     )
+    total = unit.tx.one("SELECT COUNT(*) AS n FROM thread_messages WHERE thread_id = ?", (row["id"],))
+    matching = unit.tx.one(
+        "SELECT COUNT(*) AS n FROM thread_messages WHERE thread_id = ? AND id > ?", (row["id"], after)
+    )
+    assert total is not None and matching is not None
     out = summary_dict(unit, row)
     out.update(
         {
@@ -594,6 +613,8 @@ def thread_dict(unit: Unit, row: Row, view: rules.ThreadView) -> dict[str, Any]:
                 }
                 for m in messages
             ],
+            "total_messages": int(total["n"]),
+            "truncated": int(matching["n"]) > len(messages),
         }
     )
     return out

@@ -5,10 +5,20 @@ build step and nothing fetched from elsewhere at run time. The page reads throug
 (`POST /api/v1/tools/{name}`) and goes live over `GET /api/events` (SSE with Last-Event-ID resume),
 so it sees exactly what agents see and its actions fan out as ordinary events. The loopback guard
 applies here as on every route; the page is same-origin, so its own requests pass.
+
+The page is also how a person proves to be one: `GET /dashboard` sets a cookie holding a secret
+drawn at server start (HttpOnly, SameSite=Strict, only sent to the REST tools), and
+`DashboardCredentialGate` marks a tool call that carries it, so registering a `human:` id and
+`force_release_lock` work from the page and nowhere else (service/overseers.py). Until token auth
+this keeps agents from impersonating a person; a local user who can open the page can still act.
 """
 
 from __future__ import annotations
 
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from http.cookies import SimpleCookie
 from pathlib import Path
 
 from starlette.requests import Request
@@ -16,6 +26,8 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from huddle.service.overseers import acting_as_dashboard
 
 STATIC = Path(__file__).resolve().parent.parent / "dashboard" / "static"
 # Everything the page loads comes from this server; no inline script, no framing by other sites.
@@ -31,8 +43,50 @@ SECURITY_HEADERS = {
 }
 
 
-async def index(request: Request) -> Response:
-    return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)
+COOKIE = "huddle_dashboard"
+COOKIE_PATH = "/api/v1/tools"
+
+
+class DashboardCredential:
+    """The per-server-start secret the page gets as a cookie and sends back with every tool call."""
+
+    def __init__(self, secret: str | None = None):
+        self.secret = secret or secrets.token_urlsafe(32)
+
+    def grants(self, cookie_header: str) -> bool:
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(cookie_header)
+        except Exception:  # a malformed Cookie header proves nothing; it is not an error either
+            return False
+        morsel = jar.get(COOKIE)
+        return morsel is not None and hmac.compare_digest(morsel.value.encode(), self.secret.encode())
+
+
+class DashboardCredentialGate:
+    """ASGI middleware: a REST tool call carrying the dashboard cookie runs as the dashboard."""
+
+    def __init__(self, app: ASGIApp, credential: DashboardCredential):
+        self.app = app
+        self.credential = credential
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(COOKIE_PATH + "/"):
+            cookies = b"; ".join(v for k, v in scope.get("headers", []) if k == b"cookie")
+            if cookies and self.credential.grants(cookies.decode("latin-1")):
+                with acting_as_dashboard():
+                    await self.app(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def index_for(credential: DashboardCredential) -> Callable[[Request], Awaitable[Response]]:
+    async def index(request: Request) -> Response:
+        response = FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)
+        response.set_cookie(COOKIE, credential.secret, path=COOKIE_PATH, httponly=True, samesite="strict", secure=False)
+        return response
+
+    return index
 
 
 async def to_dashboard(request: Request) -> Response:
@@ -59,10 +113,10 @@ class _WithHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def dashboard_routes() -> list[BaseRoute]:
+def dashboard_routes(credential: DashboardCredential) -> list[BaseRoute]:
     return [
         Route("/", to_dashboard, methods=["GET", "HEAD"]),
-        Route("/dashboard", index, methods=["GET", "HEAD"]),
+        Route("/dashboard", index_for(credential), methods=["GET", "HEAD"]),
         Route("/dashboard/", to_dashboard, methods=["GET", "HEAD"]),
         Mount("/dashboard/static", app=_WithHeaders(StaticFiles(directory=STATIC)), name="dashboard-static"),
     ]

@@ -37,12 +37,14 @@ class _CheckedByHuddle(FuncMetadata):
         return self.pre_parse_json(arguments_to_validate)
 
 
-def as_tool(op: Operation) -> Tool:
+def as_tool(op: Operation, rest_only: bool = False) -> Tool:
     """The operation as an MCP tool: Huddle errors reach the agent as tool errors with their message."""
     bound = BoundOperation(op)
 
     @functools.wraps(op.fn)
     async def call(**kwargs: Any) -> CallToolResult:
+        if rest_only:
+            raise ToolError(f"{op.name} is only available from the dashboard, not over MCP [forbidden]")
         try:
             result = await bound(kwargs)
         except HuddleError as exc:
@@ -65,13 +67,13 @@ def as_tool(op: Operation) -> Tool:
     return tool
 
 
-def build_mcp_server(operations: Iterable[Operation]) -> MCPServer:
+def build_mcp_server(operations: Iterable[Operation], rest_only: frozenset[str] = frozenset()) -> MCPServer:
     server: MCPServer = MCPServer(
         "huddle",
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level="WARNING",
-        tools=[as_tool(op) for op in operations],
+        tools=[as_tool(op, op.name in rest_only) for op in operations],
     )
     # The SDK wraps every message in an OpenTelemetry span by default; with no exporter installed
     # that is pure overhead on every call (the SDK documents dropping it as the opt-out).

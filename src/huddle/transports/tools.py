@@ -161,9 +161,9 @@ def core_operations(c: Coordinator) -> list[Operation]:
 
 
 def thread_operations(c: Coordinator) -> list[Operation]:
-    async def get_thread(thread_id: str) -> Result:
-        """A thread with status, round, proposal, approvals and messages."""
-        return await c.threads.get(thread_id)
+    async def get_thread(thread_id: str, after_message_id: int | None = None) -> Result:
+        """A thread: status, proposal, approvals, its newest 500 messages."""
+        return await c.threads.get(thread_id, after_message_id)
 
     async def post_to_thread(
         thread_id: str, agent_id: str, type: MessageType, content: str, in_reply_to: int | None = None

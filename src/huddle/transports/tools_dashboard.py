@@ -6,6 +6,10 @@ from __future__ import annotations
 from huddle.service.coordinator import Coordinator
 from huddle.transports.operation import Operation, Result
 
+# Served over REST only: they need the dashboard credential (service/overseers.py), which an MCP
+# client cannot carry.
+REST_ONLY = frozenset({"force_release_lock"})
+
 
 def oversight_operations(c: Coordinator) -> list[Operation]:
     async def list_events(
@@ -25,10 +29,13 @@ def oversight_operations(c: Coordinator) -> list[Operation]:
         consultations ended (agreed, auto_resolved, timed_out, closed, cancelled)."""
         return await c.insights.conflict_signals(hours)
 
-    async def force_release_lock(overseer_id: str, holder: str, path: str, reason: str | None = None) -> Result:
-        """Overseers only (agent id 'human:<name>', registered): release another agent's lease, e.g.
-        a stale one. The holder gets lock.released with forced_by; queued requests are granted."""
-        return await c.oversight.force_release_lock(overseer_id, holder, path, reason)
+    async def force_release_lock(
+        overseer_id: str, holder: str, path: str, reason: str | None = None, fencing_token: int | None = None
+    ) -> Result:
+        """Dashboard only (REST with the page's cookie; not on MCP): a person releases another
+        agent's lease, e.g. a stale one. With fencing_token, only that very lease. The holder gets
+        lock.released with forced_by; queued requests are granted."""
+        return await c.oversight.force_release_lock(overseer_id, holder, path, reason, fencing_token)
 
     return [
         Operation("list_events", "oversight", list_events, read_only=True),

@@ -179,10 +179,12 @@ def select_tools(spec: str, operations: Sequence[Operation]) -> set[str]:
 class ToolCatalogue:
     """Every operation with its compact schema; knows which ones `tools/list` shows."""
 
-    def __init__(self, operations: Iterable[Operation], spec: str):
+    def __init__(self, operations: Iterable[Operation], spec: str, rest_only: frozenset[str] = frozenset()):
         self.operations: list[Operation] = list(operations)
         self.operations.append(Operation("introspection", ADMIN, self._introspection_fn(), read_only=True))
-        self.listed = select_tools(spec, self.operations)
+        # REST-only operations (the dashboard's) are never offered to an MCP client.
+        self.rest_only = rest_only
+        self.listed = select_tools(spec, self.operations) - rest_only
         self._mcp: MCPServer | None = None
         self._schemas: dict[str, dict[str, Any]] | None = None
 
@@ -234,9 +236,10 @@ class ToolCatalogue:
                             "summary": one_line(op.description).split(". ")[0].rstrip(".") + ".",
                         }
                         for op in catalogue.operations
+                        if op.name not in catalogue.rest_only
                     ],
                 }
-            op = next((o for o in catalogue.operations if o.name == name), None)
+            op = next((o for o in catalogue.operations if o.name == name and name not in catalogue.rest_only), None)
             if op is None:
                 raise NotFound(
                     f"no tool named {name!r}; call introspection without arguments for the index", field="name"

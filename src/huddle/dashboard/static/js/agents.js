@@ -2,10 +2,8 @@
 // Paginated (25 per page, 8 on a phone) with activity filters and a search box, so 100 agents stay light.
 
 import { call } from "./api.js";
-import { ago, byId, clear, h, isHuman } from "./dom.js";
+import { ago, byId, clear, h, isHuman, narrow, renderPager } from "./dom.js";
 
-// Fewer rows per page on a phone, so the panels below stay within reach.
-const narrow = window.matchMedia("(max-width: 720px)");
 const pageSize = () => (narrow.matches ? 8 : 25);
 const ACTIVITIES = ["all", "working", "waiting", "idle", "offline"];
 
@@ -74,7 +72,10 @@ export class AgentsPanel {
     clear(this.list);
     if (!slice.length) this.list.append(h("li", { class: "empty", text: this.agents.length ? "No agent matches." : "No agents yet. They appear when they register." }));
     for (const agent of slice) this.list.append(this.row(agent));
-    this.renderPager(pages);
+    renderPager(byId("agents-pager"), this.page, pages, (page) => {
+      this.page = page;
+      this.render();
+    });
   }
 
   row(agent) {
@@ -104,16 +105,6 @@ export class AgentsPanel {
         ),
       ),
       h("span", { class: "muted small seen", dataset: { ago: agent.last_seen || "" }, text: ago(agent.last_seen) }),
-    );
-  }
-
-  renderPager(pages) {
-    const pager = clear(byId("agents-pager"));
-    if (pages <= 1) return;
-    pager.append(
-      h("button", { type: "button", disabled: this.page === 0, text: "‹", "aria-label": "Previous page", onclick: () => { this.page -= 1; this.render(); } }),
-      h("span", { class: "small muted", text: `${this.page + 1} / ${pages}` }),
-      h("button", { type: "button", disabled: this.page >= pages - 1, text: "›", "aria-label": "Next page", onclick: () => { this.page += 1; this.render(); } }),
     );
   }
 }

@@ -144,6 +144,7 @@ async function checkLogContinuity(stream) {
   const { latest_cursor: latest } = await call("list_events", { limit: 1 });
   if (latest < stream.cursor) {
     stream.cursor = latest;
+    thread.shown = null; // its message ids belong to the old log
     await timeline.reload();
     await thread.refreshList();
   }

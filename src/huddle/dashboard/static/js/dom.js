@@ -78,3 +78,17 @@ export function toast(message, kind = "error") {
 export function isHuman(agentId) {
   return typeof agentId === "string" && agentId.startsWith("human:");
 }
+
+// Fewer rows per page on a phone, so the panels below stay within reach.
+export const narrow = window.matchMedia("(max-width: 720px)");
+
+/** Fills `box` with ‹ page/pages › buttons (nothing for one page); `go(page)` shows another page. */
+export function renderPager(box, page, pages, go) {
+  clear(box);
+  if (pages <= 1) return;
+  box.append(
+    h("button", { type: "button", disabled: page === 0, text: "‹", "aria-label": "Previous page", onclick: () => go(page - 1) }),
+    h("span", { class: "small muted", text: `${page + 1} / ${pages}` }),
+    h("button", { type: "button", disabled: page >= pages - 1, text: "›", "aria-label": "Next page", onclick: () => go(page + 1) }),
+  );
+}

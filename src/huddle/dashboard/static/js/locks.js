@@ -1,17 +1,19 @@
 // Leases: path, mode, holder, fencing token, time left (ticking), the queue, and a release button
 // for the overseer (force_release_lock) on leases whose holder is offline or that look stale.
+// Paginated like the agents panel (12 per page, 6 on a phone), so 100 leases stay a short panel.
 
 import { call } from "./api.js";
 import { actingOverseer } from "./overseer.js";
-import { byId, clear, duration, h, toast } from "./dom.js";
+import { byId, clear, duration, h, narrow, renderPager, toast } from "./dom.js";
 
-const SHOWN = 100;
+const pageSize = () => (narrow.matches ? 6 : 12);
 
 export class LocksPanel {
   constructor({ agentActivity }) {
     this.box = byId("locks");
     this.agentActivity = agentActivity;
     this.data = null;
+    this.page = 0;
   }
 
   rerender() {
@@ -30,16 +32,21 @@ export class LocksPanel {
       this.box.append(h("p", { class: "empty", text: "No leases held." }));
       return;
     }
-    const queue = new Map();
+    const byPath = new Map();
     for (const w of data.waiting) {
-      if (!queue.has(w.path)) queue.set(w.path, []);
-      queue.get(w.path).push(w);
+      if (!byPath.has(w.path)) byPath.set(w.path, []);
+      byPath.get(w.path).push(w);
     }
-    const rows = data.locks.slice(0, SHOWN).map((lock) => {
+    // A held path's queue shows with its lease, on that lease's page; the others after the list.
+    const held = new Set(data.locks.map((lock) => lock.path));
+    const queue = [...byPath].filter(([path]) => !held.has(path));
+    const size = pageSize();
+    const pages = Math.max(1, Math.ceil(data.locks.length / size));
+    this.page = Math.min(this.page, pages - 1);
+    const rows = data.locks.slice(this.page * size, (this.page + 1) * size).map((lock) => {
       const activity = this.agentActivity(lock.agent_id);
       const stale = activity === "offline" || activity === undefined;
-      const waiting = queue.get(lock.path) || [];
-      queue.delete(lock.path);
+      const waiting = byPath.get(lock.path) || [];
       return h(
         "li",
         { class: `lease${stale ? " stale" : ""}`, dataset: { path: lock.path, holder: lock.agent_id } },
@@ -66,7 +73,13 @@ export class LocksPanel {
     for (const [path, waiting] of queue) {
       list.append(h("li", { class: "lease queued" }, h("span", { class: "mono path", text: path }), h("span", { class: "small muted", text: ` queued: ${waiting.map((w) => `${w.agent_id} (${w.mode})`).join(", ")}` })));
     }
-    if (data.count > SHOWN) this.box.append(h("p", { class: "small muted", text: `+${data.count - SHOWN} more leases` }));
+    if (data.count > data.locks.length) this.box.append(h("p", { class: "small muted", text: `+${data.count - data.locks.length} more leases not listed` }));
+    const pager = h("div", { class: "pager", dataset: { testid: "locks-pager" } });
+    this.box.append(pager);
+    renderPager(pager, this.page, pages, (page) => {
+      this.page = page;
+      this.render(this.data);
+    });
   }
 
   /** Called every second: time left counts down without refetching. */
@@ -81,7 +94,7 @@ export class LocksPanel {
     if (!overseer) return;
     if (!window.confirm(`Release ${lock.agent_id}'s ${lock.mode} lease on ${lock.path}? The holder is told its lease is gone.`)) return;
     try {
-      await call("force_release_lock", { overseer_id: overseer, holder: lock.agent_id, path: lock.path, reason: "released from the dashboard" });
+      await call("force_release_lock", { overseer_id: overseer, holder: lock.agent_id, path: lock.path, fencing_token: lock.fencing_token, reason: "released from the dashboard" });
       toast(`Released ${lock.path}`, "ok");
     } catch (err) {
       toast(err.message);

@@ -7,6 +7,7 @@ import { ago, byId, clear, clock, fill, h, isHuman, toast } from "./dom.js";
 import { layersOf, OUTCOME_LABEL } from "./describe.js";
 
 const ACTIVE = new Set(["open", "resolving"]);
+const MAX_SHOWN = 500; // get_thread's own cap
 
 export class ThreadPanel {
   constructor() {
@@ -16,6 +17,8 @@ export class ThreadPanel {
     this.selected = null;
     this.threads = [];
     this.impacts = new Map(); // thread id → impacts seen on its thread.opened event
+    // The shown thread's messages (newest MAX_SHOWN), so a thread event fetches only what is new.
+    this.shown = null; // { threadId, messages, total }
     this.picker.addEventListener("change", () => this.select(this.picker.value || null));
     this.form.addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -59,13 +62,22 @@ export class ThreadPanel {
       this.form.hidden = true;
       return;
     }
+    const threadId = this.selected;
+    const known = this.shown && this.shown.threadId === threadId ? this.shown : null;
+    const lastId = known && known.messages.length ? known.messages[known.messages.length - 1].message_id : 0;
     let thread;
     try {
-      thread = await call("get_thread", { thread_id: this.selected });
+      thread = await call("get_thread", known ? { thread_id: threadId, after_message_id: lastId } : { thread_id: threadId });
     } catch (err) {
+      this.shown = null;
       clear(this.view).append(h("p", { class: "empty", text: err.message }));
       return;
     }
+    if (this.selected !== threadId) return; // another thread was picked meanwhile
+    // Catching up appends the new messages; a gap too big to fill (truncated) starts over.
+    const messages = known && !thread.truncated ? [...known.messages, ...thread.messages].slice(-MAX_SHOWN) : thread.messages;
+    this.shown = { threadId, messages };
+    thread = { ...thread, messages, hidden: thread.total_messages - messages.length };
     if (!this.impacts.has(thread.thread_id)) {
       // Scores and layers live on the event that opened the thread.
       const opened = await call("list_events", { thread_id: thread.thread_id, kinds: "thread.opened", limit: 1 });
@@ -121,7 +133,16 @@ export class ThreadPanel {
       ),
     );
     if (!t.messages.length) messages.append(h("li", { class: "empty", text: "No messages yet." }));
+    if (t.hidden > 0) {
+      messages.prepend(h("li", { class: "empty", dataset: { testid: "thread-hidden" }, text: `${t.hidden} older message${t.hidden === 1 ? "" : "s"} not shown` }));
+    }
+    // Follow the conversation: a newly opened thread, or one read at its end, shows its newest message.
+    const before = this.view.querySelector('[data-testid="thread-messages"]');
+    const atEnd = !before || this.renderedId !== t.thread_id || before.scrollHeight - before.scrollTop - before.clientHeight < 40;
     fill(this.view, head, proposal, resolution, messages);
+    if (atEnd) messages.scrollTop = messages.scrollHeight;
+    else messages.scrollTop = before.scrollTop;
+    this.renderedId = t.thread_id;
     this.form.hidden = !ACTIVE.has(t.status);
   }
 

@@ -25,6 +25,10 @@ export class Timeline {
     this.missed = 0;
     this.oldest = null; // cursor of the oldest rendered row
     this.seen = 0;
+    // While a reload's list_events is in flight, live events wait here: the page replaces the list
+    // when it lands, and then only the buffered events newer than its latest_cursor are added.
+    this.buffer = null;
+    this.generation = 0;
     this.renderFilters();
     this.older.addEventListener("click", () => this.loadOlder());
     this.resume.addEventListener("click", () => this.reload());
@@ -57,7 +61,17 @@ export class Timeline {
 
   /** The newest page again (live view). */
   async reload() {
-    const page = await call("list_events", { limit: PAGE, kinds: this.kinds() });
+    const generation = ++this.generation;
+    if (this.buffer === null) this.buffer = [];
+    let page;
+    try {
+      page = await call("list_events", { limit: PAGE, kinds: this.kinds() });
+    } catch (err) {
+      if (generation === this.generation) this.flush(null);
+      throw err;
+    }
+    // A later reload (another filter click) supersedes this one; its page decides.
+    if (generation !== this.generation) return page.latest_cursor;
     clear(this.list);
     this.live = true;
     this.missed = 0;
@@ -65,8 +79,16 @@ export class Timeline {
     for (const event of page.events) this.list.append(this.row(event));
     this.oldest = page.events.length ? page.events[page.events.length - 1].cursor : null;
     this.older.hidden = !page.has_more;
+    this.flush(page.latest_cursor);
     this.updateCount();
     return page.latest_cursor;
+  }
+
+  /** Ends a reload: adds the live events that arrived during it and are newer than its page. */
+  flush(latest) {
+    const waiting = this.buffer || [];
+    this.buffer = null;
+    for (const event of waiting) if (latest === null || event.cursor > latest) this.show(event);
   }
 
   async loadOlder() {
@@ -98,6 +120,11 @@ export class Timeline {
   /** A live event from the stream. */
   add(event) {
     this.seen += 1;
+    if (this.buffer !== null) this.buffer.push(event);
+    else this.show(event);
+  }
+
+  show(event) {
     if (!matchesGroup(event.event, this.group)) return;
     if (!this.live) {
       this.missed += 1;
