@@ -195,9 +195,7 @@ async def test_every_file_of_a_module_with_more_than_200_files_belongs_to_it(tmp
     assert last["modules"] == ["app"]  # before: the 251st file belonged to no module
 
 
-async def test_a_git_operation_with_no_branch_and_no_files_is_refused_naming_branch(
-    tmp_path: Path, repo: Path
-) -> None:
+async def test_a_git_operation_with_no_branch_and_no_files_is_refused_naming_branch(tmp_path: Path, repo: Path) -> None:
     init_repo(repo)
     commit(repo, {"a.py": "x = 1\n"})
     async with driven_coordinator(tmp_path, repo) as c:
