@@ -56,7 +56,7 @@ def test_scan_derives_module_edges_from_imports_in_several_languages(
     assert edges["jsrc/com/demo/app"] == ["jsrc/com/demo/lib"]
     assert edges["scripts"] == ["tools"]
     assert edges["lib"] == []
-    assert modules["app"]["paths"] == ["app/main.py", "app/views.py"]
+    assert modules["app"]["paths"] == ["app/", "app/main.py", "app/views.py"]
 
 
 def test_scan_of_a_directory_without_sources_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

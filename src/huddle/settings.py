@@ -108,6 +108,10 @@ class Settings:
         default=5.0,
         metadata={"help": "Longest pause between symbol-index passes (edits and announces wake it sooner)."},
     )
+    symbol_max_file_bytes: int = field(
+        default=512_000,
+        metadata={"help": "Files larger than this are not parsed for symbols (edits compare by line ranges)."},
+    )
     cochange_refresh_s: float = field(
         default=600.0, metadata={"help": "How often the git co-change index (layer 4) is rebuilt from git log."}
     )
@@ -250,6 +254,7 @@ def _validate(s: Settings) -> None:
         "lock_ttl_s",
         "worker_slots",
         "analysis_interval_s",
+        "symbol_max_file_bytes",
         "cochange_refresh_s",
         "cochange_max_commits",
         "cochange_days",

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import PurePosixPath
 
-from huddle.analysis.git import GitError, git
+from huddle.analysis.git import GitError, git, names
 
+COMMIT_MARK = b"huddle-commit\x01"  # starts each commit in the log output; no real file name
 MIN_SUPPORT = 3
 KEEP_ABOVE = 0.2  # layer 4 fires above 0.2, so weaker pairs are not stored
 LOCK_FILES = frozenset(
@@ -55,7 +56,8 @@ def read_history(repo: str, *, max_commits: int, days: float, max_files: int) ->
             "--no-merges",
             "--no-renames",
             "--name-only",
-            "--format=%x00",
+            "-z",  # names NUL-terminated and unquoted: tabs, quotes and newlines in names survive
+            "--format=tformat:huddle-commit%x01",
             f"--max-count={max_commits}",
             f"--since={int(days * 86400)}.seconds.ago",
             "--relative",  # paths relative to the coordinated directory, even inside a larger repo
@@ -69,10 +71,16 @@ def read_history(repo: str, *, max_commits: int, days: float, max_files: int) ->
         if "does not have any commits" in message:
             return []  # a fresh repository: no history yet is not an error
         raise GitError(f"git log: {message}")
-    out = proc.stdout.decode("utf-8", "replace")
+    # -z output: MARK NUL, then "\n" and each changed file NUL-terminated, then the next MARK.
+    per_commit: list[list[bytes]] = []
+    for token in proc.stdout.split(b"\0"):
+        if token == COMMIT_MARK:
+            per_commit.append([])
+        elif per_commit and token:
+            per_commit[-1].append(token.removeprefix(b"\n") if not per_commit[-1] else token)
     commits = []
-    for chunk in out.split("\x00")[1:]:
-        files = sorted({f for f in chunk.split("\n") if f and not denied(f)})
+    for raw in per_commit:
+        files = sorted({f for f in names(b"\0".join(raw)) if not denied(f)})
         if 0 < len(files) <= max_files:
             commits.append(files)
     return commits

@@ -17,7 +17,8 @@ from typing import Any
 
 from tree_sitter import Node, Parser
 
-from huddle.analysis.git import GitError, git
+from huddle.analysis.files import read_source
+from huddle.analysis.git import GitError, git, names
 from huddle.analysis.languages import EXTENSIONS, grammar_for, load
 
 MAX_FILES = 20_000
@@ -32,15 +33,23 @@ ROOT_MODULE = "(root)"
 def source_files(repo: str) -> list[str]:
     """Files a grammar parses: git's tracked files, or a walk when the directory is no repository."""
     try:
-        out = git(repo, ["ls-files", "-z", "--cached", "--others", "--exclude-standard"]).stdout.decode()
-        files = [f for f in out.split("\0") if f]
+        files = names(git(repo, ["ls-files", "-z", "--cached", "--others", "--exclude-standard"]).stdout)
     except GitError:
         files = []
-        for root, dirs, names in os.walk(repo):
+        for root, dirs, found in os.walk(repo):  # symlinked directories are not followed
             dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
             rel = os.path.relpath(root, repo)
-            files += [posixpath.normpath(posixpath.join(rel.replace(os.sep, "/"), n)) for n in names]
-    return sorted(f for f in files if grammar_for(f) is not None)[:MAX_FILES]
+            files += [posixpath.normpath(posixpath.join(rel.replace(os.sep, "/"), n)) for n in found]
+    return sorted(f for f in files if _valid_text(f) and grammar_for(f) is not None)[:MAX_FILES]
+
+
+def _valid_text(name: str) -> bool:
+    """os.walk gives undecodable bytes as surrogates; such a name has no text form to report."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def module_of(path: str) -> str:
@@ -165,17 +174,18 @@ def _specs_of(language: str, node: Node) -> list[str]:
 
 
 def scan(repo: str) -> dict[str, dict[str, Any]]:
-    """The dependency map of `repo`: {module: {depends_on: [...], paths: ["dir/"]}}."""
+    """The dependency map of `repo`: {module: {depends_on: [...], paths: ["dir/", files...]}}.
+
+    A module's paths start with its directory prefix, which owns every file under it however
+    many there are; its first files follow (what an announce's derived depends_on_files draws
+    on, since a prefix names no file). The root module has no prefix: it lists files only.
+    """
     files = source_files(repo)
     resolver = Resolver(files)
     edges: dict[str, set[str]] = {module_of(f): set() for f in files}
     for f in files:
-        try:
-            with open(os.path.join(repo, f), "rb") as handle:
-                source = handle.read(MAX_FILE_BYTES + 1)
-        except OSError:
-            continue
-        if len(source) > MAX_FILE_BYTES:
+        source = read_source(repo, f, MAX_FILE_BYTES)  # regular files in the repository only
+        if source is None:
             continue
         mine = module_of(f)
         for spec in import_specs(f, source):
@@ -186,8 +196,13 @@ def scan(repo: str) -> dict[str, dict[str, Any]]:
     owned: dict[str, list[str]] = {}
     for f in files:
         owned.setdefault(module_of(f), []).append(f)
-    # A module owns its own files, not its subdirectories' (those are modules of their own).
     return {
-        module: {"depends_on": sorted(deps), "paths": owned[module][:MAX_PATHS]}
+        module: {"depends_on": sorted(deps), "paths": _paths(module, owned[module])}
         for module, deps in sorted(edges.items())
     }
+
+
+def _paths(module: str, files: list[str]) -> list[str]:
+    if module == ROOT_MODULE:
+        return files[:MAX_PATHS]
+    return [f"{module}/", *files[: MAX_PATHS - 1]]

@@ -29,6 +29,7 @@ def git(
     env: Mapping[str, str] | None = None,
     ok_codes: tuple[int, ...] = (0,),
     timeout: float = GIT_TIMEOUT_S,
+    input: bytes | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Runs `git args` in `cwd` and returns the process; raises GitError on other exit codes."""
     try:
@@ -37,6 +38,8 @@ def git(
             cwd=cwd,
             env={**os.environ, **_ENV, **(env or {})},
             capture_output=True,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
             timeout=timeout,
             check=False,
         )
@@ -46,6 +49,23 @@ def git(
         message = proc.stderr.decode("utf-8", "replace").strip() or f"exit code {proc.returncode}"
         raise GitError(f"git {' '.join(args[:2])}: {message}")
     return proc
+
+
+def names(output: bytes) -> list[str]:
+    """File names from `-z` output: split on NUL, so tabs, quotes and newlines in names survive.
+
+    A name that is not valid UTF-8 is skipped: it could not round-trip through JSON, paths
+    validation or the database, and one such file must not break a whole scan.
+    """
+    found = []
+    for raw in output.split(b"\0"):
+        if not raw:
+            continue
+        try:
+            found.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            continue
+    return found
 
 
 def text(cwd: str, args: Sequence[str], **kwargs: object) -> str:

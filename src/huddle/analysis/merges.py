@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from huddle.analysis.git import GitError, git, text, version
+from huddle.analysis.git import GitError, git, names, text, version
 
 MERGE_TREE_SINCE = (2, 38)
 MAX_HUNK_LINES = 20
 MAX_HUNKS = 50
+MAX_UNTRACKED_BYTES = 1_000_000  # bigger untracked files stay out of snapshots (and the object store)
 
 
 def merge_tree_supported() -> bool:
@@ -59,35 +60,51 @@ def branch_head(repo: str, branch: str) -> str | None:
 
 
 def snapshot(worktree: str) -> str:
-    """A commit holding the working tree as it is now (tracked and untracked, minus ignored files).
+    """A commit holding the working tree as it is now: tracked changes, plus untracked files that
+    are not ignored and at most MAX_UNTRACKED_BYTES (a stray dump or build artifact is not copied
+    into the object store on every sweep).
 
     Returns HEAD itself when nothing changed. The real index is copied (read only) so git reuses
-    its stat cache instead of hashing every file again.
+    its stat cache instead of hashing every file again. `worktree` may be a subdirectory of it.
     """
-    head = text(worktree, ["rev-parse", "--verify", "HEAD^{commit}"])
-    index = Path(worktree) / text(worktree, ["rev-parse", "--git-path", "index"])
+    top = text(worktree, ["rev-parse", "--show-toplevel"])
+    head = text(top, ["rev-parse", "--verify", "HEAD^{commit}"])
+    index = Path(top) / text(top, ["rev-parse", "--git-path", "index"])
     with tempfile.TemporaryDirectory(prefix="huddle-index-") as tmp:
         env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
         if index.is_file():
             shutil.copyfile(index, env["GIT_INDEX_FILE"])
         else:
-            git(worktree, ["read-tree", head], env=env)
-        git(worktree, ["add", "--all", "--", ":/"], env=env)
-        tree = text(worktree, ["write-tree"], env=env)
-    if tree == text(worktree, ["rev-parse", f"{head}^{{tree}}"]):
+            git(top, ["read-tree", head], env=env)
+        git(top, ["add", "--update", "--", "."], env=env)
+        untracked = names(git(top, ["ls-files", "-z", "--others", "--exclude-standard"], env=env).stdout)
+        small = [p for p in untracked if _small_enough(os.path.join(top, p))]
+        if small:
+            git(
+                top,
+                ["add", "--pathspec-from-file=-", "--pathspec-file-nul"],
+                env={**env, "GIT_LITERAL_PATHSPECS": "1"},  # names are names, not patterns
+                input="\0".join(small).encode(),
+            )
+        tree = text(top, ["write-tree"], env=env)
+    if tree == text(top, ["rev-parse", f"{head}^{{tree}}"]):
         return head
-    return text(worktree, ["commit-tree", tree, "-p", head, "-m", "huddle: working tree snapshot"])
+    return text(top, ["commit-tree", tree, "-p", head, "-m", "huddle: working tree snapshot"])
+
+
+def _small_enough(path: str) -> bool:
+    try:
+        return os.lstat(path).st_size <= MAX_UNTRACKED_BYTES  # a symlink is stored as its target's name
+    except OSError:
+        return False
 
 
 def predict(repo: str, ours: str, theirs: str) -> Prediction | None:
     """The textual conflicts of merging commit `theirs` into `ours`, or None when it merges cleanly."""
-    proc = git(repo, ["merge-tree", "--write-tree", "--name-only", "--messages", ours, theirs], ok_codes=(0, 1))
+    proc = git(repo, ["merge-tree", "--write-tree", "--name-only", "--messages", "-z", ours, theirs], ok_codes=(0, 1))
     if proc.returncode == 0:
         return None
-    out = proc.stdout.decode("utf-8", "replace")
-    head, _, messages = out.partition("\n\n")
-    lines = head.splitlines()
-    tree, files = lines[0], sorted(set(lines[1:]))
+    tree, files, messages = _parse_merge_tree(proc.stdout)
     hunks: list[dict[str, Any]] = []
     for path in files:
         try:
@@ -95,7 +112,23 @@ def predict(repo: str, ours: str, theirs: str) -> Prediction | None:
         except GitError:
             continue  # deleted on one side: the messages say so
         hunks += conflict_hunks(path, merged)
-    return Prediction(files, hunks[:MAX_HUNKS], [m for m in messages.splitlines() if m.strip()])
+    return Prediction(files, hunks[:MAX_HUNKS], messages)
+
+
+def _parse_merge_tree(out: bytes) -> tuple[str, list[str], list[str]]:
+    """`merge-tree -z` output: tree NUL, conflicted names NUL-terminated, NUL, then per message
+    `<n> NUL <n paths NUL> <type> NUL <text> NUL` (names unquoted, whatever they contain)."""
+    tokens = out.split(b"\0")
+    tree = tokens[0].decode()
+    end = tokens.index(b"", 1) if b"" in tokens[1:] else len(tokens)
+    files = sorted(set(names(b"\0".join(tokens[1:end]))))
+    messages, i = [], end + 1
+    while i < len(tokens) and tokens[i].isdigit():
+        n = int(tokens[i])
+        if i + n + 2 < len(tokens):
+            messages.append(tokens[i + n + 2].decode("utf-8", "replace").strip())
+        i += n + 3
+    return tree, files, [m for m in messages if m]
 
 
 def conflict_hunks(path: str, merged: str) -> list[dict[str, Any]]:

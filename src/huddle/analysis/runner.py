@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from huddle.analysis import cochange, deps, merges
+from huddle.analysis.files import read_source, stat_source
 from huddle.analysis.git import GitError, head_or_empty
 from huddle.analysis.languages import available, grammar_for
 from huddle.analysis.symbols import Definition, parse_definitions
+from huddle.analysis.worker import in_daemon_thread
 from huddle.background import Background
 from huddle.domain.events import Event, Kind
 from huddle.service.code_signals import merge_evidence
@@ -32,7 +33,10 @@ from huddle.storage.base import Unit
 
 log = logging.getLogger(__name__)
 MAX_SYMBOL_FILES = 1000  # files (re)considered per symbol pass: the recently edited and announced ones
-MAX_FILE_BYTES = 2_000_000
+MAX_DEFINITIONS = 5000  # per file: a generated file's millionth definition helps no one
+MAX_LINE_CHARS = 2000  # a file with a longer line is minified or generated: not parsed
+WRITE_BATCH = 2000  # rows per write transaction: announces share the single writer and interleave
+STUCK_AFTER_S = 600.0  # a job running this long is reported as stuck on /readyz (git times out at 60 s)
 MAX_SCAN_FILES = 5000  # a bigger repository derives its map on demand: `huddle deps scan --write`
 MIN_GAP_S = 1.0  # between two symbol passes woken by a burst of edits: one pass per burst
 WAKING_KINDS = frozenset({Kind.FILE_EDITED, Kind.FILE_EDITING, Kind.INTENT_ANNOUNCED})
@@ -46,9 +50,20 @@ class JobState:
     last_refresh: float | None = None
     error: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    running_since: float | None = None  # time.monotonic() when the current run started
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"runs": self.runs, "last_refresh": self.last_refresh, "error": self.error, **self.detail}
+    def to_dict(self, now: float) -> dict[str, Any]:
+        running = None if self.running_since is None else round(now - self.running_since, 1)
+        stuck = running is not None and running > STUCK_AFTER_S
+        error = f"running for {running:.0f} s, far longer than expected (stuck?)" if stuck else self.error
+        return {
+            "runs": self.runs,
+            "last_refresh": self.last_refresh,
+            "error": error,
+            "running_s": running,
+            "stuck": stuck,
+            **self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -95,15 +110,17 @@ class Analysis:
         for loop in self._loops:
             await loop.stop()
 
-    def readiness(self) -> dict[str, Any]:
-        """For /readyz: per job its runs, last refresh, last error and counts (never unready)."""
+    def readiness(self, now: float | None = None) -> dict[str, Any]:
+        """For /readyz: per job its runs, last refresh, last error and counts, and how long a
+        running job has run (`stuck` past STUCK_AFTER_S). `now` is a time.monotonic() reading."""
         if not self.enabled:
             return {"ok": True, "enabled": False}
         alive = all(loop.running for loop in self._loops)
+        now = time.monotonic() if now is None else now
         return {
             "ok": alive,
             "enabled": True,
-            **{name: job.to_dict() for name, job in self.state.items()},
+            **{name: job.to_dict(now) for name, job in self.state.items()},
             "languages": available(),
         }
 
@@ -128,12 +145,15 @@ class Analysis:
     async def _run(self, name: str, job: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         state = self.state[name]
         async with self._locks[name]:
+            state.running_since = time.monotonic()
             try:
                 detail = await job()
             except Exception as exc:  # shown on /readyz until the next successful run
                 state.error = str(exc) if isinstance(exc, GitError) else f"{type(exc).__name__}: {exc}"
                 state.runs += 1
                 raise
+            finally:
+                state.running_since = None
             state.runs += 1
             state.error = None
             state.last_refresh = time.time()
@@ -168,9 +188,14 @@ class Analysis:
             return {p: known.get(p, (-1, -1)) for p in paths}
 
         seen = await self.ctx.store.read(candidates)
-        changed, gone = await asyncio.to_thread(_parse_changed, self.ctx.repo_root, seen)
-        if changed or gone:
-            await self.ctx.store.write(lambda unit: _store_symbols(unit, changed, gone))
+        limit = self.ctx.settings.symbol_max_file_bytes
+        changed, gone = await in_daemon_thread(
+            "huddle-symbols", lambda: _parse_changed(self.ctx.repo_root, seen, limit)
+        )
+        # Small transactions, one file at a time: announces queue on the same writer and get
+        # their turn between two batches instead of waiting for the whole pass.
+        for step in symbol_writes(changed, gone):
+            await self.ctx.store.write(step.apply)
         return {"files_indexed": len(seen) - len(gone), "files_parsed": len(changed)}
 
     async def _refresh_history(self) -> None:
@@ -201,7 +226,7 @@ class Analysis:
             self._scanned = key
             return {m: (spec["depends_on"], spec["paths"]) for m, spec in deps.scan(self.ctx.repo_root).items()}
 
-        parsed = await asyncio.to_thread(derive)
+        parsed = await in_daemon_thread("huddle-deps", derive)
         if parsed == "unchanged":
             return {**self.state["deps"].detail, "unchanged": True}
         if parsed is None:
@@ -234,7 +259,7 @@ class Analysis:
             )
             return len(commits), cochange.build_index(commits)
 
-        commits, pairs = await asyncio.to_thread(build)
+        commits, pairs = await in_daemon_thread("huddle-cochange", build)
 
         def store(unit: Unit) -> None:
             unit.tx.execute("DELETE FROM cochange WHERE project = ?", (unit.project,))
@@ -266,7 +291,7 @@ class Analysis:
             return [(r["agent_id"], r["branch"], r["worktree"]) for r in rows]
 
         sides = await self.ctx.store.read(agents)
-        found = await asyncio.to_thread(self._predict_pairs, sides)
+        found = await in_daemon_thread("huddle-merges", lambda: self._predict_pairs(sides))
         branches = {a: b for a, b, _ in sides}
         opened = await self.ctx.store.write(lambda unit: self._store_merges(unit, found, branches))
         return {
@@ -371,41 +396,94 @@ class Analysis:
         return opened
 
 
-def _parse_changed(root: str, seen: dict[str, tuple[int, int]]) -> tuple[list[ParsedFile], list[str]]:
-    """Parses the files whose (mtime, size) differ from the indexed version; lists the vanished."""
+def _parse_changed(root: str, seen: dict[str, tuple[int, int]], max_bytes: int) -> tuple[list[ParsedFile], list[str]]:
+    """Parses the files whose (mtime, size) differ from the indexed version; lists the vanished.
+
+    Only regular files inside the repository are read (see files.py); a file over `max_bytes` or
+    with a line over MAX_LINE_CHARS (minified, generated) is indexed without definitions, so it
+    is not looked at again until it changes.
+    """
     changed, gone = [], []
     for path, (mtime_ns, size) in seen.items():
-        full = os.path.join(root, path)
-        try:
-            stat = os.stat(full)
-        except OSError:
+        found = stat_source(root, path)
+        if found is None:
             if mtime_ns != -1:
                 gone.append(path)
             continue
-        if (stat.st_mtime_ns, stat.st_size) == (mtime_ns, size) or stat.st_size > MAX_FILE_BYTES:
+        if (found.mtime_ns, found.size) == (mtime_ns, size):
             continue
         grammar = grammar_for(path)
         definitions = None
-        if grammar is not None:
-            try:
-                with open(full, "rb") as handle:
-                    definitions = parse_definitions(path, handle.read())
-            except OSError:
-                continue
+        if grammar is not None and found.size <= max_bytes:
+            source = read_source(root, path, max_bytes)
+            if source is not None and not _generated(source):
+                definitions = parse_definitions(path, source)
         language = grammar.name if grammar is not None and definitions is not None else ""
-        changed.append(ParsedFile(path, stat.st_mtime_ns, stat.st_size, language, definitions or []))
+        kept = (definitions or [])[:MAX_DEFINITIONS]
+        changed.append(ParsedFile(path, found.mtime_ns, found.size, language, kept))
     return changed, gone
 
 
-def _store_symbols(unit: Unit, changed: Sequence[ParsedFile], gone: Sequence[str]) -> None:
-    for path in [*gone, *(f.path for f in changed)]:
-        unit.tx.execute("DELETE FROM symbol_defs WHERE project = ? AND path = ?", (unit.project, path))
-        unit.tx.execute("DELETE FROM symbol_files WHERE project = ? AND path = ?", (unit.project, path))
-    unit.tx.executemany(
-        "INSERT INTO symbol_files (project, path, mtime_ns, size, language, indexed_at) VALUES (?, ?, ?, ?, ?, ?)",
-        [(unit.project, f.path, f.mtime_ns, f.size, f.language, unit.now) for f in changed],
-    )
-    unit.tx.executemany(
-        "INSERT INTO symbol_defs (project, path, name, kind, start_line, end_line) VALUES (?, ?, ?, ?, ?, ?)",
-        [(unit.project, f.path, d.name, d.kind, d.start, d.end) for f in changed for d in f.definitions],
-    )
+def _generated(source: bytes) -> bool:
+    """Minified or generated: some line is longer than any hand-written one."""
+    return any(len(line) > MAX_LINE_CHARS for line in source.split(b"\n"))
+
+
+@dataclass
+class SymbolWrite:
+    """One write transaction of a symbol pass: forget files, add definitions, mark files indexed."""
+
+    forget: list[str] = field(default_factory=list)
+    definitions: list[tuple[str, Definition]] = field(default_factory=list)
+    indexed: list[ParsedFile] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.forget) + len(self.definitions) + len(self.indexed)
+
+    def apply(self, unit: Unit) -> None:
+        for path in self.forget:
+            unit.tx.execute("DELETE FROM symbol_defs WHERE project = ? AND path = ?", (unit.project, path))
+            unit.tx.execute("DELETE FROM symbol_files WHERE project = ? AND path = ?", (unit.project, path))
+        unit.tx.executemany(
+            "INSERT INTO symbol_defs (project, path, name, kind, start_line, end_line) VALUES (?, ?, ?, ?, ?, ?)",
+            [(unit.project, path, d.name, d.kind, d.start, d.end) for path, d in self.definitions],
+        )
+        unit.tx.executemany(
+            "INSERT INTO symbol_files (project, path, mtime_ns, size, language, indexed_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [(unit.project, f.path, f.mtime_ns, f.size, f.language, unit.now) for f in self.indexed],
+        )
+
+
+def symbol_writes(changed: Sequence[ParsedFile], gone: Sequence[str]) -> list[SymbolWrite]:
+    """The pass's writes, each at most WRITE_BATCH rows. Small files share a transaction, whole.
+    A bigger file is forgotten, its definitions added batch by batch, and only then recorded as
+    indexed: a pass cut short leaves it unrecorded, so the next pass parses it again."""
+    steps: list[SymbolWrite] = []
+    current = SymbolWrite()
+
+    def flush() -> None:
+        nonlocal current
+        if current.rows:
+            steps.append(current)
+            current = SymbolWrite()
+
+    for path in gone:
+        if current.rows + 1 > WRITE_BATCH:
+            flush()
+        current.forget.append(path)
+    for f in changed:
+        defs = [(f.path, d) for d in f.definitions]
+        if len(defs) + 2 <= WRITE_BATCH:
+            if current.rows + len(defs) + 2 > WRITE_BATCH:
+                flush()
+            current.forget.append(f.path)
+            current.definitions += defs
+            current.indexed.append(f)
+            continue
+        flush()
+        steps.append(SymbolWrite(forget=[f.path]))
+        steps += [SymbolWrite(definitions=defs[i : i + WRITE_BATCH]) for i in range(0, len(defs), WRITE_BATCH)]
+        steps.append(SymbolWrite(indexed=[f]))
+    flush()
+    return steps

@@ -51,7 +51,7 @@ def run_deps(args: argparse.Namespace) -> int:
 
 def _render(result: dict[str, Any]) -> str:
     rows = [
-        {"module": m, "depends_on": spec["depends_on"], "files": len(spec["paths"])}
+        {"module": m, "depends_on": spec["depends_on"], "files": sum(not p.endswith("/") for p in spec["paths"])}
         for m, spec in result["modules"].items()
     ]
     text = table(rows, [("module", "module"), ("files", "files"), ("depends on", "depends_on")], max_width=100)

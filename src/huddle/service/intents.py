@@ -147,7 +147,7 @@ class IntentService:
         ttl = validate.number(ttl_s, "ttl_s", low=1, high=MAX_TTL_S, default=self.ctx.settings.intent_ttl_s)
 
         def txn(unit: Unit) -> dict[str, Any]:
-            req = self._with_agent_context(unit, request)
+            req = _scoped(self._with_agent_context(unit, request))
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
             impact_dicts = [i.to_dict() for i in impacts]
@@ -226,7 +226,9 @@ class IntentService:
         request = self._request(agent_id, target_files, depends_on_files, target_modules, target_symbols, kind, branch)
 
         def read(unit: Unit) -> dict[str, Any]:
-            req = self._with_map_dependencies(unit, _with_registration(request, require_agent(unit, request.agent_id)))
+            req = _scoped(
+                self._with_map_dependencies(unit, _with_registration(request, require_agent(unit, request.agent_id)))
+            )
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
             return {
@@ -335,6 +337,7 @@ class IntentService:
             )
             if not req.target_files and not req.modules and not req.kind.startswith("git_"):
                 raise InvalidInput("target_files would be empty; complete_work ends an intent", field="target_files")
+            _scoped(req)
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
             impact_dicts = [i.to_dict() for i in impacts]
@@ -411,6 +414,18 @@ class IntentService:
         for row in rows:
             end_intent(unit, int(row["id"]), "expired", actor=row["agent_id"])
         return len(rows)
+
+
+def _scoped(request: WorkRequest) -> WorkRequest:
+    """A git_* intent needs something to score against: a branch (its own or the registration's),
+    files or modules. Without any it would silently concern no one, so it is refused."""
+    if request.kind.startswith("git_") and not request.branch and not request.target_files and not request.modules:
+        raise InvalidInput(
+            f"a {request.kind} intent needs a branch: give branch, or register_agent with one"
+            f" ({request.agent_id} registered with none), or list target_files",
+            field="branch",
+        )
+    return request
 
 
 def _with_registration(request: WorkRequest, agent: Row) -> WorkRequest:
