@@ -189,10 +189,12 @@ async def missing(url: str, ledger: Ledger) -> list[str]:
         agents = await call(client, "list_agents") or {"agents": []}
         seen_agents = {a["agent_id"] for a in agents["agents"]}
         lost += [f"agent {a}" for a in ledger.agents - seen_agents]
-        if ledger.intents:
-            status = await call(client, "coordinator_status") or {"intents": {"list": []}}
-            seen_intents = {i["intent_id"] for i in status["intents"]["list"]}
-            lost += [f"intent {i}" for i in set(ledger.intents) - seen_intents]
+        # Per agent: coordinator_status lists only the newest 200 active intents of the whole board,
+        # and list_intents the newest 500 of one agent (far more than one agent makes in a round).
+        for agent in set(ledger.intents.values()):
+            listed = await call(client, "list_intents", agent_id=agent) or {"intents": []}
+            seen_intents = {i["intent_id"] for i in listed["intents"]}
+            lost += [f"intent {i}" for i, a in ledger.intents.items() if a == agent and i not in seen_intents]
         for agent in {a for a, _ in ledger.locks}:
             held = await call(client, "list_locks", agent_id=agent) or {"locks": []}
             paths = {lock["path"] for lock in held["locks"]}
@@ -249,7 +251,7 @@ async def crash_rounds(
         total.merge(ledger)
         previous = ledger
     everything = union(total)
-    everything.intents = {}  # coordinator_status lists the newest 500 only; intents are checked per round
+    everything.intents = {}  # list_intents shows an agent's newest 500: intents are checked per round
     lost += [f"final: {what}" for what in await missing(url, everything)]
     return {
         "rounds": rounds,

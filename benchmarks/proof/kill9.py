@@ -6,8 +6,8 @@ at a random moment (0.1–1.5 s after every client is writing) the server gets S
 in flight. Then, with no server running, `PRAGMA integrity_check` must answer `ok`; the server is
 started again and every write acknowledged in this round and the previous one must be readable
 through the REST surface. At the end, every acknowledged lease, message, task, claim, context
-entry and agent of all rounds is checked once more (intents only per round: `coordinator_status`
-shows the newest 500).
+entry and agent of all rounds is checked once more (intents only per round: `list_intents`
+shows an agent's newest 500).
 
     python benchmarks/proof/kill9.py              # 100 rounds
     python benchmarks/proof/kill9.py --quick      # 5 rounds (CI)
