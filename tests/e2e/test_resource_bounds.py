@@ -100,3 +100,39 @@ async def test_a_slow_but_steady_client_within_the_deadline_is_served(server_fac
             await anyio.lowlevel.checkpoint()
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+async def test_a_client_holding_every_session_with_streams_cannot_lock_out_a_new_agent(server_factory) -> None:
+    """Sessions each holding a standalone GET stream are busy; on loopback (where every agent shares
+    one address) the hog's oldest one is closed for the newcomer instead of refusing it (503)."""
+    server = server_factory("--mcp-sessions-per-client", "3", "--mcp-max-sessions", "3")
+    hog = [abandon_session(server) for _ in range(3)]
+    opened = anyio.Event()
+    streaming: list[str] = []
+
+    async def hold(http: httpx.AsyncClient, sid: str) -> None:
+        headers = {
+            **MCP_HEADERS,
+            "accept": "text/event-stream",
+            "mcp-session-id": sid,
+            "mcp-protocol-version": "2025-11-25",
+        }
+        async with http.stream("GET", server.mcp_url, headers=headers) as response:
+            assert response.status_code == 200
+            streaming.append(sid)
+            if len(streaming) == len(hog):
+                opened.set()
+            async for _ in response.aiter_bytes():
+                pass
+
+    async with httpx.AsyncClient(timeout=None) as http, anyio.create_task_group() as streams:
+        for sid in hog:
+            streams.start_soon(hold, http, sid)
+        with anyio.fail_after(10):
+            await opened.wait()
+        # A newcomer's handshake (a session-opening initialize) is served, not refused 503 …
+        newcomer = abandon_session(server)
+        assert ping(server, newcomer) == 200
+        # … because the hog's least recently used session made room; its others live on.
+        assert sorted(ping(server, sid) for sid in hog) == [200, 200, 404]
+        streams.cancel_scope.cancel()
