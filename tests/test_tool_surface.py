@@ -34,9 +34,22 @@ async def test_the_default_tools_list_fits_its_budget_and_every_tool_stays_calla
         every = {t["name"] for t in index["tools"]}
         assert names < every and set(index["listed"]) == names
         toolsets = {t["toolset"] for t in index["tools"]}
-        assert toolsets == {"core", "threads", "files", "locks", "messages", "context", "tasks", "push", "admin"}
-        for toolset in toolsets:  # every capability has a listed tool, or introspection points at it
-            assert any(t["listed"] for t in index["tools"] if t["toolset"] == toolset) or toolset == "push"
+        assert toolsets == {
+            "core",
+            "threads",
+            "files",
+            "locks",
+            "messages",
+            "context",
+            "tasks",
+            "push",
+            "oversight",
+            "admin",
+        }
+        # Every capability agents use has a listed tool; push and the dashboard's oversight tools are
+        # one introspection (or --tools) away.
+        for toolset in toolsets - {"push", "oversight"}:
+            assert any(t["listed"] for t in index["tools"] if t["toolset"] == toolset)
         hidden = "get_workers"
         assert hidden not in names
         assert "slots" in await call(client, hidden)  # unlisted, still callable

@@ -25,6 +25,7 @@ from huddle.service.hooks import ClaudeHookService
 from huddle.settings import Settings
 from huddle.storage.base import Store
 from huddle.storage.sqlite import SqliteStore
+from huddle.transports.dashboard import dashboard_routes
 from huddle.transports.hooks import hook_routes
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
 from huddle.transports.mcp_server import build_mcp_server
@@ -92,6 +93,7 @@ def build_app(settings: Settings) -> Huddle:
             *ops_routes(metrics, catalogue),
             *hook_routes(hooks, GuardService(coordinator, hooks)),
             *push.routes(),
+            *dashboard_routes(),
             sessions.route(),
         ],
         middleware=[

@@ -93,8 +93,8 @@ class Settings:
         default="default",
         metadata={
             "help": "Tools MCP clients see in tools/list: toolsets and/or tool names, comma-separated (default, all,"
-            " core, threads, files, locks, messages, context, tasks, push, admin). Unlisted tools stay callable;"
-            " introspection describes them."
+            " core, threads, files, locks, messages, context, tasks, push, oversight, admin). Unlisted tools stay"
+            " callable; introspection describes them."
         },
     )
     analysis: str = field(

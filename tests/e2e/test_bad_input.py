@@ -56,6 +56,8 @@ VALID: dict[str, Any] = {
     "context_id": 1,
     "slot_id": 1,
     "tasks": [{"task_id": "task-1", "description": "do it"}],
+    "overseer_id": "human:lead",
+    "holder": "alice",
 }
 # Where one argument name means different things to different tools.
 VALID_FOR: dict[tuple[str, str], Any] = {("share_context", "type"): "note"}

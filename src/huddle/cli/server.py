@@ -135,7 +135,7 @@ def _serve(settings: Settings) -> int:
     write_runtime_file(settings, port, huddle.push.runtime_info())
     banner = (
         f"Huddle serving {settings.project_key} ({settings.repo_path}) on http://{settings.host}:{port}"
-        f" — MCP at /mcp, data in {settings.data_path}"
+        f" — MCP at /mcp, dashboard at /dashboard, data in {settings.data_path}"
     )
     print(banner, flush=True)
     print(huddle.push.describe(), flush=True)

@@ -50,7 +50,8 @@ class EventFilter:
                 continue
             if len(kind) > 64 or not all(c.isalnum() or c in "._*-" for c in kind) or "*" in kind.rstrip("*"):
                 raise InvalidInput(
-                    f"kind filter {kind!r} is not an event kind; use e.g. thread.opened or thread.*", field="kinds"
+                    f"kinds: kind filter {kind[:40]!r} is not an event kind; use e.g. thread.opened or thread.*",
+                    field="kinds",
                 )
             wanted.append(kind)
         return cls(
@@ -87,7 +88,7 @@ class EventFilter:
         }
 
 
-def _kind_sql(kinds: tuple[str, ...]) -> tuple[str, list[Any]]:
+def kind_sql(kinds: tuple[str, ...]) -> tuple[str, list[Any]]:
     if not kinds or "*" in kinds:
         return "", []
     parts: list[str] = []
@@ -107,7 +108,7 @@ async def read_after(store: Store, after: int, wanted: EventFilter | None = None
     flt = wanted or EventFilter()
 
     def read(unit: Unit) -> list[Event]:
-        kind_clause, kind_params = _kind_sql(flt.kinds)
+        kind_clause, kind_params = kind_sql(flt.kinds)
         if flt.agent is not None:
             sql = (
                 "SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor"

@@ -20,9 +20,11 @@ from huddle.service.code_signals import CoChange, GitOperation, MergeConflict
 from huddle.service.context import ServiceContext
 from huddle.service.depmap import DependencyMapService
 from huddle.service.files import FileService, clear_working_files
+from huddle.service.insights import InsightService
 from huddle.service.intents import IntentService, withdraw_agent_intents
 from huddle.service.locks import LockService, LockSignal
 from huddle.service.messages import MessageService
+from huddle.service.oversight import OversightService
 from huddle.service.shared_context import SharedContextService
 from huddle.service.signals import IntentOverlap, RecentEdits, SameModule
 from huddle.service.status import StatusService
@@ -55,6 +57,8 @@ class Coordinator:
         self.shared_context = SharedContextService(self.ctx)
         self.tasks = TaskService(self.ctx)
         self.workers = WorkerService(self.ctx)
+        self.insights = InsightService(self.ctx)
+        self.oversight = OversightService(self.ctx, self.locks)
         self.ctx.signal_providers += [IntentOverlap(), RecentEdits(self.ctx), SameModule()]
         # Order matters: threads are left before intents are withdrawn, so a thread's own events
         # still reach the members who are leaving.

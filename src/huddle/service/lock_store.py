@@ -369,7 +369,7 @@ def deny(
     return out
 
 
-def emit_released(unit: Unit, row: Row, *, actor: str, reason: str) -> None:
+def emit_released(unit: Unit, row: Row, *, actor: str, reason: str, **extra: Any) -> None:
     others = [r["agent_id"] for r in overlapping(unit, "locks", pattern_of(row)) if r["agent_id"] != row["agent_id"]]
     waiters = [r["agent_id"] for r in overlapping(unit, "lock_waiters", pattern_of(row))]
     unit.emit(
@@ -381,6 +381,7 @@ def emit_released(unit: Unit, row: Row, *, actor: str, reason: str) -> None:
         mode=row["mode"],
         fencing_token=row["token"],
         reason=reason,
+        **extra,
     )
 
 

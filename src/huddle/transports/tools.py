@@ -13,6 +13,7 @@ from typing import Any, Literal
 from huddle.service.coordinator import Coordinator
 from huddle.transports.operation import Operation
 from huddle.transports.tools_coordination import COORDINATION_FACTORIES
+from huddle.transports.tools_dashboard import oversight_operations
 
 __all__ = ["FACTORIES", "Operation", "OperationFactory", "all_operations"]
 
@@ -276,7 +277,13 @@ def file_operations(c: Coordinator) -> list[Operation]:
 
 
 OperationFactory = Callable[[Coordinator], list[Operation]]
-FACTORIES: list[OperationFactory] = [core_operations, thread_operations, file_operations, *COORDINATION_FACTORIES]
+FACTORIES: list[OperationFactory] = [
+    core_operations,
+    thread_operations,
+    file_operations,
+    *COORDINATION_FACTORIES,
+    oversight_operations,
+]
 
 
 def all_operations(c: Coordinator) -> list[Operation]:

@@ -89,6 +89,12 @@ FIELD_HELP: dict[str, str] = {
     "list_intents.active_only": "false also returns ended intents.",
     "acquire_lock.ttl_s": "Lease in seconds (1…86400, default 600); renew_lock before it ends.",
     "introspection.name": "A tool name; omitted = the index of every tool.",
+    "list_events.before": "next_before of the previous page; omitted = the newest events.",
+    "list_events.after": "A cursor to catch up from (oldest first); not with before.",
+    "list_events.kinds": "Comma list of kinds or groups, e.g. thread.*,lock.released.",
+    "conflict_signals.hours": "Window in hours (1…168), one bucket per hour.",
+    "overseer_id": "human:<name>, registered with register_agent.",
+    "force_release_lock.holder": "agent_id of the lease holder.",
 }
 
 

@@ -1,0 +1,3 @@
+-- The dashboard's 24-hour charts read intents by creation time (which layers fired); without
+-- this index that window would scan every intent ever announced.
+CREATE INDEX intents_by_created ON intents (project, created_at);
