@@ -19,6 +19,7 @@ from huddle.domain.locks import (
     compatible,
     compile_pattern,
     covers,
+    is_glob,
     overlaps,
 )
 
@@ -28,13 +29,16 @@ OVERLAP_TABLE = [
     ("src/a.py", "src/a.py", True),
     ("src/a.py", "src/b.py", False),
     ("src/a.py", "src/a.pyc", False),
-    ("src/a", "src/a/b.py", False),  # a file and a file below a same-named directory never coincide
+    ("src/a", "src/a/b.py", True),  # a name is a file or a parent, never both: `src/a` claims below it
+    ("src/a", "src/a/", True),
+    ("src/a", "src/a/*.py", True),
+    ("src/a", "src/ab/c.py", False),
     # directories
     ("src/", "src/a.py", True),
     ("src/", "src/deep/er/a.py", True),
     ("src/auth/", "src/authz/x.py", False),
     ("src/auth/", "src/", True),
-    ("src/auth/", "src/auth", False),  # the file src/auth is not below the directory src/auth/
+    ("src/auth/", "src/auth", True),  # one name: `src/auth` and `src/auth/` are the same claim
     ("src/auth/", "lib/auth/", False),
     # * stays inside a segment
     ("src/*.py", "src/a.py", True),
@@ -69,7 +73,7 @@ OVERLAP_TABLE = [
     ("**/x.py", "a/b/x.py", True),
     ("**", "anything/at/all.txt", True),
     ("src/**", "src/a.py", True),
-    ("src/**", "src", False),
+    ("src/**", "src", True),  # the plain name `src` claims everything below `src/`
     ("src/a**b", "src/ab", True),  # ** inside a segment is *
     ("src/a**b", "src/a/b", False),
     # glob ending in / covers everything below each matched directory
@@ -147,8 +151,9 @@ def test_reversed_ranges_are_refused_with_the_fix():
 
 
 def test_anchor_prefixes_list_every_directory_above():
-    assert anchor_prefixes("src/auth/x.py") == ["", "src/", "src/auth/", "src/auth/x.py"]
-    assert anchor_prefixes("src/") == ["", "src/"]
+    # Bare names too: a file lease on the name `src` claims everything below `src/`.
+    assert anchor_prefixes("src/auth/x.py") == ["", "src", "src/", "src/auth", "src/auth/", "src/auth/x.py"]
+    assert anchor_prefixes("src/") == ["", "src", "src/"]
     assert anchor_prefixes("") == [""]
 
 
@@ -257,7 +262,18 @@ def _oracle_regex(pattern):
         parts.append(out + ("" if last else "/"))
     if pattern.endswith("/"):
         parts.append("/.+")
+    elif not is_glob(pattern):
+        parts.append("(?:/.+)?")  # a plain name claims itself and everything below it
     return re.compile("".join(parts))
+
+
+def _oracle_overlap(a, b, matched):
+    """Shared files; but a glob meets a plain name only by matching it or lying below it."""
+    for name, glob in ((a, b), (b, a)):
+        if is_glob(glob) and not is_glob(name) and not name.endswith("/"):
+            literal = list(itertools.takewhile(lambda seg: not is_glob(seg), glob.split("/")))
+            return bool(_oracle_regex(glob).fullmatch(name)) or "".join(f"{s}/" for s in literal).startswith(name + "/")
+    return bool(matched[a] & matched[b])
 
 
 VALID = re.compile(r"[^/]+(?:/[^/]+)*")
@@ -269,7 +285,7 @@ UNIVERSE = [
 def test_overlap_agrees_with_brute_force_enumeration_for_every_pair_of_short_patterns():
     matched = {p: {w for w in UNIVERSE if _oracle_regex(p).fullmatch(w)} for p in PATTERNS}
     for a, b in itertools.combinations_with_replacement(PATTERNS, 2):
-        expected = bool(matched[a] & matched[b])
+        expected = _oracle_overlap(a, b, matched)
         assert overlaps(compile_pattern(a), compile_pattern(b)) is expected, (a, b)
 
 

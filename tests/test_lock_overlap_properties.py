@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from huddle.domain.locks import LockPattern, PatternError, compile_pattern, overlaps
+from huddle.errors import InvalidInput
 from huddle.service.coordinator import Coordinator
 from huddle.service.lock_store import overlapping, prefix_upper_bound
 from huddle.storage.base import Unit
@@ -61,6 +62,9 @@ projects = itertools.count()
 def related_path(draw: st.DrawFn, held: list[str]) -> str:
     """A path near one already held: a directory above it, or it with a segment changed."""
     base = draw(st.sampled_from(held)).rstrip("/").split("/")
+    if draw(st.integers(0, 3)) == 0:
+        # A name below a held one, which may itself be a file lease on the bare name.
+        return "/".join([*base, draw(segment)]) + draw(st.sampled_from(["", "/"]))
     cut = draw(st.integers(1, len(base)))
     head = base[:cut]
     if draw(st.booleans()):
@@ -158,3 +162,90 @@ async def test_a_name_leased_as_a_file_that_became_a_directory_still_excludes_ot
     # The holder still releases it by the name it used.
     assert (await coordinator.locks.release("alice", "src/util"))["released"]
     assert (await coordinator.locks.acquire("bob", "src/util/x.py"))["granted"]
+
+
+plain_segment = st.text(st.sampled_from(["a", "b", ".", "é", MAX]), min_size=1, max_size=3)
+
+
+@given(
+    name=st.lists(plain_segment, min_size=1, max_size=3),
+    below=st.lists(plain_segment, min_size=1, max_size=2),
+    tail=st.sampled_from(["", "/"]),
+)
+def test_a_file_name_overlaps_every_claim_below_it_whatever_is_on_disk(
+    name: list[str], below: list[str], tail: str
+) -> None:
+    """A name cannot be a file and a parent at once, so `p` meets `p/`, `p/x` and `p/x/`."""
+    held = compile_pattern("/".join(name))
+    inner = compile_pattern("/".join(name) + "/" + "/".join(below) + tail)
+    assert overlaps(held, inner) and overlaps(inner, held)
+    assert overlaps(held, compile_pattern("/".join(name) + "/"))
+    # A glob below the name meets it too, and a sibling whose name merely starts the same does not.
+    assert overlaps(held, compile_pattern("/".join(name) + "/*"))
+    assert not overlaps(held, compile_pattern("/".join(name) + "x/" + "/".join(below)))
+
+
+async def test_a_lease_on_a_name_that_does_not_exist_yet_excludes_files_below_it(coordinator: Coordinator) -> None:
+    await register(coordinator, "alice", "bob")
+    assert (await coordinator.locks.acquire("alice", "newdir"))["granted"]
+    for path in ("newdir/x.py", "newdir/", "newdir/*.py"):
+        refused = await coordinator.locks.acquire("bob", path)
+        assert not refused["granted"] and refused["holders"][0]["agent_id"] == "alice", path
+
+
+async def test_a_file_and_the_same_name_with_a_trailing_slash_are_one_claim(
+    coordinator: Coordinator, repo: Path
+) -> None:
+    (repo / "src").mkdir()
+    (repo / "src" / "a.py").write_text("a = 1\n")
+    await register(coordinator, "alice", "bob")
+    assert (await coordinator.locks.acquire("alice", "src/a.py"))["granted"]
+    refused = await coordinator.locks.acquire("bob", "src/a.py/")
+    assert not refused["granted"] and refused["holders"][0]["path"] == "src/a.py"
+
+
+async def test_a_link_to_the_repository_root_is_refused_as_the_whole_repository(
+    coordinator: Coordinator, repo: Path
+) -> None:
+    os.symlink(".", repo / "rootlink")
+    os.symlink("..", repo / "uplink")
+    await register(coordinator, "alice")
+    for path in ("rootlink", "rootlink/", "uplink/"):
+        with pytest.raises(InvalidInput, match="whole repository") as caught:
+            await coordinator.locks.acquire("alice", path)
+        assert caught.value.field == "path"
+    # Below the root, the link resolves to the real name.
+    (repo / "y.py").write_text("")
+    assert (await coordinator.locks.acquire("alice", "rootlink/y.py"))["path"] == "y.py"
+
+
+async def test_a_dot_dot_after_a_symlink_is_refused_not_collapsed_by_spelling(
+    coordinator: Coordinator, repo: Path
+) -> None:
+    (repo / "deep" / "sub").mkdir(parents=True)
+    (repo / "deep" / "z.py").write_text("")
+    os.symlink("deep/sub", repo / "sublink")
+    await register(coordinator, "alice", "bob")
+    assert (await coordinator.locks.acquire("alice", "deep/z.py"))["granted"]
+    for path in ("sublink/../z.py", f"{repo}/sublink/../z.py"):
+        with pytest.raises(InvalidInput, match="symlink 'sublink'"):
+            await coordinator.locks.acquire("bob", path)
+    # A `..` after a real directory is still plain spelling.
+    refused = await coordinator.locks.acquire("bob", "deep/sub/../z.py")
+    assert not refused["granted"] and refused["path"] == "deep/z.py"
+
+
+async def test_a_glob_that_could_match_through_a_symlinked_directory_is_refused(
+    coordinator: Coordinator, repo: Path
+) -> None:
+    (repo / "lib").mkdir()
+    (repo / "lib" / "x.py").write_text("")
+    os.symlink("lib", repo / "liblink")
+    await register(coordinator, "alice", "bob")
+    assert (await coordinator.locks.acquire("alice", "lib/x.py"))["granted"]
+    for path in ("*link/x.py", "lib*/x.py", "**/x.py", "*/"):
+        with pytest.raises(InvalidInput, match="symlink 'liblink'"):
+            await coordinator.locks.acquire("bob", path)
+    # A glob that cannot reach the link is fine, and still meets the real file.
+    refused = await coordinator.locks.acquire("bob", "lib/*.py")
+    assert not refused["granted"] and refused["holders"][0]["agent_id"] == "alice"

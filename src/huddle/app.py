@@ -31,12 +31,10 @@ from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_rout
 from huddle.transports.mcp_server import build_mcp_server
 from huddle.transports.mcp_sessions import bounded_sessions
 from huddle.transports.openapi import ops_routes
-from huddle.transports.origin import CrossSiteGuard, parse_allowed_origins
+from huddle.transports.origin import CrossSiteGuard
 from huddle.transports.tools import all_operations
 from huddle.transports.tools_dashboard import REST_ONLY
 from huddle.transports.toolsets import ToolCatalogue
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -57,15 +55,8 @@ def build_store(settings: Settings) -> Store:
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
-    """DNS-rebinding protection (F-90): on loopback only local Host/Origin headers are accepted."""
-    extra = sorted(parse_allowed_origins(settings.allowed_origins))
-    if settings.host in LOOPBACK:
-        return TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *extra],
-        )
-    # Other binds: CrossSiteGuard refuses foreign Origins on every route, /mcp included.
+    """The SDK's own Host/Origin check is off on every bind: CrossSiteGuard (transports/origin.py)
+    guards every route, /mcp included, with one rule, so /mcp and REST answer an Origin alike."""
     return TransportSecuritySettings(enable_dns_rebinding_protection=False)
 
 
@@ -112,7 +103,12 @@ def build_app(settings: Settings) -> Huddle:
             sessions.route(),
         ],
         middleware=[
-            Middleware(CrossSiteGuard, bind_host=settings.host, allowed_origins=settings.allowed_origins),
+            Middleware(
+                CrossSiteGuard,
+                bind_host=settings.host,
+                allowed_origins=settings.allowed_origins,
+                allowed_hosts=settings.allowed_hosts,
+            ),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, hook_max_bytes=settings.max_hook_body_bytes),
             Middleware(metrics.rest_middleware),
             Middleware(DashboardCredentialGate, credential=credential),

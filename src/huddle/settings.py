@@ -30,6 +30,13 @@ class Settings:
             " its own; every other Origin is refused on every bind."
         },
     )
+    allowed_hosts: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated host names (e.g. huddle.internal) this server is reached by; a web page"
+            " served from one of them may call it, and on a loopback bind such a Host header is accepted."
+        },
+    )
     port: int = field(default=3100, metadata={"help": "HTTP port for /mcp, /api, /health and the dashboard."})
     data_dir: str = field(
         default="~/.huddle", metadata={"help": "Directory for the SQLite database, PID file, logs and config.toml."}

@@ -296,8 +296,17 @@ def test_command_hook_gives_up_within_its_budget_when_the_server_hangs(repo) -> 
 def test_bad_hook_payloads_get_a_clear_4xx_and_change_nothing(huddle_server, repo, sessions) -> None:
     alice_session, _, alice, _ = sessions
     for body, field in ((b"[1]", "body"), (b"{not json", "body"), (b'{"cwd": "/"}', "session_id")):
-        response = httpx.post(f"{huddle_server.url}/hooks/claude/PreToolUse", content=body)
+        response = httpx.post(
+            f"{huddle_server.url}/hooks/claude/PreToolUse", content=body, headers={"content-type": "application/json"}
+        )
         assert response.status_code == 422 and response.json()["field"] == field
+    # A body not declared JSON (what a cross-site form or text/plain post sends) is refused whole.
+    good = json.dumps(payload("SessionStart", alice_session, repo)).encode()
+    for media in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {} if media is None else {"content-type": media}
+        for route in ("/hooks/claude/SessionStart", "/hooks/git/pre-commit", "/hooks/git/pre-push"):
+            refused = httpx.post(f"{huddle_server.url}{route}", content=good, headers=headers)
+            assert refused.status_code == 415 and "application/json" in refused.json()["error"], (route, media)
     unknown = httpx.post(f"{huddle_server.url}/hooks/claude/Bogus", json=payload("Bogus", alice_session, repo))
     assert unknown.status_code == 422 and "SessionStart" in unknown.json()["error"]
     bad_agent = httpx.post(

@@ -156,3 +156,12 @@ def test_hook_routes_refuse_hostile_bodies_with_a_422_too(server: ServerProcess,
     response = httpx.post(server.url + route, content=body, headers={"content-type": "application/json"}, timeout=30)
     assert response.status_code == 422, response.text[:300]
     assert response.json()["field"] == field
+
+
+def test_a_huge_integer_is_refused_without_claiming_a_64_bit_range_for_the_field(server: ServerProcess) -> None:
+    body = b'{"agent_id": "a", "path": "x.py", "ttl_s": ' + b"9" * 40 + b"}"
+    response = httpx.post(
+        server.url + "/api/v1/tools/acquire_lock", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422 and response.json()["field"] == "ttl_s"
+    assert "9223372036854775807" not in response.json()["error"] and "range" in response.json()["error"]

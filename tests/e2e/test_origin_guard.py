@@ -67,3 +67,20 @@ def test_a_non_loopback_bind_serves_no_origin_its_own_origin_and_the_allow_list(
         assert ok.status_code == 200, (origin, ok.text)
         session = httpx.post(server.url + "/mcp", json=initialize_request(), headers={**headers, **MCP_HEADERS})
         assert session.status_code == 200, (origin, session.text)
+
+
+def test_dns_rebinding_on_a_non_loopback_bind_is_refused_on_rest_and_mcp_alike(server_factory) -> None:
+    """After rebinding the attacker's page names its own host in both Host and Origin."""
+    server = server_factory("--host", "0.0.0.0", "--allowed-hosts", "huddle.internal")
+    rebound = {"Host": f"evil.example:{server.port}", "Origin": f"http://evil.example:{server.port}"}
+    for origin_headers in (rebound, {"Origin": f"https://127.0.0.1:{server.port}"}):
+        rest = httpx.post(server.url + "/api/v1/tools/register_agent", json={"name": "pwned"}, headers=origin_headers)
+        assert rest.status_code == 403 and "allowed_hosts" in rest.json()["error"], rest.text
+        mcp = httpx.post(server.url + "/mcp", json=initialize_request(), headers={**origin_headers, **MCP_HEADERS})
+        assert mcp.status_code == 403 and "mcp-session-id" not in mcp.headers
+    named = {"Host": f"huddle.internal:{server.port}", "Origin": f"http://huddle.internal:{server.port}"}
+    assert httpx.post(server.url + "/api/v1/tools/list_agents", json={}, headers=named).status_code == 200
+    assert (
+        httpx.post(server.url + "/mcp", json=initialize_request(), headers={**named, **MCP_HEADERS}).status_code == 200
+    )
+    assert httpx.post(server.url + "/api/v1/tools/list_agents", json={}).json()["result"]["agents"] == []

@@ -6,10 +6,13 @@ come from benchmarks/hostile.py.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 
 import anyio
 import httpx
+import pytest
 from mcp import Client
 
 from helpers import ServerProcess, call
@@ -101,3 +104,73 @@ async def test_a_slow_but_steady_client_within_the_deadline_is_served(server_fac
             await anyio.lowlevel.checkpoint()
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+@contextlib.asynccontextmanager
+async def streaming(url: str, session_ids: list[str]) -> AsyncIterator[None]:
+    """Holds the standalone GET stream of each session open (as MCP clients do), so all are busy."""
+    opened = anyio.Event()
+    started: list[str] = []
+
+    async def hold(http: httpx.AsyncClient, sid: str) -> None:
+        headers = {**MCP_HEADERS, "accept": "text/event-stream", "mcp-session-id": sid}
+        async with http.stream("GET", url, headers={**headers, "mcp-protocol-version": "2025-11-25"}) as response:
+            assert response.status_code == 200
+            started.append(sid)
+            if len(started) == len(session_ids):
+                opened.set()
+            async for _ in response.aiter_bytes():
+                pass
+
+    async with httpx.AsyncClient(timeout=None) as http, anyio.create_task_group() as streams:
+        for sid in session_ids:
+            streams.start_soon(hold, http, sid)
+        with anyio.fail_after(10):
+            await opened.wait()
+        yield
+        streams.cancel_scope.cancel()
+
+
+async def test_a_client_holding_every_session_with_streams_cannot_lock_out_a_new_agent(server_factory) -> None:
+    """Sessions each holding a standalone GET stream are busy; on loopback (where every agent shares
+    one address) the hog's oldest one is closed for the newcomer instead of refusing it (503)."""
+    server = server_factory("--mcp-sessions-per-client", "3", "--mcp-max-sessions", "3")
+    hog = [abandon_session(server) for _ in range(3)]
+    async with streaming(server.mcp_url, hog):
+        # A newcomer's handshake (a session-opening initialize) is served, not refused 503 …
+        newcomer = abandon_session(server)
+        assert ping(server, newcomer) == 200
+        # … because the hog's least recently used session made room; its others live on.
+        assert sorted(ping(server, sid) for sid in hog) == [200, 200, 404]
+
+
+def outward_address() -> str | None:
+    """This machine's non-loopback IPv4 address, if it has one (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            address = str(probe.getsockname()[0])
+        except OSError:
+            return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+async def test_a_client_over_its_own_cap_is_refused_by_name_and_others_are_still_served(server_factory) -> None:
+    address = outward_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to act as a second client")
+    server = server_factory("--host", "0.0.0.0", "--mcp-sessions-per-client", "2", "--mcp-max-sessions", "3")
+    remote = f"http://{address}:{server.port}/mcp"
+
+    def initialize(url: str) -> httpx.Response:
+        return httpx.post(url, json=initialize_request(), headers=MCP_HEADERS, timeout=10)
+
+    hog = [initialize(remote).headers["mcp-session-id"] for _ in range(2)]
+    async with streaming(remote, hog):
+        refused = initialize(remote)
+        assert refused.status_code == 429 and "mcp-session-id" not in refused.headers
+        message = refused.json()["error"]["message"]
+        assert "mcp_sessions_per_client cap is 2" in message and "DELETE /mcp" in message
+        assert all(ping(server, sid) == 200 for sid in hog)  # the hog keeps what it has
+        # A different client (here the loopback address) is served.
+        assert initialize(server.mcp_url).status_code == 200

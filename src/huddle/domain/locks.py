@@ -366,12 +366,11 @@ def _intersects(a: Nfa, b: Nfa) -> bool:
 
 
 def _literal_overlap(a: LockPattern, b: LockPattern) -> bool:
-    if a.kind == "file" and b.kind == "file":
-        return a.path == b.path
-    if a.kind == "dir" and b.kind == "dir":
-        return a.path.startswith(b.path) or b.path.startswith(a.path)
-    file, folder = (a, b) if a.kind == "file" else (b, a)
-    return file.path.startswith(folder.path)
+    # A file name `p` covers `p` and everything below `p/` (see compile_pattern); a directory
+    # `d/` covers everything below it. Two such claims meet exactly when their subtrees nest.
+    a_tree = a.path if a.kind == "dir" else a.path + "/"
+    b_tree = b.path if b.kind == "dir" else b.path + "/"
+    return a_tree.startswith(b_tree) or b_tree.startswith(a_tree)
 
 
 @lru_cache(maxsize=65536)
@@ -380,9 +379,20 @@ def _overlap_cached(a_path: str, a_literal: bool, b_path: str, b_literal: bool) 
 
 
 def overlaps(a: LockPattern, b: LockPattern) -> bool:
-    """True when at least one file is covered by both lock paths (exact, for globs too)."""
+    """True when at least one file is covered by both lock paths (exact, for globs too).
+
+    A file name `p` also claims everything below `p/`, whatever is on disk now: a name cannot be a
+    file and a parent at once, and a lease taken before `p` exists must still stop someone
+    creating `p/x.py`. Against a glob that is every glob whose literal anchor lies below `p/`
+    (`p/*.py`); a wildcard segment that would have to match `p` as a directory name
+    (`src/*/models.py` against `src/models.py`) is not counted, or every such glob would meet
+    every file beside it.
+    """
     if a.kind != "glob" and b.kind != "glob":
         return _literal_overlap(a, b)
+    for file, glob in ((a, b), (b, a)):
+        if file.kind == "file" and glob.kind == "glob" and glob.anchor.startswith(file.path + "/"):
+            return True
     # Cheap refusal: every covered file starts with the anchor, so the anchors must nest.
     if not (a.anchor.startswith(b.anchor) or b.anchor.startswith(a.anchor)):
         return False
@@ -392,8 +402,12 @@ def overlaps(a: LockPattern, b: LockPattern) -> bool:
 
 
 def covers(pattern: LockPattern, file_path: str) -> bool:
-    """True when the lock path covers the file `file_path`."""
-    return overlaps(pattern, compile_pattern(file_path, literal=True))
+    """True when the lock path covers the file `file_path` (a plain name covers the files below it)."""
+    if pattern.kind == "glob":
+        target = compile_pattern(file_path, literal=True)
+        return _overlap_cached(pattern.path, pattern.literal, target.path, target.literal)
+    tree = pattern.path if pattern.kind == "dir" else pattern.path + "/"
+    return (file_path + "/").startswith(tree)
 
 
 def anchor_prefixes(anchor: str) -> list[str]:
@@ -404,6 +418,8 @@ def anchor_prefixes(anchor: str) -> list[str]:
     out = [""]
     for i, ch in enumerate(anchor):
         if ch == "/":
+            # A file lease on the bare name `a` covers `a/...` too (a name is a file or a parent).
+            out.append(anchor[:i])
             out.append(anchor[: i + 1])
     if anchor and anchor not in out:
         out.append(anchor)

@@ -7,8 +7,7 @@ coordinating on files outside the repo is meaningless and a `..` is usually a mi
 
 from __future__ import annotations
 
-import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import PureWindowsPath
 
 from huddle.domain.validate import encodable
@@ -19,8 +18,14 @@ MAX_PATHS_PER_REQUEST = 500
 MODULE_SEPARATORS = "/.:"
 
 
-def normalize_path(raw: str, repo_root: str, *, field: str = "path") -> str:
-    """Returns `raw` as a repo-relative POSIX path, or raises InvalidInput naming `field`."""
+def normalize_path(
+    raw: str, repo_root: str, *, field: str = "path", is_link: Callable[[str], bool] | None = None
+) -> str:
+    """Returns `raw` as a repo-relative POSIX path, or raises InvalidInput naming `field`.
+
+    `is_link(relative)` says whether a repo-relative name is a symlink; with it, a `..` that
+    would step back out of a symlink is refused (see `_collapse`).
+    """
     if not isinstance(raw, str):
         raise InvalidInput(f"{field} must be a string path, got {type(raw).__name__}", field=field)
     text = raw.strip()
@@ -34,16 +39,18 @@ def normalize_path(raw: str, repo_root: str, *, field: str = "path") -> str:
         text = PureWindowsPath(text).as_posix()
     root = repo_root.rstrip("/") or "/"
     if text.startswith("/"):
-        candidate = posixpath.normpath(text)
-        if candidate != root and not candidate.startswith(root + "/"):
+        # Strip the root by segments first; any `..` is applied below the root, link-aware.
+        parts = [segment for segment in text.split("/") if segment not in ("", ".")]
+        root_parts = [segment for segment in root.split("/") if segment]
+        if parts[: len(root_parts)] != root_parts:
             raise InvalidInput(
                 f"{field} {raw!r} is outside the repository {root}; send a path inside it, "
                 "relative to the repository root (e.g. src/app.py)",
                 field=field,
             )
-        relative = candidate[len(root) :].lstrip("/")
+        relative = _collapse("/".join(parts[len(root_parts) :]), raw, field, is_link)
     else:
-        relative = posixpath.normpath(text)
+        relative = _collapse(text, raw, field, is_link)
     if relative in ("", "."):
         raise InvalidInput(f"{field} {raw!r} names the repository root itself; name a file or directory", field=field)
     if relative == ".." or relative.startswith("../"):
@@ -54,7 +61,38 @@ def normalize_path(raw: str, repo_root: str, *, field: str = "path") -> str:
     return relative + "/" if text.endswith("/") else relative
 
 
-def normalize_paths(raws: Iterable[str] | None, repo_root: str, *, field: str) -> tuple[str, ...]:
+def _collapse(text: str, raw: str, field: str, is_link: Callable[[str], bool] | None) -> str:
+    """Drops `.` and empty segments and applies `..`, one segment at a time.
+
+    `a/..` is `.` only when `a` is not a symlink: the kernel resolves `sublink/..` to the parent
+    of the link's *target*, so collapsing it by spelling (as posixpath.normpath does) would make
+    `sublink/../z.py` a different name for `deep/z.py`, or `ext/../x` a file outside the
+    repository. Such a `..` is refused rather than guessed; send the path without it.
+    """
+    out: list[str] = []
+    for segment in text.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == ".." and out and out[-1] != "..":
+            if is_link is not None and is_link("/".join(out)):
+                raise InvalidInput(
+                    f"{field} {raw!r} steps back (..) out of the symlink {'/'.join(out)!r}, which would "
+                    "lead past the link's target; send the path without '..' (e.g. the file's real path)",
+                    field=field,
+                )
+            out.pop()
+            continue
+        out.append(segment)
+    return "/".join(out) or "."
+
+
+def normalize_paths(
+    raws: Iterable[str] | None,
+    repo_root: str,
+    *,
+    field: str,
+    is_link: Callable[[str], bool] | None = None,
+) -> tuple[str, ...]:
     """Normalises a list of paths, dropping duplicates but keeping the caller's order."""
     if raws is None:
         return ()
@@ -69,7 +107,7 @@ def normalize_paths(raws: Iterable[str] | None, repo_root: str, *, field: str) -
         )
     seen: dict[str, None] = {}
     for index, raw in enumerate(items):
-        seen.setdefault(normalize_path(raw, repo_root, field=f"{field}[{index}]"), None)
+        seen.setdefault(normalize_path(raw, repo_root, field=f"{field}[{index}]", is_link=is_link), None)
     return tuple(seen)
 
 

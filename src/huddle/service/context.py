@@ -75,11 +75,12 @@ class ServiceContext:
 
     def path(self, raw: str, field: str = "path") -> str:
         """`raw` as the repo-relative path of the file itself (symlinks inside the repo resolved)."""
-        return self.aliases.canonical(paths.normalize_path(raw, self.repo_root, field=field))
+        normal = paths.normalize_path(raw, self.repo_root, field=field, is_link=self.aliases.is_link)
+        return self.aliases.canonical(normal, field)
 
     def paths(self, raws: Sequence[str] | None, field: str) -> tuple[str, ...]:
-        normal = paths.normalize_paths(raws, self.repo_root, field=field)
-        return tuple(dict.fromkeys(self.aliases.canonical(p) for p in normal))
+        normal = paths.normalize_paths(raws, self.repo_root, field=field, is_link=self.aliases.is_link)
+        return tuple(dict.fromkeys(self.aliases.canonical(p, field) for p in normal))
 
     def online_since(self, now: float) -> float:
         """Agents seen at or after this instant count as online."""

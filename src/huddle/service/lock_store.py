@@ -42,16 +42,16 @@ def candidate_clause(patterns: Iterable[LockPattern]) -> tuple[str, list[Any]]:
         if pattern.anchor == "":
             return "1 = 1", []
         prefixes.update(anchor_prefixes(pattern.anchor))
-        if pattern.kind == "file":
-            continue
-        # Anchors below a directory or glob anchor (which ends in '/'): an exact prefix range.
-        upper = prefix_upper_bound(pattern.anchor)
+        # Anchors below a directory or glob anchor (which ends in '/'), or below a file name,
+        # which covers its subtree too: an exact prefix range.
+        below = pattern.anchor if pattern.anchor.endswith("/") else pattern.anchor + "/"
+        upper = prefix_upper_bound(below)
         if upper is None:
-            ranges.append("(anchor > ?)")
-            params.append(pattern.anchor)
+            ranges.append("(anchor >= ?)")
+            params.append(below)
         else:
-            ranges.append("(anchor > ? AND anchor < ?)")
-            params += [pattern.anchor, upper]
+            ranges.append("(anchor >= ? AND anchor < ?)")
+            params += [below, upper]
     ordered = sorted(prefixes)
     clause = " OR ".join([f"anchor IN ({placeholders(ordered)})", *ranges])
     return f"({clause})", [*ordered, *params]

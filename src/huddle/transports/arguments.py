@@ -123,13 +123,19 @@ def check_values(args: dict[str, Any]) -> None:
             stack.extend((where, item, depth + 1) for item in items)
         elif isinstance(value, _Oversized):
             raise InvalidInput(
-                f"{where} is an integer of {value.digits} digits; it must be between {MIN_INT} and {MAX_INT}",
+                # Not the 64-bit bounds: they are not this field's range, and naming them misleads.
+                f"{where} is an integer of {value.digits} digits, larger than any value this field takes; "
+                "send a number in the field's range (see the tool's description)",
                 field=where,
             )
         elif isinstance(value, bool):
             continue
         elif isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
-            raise InvalidInput(f"{where} must be between {MIN_INT} and {MAX_INT}", field=where)
+            raise InvalidInput(
+                f"{where} is beyond 64 bits, larger than any value this field takes; send a number in the"
+                " field's range (see the tool's description)",
+                field=where,
+            )
         elif isinstance(value, float) and not math.isfinite(value):
             raise InvalidInput(f"{where} must be a finite number (got {value}); send a smaller number", field=where)
 

@@ -24,7 +24,7 @@ from huddle.errors import HuddleError, InvalidInput
 from huddle.service.guard import GuardService
 from huddle.service.hooks import ClaudeHookService, parse_body
 from huddle.transports.arguments import check_values, parse_json_value
-from huddle.transports.http import error_response
+from huddle.transports.http import error_response, json_body_required
 
 AGENT_HEADER = "x-huddle-agent"
 
@@ -56,6 +56,7 @@ def _payload(body: bytes) -> dict[str, Any]:
 
 def hook_routes(hooks: ClaudeHookService, guard: GuardService) -> list[BaseRoute]:
     async def claude(request: Request) -> dict[str, Any]:
+        json_body_required(request)  # a cross-site form or text/plain post must not mutate state
         payload = _payload(await request.body())
         declared = request.headers.get(AGENT_HEADER, "").strip() or None
         return await hooks.handle(request.path_params["event"], payload, declared)
@@ -67,11 +68,13 @@ def hook_routes(hooks: ClaudeHookService, guard: GuardService) -> list[BaseRoute
         return {"ok": True, "agent_id": await hooks.agent_in(cwd)}
 
     async def pre_commit(request: Request) -> dict[str, Any]:
+        json_body_required(request)  # a cross-site form or text/plain post must not mutate state
         body = _payload(await request.body())
         paths = _required(body, "paths", list, "a list of staged repo-relative paths")
         return await guard.pre_commit(paths, _opt(body, "agent_id"), _opt(body, "worktree"))
 
     async def pre_push(request: Request) -> dict[str, Any]:
+        json_body_required(request)  # a cross-site form or text/plain post must not mutate state
         body = _payload(await request.body())
         branch = _required(body, "branch", str, "the name of the branch being pushed")
         return await guard.pre_push(branch, _opt(body, "agent_id"), _opt(body, "worktree"))

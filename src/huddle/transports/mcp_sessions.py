@@ -8,9 +8,15 @@ refuses every legitimate agent for half an hour. Here:
 - the idle timeout is a setting (`mcp_session_idle_s`, 10 minutes by default);
 - each client address has its own cap (`mcp_sessions_per_client`), and the whole server one
   (`mcp_max_sessions`);
-- at either cap the least recently used *idle* session (no request or stream in flight) of that
-  client — or, at the server cap, of anyone — is closed to make room, so a new client is served.
-  Only when every session is busy is a new one refused (503).
+- at the client's cap, that client's least recently used *idle* session (no request or stream in
+  flight) is closed to make room. If all of its sessions are busy (e.g. each holds a standalone
+  GET stream), the client is refused with 429 naming the cap — it never gets more than its share.
+  On a loopback address every local agent shares one address and cannot be told apart, so there
+  the address's least recently used session is closed even if busy, rather than refusing;
+- at the server's cap, the session closed is one of the client holding the most sessions (its
+  least recently used idle one, else anyone's idle one, else — if the newcomer is a different
+  client — that hog's least recently used busy one). The hog itself is refused (429), never a
+  different newcomer.
 
 An evicted session's id answers 404, which the MCP specification tells clients to handle by
 initialising again. The SDK's session table is the source of truth; this class only adds the
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,10 +37,12 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from huddle.settings import Settings
+from huddle.transports.origin import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +82,11 @@ class BoundedSessionManager(StreamableHTTPSessionManager):
         usage = self.usage.get(session_id) if session_id else None
         if usage is None:
             _client.set(client)
+            reason = None if session_id else self._make_room(client)
+            if reason is not None:
+                body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": reason}}
+                await JSONResponse(body, status_code=429)(scope, receive, send)
+                return
             await super()._handle_stateful_request(scope, receive, send)
             return
         usage.in_flight += 1
@@ -84,35 +98,57 @@ class BoundedSessionManager(StreamableHTTPSessionManager):
             usage.last_used = self.clock()
 
     def _admit_session(self, requestor: Any) -> StreamableHTTPServerTransport | None:
-        client = _client.get()
-        if self.open_sessions(client) >= self.per_client:
-            self._evict_idle(client)
-        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
-            self._evict_idle(None)
+        if self._make_room(_client.get()) is not None:
+            return None  # filled up since the request was checked; the SDK answers 503
         transport = super()._admit_session(requestor)
         if transport is not None and transport.mcp_session_id is not None:
-            self.usage[transport.mcp_session_id] = _Usage(client, self.clock())
+            self.usage[transport.mcp_session_id] = _Usage(_client.get(), self.clock())
         return transport
 
-    def _evict_idle(self, client: str | None) -> None:
-        """Closes the least recently used idle session (of `client`, or of anyone)."""
+    def _make_room(self, client: str) -> str | None:
+        """Closes a session so `client` may open one, or says why it may not (see the module doc)."""
+        if self.open_sessions(client) >= self.per_client and not self._evict(client, busy_too=is_loopback(client)):
+            return (
+                f"client {client} already holds {self.open_sessions(client)} MCP sessions, all busy: the "
+                f"mcp_sessions_per_client cap is {self.per_client}. Close sessions you no longer use "
+                "(DELETE /mcp with their mcp-session-id) or end their GET streams, then initialize again"
+            )
+        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
+            counts = Counter(u.client for u in self.usage.values())
+            hog = max(counts, key=lambda c: (counts[c], c != client), default=None)
+            if hog is None or not (
+                self._evict(hog, busy_too=False)
+                or self._evict(None, busy_too=False)
+                or (hog != client and self._evict(hog, busy_too=True))
+            ):
+                return (
+                    f"the server holds {len(self._server_instances)} MCP sessions, its mcp_max_sessions cap, and "
+                    f"client {client} holds the most ({counts.get(client, 0)}), all busy; close sessions you no "
+                    "longer use (DELETE /mcp) and initialize again"
+                )
+        return None
+
+    def _evict(self, client: str | None, *, busy_too: bool) -> bool:
+        """Closes the least recently used idle session (of `client`, or of anyone); with
+        `busy_too`, a busy one when none is idle. False when there was none to close."""
         idle = [
-            (u.last_used, sid)
+            (u.in_flight > 0, u.last_used, sid)
             for sid, u in self.usage.items()
-            if u.in_flight == 0 and (client is None or u.client == client)
+            if (busy_too or u.in_flight == 0) and (client is None or u.client == client)
         ]
         if not idle:
-            return
-        _, victim = min(idle)
+            return False
+        *_, victim = min(idle)
         transport = self._server_instances.pop(victim, None)
         self._session_owners.pop(victim, None)
         self.usage.pop(victim, None)
         self.evicted += 1
-        log.debug("closing idle MCP session %s of %s to make room", victim[:12], client or "any client")
+        log.debug("closing MCP session %s of %s to make room", victim[:12], client or "any client")
         # Ending the session's idle scope stops its server task, which terminates the transport;
         # it is already gone from the table, so its id answers 404 from now on.
         if transport is not None and transport.idle_scope is not None:
             transport.idle_scope.cancel()
+        return True
 
     async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
         self.usage.pop(session_id, None)
