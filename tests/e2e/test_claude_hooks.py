@@ -370,7 +370,7 @@ def test_malformed_hook_payloads_get_a_422_naming_the_field(huddle_server, repo,
     content = edit(alice_session, repo, "a.py", "x", "y")
     content.update(tool_name="Write", tool_input={"file_path": str(repo / "a.py"), "content": 5})
     assert httpx.post(url, json=content).json()["field"] == "tool_input.content"
-    deep = httpx.post(url, content=b"[" * 100_000 + b"]" * 100_000)
+    deep = httpx.post(url, content=b"[" * 100_000 + b"]" * 100_000, headers={"Content-Type": "application/json"})
     assert deep.status_code == 422 and "nested more than" in deep.json()["error"]
 
 
