@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from helpers import ServerProcess
+from huddle.testing import server_command
 from push_helpers import (
     TestBroker,
     accepts,
@@ -263,20 +263,7 @@ async def test_a_broker_restart_loses_no_event_for_a_persistent_subscriber(serve
 
 def _start_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "huddle.cli.main",
-            "server",
-            "start",
-            "--port",
-            "0",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--repo",
-            str(tmp_path),
-            *args,
-        ],
+        server_command(tmp_path / "data", tmp_path, *args, mqtt_port=None),
         capture_output=True,
         text=True,
         timeout=60,
