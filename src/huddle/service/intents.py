@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
-from huddle.domain import validate
+from huddle.domain import impact_report, validate
 from huddle.domain.events import Kind, iso
 from huddle.domain.ids import intent_ref, parse_ref
 from huddle.domain.paths import normalize_module
@@ -78,15 +78,7 @@ class IntentService:
         if not found:
             return []
         found = refine_with_symbols(unit, self.ctx, request, found)
-        ids = sorted(found)
-        online = {
-            r["agent_id"]
-            for r in unit.tx.all(
-                f"SELECT agent_id FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?"
-                f" AND agent_id IN ({placeholders(ids)})",
-                (unit.project, self.ctx.online_since(unit.now), *ids),
-            )
-        }
+        online = _online(unit, self.ctx.online_since(unit.now), found)
         # A person at the dashboard is never a party to a collision: only agents are scored.
         return score_agents({a: e for a, e in found.items() if a in online and not a.startswith(OVERSEER_PREFIX)})
 
@@ -115,7 +107,8 @@ class IntentService:
             intent_id=number,
             respondents=concerned,
             target_files=req.target_files,
-            impacts=[i.to_dict() for i in impacts],
+            # The thread is about its respondents: their impacts, not every gray zone around them.
+            impacts=[i.to_dict() for i in impacts if i.category == "concerned"],
         )
 
     async def announce(
@@ -133,7 +126,8 @@ class IntentService:
     ) -> dict[str, Any]:
         """Records an intent, scores it against every online agent, and opens a thread at ≥ 90.
 
-        Returns `{intent_id, verdict, thread_id, impacts}`. Raises NotFound for an unknown agent
+        Returns `{intent_id, verdict, thread_id, impacts, impact_summary}`: the strongest impacts in
+        full, counts over all of them (domain/impact_report.py). Raises NotFound for an unknown agent
         and InvalidInput for bad fields; nothing is written in either case. A git_* intent may name
         no files: it targets `branch` (default: the branch the agent registered with).
         """
@@ -150,7 +144,7 @@ class IntentService:
             req = _scoped(self._with_agent_context(unit, request))
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
-            impact_dicts = [i.to_dict() for i in impacts]
+            told = impact_report.report(impacts)
             row = unit.tx.one(
                 "INSERT INTO intents (project, agent_id, subject, plan, kind, status, created_at, expires_at,"
                 " branch, target_files, depends_on_files, target_modules, target_symbols, verdict, impacts)"
@@ -164,7 +158,7 @@ class IntentService:
                     unit.now,
                     unit.now + ttl,
                     req.branch,
-                    *_scored_columns(req, outcome, impact_dicts),
+                    *_scored_columns(req, outcome, told.stored),
                 ),
             )
             assert row is not None
@@ -188,24 +182,26 @@ class IntentService:
                 verdict=outcome,
                 max_score=impacts[0].score if impacts else 0,
             )
-            for impact in impacts:
-                if impact.category == "gray_zone":
-                    unit.emit(
-                        Kind.IMPACT_AWARENESS,
-                        actor=req.agent_id,
-                        audience=[req.agent_id, impact.agent_id],
-                        intent_id=ref,
-                        subject=subject,
-                        other_agent=impact.agent_id,
-                        score=impact.score,
-                        category=impact.category,
-                        evidence=impact.to_dict()["evidence"],
-                    )
+            for group in impact_report.awareness_groups(impacts):
+                unit.emit(
+                    Kind.IMPACT_AWARENESS,
+                    actor=req.agent_id,
+                    audience=[req.agent_id, *group.agents],
+                    intent_id=ref,
+                    subject=subject,
+                    # One agent: named as before. A group: its size; the audience names its members.
+                    other_agent=group.agents[0] if len(group.agents) == 1 else None,
+                    affected=len(group.agents),
+                    score=group.score,
+                    category=group.category,
+                    evidence=group.evidence,
+                )
             return {
                 "intent_id": ref,
                 "verdict": outcome,
                 "thread_id": thread_id,
-                "impacts": impact_dicts,
+                "impacts": told.shown,
+                "impact_summary": told.summary,
                 "expires_at": iso(unit.now + ttl),
                 "next": _next_step(outcome, thread_id),
             }
@@ -221,8 +217,12 @@ class IntentService:
         target_modules: Sequence[str] | None = None,
         target_symbols: Sequence[str] | None = None,
         branch: str | None = None,
+        *,
+        limit: int | None = impact_report.TOP_IMPACTS,
     ) -> dict[str, Any]:
-        """The announce scoring as a dry run: same answer, nothing written (F-14)."""
+        """The announce scoring as a dry run: same answer, nothing written (F-14).
+
+        `limit` is how many impacts are shown in full (None: all, for callers inside the server)."""
         request = self._request(agent_id, target_files, depends_on_files, target_modules, target_symbols, kind, branch)
 
         def read(unit: Unit) -> dict[str, Any]:
@@ -231,10 +231,12 @@ class IntentService:
             )
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
+            told = impact_report.report(impacts, limit)
             return {
                 "verdict": outcome,
                 "safe_to_proceed": outcome == "proceed",
-                "impacts": [i.to_dict() for i in impacts],
+                "impacts": told.shown,
+                "impact_summary": told.summary,
             }
 
         result = await self.ctx.store.read(read)
@@ -340,7 +342,7 @@ class IntentService:
             _scoped(req)
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
-            impact_dicts = [i.to_dict() for i in impacts]
+            told = impact_report.report(impacts)
             title = new_subject or row["subject"]
             expires_at = unit.now + ttl if ttl is not None else row["expires_at"]
             unit.tx.execute("DELETE FROM intent_paths WHERE intent_id = ?", (number,))
@@ -361,7 +363,7 @@ class IntentService:
             if not live_thread:
                 thread_id = self._consult(unit, req, title, number, impacts) or thread_id
             # Everyone the change may concern: who collided before, who collides now, the thread's members.
-            before = [i["agent_id"] for i in json.loads(row["impacts"] or "[]") if i.get("category") != "pass"]
+            before = impact_report.stored_agents(json.loads(row["impacts"] or "[]"))
             after = [i.agent_id for i in impacts if i.category != "pass"]
             unit.tx.execute(
                 "UPDATE intents SET subject = ?, plan = ?, target_files = ?, depends_on_files = ?, target_modules = ?,"
@@ -369,7 +371,7 @@ class IntentService:
                 (
                     title,
                     new_plan if plan is not None else row["plan"],
-                    *_scored_columns(req, outcome, impact_dicts),
+                    *_scored_columns(req, outcome, told.stored),
                     expires_at,
                     thread_id,
                     number,
@@ -391,7 +393,8 @@ class IntentService:
                 "intent_id": ref,
                 "verdict": outcome,
                 "thread_id": thread_id,
-                "impacts": impact_dicts,
+                "impacts": told.shown,
+                "impact_summary": told.summary,
                 "expires_at": iso(expires_at),
                 "next": _next_step(outcome, thread_id),
             }
@@ -414,6 +417,22 @@ class IntentService:
         for row in rows:
             end_intent(unit, int(row["id"]), "expired", actor=row["agent_id"])
         return len(rows)
+
+
+ONLINE_BY_ID_UP_TO = 64
+
+
+def _online(unit: Unit, since: float, candidates: Collection[str]) -> set[str]:
+    """Which candidates are online. A few are looked up by id; a crowd (more than
+    ONLINE_BY_ID_UP_TO) by one index range over the project's online agents, which costs less than
+    binding a long IN list and at that size reads about as many rows."""
+    sql = "SELECT agent_id FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?"
+    if len(candidates) > ONLINE_BY_ID_UP_TO:
+        return {r["agent_id"] for r in unit.tx.all(sql, (unit.project, since))} & set(candidates)
+    ids = sorted(candidates)
+    return {
+        r["agent_id"] for r in unit.tx.all(f"{sql} AND agent_id IN ({placeholders(ids)})", (unit.project, since, *ids))
+    }
 
 
 def _scoped(request: WorkRequest) -> WorkRequest:

@@ -154,7 +154,17 @@ def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str)
         f"SELECT {columns} FROM {table} WHERE project = ? AND agent_id != ? AND ({' OR '.join(clauses)}){live}",
         (unit.project, me, *params),
     )
-    return [r for r in rows if any(modules_related(r["module"], m) for m in modules)]
+    # Rows share few distinct modules (a crowd on one module is one), so each is judged once.
+    related: dict[str, bool] = {}
+    out = []
+    for row in rows:
+        module = row["module"]
+        ok = related.get(module)
+        if ok is None:
+            ok = related[module] = any(modules_related(module, m) for m in modules)
+        if ok:
+            out.append(row)
+    return out
 
 
 class SameModule:
@@ -167,15 +177,18 @@ class SameModule:
         by_agent: dict[str, set[str]] = {}
         for row in rows:
             by_agent.setdefault(row["agent_id"], set()).add(row["module"])
+        # A crowd on one module shares one Evidence object: built once, and reported to it as one group.
+        made: dict[frozenset[str], Evidence] = {}
         for agent_id, theirs in by_agent.items():
-            names = ", ".join(sorted(theirs))
-            yield (
-                agent_id,
-                Evidence(
+            key = frozenset(theirs)
+            evidence = made.get(key)
+            if evidence is None:
+                names = sorted(theirs)
+                evidence = made[key] = Evidence(
                     Layer.SAME_MODULE,
                     Layer.SCORES[Layer.SAME_MODULE],
                     (),
-                    f"they work in module {names}, related to yours ({', '.join(request.modules)})",
-                    extra={"modules": sorted(theirs)},
-                ),
-            )
+                    f"they work in module {', '.join(names)}, related to yours ({', '.join(request.modules)})",
+                    extra={"modules": names},
+                )
+            yield agent_id, evidence
