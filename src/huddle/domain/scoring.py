@@ -64,7 +64,7 @@ class Evidence:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one object per impacted agent, not two (crowds)
 class Impact:
     agent_id: str
     score: int

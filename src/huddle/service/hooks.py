@@ -198,7 +198,9 @@ class ClaudeHookService:
         ]
         if holders:
             return wire.decision_output("deny", deny_reason(path, holders), news)
-        conflicts = await self.c.intents.check_conflicts(agent, [path])
+        # Every impact, not the strongest ten an agent's answer shows: what makes the hook ask must not
+        # be cut off by a crowd of lesser ones; `collisions` bounds the text instead.
+        conflicts = await self.c.intents.check_conflicts(agent, [path], limit=None)
         ask, warn = collisions(conflicts["impacts"])
         context = "\n".join(x for x in (news, warn) if x) or None
         if ask:
@@ -325,11 +327,21 @@ def collisions(impacts: list[dict[str, Any]]) -> tuple[str | None, str | None]:
     ask = None
     if asks:
         ask = (
-            "collides with " + "; ".join(asks) + ". Coordinate first: announce_work opens a consultation thread, "
+            "collides with " + _listed(asks) + ". Coordinate first: announce_work opens a consultation thread, "
             "or send_message to them."
         )
-    warn = ("Huddle: overlapping work — " + "; ".join(warns)) if warns else None
+    warn = ("Huddle: overlapping work — " + _listed(warns)) if warns else None
     return ask, warn
+
+
+HOOK_LISTS_UP_TO = 10
+
+
+def _listed(items: list[str]) -> str:
+    """At most HOOK_LISTS_UP_TO items, then how many more: a crowd must not flood the agent's context."""
+    shown = "; ".join(items[:HOOK_LISTS_UP_TO])
+    more = len(items) - HOOK_LISTS_UP_TO
+    return shown + (f"; and {more} more" if more > 0 else "")
 
 
 def briefing_text(

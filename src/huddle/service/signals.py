@@ -174,16 +174,23 @@ class SameModule:
         rows = related_module_rows(unit, "intent_modules", request.modules, request.agent_id) + related_module_rows(
             unit, "agent_modules", request.modules, request.agent_id
         )
-        by_agent: dict[str, set[str]] = {}
+        # Their module, or their modules when several: a crowd on one module allocates nothing per agent
+        # here, and shares one Evidence object (built once, reported to it as one group).
+        by_agent: dict[str, str | frozenset[str]] = {}
         for row in rows:
-            by_agent.setdefault(row["agent_id"], set()).add(row["module"])
-        # A crowd on one module shares one Evidence object: built once, and reported to it as one group.
-        made: dict[frozenset[str], Evidence] = {}
-        for agent_id, theirs in by_agent.items():
-            key = frozenset(theirs)
+            agent, module = row["agent_id"], row["module"]
+            have = by_agent.get(agent)
+            if have is None or have == module:
+                by_agent[agent] = module
+            elif isinstance(have, str):
+                by_agent[agent] = frozenset((have, module))
+            else:
+                by_agent[agent] = have | {module}
+        made: dict[str | frozenset[str], Evidence] = {}
+        for agent_id, key in by_agent.items():
             evidence = made.get(key)
             if evidence is None:
-                names = sorted(theirs)
+                names = [key] if isinstance(key, str) else sorted(key)
                 evidence = made[key] = Evidence(
                     Layer.SAME_MODULE,
                     Layer.SCORES[Layer.SAME_MODULE],
