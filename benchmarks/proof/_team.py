@@ -479,6 +479,7 @@ class Crash:
     takeover_s: float | None = None  # kill → a survivor reports leader on /readyz
     swept_s: float | None = None  # kill → a short intent announced after it ended as expired
     lease_swept: bool = False  # a lease that ran out after the kill was freed (lock.expired)
+    ledger: Ledger = field(default_factory=Ledger)  # every acknowledged write of the round
 
     def report(self) -> dict[str, Any]:
         return {
@@ -544,10 +545,10 @@ async def kill_under_load(
             limit_s=TAKEOVER_LIMIT_S,
         )
         crash.lease_swept = freed["path"] == f"{tag}/lease.py"
-        everything: Ledger = union(*ledgers)
-        crash.acknowledged_writes = everything.count()
+        crash.ledger = union(*ledgers)
+        crash.acknowledged_writes = crash.ledger.count()
         for i in survivors:
-            crash.lost += [f"instance {i + 1}: {what}" for what in await missing(urls[i], everything)]
+            crash.lost += [f"instance {i + 1}: {what}" for what in await missing(urls[i], crash.ledger)]
         return crash
     finally:
         await close(http)
