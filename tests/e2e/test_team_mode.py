@@ -210,6 +210,7 @@ async def test_a_cursor_tail_sees_every_event_once_in_order_while_three_instance
 
 # Last in the module: it leaves the shared team with two instances.
 async def test_kill_9_of_the_leader_under_load_loses_no_acknowledged_write_and_moves_its_jobs(three_instances: Team):
+    require_mosquitto()
     team = three_instances
     crash = await kill_under_load(team.urls, team.kill, "k", clients_per_instance=3, seed=9)
     report = crash.report()
