@@ -209,10 +209,18 @@ class ClaudeHookService:
         return wire.decision_output("allow", "", context)
 
     async def repo_path(self, raw: str, payload: Mapping[str, Any]) -> str | None:
-        """The repo-relative path of a hook's file path (through worktrees and symlinks); None if outside."""
-        cwd = payload.get("cwd")
+        """The file's one name (through worktrees and symlinks, service/repo_aliases.py); None when it is
+        outside the repository or names no file (a symlink loop): then there is nothing to coordinate."""
+        cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else None
+        field = "tool_input.file_path"
+        name: str | None
         try:
-            return await self.paths.relative(raw, cwd if isinstance(cwd, str) else None)
+            name = await self.paths.relative(raw, cwd, field)
+        except InvalidInput:
+            # Outside the repository and its checkouts — unless a symlink in the repository leads there.
+            name = self.paths.absolute(raw, cwd)
+        try:
+            return self.ctx.path(name, field) if name else None
         except InvalidInput:
             return None
 

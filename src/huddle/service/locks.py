@@ -16,6 +16,13 @@ Rules this service adds (documented in docs/coordination.md):
 - Expired leases are removed by the sweeper (and before every acquire) and their holder gets a
   `lock.expired` event. Deregistering releases an agent's locks at once; going offline does not —
   its leases end by their own TTL.
+- A directory lease is refused while a symlink below the directory leads out of it
+  (`src/` holding `src/link → ../lib`). Covering the link's target instead was considered and
+  rejected: a later request for `lib/x.py` would then have to learn which held directories reach
+  `lib/` through some link — a walk of every held directory on every request instead of one index
+  lookup — and a link made or moved later would silently change what an old lease covers. Refusing
+  keeps "one name per file" (service/repo_aliases.py): every lease names files by their real names,
+  as globs already must. Links that stay inside the directory, and links that loop, are fine.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from huddle.domain.locks import (
 )
 from huddle.domain.scoring import Evidence, Layer
 from huddle.errors import InvalidInput, NotFound
+from huddle.service import repo_aliases
 from huddle.service.agents import touch
 from huddle.service.context import ServiceContext, WorkRequest, placeholders
 from huddle.service.lock_store import (
@@ -122,6 +130,29 @@ class LockService:
         self._disk_cache[relative] = (kind, now)
         return kind
 
+    async def _refuse_links_leaving(self, pattern: LockPattern, raw: str) -> None:
+        """A directory lease must not reach files under other names through a symlink (see the rules above)."""
+        # A walk of the directory: off the event loop, remembered for a few seconds by RepoAliases.
+        leaving = await asyncio.to_thread(self.ctx.aliases.links_leaving, pattern.path)
+        if leaving is None:
+            raise InvalidInput(
+                f"path {raw!r}: the directory {pattern.path} holds more than {repo_aliases.MAX_LINK_SCAN} entries "
+                "to check for symlinks that lead out of it; lease a deeper directory (e.g. src/auth/) or the files "
+                "themselves",
+                field="path",
+            )
+        if leaving:
+            link, target = leaving[0]
+            where = "the repository root" if target == "." else repr(target)
+            more = f" (and {len(leaving) - 1} more such links)" if len(leaving) > 1 else ""
+            raise InvalidInput(
+                f"path {raw!r}: the symlink {link!r} below {pattern.path} leads to {where}, outside the directory"
+                f"{more}, so the lease would cover those files under another name while a lease on their real "
+                "name would not meet it; lease the directories or files beside the link by their real names "
+                "(and the link's target by its own), or remove the link",
+                field="path",
+            )
+
     def _renamed_to_directories(self, unit: Unit, pattern: LockPattern) -> None:
         """Leases taken on a name while it was a file, that is a directory now, become directory
         leases before `pattern` is checked against them — else the directory would escape them."""
@@ -150,6 +181,8 @@ class LockService:
         pattern = self.target(path)
         ttl = self._ttl(ttl_s)
         wait = validate.number(wait_s, "wait_s", low=0, high=MAX_WAIT_S, default=0.0)
+        if pattern.kind == "dir":
+            await self._refuse_links_leaving(pattern, path)
         if wait <= 0 or mode == INTENT:
             return await self.ctx.store.write(lambda unit: self._acquire(unit, agent, pattern, mode, ttl, 0.0))
 
