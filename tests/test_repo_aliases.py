@@ -11,6 +11,8 @@ import pytest
 from huddle.errors import InvalidInput
 from huddle.service import repo_aliases
 from huddle.service.coordinator import Coordinator
+from huddle.service.guard import GuardService
+from huddle.service.hooks import ClaudeHookService
 from huddle.service.repo_aliases import RepoAliases
 
 
@@ -132,6 +134,18 @@ async def test_a_name_through_a_symlink_loop_is_refused_naming_the_field_and_the
         await coordinator.intents.announce("alice", "x", ["ok.py", "a/f.py"])
     assert caught.value.field == "target_files[1]"
     assert (await coordinator.locks.list_locks())["locks"] == []
+
+
+async def test_the_commit_guard_passes_over_a_staged_symlink_that_loops_and_checks_the_rest(
+    coordinator: Coordinator, repo: Path
+) -> None:
+    self_loop(repo)
+    (repo / "x.py").write_text("")
+    await register(coordinator, "alice", "bob")
+    assert (await coordinator.locks.acquire("alice", "x.py"))["granted"]
+    guard = GuardService(coordinator, ClaudeHookService(coordinator))
+    verdict = await guard.pre_commit(["a", "x.py"], agent_id="bob")
+    assert not verdict["ok"] and [b["path"] for b in verdict["blocked"]] == ["x.py"]
 
 
 async def test_a_loop_below_a_directory_neither_hangs_its_walk_nor_stops_its_lease(

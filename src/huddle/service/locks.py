@@ -77,6 +77,9 @@ from huddle.storage.base import Row, Unit
 MIN_TTL_S = 1.0
 MAX_TTL_S = 24 * 3600.0
 MAX_WAIT_S = 300.0
+# Whole numbers, as the tool schemas state them.
+TTL_RANGE = (int(MIN_TTL_S), int(MAX_TTL_S))
+WAIT_RANGE = (0, int(MAX_WAIT_S))
 MAX_LOCKS_PER_AGENT = 1000
 LIST_LIMIT = 1000
 # A queued request whose caller vanished without cleaning up is dropped this long after its deadline.
@@ -163,7 +166,7 @@ class LockService:
 
     def _ttl(self, ttl_s: float | None) -> float:
         default = min(self.ctx.settings.lock_ttl_s, MAX_TTL_S)
-        return validate.number(ttl_s, "ttl_s", low=MIN_TTL_S, high=MAX_TTL_S, default=default)
+        return validate.within(ttl_s, "ttl_s", TTL_RANGE, default=default)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -180,7 +183,7 @@ class LockService:
         mode = validate.choice(mode, "mode", MODES)
         pattern = self.target(path)
         ttl = self._ttl(ttl_s)
-        wait = validate.number(wait_s, "wait_s", low=0, high=MAX_WAIT_S, default=0.0)
+        wait = validate.within(wait_s, "wait_s", WAIT_RANGE, default=0.0)
         if pattern.kind == "dir":
             await self._refuse_links_leaving(pattern, path)
         if wait <= 0 or mode == INTENT:
@@ -582,11 +585,11 @@ class LockService:
 
 
 def _token(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(
             "fencing_token must be a positive whole number, as acquire_lock returned it", field="fencing_token"
         )
-    return value
+    return int(validate.within(value, "fencing_token", validate.ID_RANGE, default=1))
 
 
 def fencing_verdict(live: list[Row], token: int, path: str, now: float) -> dict[str, Any]:

@@ -42,6 +42,10 @@ MAX_LINK_SCAN = 50_000
 ROOT = "."  # `_resolve`'s answer for the repository itself or a directory holding it
 
 
+class SymlinkLoop(InvalidInput):
+    """A name that runs into a symlink loop: it names no file (callers that only look may skip it)."""
+
+
 class RepoAliases:
     def __init__(self, root: str, clock: Callable[[], float] = time.monotonic):
         self.root = os.path.realpath(root)
@@ -124,7 +128,7 @@ class RepoAliases:
     def _resolve_or_refuse(self, head: str, raw: str, field: str) -> str:
         resolved, loop = self._resolve(head)
         if loop is not None:
-            raise InvalidInput(
+            raise SymlinkLoop(
                 f"{field} {raw!r} runs into a symlink loop at {loop!r} (a link that leads back to itself, "
                 "directly or through other links, or more links in a row than the system follows), so it "
                 f"names no file; fix or remove the link {loop!r}, or name the file by its real path",
