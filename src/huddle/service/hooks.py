@@ -16,6 +16,7 @@ the same transaction that reads the events, so each event is delivered exactly o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -213,14 +214,20 @@ class ClaudeHookService:
         outside the repository or names no file (a symlink loop): then there is nothing to coordinate."""
         cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else None
         field = "tool_input.file_path"
-        name: str | None
         try:
             name = await self.paths.relative(raw, cwd, field)
         except InvalidInput:
-            # Outside the repository and its checkouts — unless a symlink in the repository leads there.
-            name = self.paths.absolute(raw, cwd)
+            # Outside the repository and its checkouts — unless a symlink in the repository leads
+            # there. Finding out may walk the repository (service/repo_aliases.py): off the event loop.
+            outside = self.paths.absolute(raw, cwd)
+            if outside is None:
+                return None
+            try:
+                return await asyncio.to_thread(self.ctx.path, outside, field)
+            except InvalidInput:
+                return None
         try:
-            return self.ctx.path(name, field) if name else None
+            return self.ctx.path(name, field)
         except InvalidInput:
             return None
 

@@ -135,8 +135,13 @@ class LockService:
 
     async def _refuse_links_leaving(self, pattern: LockPattern, raw: str) -> None:
         """A directory lease must not reach files under other names through a symlink (see the rules above)."""
-        # A walk of the directory: off the event loop, remembered for a few seconds by RepoAliases.
-        leaving = await asyncio.to_thread(self.ctx.aliases.links_leaving, pattern.path)
+        # A walk of the directory, remembered for a few seconds by RepoAliases: off the event loop
+        # when it has to happen, inline when it is remembered (a thread hop costs more than the lookup).
+        aliases = self.ctx.aliases
+        if aliases.walked(pattern.path):
+            leaving = aliases.links_leaving(pattern.path)
+        else:
+            leaving = await asyncio.to_thread(aliases.links_leaving, pattern.path)
         if leaving is None:
             raise InvalidInput(
                 f"path {raw!r}: the directory {pattern.path} holds more than {repo_aliases.MAX_LINK_SCAN} entries "

@@ -75,6 +75,11 @@ class RepoAliases:
             self._refuse_glob_through_links(out, relative, field)
         return out
 
+    def walked(self, directory: str) -> bool:
+        """True when the links below `directory` are remembered: `links_leaving` then does no walk."""
+        cached = self._links.get(directory)
+        return cached is not None and self.clock() - cached[1] < CACHE_S
+
     def links_leaving(self, directory: str) -> tuple[tuple[str, str], ...] | None:
         """(link, where it leads) for each symlink below the canonical `directory` (ending in '/')
         whose real target lies outside it; None when the directory holds too many entries to check.
