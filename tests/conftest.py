@@ -2,7 +2,8 @@
 
 `huddle_server` starts `huddle server start --port 0` exactly as a user would and reads the port
 from the data dir's server.json; `restart()` stops it and starts it again on the same data dir.
-`coordinator` is the service API on a fresh SQLite file, for logic tests without HTTP.
+`coordinator` is the service API for logic tests without HTTP, run twice: on a fresh SQLite file
+and on a fresh PostgreSQL database (the storage contract holds on both backends).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from helpers import ServerProcess, make_coordinator
+from postgres_helpers import fresh_database
 from huddle.service.coordinator import Coordinator
 
 
@@ -60,10 +62,20 @@ def huddle_server(server_factory: Any) -> ServerProcess:
     return server
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Settings overrides selecting a backend: nothing for SQLite, a fresh database's db_url for PostgreSQL."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    with fresh_database() as url:
+        yield {"db_url": url}
+
+
 @pytest.fixture
-async def coordinator(tmp_path: Path, repo: Path) -> AsyncIterator[Coordinator]:
-    """The service API on a fresh SQLite database, with the sweeper running."""
-    coord = make_coordinator(tmp_path, repo)
+async def coordinator(tmp_path: Path, repo: Path, backend: dict[str, str]) -> AsyncIterator[Coordinator]:
+    """The service API on a fresh database of each backend, with the sweeper running."""
+    coord = make_coordinator(tmp_path, repo, **backend)
     await coord.start()
     try:
         yield coord

@@ -14,6 +14,8 @@ from mcp import Client
 from huddle.bus.memory import MemoryBus
 from huddle.service.coordinator import Coordinator
 from huddle.settings import load_settings
+from huddle.storage.base import Store
+from huddle.storage.postgres import PostgresStore
 from huddle.storage.sqlite import SqliteStore
 from huddle.testing import server_command, start_server, stop_server
 
@@ -41,10 +43,18 @@ async def call_error(client: Client, tool: str, **args: Any) -> str:
 def make_coordinator(
     tmp_path: Path, repo: Path, *, clock: Callable[[], float] = time.time, **overrides: Any
 ) -> Coordinator:
-    """A Coordinator with custom settings (start/stop it yourself); `clock` is the time its transactions see."""
+    """A Coordinator with custom settings (start/stop it yourself); `clock` is the time its transactions see.
+
+    With `db_url=` (a database from postgres_helpers.fresh_database) it runs on PostgreSQL.
+    """
     base: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "repo": str(repo), "sweep_interval_s": 0.05}
     settings = load_settings({**base, **overrides}, environ={})
-    return Coordinator(SqliteStore(settings.sqlite_path, settings.project_key, clock=clock), MemoryBus(), settings)
+    store: Store
+    if settings.db_url:
+        store = PostgresStore(settings.db_url, settings.project_key, clock=clock, poll_s=0.2)
+    else:
+        store = SqliteStore(settings.sqlite_path, settings.project_key, clock=clock)
+    return Coordinator(store, MemoryBus(), settings)
 
 
 class ManualClock:

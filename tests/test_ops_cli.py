@@ -57,7 +57,9 @@ def test_doctor_fails_with_the_start_hint_when_the_server_is_down_and_passes_whe
         (git_repo / ".mcp.json").write_text(json.dumps(entry))
         up = huddle("doctor", "--data-dir", str(data))
         assert up.returncode == 0, up.stdout
-        report = json.loads(huddle("doctor", "--json", "--url", server.url, "--repo", str(git_repo)).stdout)
+        report = json.loads(
+            huddle("doctor", "--json", "--url", server.url, "--repo", str(git_repo), "--data-dir", str(data)).stdout
+        )
         names = {c["name"]: c for c in report["checks"]}
         assert report["ok"] and {"config", "data dir", "server", "health", "mcp", "mqtt", "dashboard", "git"} <= set(
             names

@@ -16,7 +16,6 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from huddle.bus.memory import MemoryBus
-from huddle.errors import InvalidInput
 from huddle.metrics import Metrics
 from huddle.push.hub import PushHub
 from huddle.service.coordinator import Coordinator
@@ -24,6 +23,7 @@ from huddle.service.guard import GuardService
 from huddle.service.hooks import ClaudeHookService
 from huddle.settings import Settings
 from huddle.storage.base import Store
+from huddle.storage.postgres import PostgresStore
 from huddle.storage.sqlite import SqliteStore
 from huddle.transports.dashboard import DashboardCredential, DashboardCredentialGate, dashboard_routes
 from huddle.transports.hooks import hook_routes
@@ -48,9 +48,7 @@ class Huddle:
 
 def build_store(settings: Settings) -> Store:
     if settings.db_url:
-        raise InvalidInput(
-            f"db_url {settings.db_url!r} is not supported yet; leave it empty to use SQLite in the data dir"
-        )
+        return PostgresStore(settings.db_url, settings.project_key)
     return SqliteStore(settings.sqlite_path, settings.project_key)
 
 

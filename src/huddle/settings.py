@@ -43,7 +43,13 @@ class Settings:
     )
     repo: str = field(default="", metadata={"help": "Repository Huddle coordinates (default: the current directory)."})
     project: str = field(default="", metadata={"help": "Project key (default: the repository directory's name)."})
-    db_url: str = field(default="", metadata={"help": "Database URL; empty means SQLite in the data dir (huddle.db)."})
+    db_url: str = field(
+        default="",
+        metadata={
+            "help": "Database URL: empty means SQLite in the data dir (huddle.db); postgresql://user@host:5432/db "
+            "is team mode, where any number of Huddle processes share the database."
+        },
+    )
     agent_ttl_s: float = field(default=300.0, metadata={"help": "Seconds of silence after which an agent is offline."})
     intent_ttl_s: float = field(
         default=3600.0, metadata={"help": "Default lifetime of an announced intent when ttl_s is not given."}
@@ -283,6 +289,12 @@ def _validate(s: Settings) -> None:
                 f"setting allowed_origins: {origin!r} is not an origin; write scheme://host[:port], comma-separated",
                 field="allowed_origins",
             )
+    if s.db_url and not s.db_url.startswith(("postgresql://", "postgres://")):
+        raise InvalidInput(
+            "setting db_url must be empty (SQLite in the data dir) or a PostgreSQL URL such as "
+            "postgresql://huddle@127.0.0.1:5432/huddle",
+            field="db_url",
+        )
     if not 0 <= s.mqtt_port <= 65535:
         raise InvalidInput("setting mqtt_port must be between 0 and 65535 (0 picks a free port)", field="mqtt_port")
     if s.analysis not in ("on", "off"):

@@ -127,7 +127,8 @@ class Analysis:
     async def _forever(self, job: Callable[[], Awaitable[object]], period: float, wakes: bool) -> None:
         while True:
             try:
-                await job()
+                if self.ctx.leader:  # with several instances on one database, only the leader analyses
+                    await job()
             except GitError as exc:  # recorded for /readyz (no git, not a repository, old git)
                 log.warning("analysis: %s", exc)
             except Exception:  # the job recorded its error for /readyz; keep the loop alive

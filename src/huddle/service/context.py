@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -59,6 +60,10 @@ class ServiceContext:
     read_heartbeats: dict[str, float] = field(default_factory=dict)
     # files my targets depend on per the dependency map, for announces that name none (depmap.py)
     depends_from_map: Callable[[Unit, Sequence[str]], tuple[str, ...]] | None = None
+    # This server process among those sharing the database (lock queue entries are tagged with it).
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Whether this process runs the background jobs now (always, unless the database is shared).
+    leader: bool = True
 
     @property
     def project(self) -> str:

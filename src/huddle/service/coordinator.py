@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from huddle.analysis.runner import Analysis
 from huddle.background import Background
 from huddle.bus.memory import EventBus
+from huddle.service import instances
 from huddle.service.agents import AgentService
 from huddle.service.code_signals import CoChange, GitOperation, MergeConflict
 from huddle.service.context import ServiceContext
@@ -64,6 +66,7 @@ class Coordinator:
         # still reach the members who are leaving.
         self.ctx.agent_gone_hooks += [leave_threads, withdraw_agent_intents, clear_working_files]
         self.sweep_steps: list[SweepStep] = [
+            self._reap_instances,
             self.agents.expire_silent,
             self.intents.expire,
             self.threads.expire,
@@ -85,11 +88,22 @@ class Coordinator:
         if self.analysis.enabled:
             self.ctx.signal_providers += [CoChange(self.ctx), MergeConflict()]
         self._sweeper = Background("huddle-sweeper")
+        self._last_heartbeat = 0.0
         store.on_commit(bus.publish)
 
     async def start(self) -> None:
         """Opens the store (running migrations) and starts the expiry sweeper."""
         await self.store.open()
+        me = self.ctx.instance
+
+        def join(unit: Unit) -> None:
+            if not self.store.shared:
+                instances.forget_others(unit, me)
+            instances.heartbeat(unit, me)
+
+        await self.store.write(join)
+        self._last_heartbeat = time.monotonic()
+        self.ctx.leader = await self.store.lead()
         self._sweeper.start(self._sweep_forever())
         self.analysis.start()
 
@@ -107,7 +121,12 @@ class Coordinator:
         except Exception as exc:  # a broken database is exactly what readiness reports
             database = {"ok": False, "error": str(exc)}
         alive = self._sweeper.running
-        return {"database": database, "sweeper": {"ok": alive}, "analysis": self.analysis.readiness()}
+        return {
+            "database": database,
+            # On a shared database only the leader sweeps; every instance's loop must be alive.
+            "sweeper": {"ok": alive, "leader": self.ctx.leader, "instance": self.ctx.instance},
+            "analysis": self.analysis.readiness(),
+        }
 
     async def sweep(self) -> int:
         """Runs every expiry step once; returns how many records changed.
@@ -125,9 +144,26 @@ class Coordinator:
         return changed
 
     async def _sweep_forever(self) -> None:
+        """Heartbeat, leader election and (on the leader only) the expiry sweep, every interval."""
         while True:
             try:
-                await self.sweep()
+                await self._heartbeat()
+                self.ctx.leader = await self.store.lead()
+                if self.ctx.leader:
+                    await self.sweep()
             except Exception:  # keep sweeping: one bad step must not stop expiry for good
                 log.exception("sweep failed")
             await asyncio.sleep(self.settings.sweep_interval_s)
+
+    def _reap_instances(self, unit: Unit) -> int:
+        """Sweeper step: the sweeping instance is alive (its heartbeat is refreshed first, in the
+        transaction's own clock); instances silent past their TTL are forgotten."""
+        instances.heartbeat(unit, self.ctx.instance)
+        return instances.reap(unit)
+
+    async def _heartbeat(self) -> None:
+        if time.monotonic() - self._last_heartbeat < instances.HEARTBEAT_S:
+            return
+        me = self.ctx.instance
+        await self.store.write(lambda unit: instances.heartbeat(unit, me))
+        self._last_heartbeat = time.monotonic()

@@ -14,7 +14,7 @@ from huddle.domain.events import Kind, iso
 from huddle.errors import InvalidInput
 from huddle.service.agents import require_agent, touch
 from huddle.service.context import ServiceContext, dumps
-from huddle.storage.base import Unit
+from huddle.storage.base import Unit, distinct_list
 
 MAX_RANGES = 200
 EDITING_TTL_RANGE = (1, 3600)
@@ -143,8 +143,9 @@ class FileService:
 
         def read(unit: Unit) -> dict[str, Any]:
             rows = unit.tx.all(
-                "SELECT path, COUNT(*) AS edits, COUNT(DISTINCT agent_id) AS agents, GROUP_CONCAT(DISTINCT agent_id)"
-                " AS who, MAX(ts) AS last FROM file_edits WHERE project = ? AND ts >= ? GROUP BY path"
+                "SELECT path, COUNT(*) AS edits, COUNT(DISTINCT agent_id) AS agents,"
+                f" {distinct_list(unit.tx.dialect, 'agent_id')} AS who, MAX(ts) AS last"
+                " FROM file_edits WHERE project = ? AND ts >= ? GROUP BY path"
                 " ORDER BY agents DESC, edits DESC, last DESC LIMIT ?",
                 (unit.project, unit.now - minutes * 60, limit),
             )

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
@@ -92,9 +91,6 @@ DISK_CACHE_SIZE = 10_000
 class LockService:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
-        # Queue entries belong to the connection that waits on them; this tags ours.
-        self.instance = uuid.uuid4().hex
-        self._purged_foreign_waiters = False
         self._cleanups: set[asyncio.Task[Any]] = set()
         self._disk_cache: dict[str, tuple[str, float]] = {}
 
@@ -288,7 +284,7 @@ class LockService:
                 ttl,
                 unit.now,
                 unit.now + wait,
-                self.instance,
+                self.ctx.instance,
             ),
         )
         assert row is not None
@@ -550,14 +546,19 @@ class LockService:
     # -- extension points -------------------------------------------------------------------
 
     def sweep(self, unit: Unit) -> int:
-        """Sweeper step: expired leases free themselves; queue entries of a previous process go."""
-        dropped = 0
-        if not self._purged_foreign_waiters:
-            # Their callers' connections died with that process (single-instance SQLite mode).
-            dropped = unit.tx.execute(
-                "DELETE FROM lock_waiters WHERE project = ? AND instance != ?", (unit.project, self.instance)
-            )
-            self._purged_foreign_waiters = True
+        """Sweeper step: expired leases free themselves; queue entries of a stopped process go.
+
+        A queued request waits on its caller's connection, held by one server process; when that
+        process stops heartbeating (service/instances.py) nobody will ever answer the caller, so
+        its entries are dropped — by whichever instance sweeps, and never a live instance's.
+        """
+        dropped = unit.tx.execute(
+            "DELETE FROM lock_waiters WHERE project = ? AND instance NOT IN"
+            " (SELECT instance FROM instances WHERE project = ?)",
+            (unit.project, unit.project),
+        )
+        if dropped:
+            promote_waiters(unit, actor=None)
         return dropped + expire_due(unit, ghost_grace_s=GHOST_WAITER_GRACE_S)
 
     def agent_gone(self, unit: Unit, agent_id: str, reason: str) -> None:

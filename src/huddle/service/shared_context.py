@@ -1,7 +1,7 @@
 """Shared context (SPEC F-42): decisions, discoveries, conventions, blockers and notes, searchable.
 
-Full-text search lives in `FullText` alone: SQLite uses its FTS5 index; any other dialect gets a
-portable LIKE scan until it brings its own index (e.g. a tsvector column on PostgreSQL).
+Full-text search lives in `FullText` alone: SQLite uses its FTS5 index, PostgreSQL a generated
+tsvector column with a GIN index.
 Only an entry's author may delete it; anyone can correct it by sharing a newer entry.
 """
 
@@ -94,11 +94,12 @@ class FullText:
                 (query, SEARCH_CANDIDATES),
             )
             return [int(r["rowid"]) for r in rows]
-        clauses = " AND ".join("(LOWER(content) LIKE ? OR LOWER(tags) LIKE ?)" for _ in terms)
-        params = [p for t in terms for p in (f"%{t}%", f"%{t}%")]
+        # PostgreSQL: the generated tsvector column (schema/postgresql/002); each word as a prefix.
+        query = " & ".join(f"'{t}':*" for t in terms)  # words are [\w]+ (no quote can occur)
         rows = unit.tx.all(
-            f"SELECT id FROM shared_context WHERE project = ? AND {clauses} ORDER BY id DESC LIMIT ?",
-            (unit.project, *params, SEARCH_CANDIDATES),
+            "SELECT id FROM shared_context WHERE project = ? AND search @@ to_tsquery('simple', ?)"
+            " ORDER BY ts_rank(search, to_tsquery('simple', ?)) DESC, id DESC LIMIT ?",
+            (unit.project, query, query, SEARCH_CANDIDATES),
         )
         return [int(r["id"]) for r in rows]
 

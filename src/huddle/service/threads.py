@@ -587,7 +587,7 @@ def thread_dict(unit: Unit, row: Row, view: rules.ThreadView, after_message_id: 
     after = after_message_id or 0
     messages = unit.tx.all(
         "SELECT * FROM (SELECT * FROM thread_messages WHERE thread_id = ? AND id > ? ORDER BY id DESC LIMIT ?)"
-        " ORDER BY id",
+        " AS newest ORDER BY id",
         (row["id"], after, MAX_MESSAGES_RETURNED),
     )
     total = unit.tx.one("SELECT COUNT(*) AS n FROM thread_messages WHERE thread_id = ?", (row["id"],))

@@ -5,7 +5,8 @@ Service code writes *transaction functions*: plain synchronous functions that ta
 through it. A backend runs each function as one atomic unit on its own database thread — one
 thread hop per request, not one per statement — and publishes the recorded events after commit.
 The SQL is kept portable (qmark parameters, `ON CONFLICT`, `RETURNING`) so the same functions
-can run on SQLite and PostgreSQL.
+run on SQLite (storage/sqlite.py) and PostgreSQL (storage/postgres.py); the few places a dialect
+differs ask `tx.dialect` (an event's cursor below, full-text search in service/shared_context.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ class Tx(Protocol):
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
 
+_INSERT_EVENT = {
+    # One writer per file: the rowid order is the commit order.
+    "sqlite": "INSERT INTO events (project, ts, kind, actor, thread_id, audience, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING cursor",
+    # Writers of a project hold its advisory lock to COMMIT (storage/postgres.py), so the next
+    # cursor of the project is its MAX + 1: dense, and in commit order across every instance.
+    "postgresql": "WITH p AS (SELECT CAST(? AS TEXT) AS project) "
+    "INSERT INTO events (project, cursor, ts, kind, actor, thread_id, audience, data) "
+    "SELECT p.project, COALESCE((SELECT MAX(cursor) FROM events WHERE project = p.project), 0) + 1, "
+    "?, ?, ?, ?, ?, ? FROM p RETURNING cursor",
+}
+
+
 class Unit:
     """One transaction as a service sees it: statements, `now`, and events to emit.
 
@@ -61,8 +75,7 @@ class Unit:
     ) -> Event:
         who = tuple(dict.fromkeys(a for a in audience if a))
         row = self.tx.one(
-            "INSERT INTO events (project, ts, kind, actor, thread_id, audience, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING cursor",
+            _INSERT_EVENT[self.tx.dialect],
             (self.project, self.now, kind, actor, thread_id, json.dumps(who), json.dumps(data)),
         )
         assert row is not None
@@ -89,6 +102,13 @@ def event_from_row(row: Row) -> Event:
     )
 
 
+def distinct_list(dialect: str, column: str) -> str:
+    """An aggregate joining the distinct values of `column` with commas (the two dialects spell it apart)."""
+    if dialect == "postgresql":
+        return f"STRING_AGG(DISTINCT {column}, ',')"
+    return f"GROUP_CONCAT(DISTINCT {column})"
+
+
 def latest_cursor(unit: Unit) -> int:
     """The cursor of the newest event of the unit's project (0 for an empty log)."""
     row = unit.tx.one("SELECT MAX(cursor) AS c FROM events WHERE project = ?", (unit.project,))
@@ -102,6 +122,9 @@ class Store(Protocol):
     """A backend: runs transaction functions and reports committed events in commit order."""
 
     project: str
+    dialect: str
+    # True when other Huddle processes may write the same database (PostgreSQL).
+    shared: bool
 
     async def open(self) -> None: ...
 
@@ -116,5 +139,15 @@ class Store(Protocol):
         ...
 
     def on_commit(self, listener: CommitListener) -> None:
-        """Registers a callback run on the event loop, in commit order, with each commit's events."""
+        """Registers a callback run on the event loop, in commit order, with each commit's events.
+
+        On a shared database that is every instance's commits, each event once, in cursor order.
+        """
+        ...
+
+    async def lead(self) -> bool:
+        """True while this process should run the background jobs (expiry, sweeps, analysis).
+
+        Always true for a store one process owns; on a shared database one instance at a time.
+        """
         ...
