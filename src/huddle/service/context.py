@@ -80,12 +80,23 @@ class ServiceContext:
 
     def path(self, raw: str, field: str = "path") -> str:
         """`raw` as the repo-relative path of the file itself (symlinks inside the repo resolved)."""
-        normal = paths.normalize_path(raw, self.repo_root, field=field, is_link=self.aliases.is_link)
+        try:
+            normal = paths.normalize_path(raw, self.repo_root, field=field, is_link=self.aliases.is_link)
+        except paths.OutsideRepository:
+            # Outside, but perhaps where a symlink in the repository leads: then that is its name.
+            outside = self.aliases.outside(raw, field)
+            if outside is None:
+                raise
+            return outside
         return self.aliases.canonical(normal, field)
 
     def paths(self, raws: Sequence[str] | None, field: str) -> tuple[str, ...]:
-        normal = paths.normalize_paths(raws, self.repo_root, field=field, is_link=self.aliases.is_link)
-        return tuple(dict.fromkeys(self.aliases.canonical(p, field) for p in normal))
+        """Each of `raws` as `path` does, duplicates (also through links) dropped; errors name the entry."""
+        checked = paths.normalize_paths(raws, self.repo_root, field=field, is_link=self.aliases.is_link)
+        if not checked:
+            return ()
+        assert raws is not None
+        return tuple(dict.fromkeys(self.path(raw, f"{field}[{i}]") for i, raw in enumerate(raws)))
 
     def online_since(self, now: float) -> float:
         """Agents seen at or after this instant count as online."""

@@ -16,6 +16,7 @@ the same transaction that reads the events, so each event is delivered exactly o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -211,10 +212,24 @@ class ClaudeHookService:
         return wire.decision_output("allow", "", context)
 
     async def repo_path(self, raw: str, payload: Mapping[str, Any]) -> str | None:
-        """The repo-relative path of a hook's file path (through worktrees and symlinks); None if outside."""
-        cwd = payload.get("cwd")
+        """The file's one name (through worktrees and symlinks, service/repo_aliases.py); None when it is
+        outside the repository or names no file (a symlink loop): then there is nothing to coordinate."""
+        cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else None
+        field = "tool_input.file_path"
         try:
-            return await self.paths.relative(raw, cwd if isinstance(cwd, str) else None)
+            name = await self.paths.relative(raw, cwd, field)
+        except InvalidInput:
+            # Outside the repository and its checkouts — unless a symlink in the repository leads
+            # there. Finding out may walk the repository (service/repo_aliases.py): off the event loop.
+            outside = self.paths.absolute(raw, cwd)
+            if outside is None:
+                return None
+            try:
+                return await asyncio.to_thread(self.ctx.path, outside, field)
+            except InvalidInput:
+                return None
+        try:
+            return self.ctx.path(name, field)
         except InvalidInput:
             return None
 

@@ -33,6 +33,7 @@ INTENT_KINDS = (
     "git_merge",
 )
 MAX_TTL_S = 7 * 24 * 3600
+TTL_RANGE = (1, MAX_TTL_S)
 
 
 class IntentService:
@@ -138,7 +139,7 @@ class IntentService:
             raise InvalidInput(
                 "target_files is empty; list the files you will change (or target_modules)", field="target_files"
             )
-        ttl = validate.number(ttl_s, "ttl_s", low=1, high=MAX_TTL_S, default=self.ctx.settings.intent_ttl_s)
+        ttl = validate.within(ttl_s, "ttl_s", TTL_RANGE, default=self.ctx.settings.intent_ttl_s)
 
         def txn(unit: Unit) -> dict[str, Any]:
             req = _scoped(self._with_agent_context(unit, request))
@@ -309,7 +310,7 @@ class IntentService:
         agent_id = validate.identifier(agent_id, "agent_id")
         new_subject = validate.text(subject, "subject", max_chars=500, required=False)
         new_plan = validate.text(plan, "plan", required=False)
-        ttl = None if ttl_s is None else validate.number(ttl_s, "ttl_s", low=1, high=MAX_TTL_S, default=0)
+        ttl = None if ttl_s is None else validate.within(ttl_s, "ttl_s", TTL_RANGE, default=0)
 
         def txn(unit: Unit) -> dict[str, Any]:
             touch(unit, agent_id)

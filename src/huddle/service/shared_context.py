@@ -26,6 +26,7 @@ MAX_KEYWORD_CHARS = 500
 MAX_SEARCH_TERMS = 20
 SEARCH_CANDIDATES = 5000
 PREVIEW_CHARS = 500
+LIMIT_RANGE = (1, 500)
 _TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._:/+-]{0,49}$")
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 
@@ -161,7 +162,7 @@ class SharedContextService:
         terms = FullText.terms(validate.text(keyword, "keyword", max_chars=MAX_KEYWORD_CHARS)) if keyword else None
         label = normalize_tags([tag])[0] if tag else None
         author = validate.identifier(agent_id, "agent_id") if agent_id else None
-        count = int(validate.number(limit, "limit", low=1, high=500, default=50))
+        count = int(validate.within(limit, "limit", LIMIT_RANGE, default=50))
 
         def read(unit: Unit) -> dict[str, Any]:
             sql = "SELECT * FROM shared_context WHERE project = ?"
