@@ -266,3 +266,18 @@ def test_import_needs_a_target_and_export_will_not_overwrite_a_file(tmp_path: Pa
     assert taken.returncode == 1 and "already exists" in taken.stderr and "--force" in taken.stderr
     bad_url = huddle("export", "--db-url", "mysql://x", "--out", str(tmp_path / "y.jsonl"))
     assert bad_url.returncode == 1 and "must be a PostgreSQL URL" in bad_url.stderr
+
+
+def test_export_names_the_column_holding_a_value_json_cannot_carry(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert huddle("migrate", "--data-dir", str(data)).returncode == 0
+    with sqlite3.connect(data / "huddle.db") as db:
+        db.execute(
+            "INSERT INTO agents (project, agent_id, name, status, registered_at, session_start, last_seen)"
+            " VALUES ('p', 'a', ?, 'online', 0, 0, 0)",
+            (b"\x00\x01",),
+        )
+    result = huddle("export", "--data-dir", str(data), "--out", str(tmp_path / "x.jsonl"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "table agents column name holds a bytes value" in result.stderr
+    assert not (tmp_path / "x.jsonl").exists() and not list(tmp_path.glob(".x.jsonl*"))

@@ -197,10 +197,9 @@ def run_import(args: argparse.Namespace) -> int:
         if target.url:
             sessions = db.server_sessions()
             if sessions:
-                pids = ", ".join(str(pid) for pid, _ in sessions)
                 raise HuddleError(
-                    f"Huddle servers are connected to {db.label} (backend pids {pids}); stop every server on"
-                    " that database before importing into it"
+                    f"Huddle servers hold {len(sessions)} connection(s) to {db.label}; stop every server on that"
+                    " database before importing into it"
                 )
         _, applied = db.migrate()
         if applied:

@@ -81,10 +81,12 @@ def diagnose(url: str | None, data_dir: str | None, repo: str | None, db_url: st
         settings = Settings(data_dir=data_dir or Settings.data_dir, repo=repo or "")
     data = settings.data_path
     checks.append(_data_dir(data))
-    if settings.db_url:
-        checks.append(_postgres(settings.db_url))
     server = running_server(data)
     info = server.info if server else read_runtime(data) or {}
+    # The database the data dir's server was started on, when --db-url was a flag rather than config.
+    db_url = settings.db_url or str((info.get("overrides") or {}).get("db_url") or "")
+    if db_url:
+        checks.append(_postgres(db_url))
     if url is None:
         if server is None:
             stale = stale_runtime(data)

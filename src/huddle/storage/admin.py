@@ -346,6 +346,12 @@ class PostgresDatabase(Database):
         with self._conn.cursor(row_factory=tuple_row) as cur:
             yield from cur.stream(postgres.to_pyformat(sql), params)
 
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        # Not through rows(): a stream left after its first row would have to be drained or cancelled.
+        with self._conn.cursor(row_factory=tuple_row) as cur:
+            row = cur.execute(postgres.to_pyformat(sql), params).fetchone()
+        return row[0] if row else None
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._conn.execute(postgres.to_pyformat(sql), params).rowcount
 
