@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from helpers import ServerProcess, make_coordinator
-from postgres_helpers import fresh_database
 from huddle.service.coordinator import Coordinator
+from postgres_helpers import fresh_database
 
 
 @pytest.fixture

@@ -216,3 +216,24 @@ def test_a_non_finite_setting_from_the_environment_is_refused_naming_it(tmp_path
         timeout=20,
     )
     assert result.returncode == 1 and "agent_ttl_s" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_server_pointed_at_an_unreachable_postgresql_exits_1_with_a_one_line_hint(tmp_path: Path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = huddle(
+        "server", "start", "--port", "0", "--mqtt-broker", "off", "--data-dir", str(tmp_path / "data"),
+        "--repo", str(repo), "--db-url", f"postgresql://huddle@127.0.0.1:{port}/huddle",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot connect to PostgreSQL at postgresql://huddle@127.0.0.1:{port}/huddle" in result.stderr
+    assert "--db-url (HUDDLE_DB_URL)" in result.stderr and "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_db_url_that_is_not_postgresql_is_refused_before_anything_starts(tmp_path: Path):
+    result = huddle("server", "start", "--port", "0", "--data-dir", str(tmp_path / "data"), "--db-url", "mysql://x/y")
+    assert result.returncode != 0
+    assert "db_url must be empty (SQLite in the data dir) or a PostgreSQL URL" in result.stderr

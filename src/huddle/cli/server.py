@@ -29,6 +29,7 @@ from huddle.errors import HuddleError
 from huddle.logs import configure_logging
 from huddle.push.ports import check_free
 from huddle.settings import Settings, explicit_settings, load_settings
+from huddle.storage import postgres
 from huddle.storage.sqlite import check_schema
 from huddle.transports.slow_clients import deadline_protocol
 from huddle.urls import host_port, http_url
@@ -134,8 +135,11 @@ def start_server(overrides: Mapping[str, Any], *, log_to_stderr: bool = True) ->
 
 
 def _serve(settings: Settings, started_with: Mapping[str, Any]) -> int:
-    if not settings.db_url:
-        check_schema(settings.sqlite_path)  # a clear refusal now, not a traceback from the app's startup
+    # A clear refusal now, not a traceback from the app's startup.
+    if settings.db_url:
+        postgres.check_schema(settings.db_url)
+    else:
+        check_schema(settings.sqlite_path)
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     huddle = build_app(settings)

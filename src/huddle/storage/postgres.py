@@ -107,7 +107,10 @@ def connect(url: str) -> psycopg.Connection[dict[str, Any]]:
             application_name="huddle",
         )
     except psycopg.Error as exc:
-        raise Unavailable(f"cannot connect to PostgreSQL at {redact(url)}: {exc}".strip()) from None
+        raise Unavailable(
+            f"cannot connect to PostgreSQL at {redact(url)} ({' '.join(str(exc).split())}); "
+            "check that PostgreSQL is running and that --db-url (HUDDLE_DB_URL) names its host, port, user and database"
+        ) from None
     conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
     return conn
 
@@ -141,6 +144,16 @@ def migrate(conn: psycopg.Connection[dict[str, Any]]) -> tuple[int, list[int]]:
         raise
     finally:
         conn.execute("SELECT pg_advisory_unlock(hashtextextended('huddle:migrate', 0))")
+
+
+def check_schema(url: str) -> None:
+    """Before a server starts: the database answers, and no newer Huddle migrated it."""
+    with connect(url) as conn:
+        exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL AS t").fetchone()
+        if not exists or not exists["t"]:
+            return  # an empty database: the server migrates it
+        applied = {int(r["version"]) for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+    migrations.refuse_newer(applied, migrations.known_versions("postgresql"))
 
 
 class PostgresStore(GroupCommitStore[psycopg.Connection[dict[str, Any]]]):
