@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from huddle.cli.runtime import data_dir_of, prepare_data_dir, running_server
-from huddle.errors import HuddleError, Unavailable
+from huddle.errors import HuddleError
 from huddle.settings import load_settings
 
 DB_NAME = "huddle.db"
@@ -108,12 +108,7 @@ def opened(target: Target, *, create: bool, readonly: bool = False) -> Iterator[
             raise HuddleError(f"no database at {target.path}; pass the --data-dir your server uses (or --db-url)")
         if create:
             prepare_data_dir(target.data_dir)
-    try:
-        db = open_database(url=target.url, path=target.path, readonly=readonly)
-    except Unavailable as exc:
-        raise HuddleError(
-            f"{exc.message}; check --db-url, that PostgreSQL runs and that the database exists (createdb NAME)"
-        ) from None
+    db = open_database(url=target.url, path=target.path, readonly=readonly)  # unreachable: one clear line
     with database_errors(target.flag), db:
         yield db
 
