@@ -124,7 +124,8 @@ def export(db: Database, out: TextIO, only: Sequence[str] = ()) -> dict[str, Any
                         jsonable(value, t.name, column)  # names the column JSON cannot carry
                     raise
                 written += 1
-            assert written == count  # one snapshot: the count and the rows agree
+            if written != count:  # cannot happen inside one snapshot; refuse rather than write a wrong file
+                raise HuddleError(f"table {t.name} changed during the export ({count} rows counted, {written} read)")
             counts[t.name] = count
         out.write(_dumps({"end": True, "tables": len(tables), "rows": sum(counts.values())}) + "\n")
     finally:
