@@ -85,6 +85,17 @@ class FullText:
             unit.tx.execute("DELETE FROM shared_context_fts WHERE rowid = ?", (entry_id,))
 
     @staticmethod
+    def rebuild(unit: Unit) -> int:
+        """Indexes every entry afresh (after `huddle import` wrote shared_context rows directly)."""
+        if unit.tx.dialect != "sqlite":
+            return 0  # PostgreSQL's tsvector column is generated from the row: never stale
+        unit.tx.execute("DELETE FROM shared_context_fts")
+        rows = unit.tx.all("SELECT id, content, tags FROM shared_context")
+        for row in rows:
+            FullText.index(unit, int(row["id"]), row["content"], json.loads(row["tags"]))
+        return len(rows)
+
+    @staticmethod
     def search(unit: Unit, terms: list[str]) -> list[int]:
         """Ids of entries matching every term (as a word prefix), best match first."""
         if unit.tx.dialect == "sqlite":
