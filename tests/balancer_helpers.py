@@ -23,6 +23,8 @@ SHIPPED = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "huddle.
 SHIPPED_LISTEN = 3100
 SHIPPED_INSTANCES = (3101, 3102, 3103)
 STARTUP_TIMEOUT_S = 10
+# Per request: the Mcp-Session-Id it carried (or "-") and the instance that answered (X-Huddle-Instance).
+ACCESS_FORMAT = "$http_mcp_session_id|$upstream_http_x_huddle_instance|$status"
 
 
 def nginx_binary() -> str:
@@ -69,7 +71,8 @@ def main_config(prefix: Path, site: Path) -> str:
         f"{user}daemon off;\nworker_processes 1;\npid {prefix / 'nginx.pid'};\nerror_log {prefix / 'error.log'} info;\n"
         "events { worker_connections 1024; }\n"
         "http {\n"
-        f"    access_log {prefix / 'access.log'};\n"
+        f"    log_format huddle '{ACCESS_FORMAT}';\n"
+        f"    access_log {prefix / 'access.log'} huddle;\n"
         f"{temp}"
         f"    include {site};\n"
         "}\n"
@@ -136,6 +139,16 @@ class Nginx:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def session_routes(self) -> dict[str, set[str]]:
+        """From the access log: each MCP session id seen → the instances that answered its requests."""
+        path = self.prefix / "access.log"
+        routes: dict[str, set[str]] = {}
+        for line in path.read_text().splitlines() if path.exists() else []:
+            session, instance, _status = line.split("|")
+            if session != "-":
+                routes.setdefault(session, set()).add(instance)
+        return routes
 
     def error_log(self) -> str:
         path = self.prefix / "error.log"

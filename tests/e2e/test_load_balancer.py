@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import httpx
 import httpx2
 import mcp_types as types
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
@@ -262,8 +263,17 @@ async def test_dashboard_tool_calls_return_to_the_instance_whose_cookie_they_car
 async def test_killing_an_instance_fails_its_sessions_clearly_while_the_others_go_on(tmp_path: Path) -> None:
     with team_of(tmp_path, 2) as team:
         async with contextlib.AsyncExitStack() as stack:
+            # First a stdio client (huddle stdio --url <balancer>): the only session yet, so the access log
+            # tells where it lives, and that instance is the one to die.
+            stdio = StdioServerParameters(
+                command=sys.executable, args=["-m", "huddle.cli.main", "stdio", "--url", team.nginx.url]
+            )
+            proxied = await stack.enter_async_context(Client(stdio))
+            await call(proxied, "register_agent", agent_id="proxied", name="proxied")
+            [(proxied_session, served)] = team.nginx.session_routes().items()
+            victim = proxied_session.split(".", 1)[0]
+            assert served == {victim}
             agents = await spread(stack, team, prefix="k")
-            victim = agents[0].home
             team.by_name(victim).kill()
             for i, a in enumerate(agents):
                 if a.home == victim:
@@ -274,13 +284,20 @@ async def test_killing_an_instance_fails_its_sessions_clearly_while_the_others_g
                 else:
                     await call(a.client, "get_updates", agent_id=f"k{i}")
                     assert a.landed() == {a.home}
-            # The client initialises again: a new session, on a live instance, that works.
+            # A client initialises again: a new session, on a live instance, that works.
             again = await stack.enter_async_context(agent(team.nginx.url + "/mcp"))
             assert again.home != victim and again.home in team.names
             await call(again.client, "register_agent", agent_id="k0", name="k0")
             updates = await call(again.client, "get_updates", agent_id="k0")
             assert "events" in updates
-
+            # huddle stdio does that by itself on the 404: its client just carries on.
+            assert "events" in await call(proxied, "get_updates", agent_id="proxied")
+            routes = team.nginx.session_routes()
+            renewed = set(routes) - {proxied_session, again.session_id, *(a.session_id for a in agents)}
+            assert renewed, "huddle stdio sent nothing on a new session"
+            for session in renewed:
+                home = session.split(".", 1)[0]
+                assert home != victim and routes[session] == {home}
 
 
 async def test_stateless_instances_serve_a_whole_consultation_with_no_sticky_routing(tmp_path: Path) -> None:
