@@ -31,6 +31,7 @@ from huddle.push.ports import check_free
 from huddle.settings import Settings, explicit_settings, load_settings
 from huddle.storage import postgres
 from huddle.storage.sqlite import check_schema
+from huddle.transports.instance import instance_name
 from huddle.transports.slow_clients import deadline_protocol
 from huddle.urls import host_port, http_url
 
@@ -142,11 +143,16 @@ def _serve(settings: Settings, started_with: Mapping[str, Any]) -> int:
         check_schema(settings.sqlite_path)
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
+    # The default instance name is the port actually bound (--port 0 picks one), so it is known now.
+    settings = replace(settings, instance_name=instance_name(settings, port))
     huddle = build_app(settings)
     huddle.push.bind()  # the MQTT port too: taken → a clear message and exit 1, before anything runs
-    write_runtime_file(settings, port, {**huddle.push.runtime_info(), **started_with})
+    write_runtime_file(
+        settings, port, {"instance_name": settings.instance_name, **huddle.push.runtime_info(), **started_with}
+    )
     banner = (
         f"Huddle serving {settings.project_key} ({settings.repo_path}) on {http_url(settings.host, port)}"
+        f" as instance {settings.instance_name}"
         f" — MCP at /mcp, dashboard at /dashboard, data in {settings.data_path}"
     )
     print(banner, flush=True)

@@ -79,8 +79,9 @@ class PushHub:
             self.external = ExternalBroker(self.settings.mqtt_url, project=self.settings.project_key)
         self._bound = True
 
-    def attach_mcp(self, mcp: MCPServer) -> None:
-        self.mcp_push.attach(mcp)
+    def attach_mcp(self, mcp: MCPServer, *, sessions: bool = True) -> None:
+        """`sessions=False`: MCP runs stateless (mcp_stateless=on), so nothing can be sent after a request."""
+        self.mcp_push.attach(mcp, sessions=sessions)
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/api/events", self.events.endpoint, methods=["GET"]), WebSocketRoute(WS_PATH, self._websocket)]
