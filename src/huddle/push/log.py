@@ -111,7 +111,7 @@ async def read_after(store: Store, after: int, wanted: EventFilter | None = None
         kind_clause, kind_params = kind_sql(flt.kinds)
         if flt.agent is not None:
             sql = (
-                "SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor"
+                "SELECT e.* FROM event_audience a JOIN events e ON e.project = a.project AND e.cursor = a.cursor"
                 " WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ?"
             )
             params: list[Any] = [unit.project, flt.agent, EVERYONE, after]
@@ -141,7 +141,7 @@ async def latest_for(store: Store, agent: str, limit: int) -> list[Event]:
 
     def read(unit: Unit) -> list[Event]:
         rows = unit.tx.all(
-            "SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor"
+            "SELECT e.* FROM event_audience a JOIN events e ON e.project = a.project AND e.cursor = a.cursor"
             " WHERE a.project = ? AND a.agent_id IN (?, ?) ORDER BY a.cursor DESC LIMIT ?",
             (unit.project, agent, EVERYONE, limit),
         )

@@ -284,8 +284,8 @@ def _scan(unit: Unit, agent: str) -> tuple[list[str], int, int]:
         )
         after = int(first["c"]) - 1 if first and first["c"] is not None else latest_cursor(unit)
     rows = unit.tx.all(
-        "SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor WHERE a.project = ?"
-        " AND a.agent_id IN (?, ?) AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
+        "SELECT e.* FROM event_audience a JOIN events e ON e.project = a.project AND e.cursor = a.cursor"
+        " WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
         (unit.project, agent, EVERYONE, after, DELIVERY_SCAN),
     )
     lines = []

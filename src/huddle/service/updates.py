@@ -30,7 +30,7 @@ class UpdateService:
         def read(unit: Unit) -> dict[str, Any]:
             require_agent(unit, agent)
             rows = unit.tx.all(
-                "SELECT e.* FROM event_audience a JOIN events e ON e.cursor = a.cursor"
+                "SELECT e.* FROM event_audience a JOIN events e ON e.project = a.project AND e.cursor = a.cursor"
                 " WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
                 (unit.project, agent, EVERYONE, after, page + 1),
             )
