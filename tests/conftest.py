@@ -17,7 +17,7 @@ import pytest
 
 from helpers import ServerProcess, make_coordinator
 from huddle.service.coordinator import Coordinator
-from postgres_helpers import fresh_database
+from postgres_helpers import migrated_database
 
 
 @pytest.fixture
@@ -64,11 +64,11 @@ def huddle_server(server_factory: Any) -> ServerProcess:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """Settings overrides selecting a backend: nothing for SQLite, a fresh database's db_url for PostgreSQL."""
+    """Settings overrides selecting a backend: nothing for SQLite, an empty migrated database for PostgreSQL."""
     if request.param == "sqlite":
         yield {}
         return
-    with fresh_database() as url:
+    with migrated_database() as url:
         yield {"db_url": url}
 
 
