@@ -47,10 +47,25 @@ def require_postgres() -> None:
     pytest.skip(reason)
 
 
+# Test databases sort text like a typical production install (glibc's en_US.UTF-8, which ignores
+# punctuation at first and folds case), not like the C locale this machine's PostgreSQL defaults to:
+# SQL that only works under byte order (prefix ranges, ORDER BY on names) fails here, not in the field.
+LINGUISTIC_ICU_LOCALE = "und-u-ka-shifted"
+
+
+@functools.cache
+def _create_options() -> str:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        icu = conn.execute("SELECT 1 FROM pg_collation WHERE collprovider = 'i' LIMIT 1").fetchone()
+    if icu is None:  # PostgreSQL built without ICU: the server's default collation it is
+        return ""
+    return f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{LINGUISTIC_ICU_LOCALE}'"
+
+
 def _create() -> str:
     name = f"huddle_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
+        conn.execute(f"CREATE DATABASE {name}{_create_options()}")
     return name
 
 
