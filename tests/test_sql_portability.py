@@ -17,6 +17,7 @@ from coordination_helpers import register
 from helpers import ManualClock, make_coordinator
 from huddle.push.log import EventFilter, latest_for, read_after
 from huddle.service.coordinator import Coordinator
+from huddle.service.guard import GuardService
 from huddle.service.hooks import ClaudeHookService
 from postgres_helpers import migrated_database
 
@@ -125,6 +126,29 @@ async def test_hook_sessions_find_their_agent_by_directory_and_deliver_each_even
     news = await hooks.deliver("bob")
     assert news is not None and "heads up" in news
     assert await hooks.deliver("bob") is None  # delivered once
+
+    # An edit into another agent's exclusive lease is denied; an allowed one is logged once it ran.
+    for name in ("locked.py", "free.py"):
+        (repo / "svc" / name).write_text("x = 1\n")
+    await coordinator.locks.acquire("bob", "svc/locked.py")
+
+    def edit(event: str, name: str) -> dict[str, Any]:
+        tool = {"file_path": str(repo / "svc" / name), "old_string": "x = 1", "new_string": "x = 2"}
+        return payload("s-alice", repo / "svc", event) | {"tool_name": "Edit", "tool_input": tool}
+
+    denied = await hooks.handle("PreToolUse", edit("PreToolUse", "locked.py"), "alice")
+    assert denied["hookSpecificOutput"]["permissionDecision"] == "deny"
+    assert await hooks.handle("PreToolUse", edit("PreToolUse", "free.py"), "alice") == {}
+    await hooks.handle("PostToolUse", edit("PostToolUse", "free.py"), "alice")
+    assert [f["path"] for f in (await coordinator.files.session_files("alice"))["files"]] == ["svc/free.py"]
+
+    # The git guard: a staged file under another agent's lease, a push onto a branch being rebased.
+    guard = GuardService(coordinator, hooks)
+    commit = await guard.pre_commit(["svc/locked.py", "svc/free.py"], agent_id="alice")
+    assert not commit["ok"] and [b["holder"] for b in commit["blocked"]] == ["bob"]
+    await coordinator.intents.announce("bob", "rebase main", None, kind="git_rebase", branch="main")  # type: ignore[arg-type]
+    push = await guard.pre_push("main", agent_id="alice")
+    assert not push["ok"], push
 
 
 # -- PostgreSQL: one database, several projects ------------------------------------------------
