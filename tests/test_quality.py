@@ -36,6 +36,7 @@ def test_mypy_strict_passes_on_the_package() -> None:
 
 
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
+@pytest.mark.timeout(400)  # a quick run still starts real servers (scale.py: six configurations)
 def test_each_benchmark_runs_in_quick_mode_and_prints_json(script: Path) -> None:
     result = run(sys.executable, str(script), "--quick")
     assert result.returncode == 0, result.stderr[-3000:]
