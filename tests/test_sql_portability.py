@@ -15,11 +15,10 @@ import pytest
 
 from coordination_helpers import register
 from helpers import ManualClock, make_coordinator
-from huddle.push.log import EventFilter, latest_for, read_after
+from huddle.push.log import EventFilter, read_after
 from huddle.service.coordinator import Coordinator
 from huddle.service.guard import GuardService
 from huddle.service.hooks import ClaudeHookService
-from postgres_helpers import migrated_database
 
 
 async def test_a_directory_lease_sees_every_lease_below_it_whatever_the_names_and_the_collation(
@@ -149,47 +148,3 @@ async def test_hook_sessions_find_their_agent_by_directory_and_deliver_each_even
     await coordinator.intents.announce("bob", "rebase main", None, kind="git_rebase", branch="main")  # type: ignore[arg-type]
     push = await guard.pre_push("main", agent_id="alice")
     assert not push["ok"], push
-
-
-# -- PostgreSQL: one database, several projects ------------------------------------------------
-
-
-@pytest.fixture
-async def two_projects(tmp_path: Path, repo: Path) -> AsyncIterator[tuple[Coordinator, Coordinator]]:
-    """Two repositories' Huddles on one PostgreSQL database: every row carries its project."""
-    with migrated_database() as url:
-        alpha = make_coordinator(tmp_path / "alpha", repo, project="alpha", db_url=url)
-        beta = make_coordinator(tmp_path / "beta", repo, project="beta", db_url=url)
-        await alpha.start()
-        await beta.start()
-        try:
-            yield alpha, beta
-        finally:
-            await beta.stop()
-            await alpha.stop()
-
-
-async def test_two_projects_on_one_database_never_see_each_others_events(
-    two_projects: tuple[Coordinator, Coordinator],
-) -> None:
-    """Cursors count per project on PostgreSQL (1, 2, 3… in each), so a read joining an agent's
-    audience rows to events by cursor alone picked up the other project's events too."""
-    alpha, beta = two_projects
-    for c in two_projects:
-        await register(c, "alice", "bob")
-    await alpha.messages.send("alice", "alpha news", None)
-    for n in range(3):
-        await beta.updates.log_action_summary("alice", f"beta step {n}")
-
-    for c in two_projects:
-        own = {e.cursor: e.to_dict() for e in await read_after(c.store, 0)}  # the project's whole log
-        mine = await c.updates.get_updates("bob")
-        cursors = [e["cursor"] for e in mine["events"]]
-        assert cursors == sorted(set(cursors))  # each event once
-        assert mine["events"] == [own[cursor] for cursor in cursors]  # and its own project's
-        replayed = await read_after(c.store, 0, EventFilter.parse(agent="bob"))
-        assert [e.cursor for e in replayed] == cursors
-        assert [e.cursor for e in await latest_for(c.store, "bob", 100)] == cursors
-    beta_hooks = ClaudeHookService(beta)
-    news = await beta_hooks.deliver("bob")
-    assert news is None or "alpha news" not in news
