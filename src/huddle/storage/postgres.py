@@ -239,16 +239,29 @@ class PostgresStore(GroupCommitStore[psycopg.Connection[dict[str, Any]]]):
             raise Unavailable("the database is not open; is the server shutting down?")
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, self._run_read, fn)
 
-    def _run_read(self, fn: Callable[[Unit], T]) -> T:
+    def _reader(self) -> psycopg.Connection[dict[str, Any]]:
+        """This reader thread's connection (a new one when it has none or its last one broke)."""
         conn: psycopg.Connection[dict[str, Any]] | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
-            conn = connect(self.url)
-            self._local.conn = conn
+            fresh = connect(self.url)
             with self._lock:
-                self._reader_conns.append(conn)
+                if conn is not None:
+                    self._reader_conns.remove(conn)
+                self._reader_conns.append(fresh)
+            self._local.conn = conn = fresh
+        return conn
+
+    def _run_read(self, fn: Callable[[Unit], T]) -> T:
+        conn = self._reader()
         try:
             # One snapshot for every statement of fn, as SQLite's BEGIN gives a WAL reader.
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            except psycopg.OperationalError:
+                # Dropped while idle (a restart, a failover, an idle timeout): nothing ran yet.
+                conn.close()
+                conn = self._reader()
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 return fn(Unit(PgTx(conn), self._clock(), self.project))
             finally:
