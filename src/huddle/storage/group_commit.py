@@ -19,7 +19,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,9 +55,6 @@ class GroupCommitStore(ABC, Generic[C]):
 
     def __init__(self, project: str, *, clock: Callable[[], float] = time.time):
         self.project = project
-        # This server process among those that may share the database; lock-queue entries are
-        # tagged with it, and on PostgreSQL every connection carries it in its application_name.
-        self.instance = uuid.uuid4().hex
         self._clock = clock
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -162,9 +158,12 @@ class GroupCommitStore(ABC, Generic[C]):
             try:
                 self._begin(conn)
             except self.db_errors:
-                # A stale connection (the server closed it while idle): nothing has run yet, so one
-                # fresh connection may try again instead of failing every caller in the batch.
-                conn = self._rollback(conn)
+                # The server dropped the idle connection (a restart, a failover, an idle timeout):
+                # no job has run yet, so the batch begins once more on a fresh connection.
+                fresh = self._rollback(conn)
+                if fresh is conn:
+                    raise
+                conn = fresh
                 self._begin(conn)
             tx = self._tx(conn)
             for job in batch:

@@ -249,18 +249,28 @@ class PostgresStore(GroupCommitStore[psycopg.Connection[dict[str, Any]]]):
             raise Unavailable("the database is not open; is the server shutting down?")
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, self._run_read, fn)
 
-    def _run_read(self, fn: Callable[[Unit], T]) -> T:
+    def _reader(self) -> psycopg.Connection[dict[str, Any]]:
+        """This reader thread's connection (a new one when it has none or its last one broke)."""
         conn: psycopg.Connection[dict[str, Any]] | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
-            conn = self._new_reader()
+            fresh = connect(self.url, self.instance)
+            with self._lock:
+                if conn is not None and conn in self._reader_conns:
+                    self._reader_conns.remove(conn)
+                self._reader_conns.append(fresh)
+            self._local.conn = conn = fresh
+        return conn
+
+    def _run_read(self, fn: Callable[[Unit], T]) -> T:
+        conn = self._reader()
         try:
             # One snapshot for every statement of fn, as SQLite's BEGIN gives a WAL reader.
             try:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             except psycopg.OperationalError:
-                # A stale connection (closed by the server while idle): nothing ran, try a fresh one.
+                # Dropped while idle (a restart, a failover, an idle timeout): nothing ran yet.
                 conn.close()
-                conn = self._new_reader()
+                conn = self._reader()
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 return fn(Unit(PgTx(conn), self._clock(), self.project))
@@ -270,14 +280,6 @@ class PostgresStore(GroupCommitStore[psycopg.Connection[dict[str, Any]]]):
         except psycopg.OperationalError as exc:
             conn.close()
             raise Unavailable(f"the database could not be read ({exc}); retry the call") from None
-
-    def _new_reader(self) -> psycopg.Connection[dict[str, Any]]:
-        conn = connect(self.url, self.instance)
-        self._local.conn = conn
-        with self._lock:
-            self._reader_conns = [c for c in self._reader_conns if not c.closed]
-            self._reader_conns.append(conn)
-        return conn
 
     # -- the writer's connection ---------------------------------------------------------------
 
