@@ -3,7 +3,8 @@
 `huddle_server` starts `huddle server start --port 0` exactly as a user would and reads the port
 from the data dir's server.json; `restart()` stops it and starts it again on the same data dir.
 `coordinator` is the service API for logic tests without HTTP, run twice: on a fresh SQLite file
-and on a fresh PostgreSQL database (the storage contract holds on both backends).
+and on a fresh PostgreSQL database (the storage contract holds on both backends). Server tests
+marked `both_backends` run twice too: their servers start with `--db-url` of a fresh database.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from helpers import ServerProcess, make_coordinator
 from huddle.service.coordinator import Coordinator
-from postgres_helpers import fresh_database
+from postgres_helpers import migrated_database
 
 
 @pytest.fixture
@@ -40,13 +41,41 @@ def repo(tmp_path: Path) -> Path:
     return path
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_backends: run the test's Huddle servers on SQLite and on PostgreSQL (--db-url)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "server_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_backends"):
+        metafunc.parametrize("server_backend", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def server_factory(tmp_path: Path, repo: Path) -> Iterator[Any]:
-    """Starts real servers: `server_factory(*extra_args, env={...})`; all stop at teardown."""
+def server_backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The --db-url the test's servers use: None (SQLite in the data dir) unless marked `both_backends`."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield None
+        return
+    with migrated_database() as url:
+        yield url
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, repo: Path, server_backend: str | None) -> Iterator[Any]:
+    """Starts real servers: `server_factory(*extra_args, env={...})`; all stop at teardown.
+
+    On PostgreSQL (`server_backend`) every server of the test shares the database, as a restart or
+    another instance of the same team would.
+    """
     started: list[ServerProcess] = []
 
     def start(*extra_args: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServerProcess:
-        server = ServerProcess(data_dir or tmp_path / f"data{len(started)}", repo, list(extra_args), env or {})
+        args = list(extra_args)
+        if server_backend is not None and "--db-url" not in args:
+            args += ["--db-url", server_backend]
+        server = ServerProcess(data_dir or tmp_path / f"data{len(started)}", repo, args, env or {})
         started.append(server)
         return server.start()
 
@@ -64,11 +93,11 @@ def huddle_server(server_factory: Any) -> ServerProcess:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """Settings overrides selecting a backend: nothing for SQLite, a fresh database's db_url for PostgreSQL."""
+    """Settings overrides selecting a backend: nothing for SQLite, an empty migrated database for PostgreSQL."""
     if request.param == "sqlite":
         yield {}
         return
-    with fresh_database() as url:
+    with migrated_database() as url:
         yield {"db_url": url}
 
 

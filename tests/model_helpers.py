@@ -9,6 +9,7 @@ system with a small reference model after every step. Example counts stay CI-siz
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine
+from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 from helpers import ManualClock, make_coordinator
 from huddle.service.coordinator import Coordinator
+from postgres_helpers import migrated_database, require_postgres
 
 T = TypeVar("T")
 
@@ -33,12 +35,17 @@ MODEL_SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+# On PostgreSQL every step costs several round trips: fewer examples in CI. They check the SQL
+# behaves the same on both backends; the model's rules are searched on SQLite above.
+POSTGRESQL_SETTINGS = settings(MODEL_SETTINGS, max_examples=400 if FULL else 12)
 
 
 class ServiceMachine(RuleBasedStateMachine):
-    """A Coordinator on a temporary SQLite file; its sweeper does not run — rules sweep explicitly."""
+    """A Coordinator on a temporary SQLite file (or an empty PostgreSQL database, `backend`); its
+    sweeper does not run — rules sweep explicitly."""
 
     overrides: ClassVar[dict[str, Any]] = {}
+    backend: ClassVar[str] = "sqlite"
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,7 +53,11 @@ class ServiceMachine(RuleBasedStateMachine):
         self.tmp = Path(tempfile.mkdtemp(prefix="huddle-model-", dir=SCRATCH))
         (self.tmp / "repo").mkdir()
         self.clock = ManualClock()
-        self.coord: Coordinator = make_coordinator(self.tmp, self.tmp / "repo", clock=self.clock, **self.overrides)
+        self.database = contextlib.ExitStack()
+        where = {"db_url": self.database.enter_context(migrated_database())} if self.backend == "postgresql" else {}
+        self.coord: Coordinator = make_coordinator(
+            self.tmp, self.tmp / "repo", clock=self.clock, **self.overrides, **where
+        )
         self.run(self.coord.store.open())
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
@@ -61,4 +72,12 @@ class ServiceMachine(RuleBasedStateMachine):
         self.run(asyncio.sleep(0.01))  # cleanups the cancelled calls scheduled
         self.run(self.coord.store.close())
         self.loop.close()
+        self.database.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def run_on_postgresql(machine: type[ServiceMachine]) -> None:
+    """Runs `machine` against the reference model with the service on PostgreSQL (a fresh database per example)."""
+    require_postgres()
+    on_postgresql = type(f"{machine.__name__}OnPostgreSQL", (machine,), {"backend": "postgresql"})
+    run_state_machine_as_test(on_postgresql, settings=POSTGRESQL_SETTINGS)

@@ -32,11 +32,12 @@ TEN_LINES = "".join(f"line {n}\n" for n in range(1, 11))
 
 
 @pytest.fixture
-async def coord(tmp_path: Path, repo: Path) -> AsyncIterator[Coordinator]:
-    """A coordinator on a real git repository; periods are long so only the test drives the jobs."""
+async def coord(tmp_path: Path, repo: Path, backend: dict[str, str]) -> AsyncIterator[Coordinator]:
+    """A coordinator on a real git repository, on each backend (the analysis jobs write symbols,
+    co-change pairs and predicted conflicts); periods are long so only the test drives the jobs."""
     init_repo(repo)
     commit(repo, {"auth.py": AUTH, "notes.txt": TEN_LINES}, "initial")
-    async with driven_coordinator(tmp_path, repo) as c:
+    async with driven_coordinator(tmp_path, repo, **backend) as c:
         yield c
 
 

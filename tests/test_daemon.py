@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from helpers import ServerProcess
-from postgres_helpers import fresh_database
+from postgres_helpers import fresh_database, migrated_database
 
 
 def huddle(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -189,6 +190,18 @@ def test_a_database_written_by_a_newer_huddle_is_refused_at_start_in_one_line(tm
     db.commit()
     db.close()
     result = huddle("server", "start", *start_flags(data, repo))
+    assert result.returncode == 1
+    assert "schema version(s) [999] that this Huddle does not know; upgrade Huddle" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout and "Huddle serving" not in result.stdout
+
+
+def test_a_postgresql_database_written_by_a_newer_huddle_is_refused_at_start_in_one_line(
+    tmp_path: Path, repo: Path
+) -> None:
+    with migrated_database() as url:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute("INSERT INTO schema_migrations VALUES (999, '999_future.sql')")
+        result = huddle("server", "start", *start_flags(tmp_path / "data", repo), "--db-url", url)
     assert result.returncode == 1
     assert "schema version(s) [999] that this Huddle does not know; upgrade Huddle" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout and "Huddle serving" not in result.stdout

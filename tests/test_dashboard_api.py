@@ -9,13 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from huddle.bus.memory import MemoryBus
+from helpers import make_coordinator
 from huddle.errors import Forbidden, InvalidInput, NotFound
 from huddle.service.coordinator import Coordinator
 from huddle.service.insights import outcome_of
 from huddle.service.overseers import acting_as_dashboard
-from huddle.settings import load_settings
-from huddle.storage.sqlite import SqliteStore
 
 
 class Clock:
@@ -34,14 +32,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def coord(tmp_path: Path, repo: Path, clock: Clock) -> AsyncIterator[Coordinator]:
-    settings = load_settings(
-        {"data_dir": str(tmp_path / "data"), "repo": str(repo), "sweep_interval_s": 3600, "agent_ttl_s": 7200},
-        environ={},
-    )
-    coordinator = Coordinator(
-        SqliteStore(settings.sqlite_path, settings.project_key, clock=clock), MemoryBus(), settings
-    )
+async def coord(tmp_path: Path, repo: Path, clock: Clock, backend: dict[str, str]) -> AsyncIterator[Coordinator]:
+    """On each backend: the dashboard's queries (windows, pages, counts) are plain SQL that must agree."""
+    coordinator = make_coordinator(tmp_path, repo, clock=clock, sweep_interval_s=3600, agent_ttl_s=7200, **backend)
     await coordinator.start()
     try:
         yield coordinator
@@ -202,6 +195,7 @@ def test_the_dashboard_obeys_the_loopback_origin_rules(huddle_server: Any) -> No
     assert same.status_code == 200 and same.json()["ok"] is True
 
 
+@pytest.mark.both_backends
 def test_force_release_over_rest_names_the_field_on_bad_input(huddle_server: Any) -> None:
     reply = httpx.post(
         huddle_server.url + "/api/v1/tools/force_release_lock",

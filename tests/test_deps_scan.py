@@ -75,9 +75,9 @@ def test_scan_write_sets_the_servers_map_so_blast_radius_answers_from_it(
 
 
 async def test_with_no_map_set_by_hand_the_server_derives_one_and_a_hand_map_always_wins(
-    sources: Path, tmp_path: Path
+    sources: Path, tmp_path: Path, backend: dict[str, str]
 ) -> None:
-    async with driven_coordinator(tmp_path, sources) as c:
+    async with driven_coordinator(tmp_path, sources, **backend) as c:
         derived = await c.analysis.refresh_dependency_map()
         assert derived["source"] == "scan"
         radius = await c.depmap.blast_radius(module="lib")
@@ -92,9 +92,9 @@ async def test_with_no_map_set_by_hand_the_server_derives_one_and_a_hand_map_alw
 
 
 async def test_the_map_feeds_layers_0b_and_0c_when_an_announce_names_no_dependencies(
-    sources: Path, tmp_path: Path
+    sources: Path, tmp_path: Path, backend: dict[str, str]
 ) -> None:
-    async with driven_coordinator(tmp_path, sources) as c:
+    async with driven_coordinator(tmp_path, sources, **backend) as c:
         await c.analysis.refresh_dependency_map()
         for agent in ("alice", "bob", "carol"):
             await c.agents.register(agent)

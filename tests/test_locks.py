@@ -11,6 +11,9 @@ from helpers import call, make_coordinator
 from huddle.domain.events import Kind
 from huddle.errors import InvalidInput, NotFound
 
+# Service tests take `coordinator` (both backends); server tests start theirs on both too.
+pytestmark = pytest.mark.both_backends
+
 
 async def test_second_exclusive_lock_is_refused_with_holder_mode_and_expiry(coordinator):
     await register(coordinator, "alice", "bob")
@@ -226,8 +229,8 @@ async def test_deregistering_releases_locks_at_once_and_grants_the_queue(coordin
     assert [lock["agent_id"] for lock in (await coordinator.locks.list_locks())["locks"]] == ["bob"]
 
 
-async def test_an_offline_agent_keeps_its_leases_until_their_ttl(tmp_path, repo):
-    coordinator = make_coordinator(tmp_path, repo, agent_ttl_s=0.2)
+async def test_an_offline_agent_keeps_its_leases_until_their_ttl(tmp_path, repo, backend):
+    coordinator = make_coordinator(tmp_path, repo, agent_ttl_s=0.2, **backend)
     await coordinator.start()
     try:
         await register(coordinator, "alice")

@@ -10,6 +10,9 @@ from coordination_helpers import event_count, register
 from helpers import call
 from huddle.errors import InvalidInput, NotFound
 
+# Service tests take `coordinator` (both backends); server tests start theirs on both too.
+pytestmark = pytest.mark.both_backends
+
 # Far longer than a wake-up needs: the call returns the message because the send woke it, not
 # because this passed (how fast it wakes is measured by benchmarks/locks.py, not asserted here).
 LONG_WAIT_S = 120

@@ -24,7 +24,7 @@ from huddle.bus.memory import Subscription
 from huddle.domain.events import Event, Kind, iso
 from huddle.errors import NotFound
 from huddle.service.coordinator import Coordinator
-from model_helpers import MODEL_SETTINGS, ServiceMachine
+from model_helpers import MODEL_SETTINGS, ServiceMachine, run_on_postgresql
 
 AGENTS = ("a", "b", "c")
 # The last one sorts past every other name under d/ (U+10FFFF): a prefix range must still cover it.
@@ -317,7 +317,13 @@ LeaseMachine.TestCase.settings = MODEL_SETTINGS
 test_leases_behave_like_the_reference_model = LeaseMachine.TestCase
 
 
-async def test_a_queued_call_counts_as_queued_only_once_its_own_entry_is_written(tmp_path: Path) -> None:
+def test_leases_behave_like_the_reference_model_on_postgresql() -> None:
+    run_on_postgresql(LeaseMachine)
+
+
+async def test_a_queued_call_counts_as_queued_only_once_its_own_entry_is_written(
+    tmp_path: Path, backend: dict[str, str]
+) -> None:
     """The race that made the model flaky under load, played deterministically by holding the writer.
 
     b waits for a.py; a's lease on it runs out; b then asks for d/ (held by c) with wait_s. That
@@ -327,7 +333,7 @@ async def test_a_queued_call_counts_as_queued_only_once_its_own_entry_is_written
     """
     clock = ManualClock()
     (tmp_path / "repo").mkdir()
-    coord = make_coordinator(tmp_path, tmp_path / "repo", clock=clock)
+    coord = make_coordinator(tmp_path, tmp_path / "repo", clock=clock, **backend)
     await coord.store.open()
     try:
         for agent in "abc":

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, rule
 
 from huddle.errors import Conflict, Forbidden, InvalidInput
-from model_helpers import MODEL_SETTINGS, ServiceMachine
+from model_helpers import MODEL_SETTINGS, ServiceMachine, run_on_postgresql
 
 AGENTS = ("a", "b", "c")
 IDS = tuple(f"t{i}" for i in range(8))
@@ -249,3 +249,7 @@ class TaskBoardMachine(ServiceMachine):
 
 TaskBoardMachine.TestCase.settings = MODEL_SETTINGS
 test_the_task_board_behaves_like_the_reference_model = TaskBoardMachine.TestCase
+
+
+def test_the_task_board_behaves_like_the_reference_model_on_postgresql() -> None:
+    run_on_postgresql(TaskBoardMachine)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 
 from huddle.errors import Conflict, Forbidden, HuddleError
-from model_helpers import MODEL_SETTINGS, ServiceMachine
+from model_helpers import MODEL_SETTINGS, ServiceMachine, run_on_postgresql
 
 AGENTS = ("a", "b", "c", "d")
 TIMEOUT_S = 100.0
@@ -238,3 +238,7 @@ class ThreadMachine(ServiceMachine):
 
 ThreadMachine.TestCase.settings = MODEL_SETTINGS
 test_consultation_threads_behave_like_the_reference_model = ThreadMachine.TestCase
+
+
+def test_consultation_threads_behave_like_the_reference_model_on_postgresql() -> None:
+    run_on_postgresql(ThreadMachine)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers import make_coordinator
+from huddle.push.log import EventFilter, latest_for, read_after
+from huddle.service.hooks import ClaudeHookService
 
 
 async def test_two_projects_in_one_database_never_see_each_others_events(
@@ -37,3 +39,36 @@ async def test_two_projects_in_one_database_never_see_each_others_events(
     finally:
         for coord in coordinators:
             await coord.stop()
+
+
+async def test_every_read_of_an_agents_slice_of_the_log_stays_in_its_project(
+    tmp_path: Path, backend: dict[str, str]
+) -> None:
+    """get_updates, SSE/MQTT replay (read_after), the inbox view (latest_for) and hook delivery."""
+    alpha = make_coordinator(tmp_path, tmp_path, project="alpha", **backend)
+    beta = make_coordinator(tmp_path, tmp_path, project="beta", **backend)
+    await alpha.start()
+    await beta.start()
+    try:
+        for coord in (alpha, beta):
+            for agent in ("alice", "bob"):
+                await coord.agents.register(agent, agent_id=agent)
+        await alpha.messages.send("alice", "alpha news", None)
+        for n in range(3):
+            await beta.updates.log_action_summary("alice", f"beta step {n}")
+        await beta.messages.send("alice", "beta news", "bob")
+
+        for coord in (alpha, beta):
+            own = {e.cursor: e.to_dict() for e in await read_after(coord.store, 0)}  # the project's whole log
+            mine = await coord.updates.get_updates("bob")
+            cursors = [e["cursor"] for e in mine["events"]]
+            assert cursors == sorted(set(cursors))  # each event once
+            assert mine["events"] == [own[cursor] for cursor in cursors]  # and its own project's
+            replayed = await read_after(coord.store, 0, EventFilter.parse(agent="bob"))
+            assert [e.cursor for e in replayed] == cursors
+            assert [e.cursor for e in await latest_for(coord.store, "bob", 100)] == cursors
+        news = await ClaudeHookService(beta).deliver("bob")
+        assert news is not None and "beta news" in news and "alpha news" not in news
+    finally:
+        await beta.stop()
+        await alpha.stop()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import anyio
 import httpx
+import pytest
 
 from huddle.push import sse as sse_module
 from huddle.push.log import EventFilter
 from huddle.settings import Settings
 from push_helpers import s1, sse, tool
+
+# The stream replays the event log by cursor: it must hold on PostgreSQL exactly as on SQLite.
+pytestmark = pytest.mark.both_backends
 
 
 async def all_cursors(http: httpx.AsyncClient) -> list[int]:

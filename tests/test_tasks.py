@@ -11,6 +11,9 @@ from helpers import call, make_coordinator
 from huddle.domain.events import Kind
 from huddle.errors import Conflict, Forbidden, InvalidInput, NotFound
 
+# Service tests take `coordinator` (both backends); server tests start theirs on both too.
+pytestmark = pytest.mark.both_backends
+
 
 async def test_a_task_becomes_available_only_when_all_its_dependencies_are_done(coordinator):
     await register(coordinator, "alice")
@@ -151,8 +154,8 @@ async def test_worker_slots_are_limited_idempotent_and_returned(coordinator):
     assert status["workers"]["busy"] == 5 and status["tasks"]["total"] == 0 and status["messages"]["waiting"] == []
 
 
-async def test_when_an_agent_goes_offline_its_tasks_and_worker_slot_return_to_the_pool(tmp_path, repo):
-    coordinator = make_coordinator(tmp_path, repo, agent_ttl_s=0.3)
+async def test_when_an_agent_goes_offline_its_tasks_and_worker_slot_return_to_the_pool(tmp_path, repo, backend):
+    coordinator = make_coordinator(tmp_path, repo, agent_ttl_s=0.3, **backend)
     await coordinator.start()
     try:
         await register(coordinator, "alice")

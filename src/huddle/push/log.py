@@ -13,7 +13,7 @@ from typing import Any
 from huddle.domain import validate
 from huddle.domain.events import EVERYONE, Event
 from huddle.errors import InvalidInput
-from huddle.storage.base import Store, Unit, event_from_row
+from huddle.storage.base import AUDIENCE_EVENTS, Store, Unit, event_from_row, starts_with
 from huddle.storage.base import latest_cursor as newest_cursor
 
 PAGE = 500
@@ -89,14 +89,16 @@ class EventFilter:
 
 
 def kind_sql(kinds: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """The SQL twin of `EventFilter.kind_matches`: replay must pass exactly what live delivery passes."""
     if not kinds or "*" in kinds:
         return "", []
     parts: list[str] = []
     params: list[Any] = []
     for kind in kinds:
         if kind.endswith(".*"):
-            parts.append("e.kind LIKE ?")
-            params.append(kind[:-1] + "%")
+            condition, args = starts_with("e.kind", kind[:-1])
+            parts.append(condition)
+            params += args
         else:
             parts.append("e.kind = ?")
             params.append(kind)
@@ -110,10 +112,7 @@ async def read_after(store: Store, after: int, wanted: EventFilter | None = None
     def read(unit: Unit) -> list[Event]:
         kind_clause, kind_params = kind_sql(flt.kinds)
         if flt.agent is not None:
-            sql = (
-                "SELECT e.* FROM event_audience a JOIN events e ON e.project = a.project AND e.cursor = a.cursor"
-                " WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ?"
-            )
+            sql = f"SELECT e.* FROM {AUDIENCE_EVENTS} WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ?"
             params: list[Any] = [unit.project, flt.agent, EVERYONE, after]
             order = " ORDER BY a.cursor LIMIT ?"
         else:
@@ -141,7 +140,7 @@ async def latest_for(store: Store, agent: str, limit: int) -> list[Event]:
 
     def read(unit: Unit) -> list[Event]:
         rows = unit.tx.all(
-            "SELECT e.* FROM event_audience a JOIN events e ON e.project = a.project AND e.cursor = a.cursor"
+            f"SELECT e.* FROM {AUDIENCE_EVENTS}"
             " WHERE a.project = ? AND a.agent_id IN (?, ?) ORDER BY a.cursor DESC LIMIT ?",
             (unit.project, agent, EVERYONE, limit),
         )

@@ -12,9 +12,9 @@ from huddle.domain.ids import intent_ref, thread_ref
 from huddle.domain.paths import normalize_module
 from huddle.errors import NotFound
 from huddle.service.context import ServiceContext, dumps, placeholders
-from huddle.service.overseers import OVERSEER_LIKE, OVERSEER_PREFIX, require_dashboard
+from huddle.service.overseers import OVERSEER_PREFIX, require_dashboard
 from huddle.service.signals import related_module_rows
-from huddle.storage.base import Row, Unit
+from huddle.storage.base import Row, Unit, starts_with
 
 BRIEFING_LIMIT = 50
 PEER_COUNT_RANGE = (1, 10_000)
@@ -191,7 +191,8 @@ class AgentService:
     def expire_silent(self, unit: Unit) -> int:
         """Sweeper step: agents silent past agent_ttl go offline, releasing what they held."""
         stale = unit.tx.all(
-            "SELECT agent_id, name FROM agents WHERE project = ? AND status = 'online' AND last_seen < ?",
+            "SELECT agent_id, name FROM agents WHERE project = ? AND status = 'online' AND last_seen < ?"
+            " ORDER BY agent_id",
             (unit.project, self.ctx.online_since(unit.now)),
         )
         for row in stale:
@@ -291,10 +292,11 @@ class AgentService:
 
     async def _online_count(self) -> int:
         def read(unit: Unit) -> int:
+            overseer, args = starts_with("agent_id", OVERSEER_PREFIX)
             row = unit.tx.one(
                 "SELECT COUNT(*) AS n FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?"
-                " AND agent_id NOT LIKE ?",
-                (unit.project, self.ctx.online_since(unit.now), OVERSEER_LIKE),
+                f" AND NOT {overseer}",
+                (unit.project, self.ctx.online_since(unit.now), *args),
             )
             return int(row["n"]) if row else 0
 
@@ -429,7 +431,7 @@ def _briefing(unit: Unit, ctx: ServiceContext, agent_id: str, modules: list[str]
         ]
     threads = unit.tx.all(
         "SELECT t.id, t.subject, t.status, t.initiator FROM thread_members m JOIN threads t ON t.id = m.thread_id"
-        " WHERE m.agent_id = ? AND t.project = ? AND t.status IN ('open', 'resolving') LIMIT ?",
+        " WHERE m.agent_id = ? AND t.project = ? AND t.status IN ('open', 'resolving') ORDER BY t.id DESC LIMIT ?",
         (agent_id, unit.project, BRIEFING_LIMIT),
     )
     return {

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -60,14 +59,17 @@ class ServiceContext:
     read_heartbeats: dict[str, float] = field(default_factory=dict)
     # files my targets depend on per the dependency map, for announces that name none (depmap.py)
     depends_from_map: Callable[[Unit, Sequence[str]], tuple[str, ...]] | None = None
-    # This server process among those sharing the database (lock queue entries are tagged with it).
-    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Whether this process runs the background jobs now (always, unless the database is shared).
     leader: bool = True
 
     @property
     def project(self) -> str:
         return self.store.project
+
+    @property
+    def instance(self) -> str:
+        """This server process among those sharing the database (lock-queue entries carry it)."""
+        return self.store.instance
 
     @functools.cached_property
     def repo_root(self) -> str:

@@ -146,7 +146,7 @@ class FileService:
                 "SELECT path, COUNT(*) AS edits, COUNT(DISTINCT agent_id) AS agents,"
                 f" {distinct_list(unit.tx.dialect, 'agent_id')} AS who, MAX(ts) AS last"
                 " FROM file_edits WHERE project = ? AND ts >= ? GROUP BY path"
-                " ORDER BY agents DESC, edits DESC, last DESC LIMIT ?",
+                " ORDER BY agents DESC, edits DESC, last DESC, path LIMIT ?",
                 (unit.project, unit.now - minutes * 60, limit),
             )
             return {
@@ -173,7 +173,7 @@ class FileService:
             row = require_agent(unit, agent)
             rows = unit.tx.all(
                 "SELECT path, COUNT(*) AS edits, MAX(ts) AS last FROM file_edits WHERE project = ?"
-                " AND agent_id = ? AND ts >= ? GROUP BY path ORDER BY last DESC LIMIT 1000",
+                " AND agent_id = ? AND ts >= ? GROUP BY path ORDER BY last DESC, path LIMIT 1000",
                 (unit.project, agent, row["session_start"]),
             )
             return {
@@ -197,12 +197,12 @@ class FileService:
         def read(unit: Unit) -> dict[str, Any]:
             edits = unit.tx.all(
                 "SELECT agent_id, MAX(ts) AS last, COUNT(*) AS edits FROM file_edits WHERE project = ?"
-                " AND path = ? AND ts >= ? AND agent_id != ? GROUP BY agent_id",
+                " AND path = ? AND ts >= ? AND agent_id != ? GROUP BY agent_id ORDER BY agent_id",
                 (unit.project, norm, unit.now - minutes * 60, agent),
             )
             flying = unit.tx.all(
                 "SELECT agent_id, started_at FROM working_files WHERE project = ? AND path = ?"
-                " AND expires_at > ? AND agent_id != ?",
+                " AND expires_at > ? AND agent_id != ? ORDER BY agent_id",
                 (unit.project, norm, unit.now, agent),
             )
             conflicts = [

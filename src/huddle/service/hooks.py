@@ -30,7 +30,7 @@ from huddle.domain import validate
 from huddle.domain.events import EVERYONE
 from huddle.errors import InvalidInput, NotFound
 from huddle.service.hook_paths import HookPaths, git_output
-from huddle.storage.base import Unit, event_from_row, latest_cursor
+from huddle.storage.base import AUDIENCE_EVENTS, Unit, event_from_row, latest_cursor
 
 if TYPE_CHECKING:
     from huddle.service.coordinator import Coordinator
@@ -299,8 +299,8 @@ def _scan(unit: Unit, agent: str) -> tuple[list[str], int, int]:
         )
         after = int(first["c"]) - 1 if first and first["c"] is not None else latest_cursor(unit)
     rows = unit.tx.all(
-        "SELECT e.* FROM event_audience a JOIN events e ON e.project = a.project AND e.cursor = a.cursor"
-        " WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
+        f"SELECT e.* FROM {AUDIENCE_EVENTS} WHERE a.project = ?"
+        " AND a.agent_id IN (?, ?) AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
         (unit.project, agent, EVERYONE, after, DELIVERY_SCAN),
     )
     lines = []

@@ -412,7 +412,7 @@ class IntentService:
     def expire(self, unit: Unit) -> int:
         """Sweeper step: intents past their TTL end as `expired`."""
         rows = unit.tx.all(
-            "SELECT id, agent_id FROM intents WHERE status = 'active' AND expires_at <= ? AND project = ?",
+            "SELECT id, agent_id FROM intents WHERE status = 'active' AND expires_at <= ? AND project = ? ORDER BY id",
             (unit.now, unit.project),
         )
         for row in rows:

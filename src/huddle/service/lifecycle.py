@@ -23,7 +23,7 @@ def end_intent(unit: Unit, number: int, status: str, *, actor: str | None) -> No
         audience += [
             r["agent_id"]
             for r in unit.tx.all(
-                "SELECT agent_id FROM thread_members WHERE thread_id = ?",
+                "SELECT agent_id FROM thread_members WHERE thread_id = ? ORDER BY agent_id",
                 (parse_ref(row["thread_id"], "T", "thread_id"),),
             )
         ]

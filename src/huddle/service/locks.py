@@ -54,6 +54,7 @@ from huddle.errors import InvalidInput, NotFound
 from huddle.service import repo_aliases
 from huddle.service.agents import touch
 from huddle.service.context import ServiceContext, WorkRequest, placeholders
+from huddle.service.instances import drop_waiters_of_gone_instances
 from huddle.service.lock_store import (
     candidate_clause,
     claim_of,
@@ -246,6 +247,8 @@ class LockService:
             if downgrade or is_upgrade_in_place(own, mode)
             else [r for r in overlapping(unit, "lock_waiters", pattern) if r["agent_id"] != agent]
         )
+        if waiter_rows and drop_waiters_of_gone_instances(unit):  # nobody queues behind a dead process
+            waiter_rows = [r for r in overlapping(unit, "lock_waiters", pattern) if r["agent_id"] != agent]
         request = Claim(agent, pattern, mode)
         blocking = (
             []

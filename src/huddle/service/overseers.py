@@ -15,8 +15,6 @@ from contextvars import ContextVar
 from huddle.errors import Forbidden
 
 OVERSEER_PREFIX = "human:"
-# SQL LIKE pattern matching overseer ids (the prefix holds no LIKE wildcard).
-OVERSEER_LIKE = OVERSEER_PREFIX + "%"
 
 # True only while a request that carried the dashboard credential is being served (set at the edge).
 overseer_credential: ContextVar[bool] = ContextVar("overseer_credential", default=False)

@@ -43,7 +43,7 @@ class StatusService:
             )
             hot = unit.tx.all(
                 "SELECT path, COUNT(DISTINCT agent_id) AS agents, COUNT(*) AS edits FROM file_edits"
-                " WHERE project = ? AND ts >= ? GROUP BY path ORDER BY agents DESC, edits DESC LIMIT 20",
+                " WHERE project = ? AND ts >= ? GROUP BY path ORDER BY agents DESC, edits DESC, path LIMIT 20",
                 (unit.project, unit.now - self.ctx.settings.recent_edit_window_s),
             )
             online = [a for a in agents if a["online"]]

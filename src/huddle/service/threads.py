@@ -101,7 +101,9 @@ def _load(unit: Unit, thread_id: str | int) -> tuple[Row, rules.ThreadView, list
         raise NotFound(
             f"thread {thread_ref(number)} does not exist; list_threads shows the open ones", field="thread_id"
         )
-    members = unit.tx.all("SELECT agent_id, role, left_at FROM thread_members WHERE thread_id = ?", (number,))
+    members = unit.tx.all(
+        "SELECT agent_id, role, left_at FROM thread_members WHERE thread_id = ? ORDER BY agent_id", (number,)
+    )
     approvals = frozenset(
         r["agent_id"]
         for r in unit.tx.all(
@@ -484,7 +486,8 @@ class ThreadService:
     def expire(self, unit: Unit) -> int:
         """Sweeper step: active threads past their deadline time out."""
         rows = unit.tx.all(
-            "SELECT id FROM threads WHERE project = ? AND status IN ('open', 'resolving') AND deadline <= ?",
+            "SELECT id FROM threads WHERE project = ? AND status IN ('open', 'resolving') AND deadline <= ?"
+            " ORDER BY id",
             (unit.project, unit.now),
         )
         for row in rows:
@@ -565,7 +568,9 @@ def leave_threads(unit: Unit, agent_id: str, reason: str) -> None:
 
 
 def summary_dict(unit: Unit, row: Row) -> dict[str, Any]:
-    members = unit.tx.all("SELECT agent_id, role, left_at FROM thread_members WHERE thread_id = ?", (row["id"],))
+    members = unit.tx.all(
+        "SELECT agent_id, role, left_at FROM thread_members WHERE thread_id = ? ORDER BY agent_id", (row["id"],)
+    )
     return {
         "thread_id": thread_ref(row["id"]),
         "subject": row["subject"],

@@ -8,7 +8,7 @@ from huddle.domain import validate
 from huddle.domain.events import EVERYONE, Kind
 from huddle.service.agents import heartbeat_on_read, require_agent, touch
 from huddle.service.context import ServiceContext
-from huddle.storage.base import Unit, event_from_row, latest_cursor
+from huddle.storage.base import AUDIENCE_EVENTS, Unit, event_from_row, latest_cursor
 
 MAX_PAGE = 500
 PAGE_RANGE = (1, MAX_PAGE)
@@ -31,7 +31,7 @@ class UpdateService:
         def read(unit: Unit) -> dict[str, Any]:
             require_agent(unit, agent)
             rows = unit.tx.all(
-                "SELECT e.* FROM event_audience a JOIN events e ON e.project = a.project AND e.cursor = a.cursor"
+                f"SELECT e.* FROM {AUDIENCE_EVENTS}"
                 " WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
                 (unit.project, agent, EVERYONE, after, page + 1),
             )

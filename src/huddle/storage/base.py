@@ -89,6 +89,11 @@ class Unit:
         return event
 
 
+# An agent's slice of the log: its audience rows (alias a) with their events (alias e). Cursors count
+# per project on PostgreSQL, so the join takes the project as well as the cursor.
+AUDIENCE_EVENTS = "event_audience a JOIN events e ON e.project = a.project AND e.cursor = a.cursor"
+
+
 def event_from_row(row: Row) -> Event:
     return Event(
         cursor=int(row["cursor"]),
@@ -109,6 +114,13 @@ def distinct_list(dialect: str, column: str) -> str:
     return f"GROUP_CONCAT(DISTINCT {column})"
 
 
+def starts_with(column: str, prefix: str) -> tuple[str, tuple[int, str]]:
+    """A condition "`column` begins with `prefix`" and its parameters: exact and case-sensitive on
+    both dialects. (LIKE is not: SQLite folds ASCII case, PostgreSQL does not, and `_` matches any
+    character on both; the live filters in Python compare exactly.)"""
+    return f"substr({column}, 1, ?) = ?", (len(prefix), prefix)
+
+
 def latest_cursor(unit: Unit) -> int:
     """The cursor of the newest event of the unit's project (0 for an empty log)."""
     row = unit.tx.one("SELECT MAX(cursor) AS c FROM events WHERE project = ?", (unit.project,))
@@ -123,6 +135,7 @@ class Store(Protocol):
 
     project: str
     dialect: str
+    instance: str
     # True when other Huddle processes may write the same database (PostgreSQL).
     shared: bool
 

@@ -155,7 +155,16 @@ class GroupCommitStore(ABC, Generic[C]):
     def _run_batch(self, conn: C, batch: list[_Job]) -> C:
         outcomes: list[Outcome] = []
         try:
-            self._begin(conn)
+            try:
+                self._begin(conn)
+            except self.db_errors:
+                # The server dropped the idle connection (a restart, a failover, an idle timeout):
+                # no job has run yet, so the batch begins once more on a fresh connection.
+                fresh = self._rollback(conn)
+                if fresh is conn:
+                    raise
+                conn = fresh
+                self._begin(conn)
             tx = self._tx(conn)
             for job in batch:
                 tx.execute("SAVEPOINT job")

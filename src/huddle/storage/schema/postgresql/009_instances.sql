@@ -3,8 +3,8 @@
 -- to the process holding its caller's connection; when that process stops heartbeating its
 -- queue entries are dropped, whichever instance runs the sweep — never "every entry not mine".
 CREATE TABLE instances (
-    project    TEXT NOT NULL,
-    instance   TEXT NOT NULL,
+    project    TEXT COLLATE "C" NOT NULL,
+    instance   TEXT COLLATE "C" NOT NULL,
     started_at DOUBLE PRECISION NOT NULL,
     last_seen  DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (project, instance)
