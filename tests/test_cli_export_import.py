@@ -181,6 +181,8 @@ def test_import_refuses_damaged_foreign_and_mismatched_files_and_writes_nothing(
     refused("\n".join([newer, *lines[1:]]) + "\n", "upgrade Huddle")
     broken_row = next(i for i, line in enumerate(lines) if line.startswith("["))
     refused("\n".join([*lines[:broken_row], '["too", "short"]', *lines[broken_row + 1 :]]) + "\n", "is not a row of")
+    refused("\n".join([*lines, '{"junk":1}']) + "\n", "follows the end line", "nothing was imported")
+    refused("\n".join([*lines, "", "[1]"]) + "\n", f"line {len(lines) + 2} of", "follows the end line")
     missing = huddle("import", "--data-dir", str(target), "--in", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 1 and "is not a file" in missing.stderr
 
@@ -281,3 +283,47 @@ def test_export_names_the_column_holding_a_value_json_cannot_carry(tmp_path: Pat
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "table agents column name holds a bytes value" in result.stderr
     assert not (tmp_path / "x.jsonl").exists() and not list(tmp_path.glob(".x.jsonl*"))
+
+
+def test_blank_lines_after_the_end_line_are_accepted(tmp_path: Path, repo: Path) -> None:
+    export = export_of(tmp_path, repo)
+    padded = tmp_path / "padded.jsonl"
+    padded.write_text(export.read_text() + "\n  \n\n")
+    result = huddle("import", "--data-dir", str(tmp_path / "target"), "--in", str(padded))
+    assert result.returncode == 0, result.stderr
+
+
+def test_instance_heartbeats_are_neither_exported_nor_imported_nor_make_a_target_non_empty(
+    tmp_path: Path, repo: Path
+) -> None:
+    source = tmp_path / "src"
+    server = ServerProcess(source, repo).start()
+    try:
+        populate(server)
+    finally:
+        server.stop()
+    with sqlite3.connect(source / "huddle.db") as db:
+        db.execute("INSERT OR REPLACE INTO instances VALUES ('x', 'old-host', 1, 2)")
+    out = tmp_path / "x.jsonl"
+    assert huddle("export", "--data-dir", str(source), "--out", str(out)).returncode == 0
+    lines = out.read_text().splitlines()
+    assert not any(json.loads(line).get("table") == "instances" for line in lines if line.startswith("{"))
+
+    # a file from before instances were left out: its section is read past, not imported
+    end = json.loads(lines[-1])
+    older = [
+        *lines[:-1],
+        json.dumps({"table": "instances", "columns": ["project", "instance", "started_at", "last_seen"], "rows": 1}),
+        '["x", "old-host", 1, 2]',
+        json.dumps({**end, "rows": end["rows"] + 1}),
+    ]
+    (tmp_path / "older.jsonl").write_text("\n".join(older) + "\n")
+    target = tmp_path / "target"
+    assert huddle("migrate", "--data-dir", str(target)).returncode == 0
+    with sqlite3.connect(target / "huddle.db") as db:  # a heartbeat left by a server that ran there
+        db.execute("INSERT INTO instances VALUES ('x', 'target-host', 1, 2)")
+    result = huddle("import", "--data-dir", str(target), "--in", str(tmp_path / "older.jsonl"))
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(target / "huddle.db") as db:
+        assert db.execute("SELECT instance FROM instances").fetchall() == [("target-host",)]
+        assert db.execute("SELECT COUNT(*) FROM agents").fetchone() != (0,)

@@ -192,6 +192,9 @@ class Settings:
 
 SETTING_HELP: dict[str, str] = {f.name: str(f.metadata["help"]) for f in fields(Settings)}
 ENV_PREFIX = "HUDDLE_"
+# Settings whose value may carry a password (user:password@host URLs): never put in a child's argv
+# (`ps` shows it to every user) nor in a file others may read.
+SECRET_SETTINGS = ("db_url", "mqtt_url")
 # An instance name starts MCP session ids (`<name>.<hex>`) and is matched by the load balancer's regex,
 # so it is kept to characters that need no escaping in either.
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -15,7 +15,10 @@ Why it is safe:
   still never holds half a transaction. Tables and columns come from the database itself, so a
   table a later migration adds is carried without anyone remembering to list it; only the
   migrator's bookkeeping and derived indexes (SQLite FTS, PostgreSQL's generated tsvector) are
-  left out, and rebuilt on import.
+  left out, and rebuilt on import — and `instances`, the heartbeats of running server processes
+  (NOT_CARRIED): they describe processes, not the project, and would make the target look in use.
+  Queued lock requests of those processes are then dropped by the target's first sweep, as for any
+  stopped process; held leases are project state and are carried with their expiry times as they are.
 - Import writes everything in one transaction: a damaged or truncated file, a clash or any
   error leaves the target as it was. Rows keep their ids and event cursors, so every cursor a
   client holds stays valid; then each counter is raised past the highest id (and past ids the
@@ -40,6 +43,8 @@ from huddle.storage.admin import Database, Table, jsonable, quote
 
 FORMAT = "huddle-export"
 FORMAT_VERSION = 1
+# Tables that describe running processes, not the project: never exported, skipped if a file has them.
+NOT_CARRIED = frozenset({"instances"})
 
 
 # A row is a tuple of None, int, float and str; anything else (no BLOB column exists) is refused.
@@ -74,6 +79,10 @@ def _projects_in(db: Database, tables: Sequence[Table]) -> list[str]:
     return sorted(found)
 
 
+def _tables(db: Database) -> list[Table]:
+    return [t for t in db.tables() if t.name not in NOT_CARRIED]
+
+
 def _cursors(db: Database, projects: Sequence[str]) -> dict[str, int]:
     """The newest event cursor of each project: the import checks it arrived unchanged."""
     return {p: int(db.scalar("SELECT MAX(cursor) FROM events WHERE project = ?", (p,)) or 0) for p in projects}
@@ -84,7 +93,7 @@ def export(db: Database, out: TextIO, only: Sequence[str] = ()) -> dict[str, Any
     db.begin_snapshot()
     try:
         version = _current_schema(db)
-        tables = db.tables()
+        tables = _tables(db)
         present = _projects_in(db, tables)
         if only:
             missing = sorted(set(only) - set(present))
@@ -156,6 +165,16 @@ class _Lines:
                 f"line {self.number} of {self.name} is not valid JSON ({exc}); the file is damaged,"
                 " export again (nothing was imported)"
             ) from None
+
+    def expect_end(self) -> None:
+        """After the end line only blank lines may follow: anything else means a damaged or spliced file."""
+        for line in self._source:
+            self.number += 1
+            if line.strip():
+                raise HuddleError(
+                    f"line {self.number} of {self.name} follows the end line; the file is damaged or has"
+                    " something appended, export again (nothing was imported)"
+                )
 
 
 def read_header(source: TextIO, name: str) -> dict[str, Any]:
@@ -229,7 +248,7 @@ def import_(db: Database, source: TextIO, name: str, *, force: bool) -> dict[str
             " data dir numbers events across projects. Export one project at a time (huddle export"
             " --project NAME) and import each into its own --data-dir"
         )
-    tables = {t.name: t for t in db.tables()}
+    tables = {t.name: t for t in _tables(db)}
     db.begin_write(projects)
     try:
         occupied = _occupied(db, list(tables.values()))
@@ -243,13 +262,18 @@ def import_(db: Database, source: TextIO, name: str, *, force: bool) -> dict[str
         if occupied:
             replaced = _clear(db, list(tables.values()), projects)
         counts: dict[str, int] = {}
+        skipped = 0
         while True:
             section = lines.next("a table or the end line")
             if isinstance(section, dict) and section.get("end") is True:
                 break
+            if isinstance(section, dict) and section.get("table") in NOT_CARRIED:
+                skipped += _skip_table(lines, section)  # written by an older Huddle: read past it
+                continue
             counts.update(_import_table(db, lines, tables, section))
-        if section.get("rows") != sum(counts.values()):
+        if section.get("rows") != sum(counts.values()) + skipped:
             raise HuddleError(f"{name}'s end line does not match its rows; the file is damaged, export again")
+        lines.expect_end()
         db.raise_counters(list(tables.values()), {str(k): int(v) for k, v in header.get("high_water", {}).items()})
         db.rebuild_derived()
         _check_cursors(db, header.get("cursors", {}))
@@ -265,6 +289,17 @@ def import_(db: Database, source: TextIO, name: str, *, force: bool) -> dict[str
         "cursors": header.get("cursors", {}),
         "seconds": time.monotonic() - started,
     }
+
+
+def _skip_table(lines: _Lines, section: dict[str, Any]) -> int:
+    count, columns = section.get("rows"), section.get("columns")
+    if not isinstance(count, int) or not isinstance(columns, list):
+        raise HuddleError(
+            f"line {lines.number} of {lines.name} is not a table heading; the file is damaged, export again"
+        )
+    for _ in _rows(lines, str(section["table"]), len(columns), count):
+        pass
+    return count
 
 
 def _import_table(db: Database, lines: _Lines, tables: dict[str, Table], section: Any) -> dict[str, int]:
