@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import psycopg
@@ -26,7 +26,6 @@ from huddle.storage.postgres import PostgresStore
 from huddle.storage.sqlite import SqliteStore
 from postgres_helpers import fresh_database, migrated_database
 
-T = TypeVar("T")
 WAIT_S = 20
 POLL_S = 0.2  # how often a PostgreSQL feed reads the log without being woken
 
