@@ -41,6 +41,8 @@ import psycopg
 
 from _harness import machine, summarise
 from huddle.storage import postgres
+from huddle.storage.base import Tx
+from huddle.storage.sqlite import SqliteTx
 from huddle.storage.sqlite import migrate as migrate_sqlite
 from huddle.testing import log_tail, server_command, start_server, stop_server
 
@@ -84,16 +86,21 @@ INSERTS = {
 }
 
 
+def fill(tx: Tx, agents: int, intents: int, leases: int) -> None:
+    """The crowd, its intents and its leases, through the same Tx both backends give the services."""
+    for table, rows in big_rows(agents, intents, leases).items():
+        tx.executemany(INSERTS[table], rows)
+    tx.execute("INSERT INTO lock_counters (project, last_token) VALUES (?, ?)", (PROJECT, leases))
+
+
 def prefill_sqlite(data_dir: Path, agents: int, intents: int, leases: int, events: int) -> None:
     data_dir.mkdir(parents=True)
     conn = sqlite3.connect(data_dir / "huddle.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     migrate_sqlite(conn)
     conn.execute("BEGIN")
-    for table, rows in big_rows(agents, intents, leases).items():
-        conn.executemany(INSERTS[table], rows)
-    conn.execute("INSERT INTO lock_counters (project, last_token) VALUES (?, ?)", (PROJECT, leases))
-    conn.execute(
+    fill(SqliteTx(conn), agents, intents, leases)
+    conn.execute(  # the dialects count rows differently: a recursive CTE here, generate_series below
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
         " INSERT INTO events (project, ts, kind, actor, audience, data)"
         " SELECT ?, 0, 'action.summary', 'crowd-' || (i % 1000), '[\"*\"]', '{}' FROM n",
@@ -109,9 +116,7 @@ def prefill_postgres(url: str, agents: int, intents: int, leases: int, events: i
         postgres.migrate(conn)
         with conn.transaction():
             tx = postgres.PgTx(conn)
-            for table, rows in big_rows(agents, intents, leases).items():
-                tx.executemany(INSERTS[table], rows)
-            tx.execute("INSERT INTO lock_counters (project, last_token) VALUES (?, ?)", (PROJECT, leases))
+            fill(tx, agents, intents, leases)
             tx.execute(
                 "INSERT INTO events (project, cursor, ts, kind, actor, audience, data)"
                 " SELECT ?, i, 0, 'action.summary', 'crowd-' || (i % 1000), '[\"*\"]', '{}'"
@@ -274,7 +279,7 @@ def main() -> None:
                 results[f"postgresql-{count}-big"] = anyio.run(run_load, urls, seconds)
 
     def ratio(a: str, b: str, key: str) -> float:
-        return round(results[a]["announce"][key] / results[b]["announce"][key], 2)
+        return float(round(results[a]["announce"][key] / results[b]["announce"][key], 2))
 
     report["announce_p50_big_vs_fresh"] = {
         name: ratio(f"{name}-big", name, "p50_ms") for name in ("sqlite-1", "postgresql-1", "postgresql-3")
