@@ -11,13 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import httpx2
 import mcp_types as types
@@ -30,7 +28,7 @@ from mcp.shared.exceptions import MCPError
 from balancer_helpers import Nginx, free_port, render
 from helpers import ServerProcess, call
 from postgres_helpers import fresh_database
-from push_helpers import sse, tool
+from push_helpers import Notifications, sse, subscribe, tool
 
 INSTANCE = "x-huddle-instance"
 SESSION = "mcp-session-id"
@@ -145,31 +143,6 @@ async def spread(stack: contextlib.AsyncExitStack, team: Team, *, prefix: str, *
     return agents
 
 
-class Notifications:
-    """A message_handler recording resources/updated notifications."""
-
-    def __init__(self) -> None:
-        self.uris: list[str] = []
-        self._changed = anyio.Event()
-
-    async def __call__(self, message: object) -> None:
-        if isinstance(message, types.ResourceUpdatedNotification):
-            self.uris.append(str(message.params.uri))
-            self._changed.set()
-
-    async def wait_for(self, uri: str, timeout: float = 15) -> None:
-        with anyio.fail_after(timeout):
-            while uri not in self.uris:
-                self._changed = anyio.Event()
-                await self._changed.wait()
-
-
-async def subscribe(client: Client, uri: str) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecated as of 2026-07-28, and exactly what handshake-era clients send
-        await client.subscribe_resource(uri)
-
-
 async def test_every_request_of_an_mcp_session_reaches_the_instance_that_created_it(team: Team) -> None:
     async with contextlib.AsyncExitStack() as stack:
         agents = await spread(stack, team, prefix="sticky")
@@ -212,7 +185,7 @@ async def test_a_consultation_opened_through_one_instance_notifies_a_subscriber_
             bob.client, "announce_work", agent_id=f"watcher{index}", subject="fix", target_files=["n/app.py"]
         )
         assert result["verdict"] == "consult", result
-        await notes.wait_for(inbox)
+        await notes.wait_for(inbox, timeout=15)
         read = await alice.client.read_resource(inbox)
         content = read.contents[0]
         assert isinstance(content, types.TextResourceContents)
