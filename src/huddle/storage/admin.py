@@ -26,6 +26,7 @@ from psycopg.rows import tuple_row
 from huddle.errors import HuddleError
 from huddle.storage import migrations, postgres
 from huddle.storage.base import Unit
+from huddle.storage.sqlite import apply_migrations
 
 # Bookkeeping of the migrator, not data: every database has its own.
 MIGRATIONS_TABLE = "schema_migrations"
@@ -179,12 +180,7 @@ class SqliteDatabase(Database):
             return set()  # no schema_migrations table: no Huddle schema yet
 
     def migrate(self) -> tuple[int, list[int]]:
-        def execute(statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-            return [tuple(r) for r in self._conn.execute(statement, params).fetchall()]
-
-        return migrations.migrate(
-            "sqlite", execute, begin=lambda: self._conn.execute("BEGIN IMMEDIATE"), commit=self.commit
-        )
+        return apply_migrations(self._conn)  # as the server migrates (storage/sqlite.py)
 
     def tables(self) -> list[Table]:
         listed = self._conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()

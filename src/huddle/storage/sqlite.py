@@ -57,16 +57,20 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Applies the SQLite migrations not applied yet; returns the schema version."""
+def apply_migrations(conn: sqlite3.Connection) -> tuple[int, list[int]]:
+    """Applies the SQLite migrations not applied yet; returns (schema version, versions applied now)."""
 
     def execute(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(sql, params).fetchall()]
 
-    version, _ = migrations.migrate(
+    return migrations.migrate(
         "sqlite", execute, begin=lambda: conn.execute("BEGIN IMMEDIATE"), commit=lambda: conn.execute("COMMIT")
     )
-    return version
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Applies the SQLite migrations not applied yet; returns the schema version."""
+    return apply_migrations(conn)[0]
 
 
 def check_schema(path: Path) -> None:
