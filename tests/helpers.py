@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,75 @@ async def call_error(client: Client, tool: str, **args: Any) -> str:
     result = await client.call_tool(tool, args)
     assert result.is_error, f"{tool} unexpectedly succeeded: {result.structured_content}"
     return str(result.content[0].text)  # type: ignore[union-attr]
+
+
+# Scenario S1 (SPEC.md): what each agent's get_updates shows of the consultation, in order.
+S1_EXCHANGE = [
+    "thread.opened",
+    "thread.message",
+    "thread.message",
+    "thread.proposal",
+    "thread.status",
+    "thread.approval",
+    "thread.status",
+]
+
+
+async def s1_consultation(
+    alice: Client,
+    bob: Client,
+    *,
+    names: tuple[str, str] = ("alice", "bob"),
+    path: str = "src/models/user.ts",
+    after_step: Callable[[str], Awaitable[None]] | None = None,
+) -> str:
+    """Scenario S1 through two agents' own MCP clients: both announce work on the same file, the
+    consultation opens, they talk, bob proposes, alice approves; returns the resolved thread's id.
+
+    `after_step(actor)` runs after each step that changes the thread (for checks in between)."""
+    a, b = names
+
+    async def step(actor: str) -> None:
+        if after_step is not None:
+            await after_step(actor)
+
+    await call(alice, "register_agent", name=a)
+    await call(bob, "register_agent", name=b)
+    first = await call(alice, "announce_work", agent_id=a, subject="add updated_at", target_files=[path])
+    assert first["verdict"] == "proceed"
+    second = await call(
+        bob, "announce_work", agent_id=b, subject="migrate user schema", target_files=[path, "migrations/004.sql"]
+    )
+    assert second["verdict"] == "consult"
+    [impact] = second["impacts"]
+    assert (impact["agent_id"], impact["score"], impact["category"]) == (a, 100, "concerned")
+    assert impact["evidence"][0]["layer"] == "0a"
+    thread_id = str(second["thread_id"])
+    await step(b)
+    thread = await call(alice, "get_thread", thread_id=thread_id)
+    assert thread["expected_respondents"] == [a]
+    assert thread["initiator"] == b
+    await call(
+        alice,
+        "post_to_thread",
+        thread_id=thread_id,
+        agent_id=a,
+        type="context",
+        content="adding updated_at; land my field first",
+    )
+    await step(a)
+    await call(
+        bob, "post_to_thread", thread_id=thread_id, agent_id=b, type="question", content="ok if I wait for your commit?"
+    )
+    await step(b)
+    await call(
+        bob, "propose_resolution", thread_id=thread_id, agent_id=b, summary=f"{a} lands updated_at first, {b} after"
+    )
+    await step(b)
+    approved = await call(alice, "approve_resolution", thread_id=thread_id, agent_id=a)
+    assert approved["status"] == "resolved"
+    await step(a)
+    return thread_id
 
 
 def make_coordinator(
@@ -92,12 +161,10 @@ class ServerProcess:
     def mcp_url(self) -> str:
         return self.url + "/mcp"
 
-    def start(self) -> ServerProcess:
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> ServerProcess:
         self.log_path = self.data_dir.parent / f"server-{time.monotonic_ns()}.log"
         command = server_command(self.data_dir, self.repo, *self.extra_args, mqtt_port=self.mqtt_port)
-        self.process, url = start_server(
-            command, self.data_dir, self.log_path, timeout_s=STARTUP_TIMEOUT_S, env=self.env
-        )
+        self.process, url = start_server(command, self.data_dir, self.log_path, timeout_s=timeout_s, env=self.env)
         self.port = int(url.rsplit(":", 1)[1])
         return self
 

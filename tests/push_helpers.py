@@ -1,5 +1,6 @@
 """Helpers for the push tests: REST calls, real MQTT subscribers (aiomqtt, i.e. paho), SSE readers,
-the S1 scenario, and a Mosquitto broker the test owns (free port, stoppable, restartable)."""
+MCP resource notifications, the S1 scenario, and a Mosquitto broker the test owns (free port,
+stoppable, restartable)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,8 @@ from typing import Any
 import aiomqtt
 import anyio
 import httpx
+import mcp_types as types
+from mcp import Client
 
 
 def runtime(server: Any) -> dict[str, Any]:
@@ -254,3 +258,35 @@ async def wait_until(check: Callable[[], Any], timeout: float = 10, interval: fl
                 return value
             assert time.monotonic() < deadline
             await anyio.sleep(interval)
+
+
+class Notifications:
+    """A message_handler that records resources/updated notifications and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.uris: list[str] = []
+        self._changed = anyio.Event()
+
+    async def __call__(self, message: object) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            self.uris.append(str(message.params.uri))
+            self._changed.set()
+
+    async def wait_for(self, uri: str, count: int = 1, timeout: float = 10) -> None:
+        with anyio.fail_after(timeout):
+            while self.uris.count(uri) < count:
+                self._changed = anyio.Event()
+                await self._changed.wait()
+
+
+async def subscribe(client: Client, uri: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated as of 2026-07-28, and exactly what older clients send
+        await client.subscribe_resource(uri)
+
+
+async def read_json(client: Client, uri: str) -> dict[str, object]:
+    result = await client.read_resource(uri)
+    content = result.contents[0]
+    assert isinstance(content, types.TextResourceContents) and content.mime_type == "application/json"
+    return dict(json.loads(content.text))

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from helpers import ServerProcess
-from postgres_helpers import migrated_database
+from postgres_helpers import fresh_database, migrated_database
 
 
 def huddle(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -214,3 +214,45 @@ def test_any_command_given_a_data_dir_that_is_a_file_says_so_in_one_line(huddle_
         result = huddle("watch", "--agent", "bob", "--once", "--url", huddle_server.url, "--data-dir", str(data_dir))
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert result.stderr.startswith(f"huddle: cannot use {data_dir}") and "check --data-dir" in result.stderr
+
+
+def test_a_db_url_password_reaches_the_daemon_by_its_environment_never_its_argv_or_a_readable_file(
+    tmp_path: Path, repo: Path, daemons: list[Path]
+):
+    data = tmp_path / "data"
+    daemons.append(data)
+    with fresh_database() as url:
+        secret_url = url.replace("@", ":S3cretPW@", 1)  # trust auth: any password is accepted
+        started = huddle("server", "start", "--daemon", *start_flags(data, repo), "--db-url", secret_url)
+        assert started.returncode == 0, started.stderr
+        info = runtime(data)
+        assert "S3cretPW" not in Path(f"/proc/{info['pid']}/cmdline").read_text()
+        assert "S3cretPW" not in (data / "server.json").read_text()
+        assert info["overrides"]["db_url"] == secret_url.replace("S3cretPW", "***")  # type: ignore[index]
+        for name in ("server.json", "server.secrets.json"):
+            assert (data / name).stat().st_mode & 0o777 == 0o600, name
+
+        # restart brings the same database back from the 0600 file, again not through argv
+        restarted = huddle("server", "restart", "--data-dir", str(data), cwd=tmp_path)
+        assert restarted.returncode == 0, restarted.stderr
+        again = runtime(data)
+        assert again["pid"] != info["pid"] and again["overrides"] == info["overrides"]
+        assert "S3cretPW" not in Path(f"/proc/{again['pid']}/cmdline").read_text()
+        assert "S3cretPW" in (data / "server.secrets.json").read_text()
+        assert huddle("server", "stop", "--data-dir", str(data)).returncode == 0
+        assert not (data / "server.secrets.json").exists()
+
+
+def test_a_daemon_started_from_a_directory_with_a_module_named_like_a_stdlib_one_does_not_import_it(
+    tmp_path: Path, repo: Path, daemons: list[Path]
+):
+    data = tmp_path / "data"
+    daemons.append(data)
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    (trap / "queue.py").write_text('raise SystemExit("the daemon imported ./queue.py")\n')
+    # The `huddle` console script (what users run) does not put its cwd on sys.path; `-P` does the same here.
+    command = [sys.executable, "-P", "-m", "huddle.cli.main", "server", "start", "--daemon", *start_flags(data, repo)]
+    started = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=trap)
+    assert started.returncode == 0, started.stderr
+    assert httpx.get(f"{runtime(data)['url']}/health").status_code == 200

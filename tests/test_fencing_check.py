@@ -81,8 +81,17 @@ async def test_without_a_token_check_lock_answers_as_before(coord: Coordinator) 
     assert "fencing" not in await coord.locks.check_lock("a.py")
 
 
-@pytest.mark.parametrize("bad", [0, -3, True, 1.5, "7"])
-async def test_a_bad_fencing_token_is_refused_naming_the_field(coord: Coordinator, bad: object) -> None:
-    with pytest.raises(InvalidInput, match="fencing_token must be a positive whole number") as caught:
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        (0, "fencing_token must be between 1 and 4611686018427387904; got 0"),
+        (-3, "fencing_token must be between 1 and 4611686018427387904; got -3"),
+        (True, "fencing_token must be a positive whole number"),
+        (1.5, "fencing_token must be a positive whole number"),
+        ("7", "fencing_token must be a positive whole number"),
+    ],
+)
+async def test_a_bad_fencing_token_is_refused_naming_the_field(coord: Coordinator, bad: object, says: str) -> None:
+    with pytest.raises(InvalidInput, match=says) as caught:
         await coord.locks.check_lock("a.py", fencing_token=bad)  # type: ignore[arg-type]
     assert caught.value.field == "fencing_token"

@@ -137,14 +137,6 @@ async def test_a_symlinked_directory_is_the_same_files_as_its_target(coordinator
     assert (await coordinator.locks.acquire("bob", "liblink/new.py"))["path"] == "lib/new.py"
 
 
-async def test_a_link_out_of_the_repository_keeps_its_name(coordinator: Coordinator, repo: Path) -> None:
-    outside = repo.parent / "outside"
-    outside.mkdir()
-    os.symlink(outside, repo / "ext")
-    await register(coordinator, "alice")
-    assert (await coordinator.locks.acquire("alice", "ext/x.py"))["path"] == "ext/x.py"
-
-
 async def test_a_name_leased_as_a_file_that_became_a_directory_still_excludes_others(
     coordinator: Coordinator, repo: Path
 ) -> None:

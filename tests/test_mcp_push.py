@@ -3,51 +3,15 @@ eras — `resources/subscribe` (≤ 2025-11-25) and `subscriptions/listen` (2026
 
 from __future__ import annotations
 
-import json
-import warnings
-
 import anyio
 import httpx
-import mcp_types as types
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
 
-from push_helpers import s1, tool
+from push_helpers import Notifications, read_json, s1, subscribe, tool
 
 ALICE_INBOX = "huddle://agents/alice/inbox"
-
-
-class Notifications:
-    """A message_handler that records resources/updated notifications and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        self.uris: list[str] = []
-        self._changed = anyio.Event()
-
-    async def __call__(self, message: object) -> None:
-        if isinstance(message, types.ResourceUpdatedNotification):
-            self.uris.append(str(message.params.uri))
-            self._changed.set()
-
-    async def wait_for(self, uri: str, count: int = 1, timeout: float = 10) -> None:
-        with anyio.fail_after(timeout):
-            while self.uris.count(uri) < count:
-                self._changed = anyio.Event()
-                await self._changed.wait()
-
-
-async def subscribe(client: Client, uri: str) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecated as of 2026-07-28, and exactly what older clients send
-        await client.subscribe_resource(uri)
-
-
-async def read_json(client: Client, uri: str) -> dict[str, object]:
-    result = await client.read_resource(uri)
-    content = result.contents[0]
-    assert isinstance(content, types.TextResourceContents) and content.mime_type == "application/json"
-    return dict(json.loads(content.text))
 
 
 async def test_a_client_subscribed_to_its_inbox_is_notified_when_a_consultation_opens(huddle_server):

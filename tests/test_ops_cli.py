@@ -10,10 +10,12 @@ import threading
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from helpers import ServerProcess
 from huddle.push.ports import free_port
+from postgres_helpers import fresh_database
 from test_daemon import huddle
 
 
@@ -68,6 +70,29 @@ def test_doctor_fails_with_the_start_hint_when_the_server_is_down_and_passes_whe
         assert names["client .mcp.json"]["ok"]
     finally:
         server.stop()
+
+
+def test_doctor_checks_the_postgresql_database_and_its_schema_version(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def database_check(db_url: str) -> dict[str, object]:
+        (data / "config.toml").write_text(f"port = {free_port('127.0.0.1')}\ndb_url = {json.dumps(db_url)}\n")
+        report = json.loads(huddle("doctor", "--json", "--data-dir", str(data)).stdout)
+        return dict(next(c for c in report["checks"] if c["name"] == "database"))
+
+    with fresh_database() as url:
+        empty = database_check(url)
+        assert empty["ok"] and "no Huddle schema yet" in str(empty["detail"])
+        assert huddle("migrate", "--db-url", url).returncode == 0
+        current = database_check(url)
+        assert current["ok"] and "(current)" in str(current["detail"])
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DELETE FROM schema_migrations WHERE version = (SELECT MAX(version) FROM schema_migrations)")
+        older = database_check(url)
+        assert not older["ok"] and "huddle migrate --db-url" in str(older["hint"])
+    away = database_check("postgresql://postgres@127.0.0.1:1/nowhere")
+    assert not away["ok"] and "cannot connect to PostgreSQL" in str(away["detail"]) and "db_url" in str(away["hint"])
 
 
 def test_doctor_says_when_the_repository_is_not_a_git_repository(huddle_server: ServerProcess):

@@ -129,15 +129,17 @@ async def hold_writer(store: Store) -> tuple[asyncio.Future[Any], threading.Even
     return held, gate
 
 
-async def terminate(url: str, *application_names: str) -> int:
-    """Kills the database sessions of these application names (as a failover or an admin would)."""
+async def terminate(url: str, *roles: str) -> int:
+    """Kills the database sessions of these connection roles (as a failover or an admin would).
+
+    Huddle names its connections `<role>:<instance>` (storage/postgres.py connection_name)."""
 
     def kill() -> int:
         with psycopg.connect(url, autocommit=True, application_name="huddle-test-killer") as conn:
             rows = conn.execute(
                 "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
-                " WHERE application_name = ANY(%s) AND datname = current_database()",
-                (list(application_names),),
+                " WHERE split_part(application_name, ':', 1) = ANY(%s) AND datname = current_database()",
+                (list(roles),),
             ).fetchall()
         return sum(1 for (ok,) in rows if ok)
 
@@ -457,7 +459,7 @@ async def test_one_leader_at_a_time_and_leadership_moves_when_the_leader_closes_
             rows = conn.execute(
                 "SELECT pg_terminate_backend(a.pid, 5000) FROM pg_stat_activity a"
                 " JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted"
-                " WHERE a.application_name IN ('huddle-leader') AND a.datname = current_database()"
+                " WHERE a.application_name LIKE 'huddle-leader:%%' AND a.datname = current_database()"
             ).fetchall()
         return len(rows)
 

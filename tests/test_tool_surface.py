@@ -15,7 +15,9 @@ from huddle.errors import InvalidInput, NotFound
 from huddle.service.coordinator import Coordinator
 from huddle.settings import load_settings
 
-DEFAULT_BUDGET_BYTES = 15_000
+# Every numeric field states its bounds (minimum/maximum, ~550 bytes of the default listing), so an
+# agent sends a valid number the first time instead of learning the range from an error.
+DEFAULT_BUDGET_BYTES = 16_000
 
 
 def listing_bytes(tools: list[Any]) -> int:

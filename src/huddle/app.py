@@ -28,6 +28,7 @@ from huddle.storage.sqlite import SqliteStore
 from huddle.transports.dashboard import DashboardCredential, DashboardCredentialGate, dashboard_routes
 from huddle.transports.hooks import hook_routes
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
+from huddle.transports.instance import InstanceHeader, instance_name
 from huddle.transports.mcp_server import build_mcp_server
 from huddle.transports.mcp_sessions import bounded_sessions
 from huddle.transports.openapi import ops_routes
@@ -72,11 +73,19 @@ def build_app(settings: Settings) -> Huddle:
     mcp = build_mcp_server(operations, rest_only=REST_ONLY)
     mcp.middleware.append(metrics.mcp_middleware)
     catalogue.attach(mcp)
-    push.attach_mcp(mcp)
+    push.attach_mcp(mcp, sessions=settings.mcp_stateless == "off")
     # Plain JSON responses (not an SSE stream per POST) save ~0.3 ms a call; server-initiated
     # notifications still flow over the standalone GET stream.
-    mcp.streamable_http_app(json_response=True, transport_security=transport_security(settings), host=settings.host)
-    sessions = bounded_sessions(mcp, settings)
+    # Stateless: every request stands alone, so any instance behind a load balancer can answer it
+    # (docs/team-mode.md says what handshake-era clients lose).
+    mcp.streamable_http_app(
+        json_response=True,
+        stateless_http=settings.mcp_stateless == "on",
+        transport_security=transport_security(settings),
+        host=settings.host,
+    )
+    instance = instance_name(settings)
+    sessions = bounded_sessions(mcp, settings, instance)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -90,7 +99,7 @@ def build_app(settings: Settings) -> Huddle:
             await coordinator.stop()
 
     hooks = ClaudeHookService(coordinator)
-    credential = DashboardCredential()
+    credential = DashboardCredential(instance=instance)
     http = Starlette(
         routes=[
             *rest_routes(operations),
@@ -101,6 +110,7 @@ def build_app(settings: Settings) -> Huddle:
             sessions.route(),
         ],
         middleware=[
+            Middleware(InstanceHeader, instance=instance),
             Middleware(
                 CrossSiteGuard,
                 bind_host=settings.host,

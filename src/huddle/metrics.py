@@ -60,7 +60,7 @@ class Metrics:
         self.announces = Counter("huddle_announces", "announce_work calls by verdict.", ["verdict"], registry=r)
         self.layer_firings = Counter(
             "huddle_scoring_layer_firings",
-            "Evidence found by each scoring layer (announce_work and update_intent).",
+            "Agents each scoring layer fired for (announce_work and update_intent).",
             ["layer"],
             registry=r,
         )
@@ -191,9 +191,10 @@ class Metrics:
     def _count_scoring(self, name: str, result: Result) -> None:
         if name == "announce_work":
             self.announces.labels(str(result.get("verdict"))).inc()
-        for impact in result.get("impacts") or ():
-            for evidence in impact.get("evidence") or ():
-                self.layer_firings.labels(str(evidence.get("layer"))).inc()
+        # Counted from the summary, which covers every impact (the answer shows only the strongest).
+        summary = result.get("impact_summary") or {}
+        for layer, agents in (summary.get("by_layer") or {}).items():
+            self.layer_firings.labels(str(layer)).inc(agents)
 
     async def refresh(self) -> None:
         """Sets the state gauges from one status read and the push hub's counters."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -99,6 +100,23 @@ class Settings:
         default=2048,
         metadata={"help": "Open MCP sessions in all; a new one closes the least recently used idle one."},
     )
+    mcp_stateless: str = field(
+        default="off",
+        metadata={
+            "help": "on: MCP over Streamable HTTP keeps no sessions, so any instance behind a load balancer answers"
+            " any request; handshake-era clients then get no resource notifications (they poll get_updates or"
+            " follow /api/events or MQTT). off: sessions, routed back to their instance by instance_name."
+        },
+    )
+    instance_name: str = field(
+        default="",
+        metadata={
+            "help": "This instance's name behind a load balancer: its MCP session ids and dashboard cookie start"
+            " with '<name>.' so the balancer routes them back to it (deploy/nginx/huddle.conf), and every response"
+            " carries it as X-Huddle-Instance. Letters, digits, - and _ (default: the port it listens on; give"
+            " instances on different hosts distinct names)."
+        },
+    )
     lock_ttl_s: float = field(
         default=600.0, metadata={"help": "Lease of a lock when acquire_lock gives no ttl_s (renew to keep it)."}
     )
@@ -174,6 +192,12 @@ class Settings:
 
 SETTING_HELP: dict[str, str] = {f.name: str(f.metadata["help"]) for f in fields(Settings)}
 ENV_PREFIX = "HUDDLE_"
+# Settings whose value may carry a password (user:password@host URLs): never put in a child's argv
+# (`ps` shows it to every user) nor in a file others may read.
+SECRET_SETTINGS = ("db_url", "mqtt_url")
+# An instance name starts MCP session ids (`<name>.<hex>`) and is matched by the load balancer's regex,
+# so it is kept to characters that need no escaping in either.
+INSTANCE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def env_name(setting: str) -> str:
@@ -297,6 +321,14 @@ def _validate(s: Settings) -> None:
         )
     if not 0 <= s.mqtt_port <= 65535:
         raise InvalidInput("setting mqtt_port must be between 0 and 65535 (0 picks a free port)", field="mqtt_port")
+    if s.mcp_stateless not in ("on", "off"):
+        raise InvalidInput("setting mcp_stateless must be on or off", field="mcp_stateless")
+    if s.instance_name and not INSTANCE_NAME.fullmatch(s.instance_name):
+        raise InvalidInput(
+            f"setting instance_name must be 1-64 letters, digits, - or _ (it starts session ids and is matched by"
+            f" the load balancer), got {s.instance_name!r}",
+            field="instance_name",
+        )
     if s.analysis not in ("on", "off"):
         raise InvalidInput("setting analysis must be on or off", field="analysis")
     if s.mqtt_broker not in ("embedded", "mosquitto", "off"):

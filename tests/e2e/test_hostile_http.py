@@ -1,5 +1,5 @@
-"""Hostile bodies over REST and MCP: a 4xx naming the field, the same words on both transports,
-nothing written, never a 500 (issue 7, defects 1, 5 and 8)."""
+"""Hostile bodies over REST and MCP: a 4xx naming the field (and a number's bounds), the same words on
+both transports, nothing written, never a 500 (issue 7, defects 1, 2, 5 and 8)."""
 
 from __future__ import annotations
 
@@ -158,10 +158,127 @@ def test_hook_routes_refuse_hostile_bodies_with_a_422_too(server: ServerProcess,
     assert response.json()["field"] == field
 
 
-def test_a_huge_integer_is_refused_without_claiming_a_64_bit_range_for_the_field(server: ServerProcess) -> None:
+def test_a_huge_integer_is_refused_with_the_fields_own_bounds_not_a_64_bit_range(server: ServerProcess) -> None:
     body = b'{"agent_id": "a", "path": "x.py", "ttl_s": ' + b"9" * 40 + b"}"
     response = httpx.post(
         server.url + "/api/v1/tools/acquire_lock", content=body, headers={"content-type": "application/json"}
     )
     assert response.status_code == 422 and response.json()["field"] == "ttl_s"
-    assert "9223372036854775807" not in response.json()["error"] and "range" in response.json()["error"]
+    error = response.json()["error"]
+    assert "9223372036854775807" not in error
+    assert error == "ttl_s must be between 1 and 86400; got an integer of 40 digits"
+
+
+# -- every numeric argument of every tool, with a 400-digit integer ---------------------------------
+
+Where = tuple[str | int, ...]
+
+
+def numeric_fields(schema: dict[str, Any]) -> list[tuple[Where, dict[str, Any]]]:
+    """Every number a tool takes, at any depth (list items, object fields, union alternatives)."""
+    found: list[tuple[Where, dict[str, Any]]] = []
+    pending: list[tuple[Where, dict[str, Any]]] = [((name,), node) for name, node in schema["properties"].items()]
+    while pending:
+        where, node = pending.pop()
+        for option in [node, *node.get("anyOf", [])]:
+            kind = option.get("type")
+            if kind in ("integer", "number"):
+                found.append((where, option))
+            elif kind == "array" and isinstance(option.get("items"), dict):
+                pending.append(((*where, 0), option["items"]))
+            elif kind == "object":
+                pending.extend(((*where, key), sub) for key, sub in option.get("properties", {}).items())
+    return found
+
+
+def placed(where: Where, value: Any) -> Any:
+    """`value` at `where` inside the argument: ("ranges", 0, 0) → [[value]]; ("tasks", 0, "priority") → [{…}]."""
+    for step in reversed(where[1:]):
+        value = [value] if isinstance(step, int) else {step: value}
+    return value
+
+
+def spelled(where: Where) -> str:
+    return where[0] + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in where[1:])  # type: ignore[operator]
+
+
+def exact(bound: float) -> str:
+    """A bound as the error must state it: 86400.0 is 86400, 2**62 is spelled out."""
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
+
+
+HUGE_INTS = {"400-digit": 10**400 - 1, "400-digit-negative": -(10**400 - 1)}
+
+
+def every_numeric_argument(server: ServerProcess) -> list[tuple[str, Where, str]]:
+    """(tool, where, "must be between LOW and HIGH") for every numeric argument, from the published schemas."""
+    tools = httpx.get(f"{server.url}/api/v1/tools").json()["tools"]
+    out = []
+    for tool in tools:
+        for where, node in numeric_fields(tool["input_schema"]):
+            assert "minimum" in node and "maximum" in node, f"{tool['name']}.{spelled(where)} declares no bounds"
+            out.append((tool["name"], where, f"must be between {exact(node['minimum'])} and {exact(node['maximum'])}"))
+    return out
+
+
+@pytest.mark.parametrize("number", HUGE_INTS.values(), ids=list(HUGE_INTS))
+def test_every_numeric_argument_of_every_tool_refuses_a_huge_integer_over_rest_with_its_bounds(
+    server: ServerProcess, number: int
+) -> None:
+    cases = every_numeric_argument(server)
+    assert len(cases) >= 35  # every tool's numbers are found, nested ones included
+    before = httpx.post(f"{server.url}/api/v1/tools/coordinator_status", json={}).json()["result"]["latest_cursor"]
+    for tool, where, bounds in cases:
+        body = json.dumps({where[0]: placed(where, number)}).encode()
+        response = post_raw(server, tool, body)
+        assert response.status_code == 422, (tool, where, response.text[:300])
+        error = response.json()
+        field = spelled(where)
+        assert error["code"] == "invalid_input" and error["field"] == field, (tool, error)
+        assert error["error"] == f"{field} {bounds}; got an integer of 400 digits", (tool, error)
+    after = httpx.post(f"{server.url}/api/v1/tools/coordinator_status", json={}).json()["result"]["latest_cursor"]
+    assert after == before and agents(server) == []
+
+
+async def test_every_numeric_argument_of_every_tool_refuses_a_huge_integer_over_mcp_with_its_bounds(
+    server: ServerProcess,
+) -> None:
+    rest_only = {"force_release_lock"}  # the dashboard's; MCP refuses it before reading arguments
+    cases = [case for case in every_numeric_argument(server) if case[0] not in rest_only]
+    async with Client(server.mcp_url) as client:
+        for number in HUGE_INTS.values():
+            for tool, where, bounds in cases:
+                text = await call_error(client, tool, **{str(where[0]): placed(where, number)})
+                field = spelled(where)
+                assert text.endswith(f"{field} {bounds}; got an integer of 400 digits [invalid_input]"), (tool, text)
+        assert (await call(client, "list_agents"))["agents"] == []
+
+
+# -- symlink loops in the repository ------------------------------------------------------------
+
+LOOPING_PATHS = [
+    ("acquire_lock", {"agent_id": "nobody", "path": "loop/x.py"}, "path"),
+    ("check_lock", {"path": "loop/"}, "path"),
+    ("list_locks", {"path": "loop/*.py"}, "path"),
+    ("check_file_conflict", {"agent_id": "nobody", "path": "loop"}, "path"),
+    ("get_blast_radius", {"path": "loop/x.py"}, "path"),
+    ("check_conflicts", {"agent_id": "nobody", "target_files": ["ok.py", "loop/x.py"]}, "target_files[1]"),
+]
+
+
+async def test_a_path_through_a_symlink_loop_is_a_clear_error_on_rest_and_mcp_and_never_hangs(
+    server: ServerProcess,
+) -> None:
+    link = server.repo / "loop"
+    if not link.is_symlink():
+        link.symlink_to("loop")
+    async with Client(server.mcp_url) as client:
+        for tool, args, field in LOOPING_PATHS:
+            response = httpx.post(f"{server.url}/api/v1/tools/{tool}", json=args, timeout=10)
+            assert response.status_code == 422, (tool, response.text[:300])
+            error = response.json()
+            assert error["field"] == field and "symlink loop at 'loop'" in error["error"], (tool, error)
+            assert "fix or remove the link 'loop'" in error["error"]
+            text = await call_error(client, tool, **args)
+            assert text.endswith(f"{error['error']} [invalid_input]"), (tool, text)
+    assert agents(server) == []

@@ -5,74 +5,18 @@ from __future__ import annotations
 import anyio
 from mcp import Client
 
-from helpers import call
+from helpers import S1_EXCHANGE, call, s1_consultation
 
 
 async def test_s1_same_file_opens_a_consultation_that_resolves_and_replays_in_order(huddle_server) -> None:
     async with Client(huddle_server.mcp_url) as alice, Client(huddle_server.mcp_url) as bob:
-        await call(alice, "register_agent", name="alice")
-        await call(bob, "register_agent", name="bob")
-        first = await call(
-            alice, "announce_work", agent_id="alice", subject="add updated_at", target_files=["src/models/user.ts"]
-        )
-        assert first["verdict"] == "proceed"
-        second = await call(
-            bob,
-            "announce_work",
-            agent_id="bob",
-            subject="migrate user schema",
-            target_files=["src/models/user.ts", "migrations/004.sql"],
-        )
-        assert second["verdict"] == "consult"
-        [impact] = second["impacts"]
-        assert (impact["agent_id"], impact["score"], impact["category"]) == ("alice", 100, "concerned")
-        assert impact["evidence"][0]["layer"] == "0a"
-        thread_id = second["thread_id"]
-        thread = await call(alice, "get_thread", thread_id=thread_id)
-        assert thread["expected_respondents"] == ["alice"]
-        assert thread["initiator"] == "bob"
-
-        await call(
-            alice,
-            "post_to_thread",
-            thread_id=thread_id,
-            agent_id="alice",
-            type="context",
-            content="adding updated_at; land my field first",
-        )
-        await call(
-            bob,
-            "post_to_thread",
-            thread_id=thread_id,
-            agent_id="bob",
-            type="question",
-            content="ok if I wait for your commit?",
-        )
-        await call(
-            bob,
-            "propose_resolution",
-            thread_id=thread_id,
-            agent_id="bob",
-            summary="alice lands updated_at first, bob migrates after",
-        )
-        approved = await call(alice, "approve_resolution", thread_id=thread_id, agent_id="alice")
-        assert approved["status"] == "resolved"
-
-        expected = [
-            "thread.opened",
-            "thread.message",
-            "thread.message",
-            "thread.proposal",
-            "thread.status",
-            "thread.approval",
-            "thread.status",
-        ]
+        thread_id = await s1_consultation(alice, bob)
         for client, agent in ((alice, "alice"), (bob, "bob")):
             updates = await call(client, "get_updates", agent_id=agent, cursor=0)
             exchange = [
                 e for e in updates["events"] if e["thread_id"] == thread_id and e["event"] != "intent.announced"
             ]
-            assert [e["event"] for e in exchange] == expected, agent
+            assert [e["event"] for e in exchange] == S1_EXCHANGE, agent
             cursors = [e["cursor"] for e in updates["events"]]
             assert cursors == sorted(cursors)
             assert exchange[-1]["status"] == "resolved"

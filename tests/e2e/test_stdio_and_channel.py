@@ -229,3 +229,27 @@ def test_stdio_answers_every_line_and_survives_the_shared_server_dying(tmp_path:
         if runtime.exists():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(json.loads(runtime.read_text())["pid"], signal.SIGINT)
+
+
+def test_stdio_opens_a_new_session_when_the_server_no_longer_knows_its_own(server_factory: Any, repo: Path) -> None:
+    # One MCP session per client address: a second one from this (loopback) address closes the proxy's.
+    server: ServerProcess = server_factory("--mcp-sessions-per-client", "1")
+    proxy = RawStdio("--url", server.url, cwd=repo, env={})
+    try:
+        proxy.initialize()
+        register = {"name": "register_agent", "arguments": {"agent_id": "alice", "name": "alice"}}
+        assert "result" in proxy.ask({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": register})
+        params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "other", "version": "1"}}
+        other = httpx.post(
+            server.mcp_url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params},
+            headers={"accept": "application/json, text/event-stream"},
+        )
+        assert other.status_code == 200 and other.headers["mcp-session-id"]
+        # The proxy's next request meets a 404; it opens a new session and the client never notices.
+        updates = {"name": "get_updates", "arguments": {"agent_id": "alice"}}
+        answer = proxy.ask({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": updates})
+        assert answer["id"] == 3 and not answer["result"].get("isError"), answer
+    finally:
+        code, err = proxy.close()
+    assert code == 0 and "Traceback" not in err and "no longer knew the MCP session" in err

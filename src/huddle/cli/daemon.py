@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,13 @@ POLL_S = 0.1
 NOT_RUNNING = 3
 
 
-def start_daemon(argv: list[str], data_dir: Path, *, cwd: Path | None = None) -> int:
-    """Starts `huddle server start ARGV` detached (in `cwd`, default ours); returns once it serves (0) or failed (1)."""
+def start_daemon(
+    argv: list[str], data_dir: Path, *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> int:
+    """Starts `huddle server start ARGV` detached (in `cwd`, default ours); returns once it serves (0) or failed (1).
+
+    `env` is added to the child's environment: settings holding a password travel there, not in argv.
+    """
     other = running_server(data_dir)
     if other is not None:
         raise HuddleError(
@@ -42,7 +48,10 @@ def start_daemon(argv: list[str], data_dir: Path, *, cwd: Path | None = None) ->
             f"`huddle server stop --data-dir {data_dir}` first, or pass another --data-dir"
         )
     data_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "huddle.cli.main", "server", "start", "--daemon-child", *argv]
+    # -P: `python -m` would put the working directory first on sys.path, so a queue.py (or any
+    # module named like one Huddle imports) in the directory the daemon is started from would be
+    # imported instead. The cwd itself must stay: a relative --repo and the default repo depend on it.
+    command = [sys.executable, "-P", "-m", "huddle.cli.main", "server", "start", "--daemon-child", *argv]
     # Each start writes to its own file first: two racing starts must not show each other's lines.
     own_out = data_dir / f".{OUT_NAME}.{os.getpid()}"
     with open(own_out, "wb") as out:
@@ -54,6 +63,7 @@ def start_daemon(argv: list[str], data_dir: Path, *, cwd: Path | None = None) ->
             start_new_session=True,
             close_fds=True,
             cwd=cwd,
+            env={**os.environ, **(env or {})},
         )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

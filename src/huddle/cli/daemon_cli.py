@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from huddle.cli import daemon
-from huddle.cli.runtime import data_dir_of, read_runtime
-from huddle.settings import load_settings
+from huddle.cli.runtime import data_dir_of, read_runtime, read_secrets
+from huddle.settings import SECRET_SETTINGS, env_name, load_settings
 
 
 def add_daemon_parsers(start: argparse.ArgumentParser, actions: Any) -> None:
@@ -18,6 +19,8 @@ def add_daemon_parsers(start: argparse.ArgumentParser, actions: Any) -> None:
     )
     # The daemon runs this same command in a new session; the flag only keeps its log off stderr.
     start.add_argument("--daemon-child", action="store_true", help=argparse.SUPPRESS)
+    # Names (never values) of flags the daemon passed through its environment (they may hold a password).
+    start.add_argument("--flags-in-env", default="", help=argparse.SUPPRESS)
     data_help = "data dir of the server [env HUDDLE_DATA_DIR; default ~/.huddle]"
     stop = actions.add_parser("stop", help="stop the data dir's server (SIGTERM, clean shutdown)")
     stop.add_argument("--data-dir", help=data_help)
@@ -31,12 +34,27 @@ def add_daemon_parsers(start: argparse.ArgumentParser, actions: Any) -> None:
 
 
 def _flags(overrides: Mapping[str, Any]) -> list[str]:
-    """The settings given on the command line, as flags again (for the daemon's own command)."""
+    """The settings given on the command line, as flags again (for the daemon's own command).
+
+    Settings that may carry a password go through the environment instead (`_secret_env`):
+    a process's argv is shown to every user by `ps`, its environment only to its owner.
+    """
     argv: list[str] = []
+    secret = [name for name in SECRET_SETTINGS if overrides.get(name) is not None]
     for name, value in overrides.items():
-        if value is not None:
+        if value is not None and name not in secret:
             argv += [f"--{name.replace('_', '-')}", str(value)]
-    return argv
+    return [*argv, "--flags-in-env", ",".join(secret)] if secret else argv
+
+
+def _secret_env(overrides: Mapping[str, Any]) -> dict[str, str]:
+    return {env_name(name): str(overrides[name]) for name in SECRET_SETTINGS if overrides.get(name) is not None}
+
+
+def _child_overrides(args: argparse.Namespace, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """In the daemon child, the flags its parent passed through the environment count as flags again."""
+    names = [name for name in args.flags_in_env.split(",") if name in SECRET_SETTINGS]
+    return {**overrides, **{name: os.environ[env_name(name)] for name in names if env_name(name) in os.environ}}
 
 
 def restart_settings(data_dir: Path, overrides: Mapping[str, Any]) -> tuple[dict[str, Any], Path | None]:
@@ -49,6 +67,9 @@ def restart_settings(data_dir: Path, overrides: Mapping[str, Any]) -> tuple[dict
     info = read_runtime(data_dir) or {}
     recorded = info.get("overrides")
     merged = dict(recorded) if isinstance(recorded, dict) else {}
+    for name in SECRET_SETTINGS:  # masked in server.json: the clear value is in server.secrets.json
+        merged.pop(name, None)
+    merged.update(read_secrets(data_dir, info.get("pid")))
     given = {name: value for name, value in overrides.items() if value is not None}
     for name in ("data_dir", "repo"):  # relative to where restart runs, not to the recorded cwd
         if given.get(name):
@@ -63,14 +84,17 @@ def run_server_action(args: argparse.Namespace, overrides: Mapping[str, Any]) ->
     if action == "start" and not args.daemon:
         from huddle.cli.server import start_server  # heavy imports only when serving
 
+        if args.daemon_child:
+            overrides = _child_overrides(args, overrides)
         return start_server(overrides, log_to_stderr=not args.daemon_child)
     if action == "start":
-        return daemon.start_daemon(_flags(overrides), load_settings(overrides).data_path)
+        data_dir = load_settings(overrides).data_path
+        return daemon.start_daemon(_flags(overrides), data_dir, env=_secret_env(overrides))
     if action == "restart":
         data_dir = load_settings(overrides).data_path
         merged, cwd = restart_settings(data_dir, overrides)
         daemon.stop(data_dir)
-        return daemon.start_daemon(_flags(merged), data_dir, cwd=cwd)
+        return daemon.start_daemon(_flags(merged), data_dir, cwd=cwd, env=_secret_env(merged))
     if action == "stop":
         return daemon.stop(data_dir_of(args))
     if action == "status":

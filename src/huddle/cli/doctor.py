@@ -1,10 +1,11 @@
 """`huddle doctor [--url URL]`: check the setup end to end, with a hint beside each failure.
 
-Checks, in order: config, data dir, server (the data dir's lock), ports, /health, MCP initialize
-(with the official MCP client), MQTT (a real connect), dashboard, the repository being a git
-repository, and each client config `huddle init` writes that exists in the repository (it must
-point at this server). Exit 1 if any check fails. With `--url`, the server is the one at that URL
-and the local data dir checks still run.
+Checks, in order: config, data dir, the PostgreSQL database when db_url is set (reachable, and its
+schema version), server (the data dir's lock), ports, /health, MCP initialize (with the official
+MCP client), MQTT (a real connect), dashboard, the repository being a git repository, and each
+client config `huddle init` writes that exists in the repository (it must point at this server).
+Exit 1 if any check fails. With `--url`, the server is the one at that URL and the local data dir
+checks still run.
 """
 
 from __future__ import annotations
@@ -52,12 +53,13 @@ def add_doctor_parser(commands: Any) -> None:
     )
     doctor.add_argument("--url", help="server URL (default: from the data dir's server.json)")
     doctor.add_argument("--data-dir", help="data dir [env HUDDLE_DATA_DIR; default ~/.huddle]")
+    doctor.add_argument("--db-url", help="PostgreSQL database to check [env HUDDLE_DB_URL; default: config.toml's]")
     doctor.add_argument("--repo", help="repository whose git state and client configs to check (default: the server's)")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    checks = diagnose(args.url, args.data_dir, args.repo)
+    checks = diagnose(args.url, args.data_dir, args.repo, args.db_url)
     if args.json:
         print(json.dumps({"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}, indent=2))
     else:
@@ -69,10 +71,10 @@ def run_doctor(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
-def diagnose(url: str | None, data_dir: str | None, repo: str | None) -> list[Check]:
+def diagnose(url: str | None, data_dir: str | None, repo: str | None, db_url: str | None = None) -> list[Check]:
     checks: list[Check] = []
     try:
-        settings = load_settings({"data_dir": data_dir, "repo": repo})
+        settings = load_settings({"data_dir": data_dir, "repo": repo, "db_url": db_url})
         checks.append(Check("config", True, "settings, environment and config.toml are valid"))
     except HuddleError as exc:
         checks.append(Check("config", False, exc.message, "fix the setting named above"))
@@ -81,6 +83,10 @@ def diagnose(url: str | None, data_dir: str | None, repo: str | None) -> list[Ch
     checks.append(_data_dir(data))
     server = running_server(data)
     info = server.info if server else read_runtime(data) or {}
+    # The database the data dir's server was started on, when --db-url was a flag rather than config.
+    db_url = settings.db_url or str((info.get("overrides") or {}).get("db_url") or "")
+    if db_url:
+        checks.append(_postgres(db_url))
     if url is None:
         if server is None:
             stale = stale_runtime(data)
@@ -120,6 +126,35 @@ def _data_dir(path: Path) -> Check:
     except OSError as exc:
         return Check("data dir", False, f"{path} is not writable ({exc.strerror})", "fix its permissions or owner")
     return Check("data dir", True, f"{path} is writable")
+
+
+def _postgres(url: str) -> Check:
+    """Team mode: the PostgreSQL database answers, and holds this Huddle's schema (or none yet)."""
+    from huddle.storage import migrations
+    from huddle.storage.admin import PostgresDatabase
+    from huddle.storage.postgres import redact
+
+    where = redact(url)
+    try:
+        with PostgresDatabase(url) as db:
+            applied = db.applied_versions()
+    except HuddleError as exc:
+        hint = "check db_url (flag, HUDDLE_DB_URL or config.toml), that PostgreSQL runs and the database exists"
+        return Check("database", False, exc.message, hint)
+    except Exception as exc:  # any driver failure after connecting is what this check reports
+        return Check("database", False, f"{where} failed a query ({type(exc).__name__}: {exc})", "see its log")
+    current = max(migrations.known_versions("postgresql"))
+    version = max(applied, default=0)
+    if not applied:
+        detail = f"{where} answers; no Huddle schema yet (the first server start or huddle migrate creates it)"
+        return Check("database", True, detail)
+    if version > current or set(applied) - migrations.known_versions("postgresql"):
+        detail = f"{where} has schema version {version}, newer than this Huddle's ({current})"
+        return Check("database", False, detail, "upgrade Huddle on this machine to the version the servers run")
+    if version < current:
+        detail = f"{where} has schema version {version}, this Huddle's is {current}"
+        return Check("database", False, detail, f"huddle migrate --db-url {where} (a server start migrates too)")
+    return Check("database", True, f"{where} answers, schema version {version} (current)")
 
 
 def _port_free(settings: Settings) -> Check:

@@ -17,6 +17,7 @@ from huddle.cli.board import add_board_parsers, run_agents, run_status, run_thre
 from huddle.cli.clients import COMMANDS as CLIENT_COMMANDS
 from huddle.cli.clients import add_client_parsers, run_client_command
 from huddle.cli.daemon_cli import add_daemon_parsers, run_server_action
+from huddle.cli.database import add_database_parsers, run_export, run_import, run_migrate
 from huddle.cli.deps import add_deps_parser, run_deps
 from huddle.cli.doctor import add_doctor_parser, run_doctor
 from huddle.cli.locks import add_locks_parser, run_locks
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_board_parsers(commands)
     add_doctor_parser(commands)
     add_backup_parsers(commands)
+    add_database_parsers(commands)
     add_client_parsers(commands)
     add_deps_parser(commands)
     return parser
@@ -113,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "doctor": run_doctor,
             "backup": run_backup,
             "restore": run_restore,
+            "migrate": run_migrate,
+            "export": run_export,
+            "import": run_import,
             "deps": run_deps,
         }
         if args.command in runners:

@@ -4,7 +4,10 @@ Files in the data dir (all written by `huddle server start`):
 - `server.lock`: `fcntl.flock`-ed for the process's life. The kernel drops the lock when the
   process dies, however it dies, so "is a server running here?" never trusts a stale file.
 - `server.json`: the PID file — pid, URL and ports of the server holding the lock. A server only
-  ever deletes the server.json that carries its own pid.
+  ever deletes the server.json that carries its own pid. Mode 0600: it records the settings the
+  server was started with (for `restart`), URLs with their password replaced by `***`.
+- `server.secrets.json` (0600): the same settings' values in clear where they may carry a password
+  (db_url, mqtt_url), so `restart` can start the same server; removed with server.json.
 - `server.log` (+ `.1` … `.3`): the rotated log, what `huddle server logs` reads.
 
 Stdlib only: `huddle server status|stop|logs` import this without starting the server's stack.
@@ -18,6 +21,8 @@ import json
 import logging
 import logging.handlers
 import os
+import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from huddle.errors import HuddleError
 
 LOCK_NAME = "server.lock"
 RUNTIME_NAME = "server.json"
+SECRETS_NAME = "server.secrets.json"
 LOG_NAME = "server.log"
 LOG_MAX_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
@@ -183,19 +189,61 @@ class DataDirLock:
 
 
 def write_runtime(data_dir: Path, info: dict[str, Any]) -> Path:
-    """Writes server.json atomically (a reader never sees half a file)."""
-    path = data_dir / RUNTIME_NAME
-    tmp = data_dir / f".{RUNTIME_NAME}.{os.getpid()}"
-    tmp.write_text(json.dumps({"pid": os.getpid(), **info}))
+    """Writes server.json atomically (a reader never sees half a file), readable by its owner only."""
+    return _write_private(data_dir, RUNTIME_NAME, {"pid": os.getpid(), **info})
+
+
+def write_secrets(data_dir: Path, secrets: Mapping[str, str]) -> None:
+    """Records the password-bearing settings in clear for `restart`, in a file only its owner reads."""
+    if secrets:
+        _write_private(data_dir, SECRETS_NAME, {"pid": os.getpid(), "overrides": dict(secrets)})
+    else:
+        (data_dir / SECRETS_NAME).unlink(missing_ok=True)
+
+
+def read_secrets(data_dir: Path, pid: object) -> dict[str, str]:
+    """The settings server.secrets.json holds, if the server `pid` wrote it (never a predecessor's)."""
+    try:
+        data = json.loads((data_dir / SECRETS_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("pid") != pid or not isinstance(data.get("overrides"), dict):
+        return {}
+    return {str(k): str(v) for k, v in data["overrides"].items()}
+
+
+def _write_private(data_dir: Path, name: str, data: dict[str, Any]) -> Path:
+    path = data_dir / name
+    tmp = data_dir / f".{name}.{os.getpid()}"
+    # Created 0600 from the start (not chmod-ed after): no moment where another user could read it.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an old tmp file left by a crash keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(data))
     tmp.replace(path)
     return path
 
 
+def redact_url(url: str) -> str:
+    """The URL with its password (if any) replaced by `***`, for files and messages others may see."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
+
+
 def remove_own_runtime(data_dir: Path) -> None:
-    """Deletes server.json only if this process wrote it: never another server's."""
+    """Deletes server.json (and its secrets) only if this process wrote it: never another server's."""
     info = read_runtime(data_dir)
     if info is not None and info.get("pid") == os.getpid():
         (data_dir / RUNTIME_NAME).unlink(missing_ok=True)
+        if read_secrets(data_dir, os.getpid()):
+            (data_dir / SECRETS_NAME).unlink(missing_ok=True)
 
 
 def add_log_file(data_dir: Path) -> logging.Handler:

@@ -22,15 +22,18 @@ from huddle.cli.runtime import (
     add_log_file,
     check_repo,
     prepare_data_dir,
+    redact_url,
     remove_own_runtime,
     write_runtime,
+    write_secrets,
 )
 from huddle.errors import HuddleError
 from huddle.logs import configure_logging
 from huddle.push.ports import check_free
-from huddle.settings import Settings, explicit_settings, load_settings
+from huddle.settings import SECRET_SETTINGS, Settings, explicit_settings, load_settings
 from huddle.storage import postgres
 from huddle.storage.sqlite import check_schema
+from huddle.transports.instance import instance_name
 from huddle.transports.slow_clients import deadline_protocol
 from huddle.urls import host_port, http_url
 
@@ -107,9 +110,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def start_server(overrides: Mapping[str, Any], *, log_to_stderr: bool = True) -> int:
     """Serves until Ctrl-C or SIGTERM; holds the data dir's lock for the whole process life."""
     settings = load_settings(overrides)
-    # What `huddle server restart` needs to start this same server again (server.json carries it).
+    # What `huddle server restart` needs to start this same server again: server.json carries it,
+    # with passwords masked; the password-bearing values go to server.secrets.json (both 0600).
+    given = {name: value for name, value in overrides.items() if value is not None}
+    secrets = {name: str(given[name]) for name in SECRET_SETTINGS if name in given}
     started_with = {
-        "overrides": {name: value for name, value in overrides.items() if value is not None},
+        "overrides": {name: redact_url(str(v)) if name in secrets else v for name, v in given.items()},
         "cwd": os.getcwd(),
     }
     prepare_data_dir(settings.data_path)
@@ -126,7 +132,7 @@ def start_server(overrides: Mapping[str, Any], *, log_to_stderr: bool = True) ->
     try:
         if repo_warning:
             print(f"huddle: warning: {repo_warning}", file=sys.stderr, flush=True)
-        return _serve(settings, started_with)
+        return _serve(settings, started_with, secrets)
     except (KeyboardInterrupt, _Terminated):
         return 0
     finally:
@@ -134,7 +140,7 @@ def start_server(overrides: Mapping[str, Any], *, log_to_stderr: bool = True) ->
         lock.release()
 
 
-def _serve(settings: Settings, started_with: Mapping[str, Any]) -> int:
+def _serve(settings: Settings, started_with: Mapping[str, Any], secrets: Mapping[str, str]) -> int:
     # A clear refusal now, not a traceback from the app's startup.
     if settings.db_url:
         postgres.check_schema(settings.db_url)
@@ -142,11 +148,17 @@ def _serve(settings: Settings, started_with: Mapping[str, Any]) -> int:
         check_schema(settings.sqlite_path)
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
+    # The default instance name is the port actually bound (--port 0 picks one), so it is known now.
+    settings = replace(settings, instance_name=instance_name(settings, port))
     huddle = build_app(settings)
     huddle.push.bind()  # the MQTT port too: taken → a clear message and exit 1, before anything runs
-    write_runtime_file(settings, port, {**huddle.push.runtime_info(), **started_with})
+    write_runtime_file(
+        settings, port, {"instance_name": settings.instance_name, **huddle.push.runtime_info(), **started_with}
+    )
+    write_secrets(settings.data_path, secrets)
     banner = (
         f"Huddle serving {settings.project_key} ({settings.repo_path}) on {http_url(settings.host, port)}"
+        f" as instance {settings.instance_name}"
         f" — MCP at /mcp, dashboard at /dashboard, data in {settings.data_path}"
     )
     print(banner, flush=True)

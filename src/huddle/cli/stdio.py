@@ -9,7 +9,10 @@ so protocol versions, capabilities, notifications and errors are exactly the ser
 Failures are answered, never left hanging: a line that is not JSON gets a -32700 parse error; a
 request the server cannot be reached for gets a -32000 error saying so and what to do. When the
 server went away the proxy starts it again (unless `--url` or `--no-start`), replays the client's
-`initialize` on a fresh session and retries the request once, so the client carries on. Closing
+`initialize` on a fresh session and retries the request once, so the client carries on. When the
+server answers 404 for the session (it expired or was evicted, or behind a load balancer the
+instance holding it stopped), the proxy does the same without restarting anything: the MCP
+specification's answer to a 404 is a new session, which a stdio client cannot open itself. Closing
 stdin ends the proxy cleanly (exit 0, no traceback).
 
 If no server answers at start, one is started (`huddle server start` as a detached process on the
@@ -170,12 +173,17 @@ class Relay:
         """POSTs one client message; relays what comes back; answers the request itself on failure."""
         request_id = message.get("id") if message.get("method") is not None else None
         generation = self.generation
+        session_lost = answered = False
         try:
             async with self.http.stream(
                 "POST", f"{self.url}/mcp", content=json.dumps(message), headers=self.headers()
             ) as response:
-                self.adopt_session(response)
-                answered = await self.relay(response, request_id)
+                if response.status_code == 404 and retry and self.session and message.get("method") != "initialize":
+                    session_lost = True
+                    await response.aread()
+                else:
+                    self.adopt_session(response)
+                    answered = await self.relay(response, request_id)
         except httpx.TransportError as exc:
             if retry and await self.recover(generation):
                 await self.forward(message, retry=False)
@@ -183,6 +191,14 @@ class Relay:
             log.warning("server unreachable at %s: %s", self.url, exc)
             if request_id is not None:
                 await self.emit(rpc_error(request_id, SERVER_UNREACHABLE, self.unreachable_text(exc)))
+            return
+        if session_lost:
+            # Retried once on a new session; a second 404 is relayed to the client as the server words it.
+            if await self.recover(generation, restart_server=False):
+                await self.forward(message, retry=False)
+            elif request_id is not None:
+                text = f"the Huddle server at {self.url} no longer knows this MCP session; restart this MCP client"
+                await self.emit(rpc_error(request_id, SERVER_UNREACHABLE, text))
             return
         if request_id is not None and not answered:
             await self.emit(rpc_error(request_id, INTERNAL_ERROR, "the Huddle server closed the answer early; retry"))
@@ -229,18 +245,20 @@ class Relay:
             self.version = str(result.get("protocolVersion") or self.version or "") or None
         return request_id is not None and message.get("id") == request_id and bool({"result", "error"} & set(message))
 
-    async def recover(self, generation: int) -> bool:
-        """After a transport failure: the server again (restarted if allowed), with the client's session replayed."""
+    async def recover(self, generation: int, *, restart_server: bool = True) -> bool:
+        """The client's session replayed on a new one: after a transport failure on a server started again
+        (if allowed), or after a 404 (`restart_server=False`) on the same URL."""
         async with self.recover_lock:
             if self.generation != generation:
                 return True  # another request already brought it back
-            if not self.restart or self.initialize is None:
+            if self.initialize is None or (restart_server and not self.restart):
                 return False
-            try:
-                self.url = await anyio.to_thread.run_sync(lambda: ensure_server(None, self.data_dir))
-            except RemoteError as exc:
-                log.warning("%s", exc)
-                return False
+            if restart_server:
+                try:
+                    self.url = await anyio.to_thread.run_sync(lambda: ensure_server(None, self.data_dir))
+                except RemoteError as exc:
+                    log.warning("%s", exc)
+                    return False
             self.session = None
             self.version = None
             try:
@@ -253,7 +271,10 @@ class Relay:
                             self.note(data, None)
             except httpx.TransportError:
                 return False
-            log.warning("the Huddle server went away; reconnected to %s with a new session", self.url)
+            if restart_server:
+                log.warning("the Huddle server went away; reconnected to %s with a new session", self.url)
+            else:
+                log.warning("the Huddle server at %s no longer knew the MCP session; opened a new one", self.url)
             self.generation += 1
             return True
 

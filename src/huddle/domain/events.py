@@ -7,6 +7,7 @@ or `*` for everyone. `actor` is the agent that caused it, so nobody is woken by 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -70,8 +71,14 @@ class Event:
     def iso_ts(self) -> str:
         return datetime.fromtimestamp(self.ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
+    @functools.cached_property
+    def _addressees(self) -> frozenset[str]:
+        # An event to a crowd is tested once per subscriber: a set, not a scan of 1,000 ids each time.
+        return frozenset(self.audience)
+
     def addressed_to(self, agent_id: str) -> bool:
-        return EVERYONE in self.audience or agent_id in self.audience
+        addressees = self._addressees
+        return EVERYONE in addressees or agent_id in addressees
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form shared by get_updates, SSE and MQTT payloads."""

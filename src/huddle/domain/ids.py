@@ -5,6 +5,7 @@ Agents quote these in messages ("see T-12"), so they are short; the number is th
 
 from __future__ import annotations
 
+from huddle.domain.validate import ID_RANGE, out_of_range
 from huddle.errors import InvalidInput
 
 
@@ -31,6 +32,7 @@ def parse_ref(value: str | int, prefix: str, field: str) -> int:
         number = int(text)
     else:
         raise InvalidInput(f"{field} must look like {prefix}-12", field=field)
-    if number <= 0 or number > 2**62:
-        raise InvalidInput(f"{field} {value!r} is out of range", field=field)
+    low, high = ID_RANGE
+    if not low <= number <= high:
+        raise InvalidInput(out_of_range(field, low, high, number), field=field)
     return number

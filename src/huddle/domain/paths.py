@@ -18,6 +18,11 @@ MAX_PATHS_PER_REQUEST = 500
 MODULE_SEPARATORS = "/.:"
 
 
+class OutsideRepository(InvalidInput):
+    """A path that leaves the repository: refused here; the services accept it only when a symlink
+    in the repository leads there (service/repo_aliases.py)."""
+
+
 def normalize_path(
     raw: str, repo_root: str, *, field: str = "path", is_link: Callable[[str], bool] | None = None
 ) -> str:
@@ -43,7 +48,7 @@ def normalize_path(
         parts = [segment for segment in text.split("/") if segment not in ("", ".")]
         root_parts = [segment for segment in root.split("/") if segment]
         if parts[: len(root_parts)] != root_parts:
-            raise InvalidInput(
+            raise OutsideRepository(
                 f"{field} {raw!r} is outside the repository {root}; send a path inside it, "
                 "relative to the repository root (e.g. src/app.py)",
                 field=field,
@@ -54,7 +59,7 @@ def normalize_path(
     if relative in ("", "."):
         raise InvalidInput(f"{field} {raw!r} names the repository root itself; name a file or directory", field=field)
     if relative == ".." or relative.startswith("../"):
-        raise InvalidInput(
+        raise OutsideRepository(
             f"{field} {raw!r} leaves the repository (..); send a path inside the repository", field=field
         )
     # Keep a trailing slash: it marks a directory (`src/auth/`) for locks and modules.

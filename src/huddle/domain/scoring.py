@@ -6,7 +6,7 @@ against it. Evidence keeps the layer as data — nothing downstream parses reaso
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +64,7 @@ class Evidence:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one object per impacted agent, not two (crowds)
 class Impact:
     agent_id: str
     score: int
@@ -98,14 +98,23 @@ def verdict(impacts: Iterable[Impact]) -> str:
     return "proceed"
 
 
-def score_agents(evidence: Mapping[str, Iterable[Evidence]]) -> list[Impact]:
+def score_agents(evidence: Mapping[str, Sequence[Evidence]]) -> list[Impact]:
     """One Impact per agent with any evidence, highest score first (ties by agent id)."""
     impacts = []
     for agent_id, items in evidence.items():
-        ordered = tuple(sorted(items, key=lambda e: (-e.score, e.layer)))
+        # Most agents have one piece of evidence (a crowd on a module): nothing to sort then.
+        ordered = tuple(items) if len(items) == 1 else tuple(sorted(items, key=_strongest_first))
         if not ordered:
             continue
         top = ordered[0].score
         impacts.append(Impact(agent_id, top, category(top), ordered))
-    impacts.sort(key=lambda i: (-i.score, i.agent_id))
+    impacts.sort(key=_rank)
     return impacts
+
+
+def _strongest_first(e: Evidence) -> tuple[int, str]:
+    return -e.score, e.layer
+
+
+def _rank(i: Impact) -> tuple[int, str]:
+    return -i.score, i.agent_id

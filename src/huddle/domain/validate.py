@@ -6,6 +6,7 @@ cannot say well: sizes, ranges, identifiers, and the message telling the caller 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
@@ -16,6 +17,13 @@ MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 200
 MAX_TEXT_CHARS = 20_000
 MAX_LIST_ITEMS = 200
+# Row ids, cursors and fencing tokens: SQLite counters that never get near it, and a bound every
+# 64-bit integer column holds.
+MAX_COUNTER = 2**62
+CURSOR_RANGE = (0, MAX_COUNTER)
+ID_RANGE = (1, MAX_COUNTER)
+# Past this many digits an integer is described by its length, not spelled out.
+MAX_SHOWN_DIGITS = 20
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]*")
 
 T = TypeVar("T")
@@ -80,14 +88,47 @@ def choice(value: str, field: str, allowed: Sequence[str]) -> str:
 
 
 def number(value: float | None, field: str, *, low: float, high: float, default: float) -> float:
-    """A bounded number such as a TTL or a timeout; `None` takes the default."""
+    """A bounded number such as a TTL or a timeout; `None` takes the default.
+
+    The refusal states the bounds, and never fails itself: an integer of any size compares with
+    them exactly and is shown by its length (formatting one as a float would overflow).
+    """
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"{field} must be a number", field=field)
+        raise InvalidInput(f"{field} must be a number between {show(low)} and {show(high)}", field=field)
     if not low <= value <= high:
-        raise InvalidInput(f"{field} must be between {low:g} and {high:g}; got {value:g}", field=field)
+        raise InvalidInput(out_of_range(field, low, high, value), field=field)
     return float(value)
+
+
+def within(value: float | None, field: str, bounds: tuple[float, float], *, default: float) -> float:
+    """`number` with the (low, high) bounds a service names once and its tool schema reuses."""
+    return number(value, field, low=bounds[0], high=bounds[1], default=default)
+
+
+def out_of_range(field: str, low: float, high: float, value: object) -> str:
+    """The one sentence for a number outside its field's bounds, on every transport."""
+    return f"{field} must be between {show(low)} and {show(high)}; got {show(value)}"
+
+
+def show(value: object) -> str:
+    """A number as a person reads it: whole numbers without a fraction, huge integers by their length."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value.is_integer() and abs(value) < 1e16:
+            return str(int(value))
+        return f"{value:g}"
+    if abs(value) >= 10**MAX_SHOWN_DIGITS:
+        # Counting digits by bit length: str() of a huge integer is slow, past 4,300 digits refused.
+        digits = math.floor(value.bit_length() * math.log10(2)) + 1
+        return (
+            f"an integer of about {digits} digits" if digits > 4000 else f"an integer of {len(str(abs(value)))} digits"
+        )
+    return str(value)
 
 
 def items(values: Iterable[T] | None, field: str, *, max_items: int = MAX_LIST_ITEMS) -> list[T]:

@@ -5,6 +5,16 @@ to a bounded queue, so a slow or dead broker can never block or fail a tool call
 queue into the sink (the embedded broker, or a client of an external one). When the queue overflows
 or the broker is unreachable, the bridge stops queueing and, once the broker is back, republishes
 from the event log by cursor — subscribers connected at that point see what they missed, in order.
+
+Several instances on one database (team mode) each hear every commit through their event feed. With
+an external broker they share, publishing them all would deliver every event once per instance, so
+such a bridge is given `publishes` (the hub passes "this instance is the leader"): while it answers
+False the bridge only follows the feed's position, and when it turns True it publishes from that
+position on. The handover is not exactly-once: events committed after a crashed leader's last
+acknowledged publish and before the next leader takes over (within one sweep interval of PostgreSQL
+freeing the dead leader's lock) are not published, and a leader that lost its database connection
+while still running publishes until its next sweep notices, alongside its successor. Subscribers
+resync from the log (`get_updates`, SSE `Last-Event-ID`), as after any broker outage.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -83,11 +93,21 @@ class MqttBridge:
     the log — at least once, in order.
     """
 
-    def __init__(self, sink: Sink, store: Store, root: str, *, max_queue: int = MAX_QUEUE):
+    def __init__(
+        self,
+        sink: Sink,
+        store: Store,
+        root: str,
+        *,
+        max_queue: int = MAX_QUEUE,
+        publishes: Callable[[], bool] | None = None,
+    ):
         self.sink = sink
         self.store = store
         self.root = root
         self.max_queue = max_queue
+        # None: this bridge publishes everything it hears (its broker is its own).
+        self.publishes = publishes
         self.sent_cursor = 0
         self.acked_cursor = 0
         self.names: dict[str, str] = {}
@@ -103,7 +123,10 @@ class MqttBridge:
             "caught_up_events": 0,
             "skipped_events": 0,
             "overflows": 0,
+            "followed_events": 0,
+            "takeovers": 0,
         }
+        self._publishing = publishes is None
         self.last_published_at: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -134,6 +157,11 @@ class MqttBridge:
         for event in events:
             if event.kind.startswith("agent.") and event.actor and isinstance(event.data.get("name"), str):
                 self.names[event.actor] = event.data["name"]
+        if not events:
+            return
+        if self.publishes is not None and not self._may_publish():
+            self._follow(events[-1].cursor, len(events))
+            return
         if self._lagged:
             return  # the log has them; the catch-up will read them
         if not self.sink.connected or len(self._queue) + len(events) > self.max_queue:
@@ -145,6 +173,26 @@ class MqttBridge:
         else:
             self._queue.extend(events)
         self._wake.set()
+
+    def _may_publish(self) -> bool:
+        """Asks `publishes`; a bridge that starts publishing does so from the feed's position."""
+        assert self.publishes is not None
+        now = self.publishes()
+        if now and not self._publishing:
+            self.stats["takeovers"] += 1
+            log.info("this instance now publishes to the MQTT broker, from cursor %d on", self.sent_cursor)
+        elif not now and self._publishing:
+            log.info("another instance publishes to the MQTT broker from cursor %d on", self.sent_cursor)
+        self._publishing = now
+        return now
+
+    def _follow(self, cursor: int, count: int) -> None:
+        """Another instance publishes these events: keep only the position (and nothing to resend)."""
+        self._queue.clear()
+        self._lagged = False
+        self.sent_cursor = max(self.sent_cursor, cursor)
+        self.acked_cursor = max(self.acked_cursor, cursor)
+        self.stats["followed_events"] += count
 
     # -- the publisher task --------------------------------------------------------------------
 
@@ -211,7 +259,8 @@ class MqttBridge:
                 self._resend_unacked()
                 self._wake.set()
                 return
-            self.acked_cursor = cursor
+            # max: a bridge that stopped publishing meanwhile already follows a later position.
+            self.acked_cursor = max(self.acked_cursor, cursor)
 
     def _resend_unacked(self) -> None:
         """The broker went away: forget the live queue and the unconfirmed batches; the log has them."""
@@ -227,6 +276,8 @@ class MqttBridge:
         """Republishes from the log everything after `sent_cursor`, then resumes from the live queue."""
         # Clear the flag first: events offered from now on are queued and deduplicated by cursor.
         self._lagged = False
+        if self.publishes is not None and not self._may_publish():
+            return  # another instance publishes now; the next offer moves our position on
         self.stats["catch_ups"] += 1
         latest = await eventlog.latest_cursor(self.store)
         if latest - self.sent_cursor > MAX_CATCH_UP:
@@ -248,5 +299,6 @@ class MqttBridge:
             "queued": len(self._queue),
             "in_flight": len(self._in_flight),
             "resyncing": self._lagged,
+            "publishing": self._publishing,
             **self.stats,
         }

@@ -19,7 +19,7 @@ from typing import Any
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from huddle.push.amqtt_fixes import RoutedBroker
+from huddle.push.amqtt_fixes import Payload, RoutedBroker
 from huddle.push.bridge import Message
 
 log = logging.getLogger(__name__)
@@ -175,9 +175,15 @@ class EmbeddedBroker:
         broker = self._broker
         if broker is None:
             return
+        wanted = broker.subscribed()
+        payloads: dict[int, Payload] = {}  # one event's messages share one payload: wrap it once
         for m in messages:
-            # QoS 1 messages go out at the QoS each subscriber asked for; QoS 0 stays 0.
-            await broker.internal_message_broadcast(m.topic, m.payload, None if m.qos else 0)
+            if wanted(m.topic):
+                payload = payloads.get(id(m.payload))
+                if payload is None:
+                    payload = payloads[id(m.payload)] = Payload(m.payload)
+                # QoS 1 messages go out at the QoS each subscriber asked for; QoS 0 stays 0.
+                await broker.internal_message_broadcast(m.topic, payload, None if m.qos else 0)
             if m.retain:
                 await broker.retain_message(None, m.topic, m.payload, m.qos)
 

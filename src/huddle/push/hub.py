@@ -9,6 +9,7 @@ Brokers (`mqtt_url` wins over `mqtt_broker`):
 - embedded  — amqtt in this process; TCP on `host:mqtt_port`, WebSocket on `/mqtt`.
 - mosquitto — a managed `mosquitto` child on 127.0.0.1:mqtt_port; `/mqtt` proxies to it.
 - external  — `mqtt_url`; Huddle publishes to it and reconnects with backoff; `/mqtt` proxies to it.
+              On a shared database (team mode) only the leader instance publishes coordination events.
 - off       — no MQTT; SSE and MCP push still work.
 """
 
@@ -78,8 +79,9 @@ class PushHub:
             self.external = ExternalBroker(self.settings.mqtt_url, project=self.settings.project_key)
         self._bound = True
 
-    def attach_mcp(self, mcp: MCPServer) -> None:
-        self.mcp_push.attach(mcp)
+    def attach_mcp(self, mcp: MCPServer, *, sessions: bool = True) -> None:
+        """`sessions=False`: MCP runs stateless (mcp_stateless=on), so nothing can be sent after a request."""
+        self.mcp_push.attach(mcp, sessions=sessions)
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/api/events", self.events.endpoint, methods=["GET"]), WebSocketRoute(WS_PATH, self._websocket)]
@@ -137,7 +139,11 @@ class PushHub:
             self.external = ExternalBroker(self.mosquitto.url, project=self.settings.project_key, kind="mosquitto")
             self.bridge = MqttBridge(self.external, self.coordinator.store, self.root)
         elif self.mode == "external" and self.external is not None:
-            self.bridge = MqttBridge(self.external, self.coordinator.store, self.root)
+            # Instances sharing a database share the external broker too: only the leader publishes,
+            # or every subscriber would receive each event once per instance (bridge.py).
+            ctx = self.coordinator.ctx
+            publishes = (lambda: ctx.leader) if self.coordinator.store.shared else None
+            self.bridge = MqttBridge(self.external, self.coordinator.store, self.root, publishes=publishes)
         if self.bridge is not None:
             await self.bridge.start()
         self._started = True

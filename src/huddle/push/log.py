@@ -72,7 +72,7 @@ class EventFilter:
     def __call__(self, event: Event) -> bool:
         """The live-path test; must stay cheap (it runs for every event and every subscriber)."""
         if self.agent is not None:
-            if EVERYONE not in event.audience and self.agent not in event.audience:
+            if not event.addressed_to(self.agent):
                 return False
             if self.exclude_self and event.actor == self.agent:
                 return False

@@ -20,12 +20,14 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import ListenHandler, ResourceUpdated, SubscriptionBus
+from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    METHOD_NOT_FOUND,
     EmptyResult,
     SubscribeRequestParams,
     SubscriptionsListenRequestParams,
@@ -89,6 +91,20 @@ class TrackingListenHandler(ListenHandler):
                     del self._watched[uri]
 
 
+STATELESS_SUBSCRIBE = (
+    "{method} needs an MCP session, and this Huddle runs stateless (mcp_stateless=on): no notification could"
+    " reach you after this request. Call get_updates with your last cursor between turns, follow GET"
+    " /api/events (SSE) or MQTT, or use subscriptions/listen (protocol 2026-07-28)"
+)
+
+
+async def _refuse_sessionless_subscribe(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """MCP middleware for mcp_stateless=on: a clear answer instead of the SDK's bare "Method not found"."""
+    if ctx.method in ("resources/subscribe", "resources/unsubscribe"):
+        raise MCPError(code=METHOD_NOT_FOUND, message=STATELESS_SUBSCRIBE.format(method=ctx.method))
+    return await call_next(ctx)
+
+
 class McpPush:
     def __init__(self, store: Store, threads: ThreadService):
         self.store = store
@@ -103,8 +119,14 @@ class McpPush:
 
     # -- wiring ------------------------------------------------------------------------------
 
-    def attach(self, mcp: MCPServer) -> None:
-        """Registers the resources and the subscribe/listen handlers on `mcp`."""
+    def attach(self, mcp: MCPServer, *, sessions: bool = True) -> None:
+        """Registers the resources and the subscribe/listen handlers on `mcp`.
+
+        Without `sessions` (mcp_stateless=on) a handshake-era connection ends with each request, so
+        a `resources/subscribe` could never be answered by a notification: it is not offered (the
+        server's capabilities say `subscribe: false`) and a client that sends it anyway is told why
+        and what to use instead. `subscriptions/listen` holds its own stream open and still works.
+        """
         store, threads = self.store, self.threads
 
         @mcp.resource(
@@ -147,8 +169,11 @@ class McpPush:
         # The SDK keeps the low-level server and its subscription bus private; these are the documented
         # extension points of that low-level server (add_request_handler), reached through MCPServer.
         lowlevel = mcp._lowlevel_server
-        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, self._subscribe)
-        lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, self._unsubscribe)
+        if sessions:
+            lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, self._subscribe)
+            lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, self._unsubscribe)
+        else:
+            mcp.middleware.append(_refuse_sessionless_subscribe)
         self._bus = mcp._subscriptions
         lowlevel.add_request_handler(
             "subscriptions/listen", SubscriptionsListenRequestParams, TrackingListenHandler(self._bus, self._listening)

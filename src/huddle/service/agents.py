@@ -17,6 +17,8 @@ from huddle.service.signals import related_module_rows
 from huddle.storage.base import Row, Unit, starts_with
 
 BRIEFING_LIMIT = 50
+PEER_COUNT_RANGE = (1, 10_000)
+PEER_WAIT_RANGE = (0, 300)
 READ_HEARTBEAT_EVERY_S = 5.0
 
 
@@ -277,8 +279,8 @@ class AgentService:
         People at the dashboard (`human:` ids) are not peers: they never take work, so they do not
         count towards `count`.
         """
-        count = int(validate.number(count, "count", low=1, high=10_000, default=1))
-        timeout_s = validate.number(timeout_s, "timeout_s", low=0, high=300, default=30)
+        count = int(validate.within(count, "count", PEER_COUNT_RANGE, default=1))
+        timeout_s = validate.within(timeout_s, "timeout_s", PEER_WAIT_RANGE, default=30)
         deadline = time.monotonic() + timeout_s
         with self.ctx.bus.subscribe(lambda e: e.kind.startswith("agent.")) as subscription:
             while True:

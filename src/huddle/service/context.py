@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -60,14 +59,17 @@ class ServiceContext:
     read_heartbeats: dict[str, float] = field(default_factory=dict)
     # files my targets depend on per the dependency map, for announces that name none (depmap.py)
     depends_from_map: Callable[[Unit, Sequence[str]], tuple[str, ...]] | None = None
-    # This server process among those sharing the database (lock queue entries are tagged with it).
-    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Whether this process runs the background jobs now (always, unless the database is shared).
     leader: bool = True
 
     @property
     def project(self) -> str:
         return self.store.project
+
+    @property
+    def instance(self) -> str:
+        """This server process among those sharing the database (lock-queue entries carry it)."""
+        return self.store.instance
 
     @functools.cached_property
     def repo_root(self) -> str:
@@ -80,12 +82,23 @@ class ServiceContext:
 
     def path(self, raw: str, field: str = "path") -> str:
         """`raw` as the repo-relative path of the file itself (symlinks inside the repo resolved)."""
-        normal = paths.normalize_path(raw, self.repo_root, field=field, is_link=self.aliases.is_link)
+        try:
+            normal = paths.normalize_path(raw, self.repo_root, field=field, is_link=self.aliases.is_link)
+        except paths.OutsideRepository:
+            # Outside, but perhaps where a symlink in the repository leads: then that is its name.
+            outside = self.aliases.outside(raw, field)
+            if outside is None:
+                raise
+            return outside
         return self.aliases.canonical(normal, field)
 
     def paths(self, raws: Sequence[str] | None, field: str) -> tuple[str, ...]:
-        normal = paths.normalize_paths(raws, self.repo_root, field=field, is_link=self.aliases.is_link)
-        return tuple(dict.fromkeys(self.aliases.canonical(p, field) for p in normal))
+        """Each of `raws` as `path` does, duplicates (also through links) dropped; errors name the entry."""
+        checked = paths.normalize_paths(raws, self.repo_root, field=field, is_link=self.aliases.is_link)
+        if not checked:
+            return ()
+        assert raws is not None
+        return tuple(dict.fromkeys(self.path(raw, f"{field}[{i}]") for i, raw in enumerate(raws)))
 
     def online_since(self, now: float) -> float:
         """Agents seen at or after this instant count as online."""

@@ -17,6 +17,11 @@ from huddle.service.context import ServiceContext, dumps
 from huddle.storage.base import Unit, distinct_list
 
 MAX_RANGES = 200
+EDITING_TTL_RANGE = (1, 3600)
+WINDOW_MINUTES_RANGE = (0.1, 60 * 24 * 30)
+LIMIT_RANGE = (1, 1000)
+# Line numbers: 1 … the largest a 32-bit editor counts to; no source file gets near it.
+LINE_RANGE = (1, 2**31 - 1)
 EDIT_RETENTION_S = 30 * 24 * 3600
 
 
@@ -29,8 +34,10 @@ def _ranges(ranges: Sequence[Sequence[int]] | None) -> list[list[int]]:
             or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
         ):
             raise InvalidInput(f"ranges[{i}] must be [first_line, last_line], e.g. [10, 24]", field=f"ranges[{i}]")
+        for j, line in enumerate(r):
+            validate.within(line, f"ranges[{i}][{j}]", LINE_RANGE, default=1)
         first, last = int(r[0]), int(r[1])
-        if first < 1 or last < first:
+        if last < first:
             raise InvalidInput(f"ranges[{i}] must have 1 ≤ first_line ≤ last_line; got {list(r)}", field=f"ranges[{i}]")
         out.append([first, last])
     return out
@@ -83,7 +90,7 @@ class FileService:
         `ranges` are the lines the edit will touch, when the caller knows them. Raises InvalidInput.
         """
         norm = self.ctx.path(path)
-        ttl = validate.number(ttl_s, "ttl_s", low=1, high=3600, default=self.ctx.settings.editing_ttl_s)
+        ttl = validate.within(ttl_s, "ttl_s", EDITING_TTL_RANGE, default=self.ctx.settings.editing_ttl_s)
         spans = _ranges(ranges)
 
         def txn(unit: Unit) -> dict[str, Any]:
@@ -129,14 +136,10 @@ class FileService:
 
     async def hot_files(self, since_minutes: float | None = None, limit: int = 50) -> dict[str, Any]:
         """Files with the most editing agents recently; `contested` when more than one agent."""
-        minutes = validate.number(
-            since_minutes,
-            "since_minutes",
-            low=0.1,
-            high=60 * 24 * 30,
-            default=self.ctx.settings.recent_edit_window_s / 60,
+        minutes = validate.within(
+            since_minutes, "since_minutes", WINDOW_MINUTES_RANGE, default=self.ctx.settings.recent_edit_window_s / 60
         )
-        limit = int(validate.number(limit, "limit", low=1, high=1000, default=50))
+        limit = int(validate.within(limit, "limit", LIMIT_RANGE, default=50))
 
         def read(unit: Unit) -> dict[str, Any]:
             rows = unit.tx.all(
@@ -187,12 +190,8 @@ class FileService:
         """Who else edited `path` recently or is editing it now."""
         norm = self.ctx.path(path)
         agent = validate.identifier(agent_id, "agent_id")
-        minutes = validate.number(
-            within_minutes,
-            "within_minutes",
-            low=0.1,
-            high=60 * 24 * 30,
-            default=self.ctx.settings.recent_edit_window_s / 60,
+        minutes = validate.within(
+            within_minutes, "within_minutes", WINDOW_MINUTES_RANGE, default=self.ctx.settings.recent_edit_window_s / 60
         )
 
         def read(unit: Unit) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from huddle.domain import validate
 from huddle.domain.events import iso
 from huddle.errors import InvalidInput
 from huddle.service.context import placeholders
+from huddle.service.repo_aliases import SymlinkLoop
 from huddle.storage.base import Unit
 
 if TYPE_CHECKING:
@@ -63,7 +64,10 @@ class GuardService:
         for i, raw in enumerate(items):
             if not isinstance(raw, str):
                 raise InvalidInput(f"paths[{i}] must be a string (a repo-relative path)", field=f"paths[{i}]")
-            lock = await self.c.locks.check_lock(raw)
+            try:
+                lock = await self.c.locks.check_lock(raw)
+            except SymlinkLoop:
+                continue  # a staged symlink that loops is committed as a link; no file, no lease, lies behind it
             for h in lock["holders"]:
                 if h["mode"] != "exclusive" or h["expires_in_s"] <= 0:
                     continue

@@ -4,8 +4,8 @@ Agents often work in linked git worktrees of the repository (one checkout per ag
 through a symlinked path. Their hooks send absolute paths under *their* checkout, which is not
 under the server's `--repo`. The path is mapped through the session's `cwd`: its git top level,
 when that checkout shares the repository's common git directory, is the root the path is relative
-to. Symlinks are resolved on both sides. The git answers are cached per directory, so only the
-first hook call of a session pays for a `git rev-parse`.
+to. Symlinks are resolved on both sides: a path is taken by its real path first. The git answers
+are cached per directory, so only the first hook call of a session pays for a `git rev-parse`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import posixpath
 
 from huddle.domain import paths
+from huddle.domain.validate import encodable
 from huddle.errors import InvalidInput
 
 GIT_TIMEOUT_S = 1.0
@@ -31,14 +32,20 @@ class HookPaths:
         self._repo: tuple[str, str] | bool | None = False  # False: not looked up yet
 
     async def relative(self, raw: str, cwd: str | None, field: str = "tool_input.file_path") -> str:
-        """The repo-relative path of `raw`; InvalidInput when it is outside the repository and its checkouts."""
+        """The repo-relative path of `raw`; InvalidInput when it is outside the repository and its checkouts.
+
+        The file a hook names is the one the operating system opens, so an absolute path is taken
+        by its real path first: `sublink/../z.py` is where the kernel goes (the parent of the link's
+        target), not what the spelling suggests. Only a file whose real path is outside the
+        repository — reached through a symlink that leads out of it — keeps its name through the
+        link, which the services then resolve (service/repo_aliases.py).
+        """
         if not isinstance(raw, str):
             raise InvalidInput(f"{field} must be a string path, got {type(raw).__name__}", field=field)
-        text = raw.strip()
-        if cwd and text and not text.startswith("/") and "\\" not in text:
-            text = posixpath.join(cwd, text)  # relative paths are relative to the session's directory
-        if not text.startswith("/"):
-            return paths.normalize_path(raw, self.repo_root, field=field)
+        text = self.absolute(raw, cwd)
+        if text is None:
+            return paths.normalize_path(raw, self.repo_root, field=field, is_link=self._is_link)
+        encodable(text, field)  # a NUL byte would make realpath raise
         checkout = await self._checkout(cwd) if cwd else None
         real = os.path.realpath(text)
         repo = await self._repo_checkout()
@@ -51,11 +58,25 @@ class HookPaths:
                 rel = rel[len(inner) + 1 :] if rel.startswith(inner + "/") else None
             if rel:
                 return paths.normalize_path(rel, self.repo_root, field=field)
-        try:
-            return paths.normalize_path(text, self.repo_root, field=field)
-        except InvalidInput:
-            # Through a symlink to the repository (or a symlinked repository root).
+        if real.startswith(self.real_root + "/"):
             return paths.normalize_path(real, self.real_root, field=field)
+        # Through a symlink that leads out of the repository (the repository named directly or
+        # through a symlinked root); a `..` after such a link is refused, as for every tool.
+        try:
+            return paths.normalize_path(text, self.repo_root, field=field, is_link=self._is_link)
+        except InvalidInput:
+            return paths.normalize_path(text, self.real_root, field=field, is_link=self._is_link)
+
+    def absolute(self, raw: str, cwd: str | None) -> str | None:
+        """`raw` as an absolute POSIX path: relative ones are relative to the session's directory, else
+        to the repository. None for what cannot be one (empty, a Windows path)."""
+        text = raw.strip() if isinstance(raw, str) else ""
+        if text and not text.startswith("/") and "\\" not in text:
+            text = posixpath.join(cwd or self.repo_root, text)
+        return text if text.startswith("/") else None
+
+    def _is_link(self, relative: str) -> bool:
+        return os.path.islink(os.path.join(self.real_root, relative))
 
     async def _checkout(self, cwd: str) -> tuple[str, str] | None:
         if cwd not in self._checkouts:

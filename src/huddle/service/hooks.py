@@ -16,6 +16,7 @@ the same transaction that reads the events, so each event is delivered exactly o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -198,7 +199,9 @@ class ClaudeHookService:
         ]
         if holders:
             return wire.decision_output("deny", deny_reason(path, holders), news)
-        conflicts = await self.c.intents.check_conflicts(agent, [path])
+        # Every impact, not the strongest ten an agent's answer shows: what makes the hook ask must not
+        # be cut off by a crowd of lesser ones; `collisions` bounds the text instead.
+        conflicts = await self.c.intents.check_conflicts(agent, [path], limit=None)
         ask, warn = collisions(conflicts["impacts"])
         context = "\n".join(x for x in (news, warn) if x) or None
         if ask:
@@ -209,10 +212,24 @@ class ClaudeHookService:
         return wire.decision_output("allow", "", context)
 
     async def repo_path(self, raw: str, payload: Mapping[str, Any]) -> str | None:
-        """The repo-relative path of a hook's file path (through worktrees and symlinks); None if outside."""
-        cwd = payload.get("cwd")
+        """The file's one name (through worktrees and symlinks, service/repo_aliases.py); None when it is
+        outside the repository or names no file (a symlink loop): then there is nothing to coordinate."""
+        cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else None
+        field = "tool_input.file_path"
         try:
-            return await self.paths.relative(raw, cwd if isinstance(cwd, str) else None)
+            name = await self.paths.relative(raw, cwd, field)
+        except InvalidInput:
+            # Outside the repository and its checkouts — unless a symlink in the repository leads
+            # there. Finding out may walk the repository (service/repo_aliases.py): off the event loop.
+            outside = self.paths.absolute(raw, cwd)
+            if outside is None:
+                return None
+            try:
+                return await asyncio.to_thread(self.ctx.path, outside, field)
+            except InvalidInput:
+                return None
+        try:
+            return self.ctx.path(name, field)
         except InvalidInput:
             return None
 
@@ -325,11 +342,21 @@ def collisions(impacts: list[dict[str, Any]]) -> tuple[str | None, str | None]:
     ask = None
     if asks:
         ask = (
-            "collides with " + "; ".join(asks) + ". Coordinate first: announce_work opens a consultation thread, "
+            "collides with " + _listed(asks) + ". Coordinate first: announce_work opens a consultation thread, "
             "or send_message to them."
         )
-    warn = ("Huddle: overlapping work — " + "; ".join(warns)) if warns else None
+    warn = ("Huddle: overlapping work — " + _listed(warns)) if warns else None
     return ask, warn
+
+
+HOOK_LISTS_UP_TO = 10
+
+
+def _listed(items: list[str]) -> str:
+    """At most HOOK_LISTS_UP_TO items, then how many more: a crowd must not flood the agent's context."""
+    shown = "; ".join(items[:HOOK_LISTS_UP_TO])
+    more = len(items) - HOOK_LISTS_UP_TO
+    return shown + (f"; and {more} more" if more > 0 else "")
 
 
 def briefing_text(

@@ -20,6 +20,8 @@ from huddle.storage.base import Unit, event_from_row, latest_cursor
 
 MAX_EVENTS_PAGE = 500
 MAX_WINDOW_H = 168
+PAGE_RANGE = (1, MAX_EVENTS_PAGE)
+WINDOW_RANGE = (1, MAX_WINDOW_H)
 OUTCOMES = ("agreed", "auto_resolved", "timed_out", "closed", "cancelled")
 
 
@@ -62,11 +64,11 @@ class InsightService:
         """
         if before is not None and after is not None:
             raise InvalidInput("pass before (older page) or after (catch up), not both", field="after")
-        page = int(validate.number(limit, "limit", low=1, high=MAX_EVENTS_PAGE, default=100))
+        page = int(validate.within(limit, "limit", PAGE_RANGE, default=100))
         bound = None
         for name, value in (("before", before), ("after", after)):
             if value is not None:
-                bound = int(validate.number(value, name, low=0, high=2**62, default=0))
+                bound = int(validate.within(value, name, validate.CURSOR_RANGE, default=0))
         thread = validate.text(thread_id, "thread_id", required=False, max_chars=64) or None
         kinds = validate.text(kinds, "kinds", required=False, max_chars=1000) or None
         wanted = EventFilter.parse(kinds=kinds, thread=thread)
@@ -101,7 +103,7 @@ class InsightService:
         """Per hour over the last `hours` (1…168): how often each scoring layer fired on an announce,
         how announces were judged (proceed / caution / consult), and how consultations ended
         (agreed / auto_resolved / timed_out, plus closed and cancelled)."""
-        window = int(validate.number(hours, "hours", low=1, high=MAX_WINDOW_H, default=24))
+        window = int(validate.within(hours, "hours", WINDOW_RANGE, default=24))
 
         def read(unit: Unit) -> dict[str, Any]:
             bucket_s = 3600

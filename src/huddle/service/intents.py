@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
-from huddle.domain import validate
+from huddle.domain import impact_report, validate
 from huddle.domain.events import Kind, iso
 from huddle.domain.ids import intent_ref, parse_ref
 from huddle.domain.paths import normalize_module
@@ -33,6 +33,7 @@ INTENT_KINDS = (
     "git_merge",
 )
 MAX_TTL_S = 7 * 24 * 3600
+TTL_RANGE = (1, MAX_TTL_S)
 
 
 class IntentService:
@@ -78,15 +79,7 @@ class IntentService:
         if not found:
             return []
         found = refine_with_symbols(unit, self.ctx, request, found)
-        ids = sorted(found)
-        online = {
-            r["agent_id"]
-            for r in unit.tx.all(
-                f"SELECT agent_id FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?"
-                f" AND agent_id IN ({placeholders(ids)})",
-                (unit.project, self.ctx.online_since(unit.now), *ids),
-            )
-        }
+        online = _online(unit, self.ctx.online_since(unit.now), found)
         # A person at the dashboard is never a party to a collision: only agents are scored.
         return score_agents({a: e for a, e in found.items() if a in online and not a.startswith(OVERSEER_PREFIX)})
 
@@ -115,7 +108,8 @@ class IntentService:
             intent_id=number,
             respondents=concerned,
             target_files=req.target_files,
-            impacts=[i.to_dict() for i in impacts],
+            # The thread is about its respondents: their impacts, not every gray zone around them.
+            impacts=[i.to_dict() for i in impacts if i.category == "concerned"],
         )
 
     async def announce(
@@ -133,7 +127,8 @@ class IntentService:
     ) -> dict[str, Any]:
         """Records an intent, scores it against every online agent, and opens a thread at ≥ 90.
 
-        Returns `{intent_id, verdict, thread_id, impacts}`. Raises NotFound for an unknown agent
+        Returns `{intent_id, verdict, thread_id, impacts, impact_summary}`: the strongest impacts in
+        full, counts over all of them (domain/impact_report.py). Raises NotFound for an unknown agent
         and InvalidInput for bad fields; nothing is written in either case. A git_* intent may name
         no files: it targets `branch` (default: the branch the agent registered with).
         """
@@ -144,13 +139,13 @@ class IntentService:
             raise InvalidInput(
                 "target_files is empty; list the files you will change (or target_modules)", field="target_files"
             )
-        ttl = validate.number(ttl_s, "ttl_s", low=1, high=MAX_TTL_S, default=self.ctx.settings.intent_ttl_s)
+        ttl = validate.within(ttl_s, "ttl_s", TTL_RANGE, default=self.ctx.settings.intent_ttl_s)
 
         def txn(unit: Unit) -> dict[str, Any]:
             req = _scoped(self._with_agent_context(unit, request))
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
-            impact_dicts = [i.to_dict() for i in impacts]
+            told = impact_report.report(impacts)
             row = unit.tx.one(
                 "INSERT INTO intents (project, agent_id, subject, plan, kind, status, created_at, expires_at,"
                 " branch, target_files, depends_on_files, target_modules, target_symbols, verdict, impacts)"
@@ -164,7 +159,7 @@ class IntentService:
                     unit.now,
                     unit.now + ttl,
                     req.branch,
-                    *_scored_columns(req, outcome, impact_dicts),
+                    *_scored_columns(req, outcome, told.stored),
                 ),
             )
             assert row is not None
@@ -188,24 +183,26 @@ class IntentService:
                 verdict=outcome,
                 max_score=impacts[0].score if impacts else 0,
             )
-            for impact in impacts:
-                if impact.category == "gray_zone":
-                    unit.emit(
-                        Kind.IMPACT_AWARENESS,
-                        actor=req.agent_id,
-                        audience=[req.agent_id, impact.agent_id],
-                        intent_id=ref,
-                        subject=subject,
-                        other_agent=impact.agent_id,
-                        score=impact.score,
-                        category=impact.category,
-                        evidence=impact.to_dict()["evidence"],
-                    )
+            for group in impact_report.awareness_groups(impacts):
+                unit.emit(
+                    Kind.IMPACT_AWARENESS,
+                    actor=req.agent_id,
+                    audience=[req.agent_id, *group.agents],
+                    intent_id=ref,
+                    subject=subject,
+                    # One agent: named as before. A group: its size; the audience names its members.
+                    other_agent=group.agents[0] if len(group.agents) == 1 else None,
+                    affected=len(group.agents),
+                    score=group.score,
+                    category=group.category,
+                    evidence=group.evidence,
+                )
             return {
                 "intent_id": ref,
                 "verdict": outcome,
                 "thread_id": thread_id,
-                "impacts": impact_dicts,
+                "impacts": told.shown,
+                "impact_summary": told.summary,
                 "expires_at": iso(unit.now + ttl),
                 "next": _next_step(outcome, thread_id),
             }
@@ -221,8 +218,12 @@ class IntentService:
         target_modules: Sequence[str] | None = None,
         target_symbols: Sequence[str] | None = None,
         branch: str | None = None,
+        *,
+        limit: int | None = impact_report.TOP_IMPACTS,
     ) -> dict[str, Any]:
-        """The announce scoring as a dry run: same answer, nothing written (F-14)."""
+        """The announce scoring as a dry run: same answer, nothing written (F-14).
+
+        `limit` is how many impacts are shown in full (None: all, for callers inside the server)."""
         request = self._request(agent_id, target_files, depends_on_files, target_modules, target_symbols, kind, branch)
 
         def read(unit: Unit) -> dict[str, Any]:
@@ -231,10 +232,12 @@ class IntentService:
             )
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
+            told = impact_report.report(impacts, limit)
             return {
                 "verdict": outcome,
                 "safe_to_proceed": outcome == "proceed",
-                "impacts": [i.to_dict() for i in impacts],
+                "impacts": told.shown,
+                "impact_summary": told.summary,
             }
 
         result = await self.ctx.store.read(read)
@@ -307,7 +310,7 @@ class IntentService:
         agent_id = validate.identifier(agent_id, "agent_id")
         new_subject = validate.text(subject, "subject", max_chars=500, required=False)
         new_plan = validate.text(plan, "plan", required=False)
-        ttl = None if ttl_s is None else validate.number(ttl_s, "ttl_s", low=1, high=MAX_TTL_S, default=0)
+        ttl = None if ttl_s is None else validate.within(ttl_s, "ttl_s", TTL_RANGE, default=0)
 
         def txn(unit: Unit) -> dict[str, Any]:
             touch(unit, agent_id)
@@ -340,7 +343,7 @@ class IntentService:
             _scoped(req)
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
-            impact_dicts = [i.to_dict() for i in impacts]
+            told = impact_report.report(impacts)
             title = new_subject or row["subject"]
             expires_at = unit.now + ttl if ttl is not None else row["expires_at"]
             unit.tx.execute("DELETE FROM intent_paths WHERE intent_id = ?", (number,))
@@ -361,7 +364,7 @@ class IntentService:
             if not live_thread:
                 thread_id = self._consult(unit, req, title, number, impacts) or thread_id
             # Everyone the change may concern: who collided before, who collides now, the thread's members.
-            before = [i["agent_id"] for i in json.loads(row["impacts"] or "[]") if i.get("category") != "pass"]
+            before = impact_report.stored_agents(json.loads(row["impacts"] or "[]"))
             after = [i.agent_id for i in impacts if i.category != "pass"]
             unit.tx.execute(
                 "UPDATE intents SET subject = ?, plan = ?, target_files = ?, depends_on_files = ?, target_modules = ?,"
@@ -369,7 +372,7 @@ class IntentService:
                 (
                     title,
                     new_plan if plan is not None else row["plan"],
-                    *_scored_columns(req, outcome, impact_dicts),
+                    *_scored_columns(req, outcome, told.stored),
                     expires_at,
                     thread_id,
                     number,
@@ -391,7 +394,8 @@ class IntentService:
                 "intent_id": ref,
                 "verdict": outcome,
                 "thread_id": thread_id,
-                "impacts": impact_dicts,
+                "impacts": told.shown,
+                "impact_summary": told.summary,
                 "expires_at": iso(expires_at),
                 "next": _next_step(outcome, thread_id),
             }
@@ -414,6 +418,23 @@ class IntentService:
         for row in rows:
             end_intent(unit, int(row["id"]), "expired", actor=row["agent_id"])
         return len(rows)
+
+
+ONLINE_BY_ID_UP_TO = 256
+
+
+def _online(unit: Unit, since: float, candidates: Collection[str]) -> set[str]:
+    """Which candidates are online. Up to ONLINE_BY_ID_UP_TO are looked up by id; a crowd by one
+    index range over the project's online agents instead: binding a long IN list costs more per id
+    than reading a row, and at the scale Huddle serves (SPEC F-98: 1,000 agents) that range is
+    no longer than a few such lists."""
+    sql = "SELECT agent_id FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?"
+    if len(candidates) > ONLINE_BY_ID_UP_TO:
+        return {r["agent_id"] for r in unit.tx.all(sql, (unit.project, since))} & set(candidates)
+    ids = sorted(candidates)
+    return {
+        r["agent_id"] for r in unit.tx.all(f"{sql} AND agent_id IN ({placeholders(ids)})", (unit.project, since, *ids))
+    }
 
 
 def _scoped(request: WorkRequest) -> WorkRequest:

@@ -22,6 +22,7 @@ from huddle.domain.locks import (
     overlaps,
 )
 from huddle.service.context import placeholders
+from huddle.service.instances import drop_waiters_of_gone_instances
 from huddle.storage.base import Row, Unit
 
 
@@ -274,6 +275,11 @@ def promote_waiters(unit: Unit, *, actor: str | None) -> int:
     waiters = unit.tx.all(
         "SELECT * FROM lock_waiters WHERE project = ? AND deadline > ? ORDER BY id", (unit.project, unit.now)
     )
+    if waiters and drop_waiters_of_gone_instances(unit):
+        # A request whose server process died would be granted to nobody for a whole TTL.
+        waiters = unit.tx.all(
+            "SELECT * FROM lock_waiters WHERE project = ? AND deadline > ? ORDER BY id", (unit.project, unit.now)
+        )
     granted = 0
     still_waiting: list[Claim] = []
     for w in waiters:

@@ -16,6 +16,13 @@ Rules this service adds (documented in docs/coordination.md):
 - Expired leases are removed by the sweeper (and before every acquire) and their holder gets a
   `lock.expired` event. Deregistering releases an agent's locks at once; going offline does not —
   its leases end by their own TTL.
+- A directory lease is refused while a symlink below the directory leads out of it
+  (`src/` holding `src/link → ../lib`). Covering the link's target instead was considered and
+  rejected: a later request for `lib/x.py` would then have to learn which held directories reach
+  `lib/` through some link — a walk of every held directory on every request instead of one index
+  lookup — and a link made or moved later would silently change what an old lease covers. Refusing
+  keeps "one name per file" (service/repo_aliases.py): every lease names files by their real names,
+  as globs already must. Links that stay inside the directory, and links that loop, are fine.
 """
 
 from __future__ import annotations
@@ -44,8 +51,10 @@ from huddle.domain.locks import (
 )
 from huddle.domain.scoring import Evidence, Layer
 from huddle.errors import InvalidInput, NotFound
+from huddle.service import repo_aliases
 from huddle.service.agents import touch
 from huddle.service.context import ServiceContext, WorkRequest, placeholders
+from huddle.service.instances import drop_waiters_of_gone_instances
 from huddle.service.lock_store import (
     candidate_clause,
     claim_of,
@@ -68,6 +77,9 @@ from huddle.storage.base import Row, Unit
 MIN_TTL_S = 1.0
 MAX_TTL_S = 24 * 3600.0
 MAX_WAIT_S = 300.0
+# Whole numbers, as the tool schemas state them.
+TTL_RANGE = (int(MIN_TTL_S), int(MAX_TTL_S))
+WAIT_RANGE = (0, int(MAX_WAIT_S))
 MAX_LOCKS_PER_AGENT = 1000
 LIST_LIMIT = 1000
 # A queued request whose caller vanished without cleaning up is dropped this long after its deadline.
@@ -118,6 +130,34 @@ class LockService:
         self._disk_cache[relative] = (kind, now)
         return kind
 
+    async def _refuse_links_leaving(self, pattern: LockPattern, raw: str) -> None:
+        """A directory lease must not reach files under other names through a symlink (see the rules above)."""
+        # A walk of the directory, remembered for a few seconds by RepoAliases: off the event loop
+        # when it has to happen, inline when it is remembered (a thread hop costs more than the lookup).
+        aliases = self.ctx.aliases
+        if aliases.walked(pattern.path):
+            leaving = aliases.links_leaving(pattern.path)
+        else:
+            leaving = await asyncio.to_thread(aliases.links_leaving, pattern.path)
+        if leaving is None:
+            raise InvalidInput(
+                f"path {raw!r}: the directory {pattern.path} holds more than {repo_aliases.MAX_LINK_SCAN} entries "
+                "to check for symlinks that lead out of it; lease a deeper directory (e.g. src/auth/) or the files "
+                "themselves",
+                field="path",
+            )
+        if leaving:
+            link, target = leaving[0]
+            where = "the repository root" if target == "." else repr(target)
+            more = f" (and {len(leaving) - 1} more such links)" if len(leaving) > 1 else ""
+            raise InvalidInput(
+                f"path {raw!r}: the symlink {link!r} below {pattern.path} leads to {where}, outside the directory"
+                f"{more}, so the lease would cover those files under another name while a lease on their real "
+                "name would not meet it; lease the directories or files beside the link by their real names "
+                "(and the link's target by its own), or remove the link",
+                field="path",
+            )
+
     def _renamed_to_directories(self, unit: Unit, pattern: LockPattern) -> None:
         """Leases taken on a name while it was a file, that is a directory now, become directory
         leases before `pattern` is checked against them — else the directory would escape them."""
@@ -128,7 +168,7 @@ class LockService:
 
     def _ttl(self, ttl_s: float | None) -> float:
         default = min(self.ctx.settings.lock_ttl_s, MAX_TTL_S)
-        return validate.number(ttl_s, "ttl_s", low=MIN_TTL_S, high=MAX_TTL_S, default=default)
+        return validate.within(ttl_s, "ttl_s", TTL_RANGE, default=default)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -145,7 +185,9 @@ class LockService:
         mode = validate.choice(mode, "mode", MODES)
         pattern = self.target(path)
         ttl = self._ttl(ttl_s)
-        wait = validate.number(wait_s, "wait_s", low=0, high=MAX_WAIT_S, default=0.0)
+        wait = validate.within(wait_s, "wait_s", WAIT_RANGE, default=0.0)
+        if pattern.kind == "dir":
+            await self._refuse_links_leaving(pattern, path)
         if wait <= 0 or mode == INTENT:
             return await self.ctx.store.write(lambda unit: self._acquire(unit, agent, pattern, mode, ttl, 0.0))
 
@@ -205,6 +247,8 @@ class LockService:
             if downgrade or is_upgrade_in_place(own, mode)
             else [r for r in overlapping(unit, "lock_waiters", pattern) if r["agent_id"] != agent]
         )
+        if waiter_rows and drop_waiters_of_gone_instances(unit):  # nobody queues behind a dead process
+            waiter_rows = [r for r in overlapping(unit, "lock_waiters", pattern) if r["agent_id"] != agent]
         request = Claim(agent, pattern, mode)
         blocking = (
             []
@@ -550,11 +594,11 @@ class LockService:
 
 
 def _token(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(
             "fencing_token must be a positive whole number, as acquire_lock returned it", field="fencing_token"
         )
-    return value
+    return int(validate.within(value, "fencing_token", validate.ID_RANGE, default=1))
 
 
 def fencing_verdict(live: list[Row], token: int, path: str, now: float) -> dict[str, Any]:

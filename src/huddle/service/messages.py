@@ -28,6 +28,8 @@ MAX_WAIT_S = 300.0
 DEFAULT_WAIT_S = 60.0
 MAX_IDS = 500
 DRAIN_LIMIT = 100
+LIMIT_RANGE = (1, 1000)
+WAIT_RANGE = (0, int(MAX_WAIT_S))
 
 
 def message_ref(number: int) -> str:
@@ -149,7 +151,7 @@ class MessageService:
         """The agent's inbox (direct and broadcast), oldest first, the latest `limit` of them. Reads only."""
         agent = validate.identifier(agent_id, "agent_id")
         chan = validate.choice(channel, "channel", CHANNELS) if channel else None
-        count = int(validate.number(limit, "limit", low=1, high=1000, default=100))
+        count = int(validate.within(limit, "limit", LIMIT_RANGE, default=100))
 
         def read(unit: Unit) -> dict[str, Any]:
             require_agent(unit, agent)
@@ -236,7 +238,7 @@ class MessageService:
     async def get_queued(self, agent_id: str, limit: int = DRAIN_LIMIT) -> dict[str, Any]:
         """Drains the agent's unread messages without blocking: returns them and marks them read."""
         agent = validate.identifier(agent_id, "agent_id")
-        count = int(validate.number(limit, "limit", low=1, high=1000, default=DRAIN_LIMIT))
+        count = int(validate.within(limit, "limit", LIMIT_RANGE, default=DRAIN_LIMIT))
         return await self.ctx.store.write(lambda unit: self._drain(unit, agent, count))
 
     async def wait_for_message(self, agent_id: str, timeout_s: float | None = None) -> dict[str, Any]:
@@ -247,7 +249,7 @@ class MessageService:
         outside 0…300 and NotFound for an unregistered agent.
         """
         agent = validate.identifier(agent_id, "agent_id")
-        timeout = validate.number(timeout_s, "timeout_s", low=0, high=MAX_WAIT_S, default=DEFAULT_WAIT_S)
+        timeout = validate.within(timeout_s, "timeout_s", WAIT_RANGE, default=DEFAULT_WAIT_S)
         keepalive = max(1.0, self.ctx.settings.agent_ttl_s / 3)
         started = time.monotonic()
         deadline = started + timeout

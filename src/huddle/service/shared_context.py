@@ -26,6 +26,7 @@ MAX_KEYWORD_CHARS = 500
 MAX_SEARCH_TERMS = 20
 SEARCH_CANDIDATES = 5000
 PREVIEW_CHARS = 500
+LIMIT_RANGE = (1, 500)
 _TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._:/+-]{0,49}$")
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 
@@ -82,6 +83,17 @@ class FullText:
     def remove(unit: Unit, entry_id: int) -> None:
         if unit.tx.dialect == "sqlite":
             unit.tx.execute("DELETE FROM shared_context_fts WHERE rowid = ?", (entry_id,))
+
+    @staticmethod
+    def rebuild(unit: Unit) -> int:
+        """Indexes every entry afresh (after `huddle import` wrote shared_context rows directly)."""
+        if unit.tx.dialect != "sqlite":
+            return 0  # PostgreSQL's tsvector column is generated from the row: never stale
+        unit.tx.execute("DELETE FROM shared_context_fts")
+        rows = unit.tx.all("SELECT id, content, tags FROM shared_context")
+        for row in rows:
+            FullText.index(unit, int(row["id"]), row["content"], json.loads(row["tags"]))
+        return len(rows)
 
     @staticmethod
     def search(unit: Unit, terms: list[str]) -> list[int]:
@@ -161,7 +173,7 @@ class SharedContextService:
         terms = FullText.terms(validate.text(keyword, "keyword", max_chars=MAX_KEYWORD_CHARS)) if keyword else None
         label = normalize_tags([tag])[0] if tag else None
         author = validate.identifier(agent_id, "agent_id") if agent_id else None
-        count = int(validate.number(limit, "limit", low=1, high=500, default=50))
+        count = int(validate.within(limit, "limit", LIMIT_RANGE, default=50))
 
         def read(unit: Unit) -> dict[str, Any]:
             sql = "SELECT * FROM shared_context WHERE project = ?"

@@ -154,7 +154,17 @@ def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str)
         f"SELECT {columns} FROM {table} WHERE project = ? AND agent_id != ? AND ({' OR '.join(clauses)}){live}",
         (unit.project, me, *params),
     )
-    return [r for r in rows if any(modules_related(r["module"], m) for m in modules)]
+    # Rows share few distinct modules (a crowd on one module is one), so each is judged once.
+    related: dict[str, bool] = {}
+    out = []
+    for row in rows:
+        module = row["module"]
+        ok = related.get(module)
+        if ok is None:
+            ok = related[module] = any(modules_related(module, m) for m in modules)
+        if ok:
+            out.append(row)
+    return out
 
 
 class SameModule:
@@ -164,18 +174,28 @@ class SameModule:
         rows = related_module_rows(unit, "intent_modules", request.modules, request.agent_id) + related_module_rows(
             unit, "agent_modules", request.modules, request.agent_id
         )
-        by_agent: dict[str, set[str]] = {}
+        # Their module, or their modules when several: a crowd on one module allocates nothing per agent
+        # here, and shares one Evidence object (built once, reported to it as one group).
+        by_agent: dict[str, str | frozenset[str]] = {}
         for row in rows:
-            by_agent.setdefault(row["agent_id"], set()).add(row["module"])
-        for agent_id, theirs in by_agent.items():
-            names = ", ".join(sorted(theirs))
-            yield (
-                agent_id,
-                Evidence(
+            agent, module = row["agent_id"], row["module"]
+            have = by_agent.get(agent)
+            if have is None or have == module:
+                by_agent[agent] = module
+            elif isinstance(have, str):
+                by_agent[agent] = frozenset((have, module))
+            else:
+                by_agent[agent] = have | {module}
+        made: dict[str | frozenset[str], Evidence] = {}
+        for agent_id, key in by_agent.items():
+            evidence = made.get(key)
+            if evidence is None:
+                names = [key] if isinstance(key, str) else sorted(key)
+                evidence = made[key] = Evidence(
                     Layer.SAME_MODULE,
                     Layer.SCORES[Layer.SAME_MODULE],
                     (),
-                    f"they work in module {names}, related to yours ({', '.join(request.modules)})",
-                    extra={"modules": sorted(theirs)},
-                ),
-            )
+                    f"they work in module {', '.join(names)}, related to yours ({', '.join(request.modules)})",
+                    extra={"modules": names},
+                )
+            yield agent_id, evidence

@@ -27,6 +27,7 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_DEPENDENCIES = 100
 MAX_BATCH = 500
 PRIORITY_RANGE = (-1000, 1000)
+LIST_LIMIT_RANGE = (1, 10_000)
 _CLAIM_COLUMNS = "status = 'claimed', claimed_by = ?, claimed_at = ?, updated_at = ?, attempts = attempts + 1"
 
 
@@ -139,8 +140,7 @@ class TaskSpec:
             raise InvalidInput(
                 f"{prefix}priority must be a whole number (higher is claimed first)", field=f"{prefix}priority"
             )
-        low, high = PRIORITY_RANGE
-        self.priority = int(validate.number(priority, f"{prefix}priority", low=low, high=high, default=0))
+        self.priority = int(validate.within(priority, f"{prefix}priority", PRIORITY_RANGE, default=0))
         payload = raw.get("payload")
         if payload is not None and not isinstance(payload, Mapping):
             raise InvalidInput(
@@ -308,7 +308,7 @@ class TaskService:
     async def list(self, status: str | None = None, limit: int = 500) -> dict[str, Any]:
         """Tasks in board order (oldest first), optionally one status, with counts per status."""
         wanted = validate.choice(status, "status", rules.STATUSES) if status else None
-        count = int(validate.number(limit, "limit", low=1, high=10_000, default=500))
+        count = int(validate.within(limit, "limit", LIST_LIMIT_RANGE, default=500))
 
         def read(unit: Unit) -> dict[str, Any]:
             sql, params = "SELECT * FROM tasks WHERE project = ?", [unit.project]
@@ -322,7 +322,7 @@ class TaskService:
 
     async def available(self, limit: int = 100) -> dict[str, Any]:
         """Claimable tasks in the order claim_task would take them: highest priority, then oldest."""
-        count = int(validate.number(limit, "limit", low=1, high=10_000, default=100))
+        count = int(validate.within(limit, "limit", LIST_LIMIT_RANGE, default=100))
 
         def read(unit: Unit) -> dict[str, Any]:
             rows = unit.tx.all(

@@ -22,6 +22,7 @@ from huddle.service.lifecycle import end_intent
 from huddle.storage.base import Row, Unit, event_from_row
 
 MAX_MESSAGES_RETURNED = 500
+LIST_LIMIT_RANGE = (1, 1000)
 ThreadStep = Callable[[Unit, Row, rules.ThreadView, list[str]], dict[str, Any]]
 
 
@@ -198,7 +199,7 @@ class ThreadService:
         after = (
             None
             if after_message_id is None
-            else int(validate.number(after_message_id, "after_message_id", low=0, high=2**62, default=0))
+            else int(validate.within(after_message_id, "after_message_id", validate.CURSOR_RANGE, default=0))
         )
 
         def read(unit: Unit) -> dict[str, Any]:
@@ -213,7 +214,7 @@ class ThreadService:
         kind = validate.choice(type, "type", rules.MESSAGE_TYPES)
         content = validate.text(content, "content")
         if in_reply_to is not None:
-            in_reply_to = int(validate.number(in_reply_to, "in_reply_to", low=1, high=2**62, default=1))
+            in_reply_to = int(validate.within(in_reply_to, "in_reply_to", validate.ID_RANGE, default=1))
 
         def step(unit: Unit, row: Row, view: rules.ThreadView, members: list[str]) -> dict[str, Any]:
             rules.check_post(view)
@@ -444,7 +445,7 @@ class ThreadService:
         """Threads, newest first, by status and/or member. Raises InvalidInput for an unknown status."""
         if status is not None:
             validate.choice(status, "status", rules.ALL_STATUSES)
-        limit = int(validate.number(limit, "limit", low=1, high=1000, default=100))
+        limit = int(validate.within(limit, "limit", LIST_LIMIT_RANGE, default=100))
 
         def read(unit: Unit) -> dict[str, Any]:
             sql = "SELECT t.* FROM threads t"
@@ -464,7 +465,7 @@ class ThreadService:
 
     async def updates(self, thread_id: str, since_cursor: int = 0) -> dict[str, Any]:
         """Every event of one thread after `since_cursor`, in order, with the next cursor."""
-        since = int(validate.number(since_cursor, "since_cursor", low=0, high=2**62, default=0))
+        since = int(validate.within(since_cursor, "since_cursor", validate.CURSOR_RANGE, default=0))
 
         def read(unit: Unit) -> dict[str, Any]:
             view = _load(unit, thread_id)[1]

@@ -11,6 +11,7 @@ from huddle.service.context import ServiceContext
 from huddle.storage.base import AUDIENCE_EVENTS, Unit, event_from_row, latest_cursor
 
 MAX_PAGE = 500
+PAGE_RANGE = (1, MAX_PAGE)
 
 
 class UpdateService:
@@ -24,8 +25,8 @@ class UpdateService:
         Reading does not move anything server-side, so a crashed client simply asks again.
         """
         agent = validate.identifier(agent_id, "agent_id")
-        after = int(validate.number(cursor, "cursor", low=0, high=2**62, default=0))
-        page = int(validate.number(limit, "limit", low=1, high=MAX_PAGE, default=200))
+        after = int(validate.within(cursor, "cursor", validate.CURSOR_RANGE, default=0))
+        page = int(validate.within(limit, "limit", PAGE_RANGE, default=200))
 
         def read(unit: Unit) -> dict[str, Any]:
             require_agent(unit, agent)

@@ -16,6 +16,9 @@ from huddle.service.agents import touch
 from huddle.service.context import ServiceContext
 from huddle.storage.base import Unit
 
+# Slot numbers; the pool is the `worker_slots` setting, never near this.
+SLOT_RANGE = (1, 100_000)
+
 
 class WorkerService:
     def __init__(self, ctx: ServiceContext):
@@ -65,7 +68,7 @@ class WorkerService:
     async def release(self, agent_id: str, slot: int | None = None) -> dict[str, Any]:
         """Returns the agent's slot to the pool. Raises Forbidden for a slot held by someone else."""
         agent = validate.identifier(agent_id, "agent_id")
-        number = int(validate.number(slot, "slot", low=1, high=100_000, default=0)) if slot is not None else None
+        number = int(validate.within(slot, "slot", SLOT_RANGE, default=0)) if slot is not None else None
 
         def txn(unit: Unit) -> dict[str, Any]:
             touch(unit, agent)

@@ -135,6 +135,7 @@ class Store(Protocol):
 
     project: str
     dialect: str
+    instance: str
     # True when other Huddle processes may write the same database (PostgreSQL).
     shared: bool
 

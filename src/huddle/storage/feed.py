@@ -103,13 +103,15 @@ class EventFeed:
 
     async def _listen_forever(self) -> None:
         """LISTEN for commit pings; reconnects after a failure and then catches up."""
-        from huddle.storage.postgres import NOTIFY_CHANNEL
+        from huddle.storage.postgres import NOTIFY_CHANNEL, connection_name
 
         while True:
             conn: psycopg.AsyncConnection[Any] | None = None
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self.store.url, autocommit=True, application_name="huddle-feed"
+                    self.store.url,
+                    autocommit=True,
+                    application_name=connection_name("feed", self.store.instance),
                 )
                 await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 self._wake.set()  # anything committed while we were not listening

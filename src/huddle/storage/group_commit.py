@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class GroupCommitStore(ABC, Generic[C]):
 
     def __init__(self, project: str, *, clock: Callable[[], float] = time.time):
         self.project = project
+        # This server process among those that may share the database; lock-queue entries are
+        # tagged with it, and on PostgreSQL every connection carries it in its application_name.
+        self.instance = uuid.uuid4().hex
         self._clock = clock
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None

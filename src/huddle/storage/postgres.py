@@ -96,7 +96,14 @@ class PgTx:
         return cast(list[Row], self._conn.execute(to_pyformat(sql), params).fetchall())
 
 
-def connect(url: str) -> psycopg.Connection[dict[str, Any]]:
+def connection_name(role: str, instance: str | None) -> str:
+    """`huddle[-role]:<instance>`: PostgreSQL then knows which instances are connected right now
+    (service/instances.py reads pg_stat_activity), the moment a killed process's sockets close."""
+    name = "huddle" if not role else f"huddle-{role}"
+    return f"{name}:{instance}" if instance else name
+
+
+def connect(url: str, instance: str | None = None) -> psycopg.Connection[dict[str, Any]]:
     """An autocommit connection (transactions are explicit BEGIN … COMMIT, as on SQLite)."""
     try:
         conn = psycopg.connect(
@@ -104,7 +111,7 @@ def connect(url: str) -> psycopg.Connection[dict[str, Any]]:
             autocommit=True,
             row_factory=dict_row,
             connect_timeout=CONNECT_TIMEOUT_S,
-            application_name="huddle",
+            application_name=connection_name("", instance),
         )
     except psycopg.Error as exc:
         raise Unavailable(
@@ -178,7 +185,7 @@ class PostgresStore(GroupCommitStore[psycopg.Connection[dict[str, Any]]]):
         self._leading = False
 
     async def open(self) -> None:
-        conn = await asyncio.to_thread(connect, self.url)
+        conn = await asyncio.to_thread(connect, self.url, self.instance)
         try:
             self.schema_version, _ = await asyncio.to_thread(migrate, conn)
         except BaseException:
@@ -216,7 +223,10 @@ class PostgresStore(GroupCommitStore[psycopg.Connection[dict[str, Any]]]):
             if self._leader is None or self._leader.closed:
                 self._leading = False
                 self._leader = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="huddle-leader"
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    application_name=connection_name("leader", self.instance),
                 )
             if self._leading:
                 await self._leader.execute("SELECT 1")  # still connected, so still holding the lock
@@ -243,9 +253,9 @@ class PostgresStore(GroupCommitStore[psycopg.Connection[dict[str, Any]]]):
         """This reader thread's connection (a new one when it has none or its last one broke)."""
         conn: psycopg.Connection[dict[str, Any]] | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
-            fresh = connect(self.url)
+            fresh = connect(self.url, self.instance)
             with self._lock:
-                if conn is not None:
+                if conn is not None and conn in self._reader_conns:
                     self._reader_conns.remove(conn)
                 self._reader_conns.append(fresh)
             self._local.conn = conn = fresh
@@ -274,7 +284,7 @@ class PostgresStore(GroupCommitStore[psycopg.Connection[dict[str, Any]]]):
     # -- the writer's connection ---------------------------------------------------------------
 
     def _connect_writer(self) -> psycopg.Connection[dict[str, Any]]:
-        return connect(self.url)
+        return connect(self.url, self.instance)
 
     def _tx(self, conn: psycopg.Connection[dict[str, Any]]) -> PgTx:
         return PgTx(conn)
@@ -299,7 +309,7 @@ class PostgresStore(GroupCommitStore[psycopg.Connection[dict[str, Any]]]):
         except psycopg.Error:
             conn.close()
         try:  # the connection broke: the next batch gets a fresh one (or fails and tries again)
-            return connect(self.url)
+            return connect(self.url, self.instance)
         except Unavailable as exc:
             log.warning("writer reconnect failed: %s", exc)
             return conn

@@ -28,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from huddle.service.overseers import acting_as_dashboard
+from huddle.transports.instance import routed_id
 
 STATIC = Path(__file__).resolve().parent.parent / "dashboard" / "static"
 # Everything the page loads comes from this server; no inline script, no framing by other sites.
@@ -48,10 +49,16 @@ COOKIE_PATH = "/api/v1/tools"
 
 
 class DashboardCredential:
-    """The per-server-start secret the page gets as a cookie and sends back with every tool call."""
+    """The per-server-start secret the page gets as a cookie and sends back with every tool call.
 
-    def __init__(self, secret: str | None = None):
-        self.secret = secret or secrets.token_urlsafe(32)
+    With `instance` it starts `<instance>.`: the secret lives in this process only, so behind a load
+    balancer the page's tool calls must come back here, and the balancer routes them by that prefix
+    (deploy/nginx/huddle.conf), as it does MCP session ids.
+    """
+
+    def __init__(self, secret: str | None = None, instance: str | None = None):
+        token = secret or secrets.token_urlsafe(32)
+        self.secret = routed_id(instance, token) if instance else token
 
     def grants(self, cookie_header: str) -> bool:
         jar: SimpleCookie = SimpleCookie()

@@ -21,6 +21,11 @@ refuses every legitimate agent for half an hour. Here:
 An evicted session's id answers 404, which the MCP specification tells clients to handle by
 initialising again. The SDK's session table is the source of truth; this class only adds the
 bookkeeping (owner address, last use, requests in flight) it needs to choose whom to evict.
+
+Session ids are `<instance_name>.<random hex>` (transports/instance.py): behind a load balancer a
+session lives only in the process that created it, so the balancer routes each id back to the
+instance it names (deploy/nginx/huddle.conf). An id naming another instance that reaches this one
+answers 404 saying the balancer misrouted it, rather than a bare "Session not found".
 """
 
 from __future__ import annotations
@@ -32,16 +37,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from uuid import uuid4
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp_types import INVALID_REQUEST
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from huddle.settings import Settings
+from huddle.transports.instance import owner_of, routed_id
 from huddle.transports.origin import is_loopback
 
 log = logging.getLogger(__name__)
@@ -63,11 +71,13 @@ class BoundedSessionManager(StreamableHTTPSessionManager):
         self,
         *args: Any,
         per_client: int,
+        instance: str,
         clock: Callable[[], float] = time.monotonic,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.per_client = per_client
+        self.instance = instance
         self.clock = clock
         self.usage: dict[str, _Usage] = {}
         self.evicted = 0
@@ -81,6 +91,11 @@ class BoundedSessionManager(StreamableHTTPSessionManager):
         session_id = Headers(scope=scope).get(MCP_SESSION_ID_HEADER)
         usage = self.usage.get(session_id) if session_id else None
         if usage is None:
+            if session_id and session_id not in self._server_instances:
+                owner = owner_of(session_id)
+                if owner is not None and owner != self.instance:
+                    await self._misrouted(session_id, owner)(scope, receive, send)
+                    return
             _client.set(client)
             reason = None if session_id else self._make_room(client)
             if reason is not None:
@@ -97,13 +112,46 @@ class BoundedSessionManager(StreamableHTTPSessionManager):
             usage.in_flight -= 1
             usage.last_used = self.clock()
 
+    def new_session_id(self) -> str:
+        """`<instance>.<32 hex digits>`: as unguessable as the SDK's own ids, and routable."""
+        return routed_id(self.instance, uuid4().hex)
+
     def _admit_session(self, requestor: Any) -> StreamableHTTPServerTransport | None:
+        # The SDK's `_admit_session` with one change: the id comes from `new_session_id` (the SDK
+        # draws a bare uuid4 inline, with no hook to name it). tests/transports/test_mcp_sessions.py
+        # checks a transport built here equals one the SDK builds, so an SDK change cannot slip by.
         if self._make_room(_client.get()) is not None:
             return None  # filled up since the request was checked; the SDK answers 503
-        transport = super()._admit_session(requestor)
-        if transport is not None and transport.mcp_session_id is not None:
-            self.usage[transport.mcp_session_id] = _Usage(_client.get(), self.clock())
+        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
+            return None
+        transport = StreamableHTTPServerTransport(
+            mcp_session_id=self.new_session_id(),
+            is_json_response_enabled=self.json_response,
+            event_store=self.event_store,
+            security_settings=self.security_settings,
+            retry_interval=self.retry_interval,
+            idle_timeout=self.session_idle_timeout,
+        )
+        session_id = transport.mcp_session_id
+        assert session_id is not None
+        if requestor is not None:
+            self._session_owners[session_id] = requestor
+        self._server_instances[session_id] = transport
+        self.usage[session_id] = _Usage(_client.get(), self.clock())
+        log.debug("opened MCP session %s", session_id)
         return transport
+
+    def _misrouted(self, session_id: str, owner: str) -> JSONResponse:
+        """404 (the session is not here; MCP clients initialise again) naming the routing fault."""
+        log.warning("MCP session %s of instance %s reached instance %s", session_id[:80], owner, self.instance)
+        message = (
+            f"MCP session {session_id[:80]} belongs to Huddle instance {owner!r}, but this request reached"
+            f" instance {self.instance!r}: the load balancer must send every request carrying an Mcp-Session-Id"
+            " to the instance named before its first '.' (see deploy/nginx/huddle.conf). Initialize again for a"
+            " new session"
+        )
+        body = {"jsonrpc": "2.0", "id": None, "error": {"code": INVALID_REQUEST, "message": message}}
+        return JSONResponse(body, status_code=404)
 
     def _make_room(self, client: str) -> str | None:
         """Closes a session so `client` may open one, or says why it may not (see the module doc)."""
@@ -158,8 +206,9 @@ class BoundedSessionManager(StreamableHTTPSessionManager):
         return Route(path, endpoint=StreamableHTTPASGIApp(self))
 
 
-def bounded_sessions(mcp: MCPServer, settings: Settings) -> BoundedSessionManager:
-    """The SDK's session manager for `mcp` (configured by `streamable_http_app`), bounded by settings."""
+def bounded_sessions(mcp: MCPServer, settings: Settings, instance: str) -> BoundedSessionManager:
+    """The SDK's session manager for `mcp` (configured by `streamable_http_app`), bounded by settings,
+    with session ids routed to `instance`."""
     sdk = mcp.session_manager
     return BoundedSessionManager(
         app=sdk.app,
@@ -172,4 +221,5 @@ def bounded_sessions(mcp: MCPServer, settings: Settings) -> BoundedSessionManage
         session_idle_timeout=settings.mcp_session_idle_s,
         max_sessions=settings.mcp_max_sessions,
         per_client=settings.mcp_sessions_per_client,
+        instance=instance,
     )

@@ -10,7 +10,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic
+
 Result = dict[str, Any]
+
+
+def between(bounds: tuple[float, float]) -> Any:
+    """A numeric argument's bounds, for `Annotated[int, between(SERVICE_RANGE)]`.
+
+    They become the field's `minimum`/`maximum` in the tool schema, which the argument check
+    (arguments.py) enforces with one message naming both — the range the service itself checks,
+    from the same constant.
+    """
+    return pydantic.Field(ge=bounds[0], le=bounds[1])
 
 
 @dataclass(frozen=True)

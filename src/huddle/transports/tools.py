@@ -8,10 +8,12 @@ Operations belong to toolsets so a client can load only what it needs (`--tools 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from huddle.domain.validate import CURSOR_RANGE, ID_RANGE
+from huddle.service import agents, files, intents, threads, updates
 from huddle.service.coordinator import Coordinator
-from huddle.transports.operation import Operation
+from huddle.transports.operation import Operation, between
 from huddle.transports.tools_coordination import COORDINATION_FACTORIES
 from huddle.transports.tools_dashboard import oversight_operations
 
@@ -23,6 +25,10 @@ IntentKind = Literal[
 ]
 MessageType = Literal["context", "question", "warning", "suggestion"]
 ThreadStatus = Literal["open", "resolving", "resolved", "closed", "cancelled", "timeout", "max_rounds"]
+Cursor = Annotated[int, between(CURSOR_RANGE)]
+IntentTtl = Annotated[float, between(intents.TTL_RANGE)]
+Line = Annotated[int, between(files.LINE_RANGE)]
+Minutes = Annotated[float, between(files.WINDOW_MINUTES_RANGE)]
 
 
 def core_operations(c: Coordinator) -> list[Operation]:
@@ -58,7 +64,10 @@ def core_operations(c: Coordinator) -> list[Operation]:
         """Activity of every online agent: working, waiting (owes a thread an answer) or idle."""
         return await c.agents.activity()
 
-    async def wait_for_peers(count: int, timeout_s: float = 30.0) -> Result:
+    async def wait_for_peers(
+        count: Annotated[int, between(agents.PEER_COUNT_RANGE)],
+        timeout_s: Annotated[float, between(agents.PEER_WAIT_RANGE)] = 30.0,
+    ) -> Result:
         """Block until at least `count` agents are online (or timeout_s, max 300)."""
         return await c.agents.wait_for_peers(count, timeout_s)
 
@@ -71,7 +80,7 @@ def core_operations(c: Coordinator) -> list[Operation]:
         depends_on_files: list[str] | None = None,
         target_modules: list[str] | None = None,
         target_symbols: list[str] | None = None,
-        ttl_s: float | None = None,
+        ttl_s: IntentTtl | None = None,
         branch: str | None = None,
     ) -> Result:
         """Call BEFORE editing: scores your intent against online agents' work. verdict proceed | caution
@@ -121,14 +130,16 @@ def core_operations(c: Coordinator) -> list[Operation]:
         depends_on_files: list[str] | None = None,
         target_modules: list[str] | None = None,
         target_symbols: list[str] | None = None,
-        ttl_s: float | None = None,
+        ttl_s: IntentTtl | None = None,
     ) -> Result:
         """Change your active intent (omitted fields unchanged); rescored like announce_work, may open a thread."""
         return await c.intents.update(
             agent_id, intent_id, subject, plan, target_files, depends_on_files, target_modules, target_symbols, ttl_s
         )
 
-    async def get_updates(agent_id: str, cursor: int = 0, limit: int = 200) -> Result:
+    async def get_updates(
+        agent_id: str, cursor: Cursor = 0, limit: Annotated[int, between(updates.PAGE_RANGE)] = 200
+    ) -> Result:
         """Everything addressed to you since `cursor`, in order; pass next_cursor next time. The source of
         truth behind every push."""
         return await c.updates.get_updates(agent_id, cursor, limit)
@@ -161,12 +172,16 @@ def core_operations(c: Coordinator) -> list[Operation]:
 
 
 def thread_operations(c: Coordinator) -> list[Operation]:
-    async def get_thread(thread_id: str, after_message_id: int | None = None) -> Result:
+    async def get_thread(thread_id: str, after_message_id: Cursor | None = None) -> Result:
         """A thread: status, proposal, approvals, its newest 500 messages."""
         return await c.threads.get(thread_id, after_message_id)
 
     async def post_to_thread(
-        thread_id: str, agent_id: str, type: MessageType, content: str, in_reply_to: int | None = None
+        thread_id: str,
+        agent_id: str,
+        type: MessageType,
+        content: str,
+        in_reply_to: Annotated[int, between(ID_RANGE)] | None = None,
     ) -> Result:
         """Post context, a question, a warning or a suggestion to a thread."""
         return await c.threads.post(thread_id, agent_id, type, content, in_reply_to)
@@ -191,11 +206,15 @@ def thread_operations(c: Coordinator) -> list[Operation]:
         """Initiator only: cancel the thread and withdraw its intent."""
         return await c.threads.cancel(thread_id, agent_id, reason)
 
-    async def get_thread_updates(thread_id: str, since_cursor: int = 0) -> Result:
+    async def get_thread_updates(thread_id: str, since_cursor: Cursor = 0) -> Result:
         """Events of one thread after since_cursor, with next_cursor."""
         return await c.threads.updates(thread_id, since_cursor)
 
-    async def list_threads(status: ThreadStatus | None = None, agent_id: str | None = None, limit: int = 100) -> Result:
+    async def list_threads(
+        status: ThreadStatus | None = None,
+        agent_id: str | None = None,
+        limit: Annotated[int, between(threads.LIST_LIMIT_RANGE)] = 100,
+    ) -> Result:
         """Threads, newest first, optionally by status or member agent."""
         return await c.threads.list(status, agent_id, limit)
 
@@ -224,13 +243,16 @@ def thread_operations(c: Coordinator) -> list[Operation]:
 
 def file_operations(c: Coordinator) -> list[Operation]:
     async def log_file_edit(
-        agent_id: str, path: str, ranges: list[list[int]] | None = None, symbols: list[str] | None = None
+        agent_id: str, path: str, ranges: list[list[Line]] | None = None, symbols: list[str] | None = None
     ) -> Result:
         """Record an edit you made (optionally line ranges [[first, last], …] and symbols)."""
         return await c.files.log_edit(agent_id, path, ranges, symbols)
 
     async def start_editing(
-        agent_id: str, path: str, ttl_s: float | None = None, ranges: list[list[int]] | None = None
+        agent_id: str,
+        path: str,
+        ttl_s: Annotated[float, between(files.EDITING_TTL_RANGE)] | None = None,
+        ranges: list[list[Line]] | None = None,
     ) -> Result:
         """Mark a file as being edited right now (hooks call this before a write), optionally its line ranges."""
         return await c.files.start_editing(agent_id, path, ttl_s, ranges)
@@ -239,7 +261,9 @@ def file_operations(c: Coordinator) -> list[Operation]:
         """Clear the in-flight edit marker."""
         return await c.files.stop_editing(agent_id, path)
 
-    async def hot_files(since_minutes: float | None = None, limit: int = 50) -> Result:
+    async def hot_files(
+        since_minutes: Minutes | None = None, limit: Annotated[int, between(files.LIMIT_RANGE)] = 50
+    ) -> Result:
         """Files most agents edited recently; contested when more than one."""
         return await c.files.hot_files(since_minutes, limit)
 
@@ -247,7 +271,7 @@ def file_operations(c: Coordinator) -> list[Operation]:
         """Files an agent edited in its current session."""
         return await c.files.session_files(agent_id)
 
-    async def check_file_conflict(path: str, agent_id: str, within_minutes: float | None = None) -> Result:
+    async def check_file_conflict(path: str, agent_id: str, within_minutes: Minutes | None = None) -> Result:
         """Who else edited this file recently or is editing it now."""
         return await c.files.check_file_conflict(path, agent_id, within_minutes)
 

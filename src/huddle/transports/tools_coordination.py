@@ -7,10 +7,14 @@ calls one service method. Names follow SPEC.md (F-30 … F-53).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from pydantic import WithJsonSchema
+
+from huddle.domain.validate import ID_RANGE
+from huddle.service import locks, messages, shared_context, tasks, workers
 from huddle.service.coordinator import Coordinator
-from huddle.transports.operation import Operation, Result
+from huddle.transports.operation import Operation, Result, between
 
 LockMode = Literal["exclusive", "shared", "intent"]
 Channel = Literal["general", "coordination", "ideas", "alerts", "git"]
@@ -18,11 +22,44 @@ Priority = Literal["low", "normal", "high", "urgent"]
 ContextType = Literal["decision", "discovery", "convention", "blocker", "note"]
 TaskStatus = Literal["pending", "claimed", "in_progress", "done", "failed"]
 TaskUpdate = Literal["in_progress", "done", "failed"]
+LockTtl = Annotated[float, between(locks.TTL_RANGE)]
+RecordId = Annotated[int, between(ID_RANGE)]
+TaskLimit = Annotated[int, between(tasks.LIST_LIMIT_RANGE)]
+TaskPriority = Annotated[int, between(tasks.PRIORITY_RANGE)]
+# add_tasks items stay plain objects (the task service names a wrong or unknown field itself); the
+# schema still describes them, so a client sees each field, and priority's bounds are checked.
+TaskItems = Annotated[
+    list[dict[str, Any]],
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "task_id": {"type": "string"},
+                    "description": {"type": "string"},
+                    "depends_on": {"type": "array", "items": {"type": "string"}},
+                    "priority": {
+                        "type": "integer",
+                        "minimum": tasks.PRIORITY_RANGE[0],
+                        "maximum": tasks.PRIORITY_RANGE[1],
+                    },
+                    "payload": {"type": "object"},
+                },
+                "required": ["task_id", "description"],
+            },
+        }
+    ),
+]
 
 
 def lock_operations(c: Coordinator) -> list[Operation]:
     async def acquire_lock(
-        agent_id: str, path: str, mode: LockMode = "exclusive", ttl_s: float | None = None, wait_s: float | None = None
+        agent_id: str,
+        path: str,
+        mode: LockMode = "exclusive",
+        ttl_s: LockTtl | None = None,
+        wait_s: Annotated[float, between(locks.WAIT_RANGE)] | None = None,
     ) -> Result:
         """Lease a file, dir (src/auth/) or glob before editing. exclusive: nobody else; shared: others share,
         none exclusive; intent: only warns. Returns {granted, fencing_token, expires_at} or {granted: false,
@@ -33,7 +70,7 @@ def lock_operations(c: Coordinator) -> list[Operation]:
         """Release your lock on a path (as you acquired it); queued requests are granted at once."""
         return await c.locks.release(agent_id, path)
 
-    async def renew_lock(agent_id: str, path: str, ttl_s: float | None = None) -> Result:
+    async def renew_lock(agent_id: str, path: str, ttl_s: LockTtl | None = None) -> Result:
         """Extend your lease (same fencing token). Fails if it already expired: acquire again."""
         return await c.locks.renew(agent_id, path, ttl_s)
 
@@ -41,7 +78,7 @@ def lock_operations(c: Coordinator) -> list[Operation]:
         """Live locks and queued requests; filter by holder and/or a path they overlap."""
         return await c.locks.list_locks(agent_id, path)
 
-    async def check_lock(path: str, fencing_token: int | None = None) -> Result:
+    async def check_lock(path: str, fencing_token: RecordId | None = None) -> Result:
         """Who holds or waits for anything overlapping a file, directory or glob, and which modes you could get.
         With fencing_token: is that token still current there (for a fenced write)."""
         return await c.locks.check_lock(path, fencing_token)
@@ -68,21 +105,26 @@ def message_operations(c: Coordinator) -> list[Operation]:
         return await c.messages.send(from_agent, content, to_agent, channel, priority, thread_id)
 
     async def list_messages(
-        agent_id: str, unread_only: bool = False, channel: Channel | None = None, limit: int = 100
+        agent_id: str,
+        unread_only: bool = False,
+        channel: Channel | None = None,
+        limit: Annotated[int, between(messages.LIMIT_RANGE)] = 100,
     ) -> Result:
         """Your inbox (direct and broadcast), oldest first; does not mark anything read."""
         return await c.messages.list_messages(agent_id, unread_only, channel, limit)
 
-    async def mark_read(agent_id: str, message_ids: list[str | int]) -> Result:
+    async def mark_read(agent_id: str, message_ids: list[str | RecordId]) -> Result:
         """Mark messages of your inbox read (ids like M-12)."""
         return await c.messages.mark_read(agent_id, message_ids)
 
-    async def wait_for_message(agent_id: str, timeout_s: float = 60.0) -> Result:
+    async def wait_for_message(
+        agent_id: str, timeout_s: Annotated[float, between(messages.WAIT_RANGE)] = 60.0
+    ) -> Result:
         """Block until a message for you arrives (or timeout_s); returns your unread messages, most urgent
         first, and marks them read."""
         return await c.messages.wait_for_message(agent_id, timeout_s)
 
-    async def get_queued_messages(agent_id: str, limit: int = 100) -> Result:
+    async def get_queued_messages(agent_id: str, limit: Annotated[int, between(messages.LIMIT_RANGE)] = 100) -> Result:
         """Drain your unread messages without blocking (most urgent first); they are marked read."""
         return await c.messages.get_queued(agent_id, limit)
 
@@ -105,12 +147,12 @@ def context_operations(c: Coordinator) -> list[Operation]:
         keyword: str | None = None,
         tag: str | None = None,
         agent_id: str | None = None,
-        limit: int = 50,
+        limit: Annotated[int, between(shared_context.LIMIT_RANGE)] = 50,
     ) -> Result:
         """Search shared context: full-text keyword (word prefixes, all must match), type, tag, author."""
         return await c.shared_context.query(type, keyword, tag, agent_id, limit)
 
-    async def delete_context(id: str | int, agent_id: str) -> Result:
+    async def delete_context(id: str | RecordId, agent_id: str) -> Result:
         """Delete a context entry you shared (C-12); only its author may."""
         return await c.shared_context.delete(id, agent_id)
 
@@ -126,7 +168,7 @@ def task_operations(c: Coordinator) -> list[Operation]:
         task_id: str,
         description: str,
         depends_on: list[str] | None = None,
-        priority: int = 0,
+        priority: TaskPriority = 0,
         payload: dict[str, Any] | None = None,
         agent_id: str | None = None,
     ) -> Result:
@@ -134,16 +176,16 @@ def task_operations(c: Coordinator) -> list[Operation]:
         no-op."""
         return await c.tasks.add(task_id, description, depends_on, priority, payload, agent_id)
 
-    async def add_tasks(tasks: list[dict[str, Any]], agent_id: str | None = None) -> Result:
+    async def add_tasks(tasks: TaskItems, agent_id: str | None = None) -> Result:
         """Add many tasks at once ({task_id, description, depends_on?, priority?, payload?}); they may
         depend on each other in any order. All or nothing."""
         return await c.tasks.add_many(tasks, agent_id)
 
-    async def list_tasks(status: TaskStatus | None = None, limit: int = 500) -> Result:
+    async def list_tasks(status: TaskStatus | None = None, limit: TaskLimit = 500) -> Result:
         """The task board, oldest first, with counts per status."""
         return await c.tasks.list(status, limit)
 
-    async def get_available_tasks(limit: int = 100) -> Result:
+    async def get_available_tasks(limit: TaskLimit = 100) -> Result:
         """Tasks you could claim now (every dependency done, unclaimed), best first."""
         return await c.tasks.available(limit)
 
@@ -165,7 +207,9 @@ def task_operations(c: Coordinator) -> list[Operation]:
         """Take a worker slot (limited pool, default 5); returns your slot number, or claimed: false."""
         return await c.workers.claim(agent_id)
 
-    async def release_worker_slot(agent_id: str, slot: int | None = None) -> Result:
+    async def release_worker_slot(
+        agent_id: str, slot: Annotated[int, between(workers.SLOT_RANGE)] | None = None
+    ) -> Result:
         """Give your worker slot back."""
         return await c.workers.release(agent_id, slot)
 

@@ -73,7 +73,10 @@ export function describe(e) {
       text = `intent ${e.intent_id} ${e.status || e.reason || "ended"}`;
       break;
     case "impact.awareness":
-      text = `“${e.subject}” touches ${e.other_agent}'s work`;
+      // One event per group the same evidence concerns: it names its agent, or counts a crowd.
+      text = e.other_agent
+        ? `“${e.subject}” touches ${e.other_agent}'s work`
+        : `“${e.subject}” touches the work of ${e.affected} agents`;
       chips.push({ label: `score ${e.score}`, tone: "score" });
       for (const ev of e.evidence || []) chips.push({ label: `L${ev.layer}`, tone: "layer" });
       break;

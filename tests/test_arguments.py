@@ -1,0 +1,109 @@
+"""The shared argument contract (transports/arguments.py): a number outside its field's bounds is
+refused naming the field and both bounds, however it arrives — a literal of any length, a float,
+a numeric string, deep inside a list or an object."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import pytest
+
+from huddle.domain import validate
+from huddle.errors import InvalidInput
+from huddle.transports.arguments import BoundOperation, check_values, parse_json_object
+from huddle.transports.operation import Operation, between
+
+TTL = (1, 86400)
+LINES = (1, 2**31 - 1)
+
+
+async def sample(
+    ttl_s: Annotated[float, between(TTL)] | None = None,
+    ranges: list[list[Annotated[int, between(LINES)]]] | None = None,
+    ids: list[str | Annotated[int, between(validate.ID_RANGE)]] | None = None,
+    payload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An operation with bounded numbers at the top level, in nested lists and in a union, and a free-form object."""
+    return {"ttl_s": ttl_s, "ranges": ranges, "ids": ids, "payload": payload}
+
+
+@pytest.fixture
+def bound() -> BoundOperation:
+    return BoundOperation(Operation("sample", "test", sample))
+
+
+async def refusal(bound: BoundOperation, body: bytes) -> InvalidInput:
+    with pytest.raises(InvalidInput) as caught:
+        await bound(parse_json_object(body))
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (
+            b'{"ttl_s": ' + b"9" * 5000 + b"}",
+            "ttl_s",
+            "ttl_s must be between 1 and 86400; got an integer of 5000 digits",
+        ),
+        (
+            b'{"ttl_s": -' + b"9" * 400 + b"}",
+            "ttl_s",
+            "ttl_s must be between 1 and 86400; got an integer of 400 digits",
+        ),
+        (b'{"ttl_s": 86401}', "ttl_s", "ttl_s must be between 1 and 86400; got 86401"),
+        (b'{"ttl_s": 0.5}', "ttl_s", "ttl_s must be between 1 and 86400; got 0.5"),
+        (b'{"ttl_s": 1e400}', "ttl_s", "ttl_s must be between 1 and 86400; got inf"),
+        (
+            b'{"ranges": [[1, 2], [3, ' + b"9" * 400 + b"]]}",
+            "ranges[1][1]",
+            "ranges[1][1] must be between 1 and 2147483647; got an integer of 400 digits",
+        ),
+        (b'{"ids": ["M-1", 0]}', "ids[1]", "ids[1] must be between 1 and 4611686018427387904; got 0"),
+    ],
+)
+async def test_a_number_outside_its_bounds_is_refused_naming_the_field_and_both_bounds(
+    bound: BoundOperation, body: bytes, field: str, message: str
+) -> None:
+    error = await refusal(bound, body)
+    assert error.field == field and error.message == message
+
+
+async def test_a_numeric_string_out_of_bounds_gets_the_same_sentence(bound: BoundOperation) -> None:
+    error = await refusal(bound, b'{"ttl_s": "999999"}')
+    assert error.field == "ttl_s" and "ttl_s must be between 1 and 86400; got 999999" in error.message
+
+
+async def test_the_bounds_are_inclusive_and_numbers_inside_them_pass_untouched(bound: BoundOperation) -> None:
+    result = await bound(parse_json_object(b'{"ttl_s": 86400, "ranges": [[1, 2147483647]], "ids": [1, "M-2"]}'))
+    assert result == {"ttl_s": 86400, "ranges": [[1, 2147483647]], "ids": [1, "M-2"], "payload": None}
+
+
+async def test_a_huge_number_in_a_free_form_object_is_refused_without_claiming_a_range(bound: BoundOperation) -> None:
+    error = await refusal(bound, b'{"payload": {"n": ' + b"9" * 400 + b"}}")
+    assert error.field == "payload.n" and "integer of 400 digits" in error.message
+    assert "between" not in error.message
+
+
+def test_without_a_schema_only_values_no_field_can_take_are_refused() -> None:
+    check_values({"limit": 10**18, "deep": [[1]]})
+    with pytest.raises(InvalidInput, match="beyond 64 bits") as caught:
+        check_values({"limit": 2**70})
+    assert caught.value.field == "limit"
+
+
+HUGE = {
+    "400-digit": 10**400,
+    "5001-digit-negative": -(10**5000),
+    "inf": float("inf"),
+    "nan": float("nan"),
+    "2**62+1": 2**62 + 1,
+}
+
+
+@pytest.mark.parametrize("value", HUGE.values(), ids=list(HUGE))
+def test_the_service_check_refuses_any_number_outside_its_bounds_without_failing_itself(value: float) -> None:
+    """Before: formatting a 400-digit integer as a float raised OverflowError (a 500)."""
+    with pytest.raises(InvalidInput) as caught:
+        validate.within(value, "cursor", validate.CURSOR_RANGE, default=0)
+    assert caught.value.message.startswith("cursor must be between 0 and 4611686018427387904; got ")
