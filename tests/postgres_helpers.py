@@ -62,8 +62,8 @@ def _create_options() -> str:
     return f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{LINGUISTIC_ICU_LOCALE}'"
 
 
-def _create() -> str:
-    name = f"huddle_test_{uuid.uuid4().hex[:12]}"
+def _create(prefix: str = "huddle_test") -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}{_create_options()}")
     return name
@@ -85,17 +85,38 @@ def fresh_database() -> Iterator[str]:
         _drop(name)
 
 
+POOL_PREFIX = "huddle_pool"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class _Pool:
-    """Migrated databases of this test run not in use by a test; all dropped when the run ends."""
+    """Migrated databases of this test run not in use by a test; all dropped when the run ends.
+
+    Their names carry the test run's pid, so a run that was killed before it could drop them has
+    its leftovers dropped by the next run on this machine (never a live run's).
+    """
 
     def __init__(self) -> None:
         self.idle: list[str] = []
         self.owned: set[str] = set()
+        self.swept = False
 
     def take(self) -> str:
+        if not self.swept:
+            self.swept = True
+            _drop_leftovers()
         if self.idle:
             return self.idle.pop()
-        name = _create()
+        name = _create(f"{POOL_PREFIX}_{os.getpid()}")
         self.owned.add(name)
         try:
             with connect(url_for(name)) as conn:
@@ -123,6 +144,16 @@ class _Pool:
         for name in list(self.owned):
             with contextlib.suppress(psycopg.Error):  # the server went away first: nothing to clean
                 self.discard(name)
+
+
+def _drop_leftovers() -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'huddle\\_pool\\_%'")]
+    for name in names:
+        pid = name.removeprefix(f"{POOL_PREFIX}_").split("_", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(psycopg.Error):  # another run dropped it first
+                _drop(name)
 
 
 def _empty(name: str) -> bool:
