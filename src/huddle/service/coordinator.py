@@ -144,13 +144,15 @@ class Coordinator:
         return changed
 
     async def _sweep_forever(self) -> None:
-        """Heartbeat, leader election and (on the leader only) the expiry sweep, every interval."""
+        """Leader election, then the expiry sweep on the leader (its first step is the leader's
+        heartbeat) or a heartbeat alone on the others, every interval."""
         while True:
             try:
-                await self._heartbeat()
                 self.ctx.leader = await self.store.lead()
                 if self.ctx.leader:
                     await self.sweep()
+                else:
+                    await self._heartbeat()
             except Exception:  # keep sweeping: one bad step must not stop expiry for good
                 log.exception("sweep failed")
             await asyncio.sleep(self.settings.sweep_interval_s)
