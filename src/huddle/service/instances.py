@@ -13,8 +13,6 @@ lease is never granted to a caller whose process is gone.
 
 from __future__ import annotations
 
-from typing import Any
-
 from huddle.storage.base import Unit
 
 HEARTBEAT_S = 2.0
@@ -63,12 +61,3 @@ def drop_waiters_of_gone_instances(unit: Unit) -> int:
     return unit.tx.execute(
         f"DELETE FROM lock_waiters WHERE project = ? AND instance NOT IN ({marks})", (unit.project, *connected)
     )
-
-
-def live_instances(unit: Unit) -> list[dict[str, Any]]:
-    rows = unit.tx.all(
-        "SELECT instance, started_at, last_seen FROM instances WHERE project = ? AND last_seen >= ?"
-        " ORDER BY started_at",
-        (unit.project, unit.now - INSTANCE_TTL_S),
-    )
-    return [dict(r) for r in rows]

@@ -49,7 +49,6 @@ class EventFeed:
         self._wake = asyncio.Event()
         self._tail = Background("huddle-event-feed")
         self._listen = Background("huddle-event-listen")
-        self.delivered = 0  # events handed to the bus (for tests and metrics)
 
     async def start(self) -> None:
         # Like the SQLite bus, the feed carries what is committed from now on; history is read by cursor.
@@ -77,7 +76,6 @@ class EventFeed:
         if not fresh:
             return
         self.last = fresh[-1].cursor
-        self.delivered += len(fresh)
         self.store.notify_listeners(fresh)
 
     async def catch_up(self) -> None:
