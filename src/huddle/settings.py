@@ -172,6 +172,36 @@ class Settings:
     topic_root: str = field(
         default="huddle/{project}", metadata={"help": "MQTT topic root; {project} becomes the project key."}
     )
+    auth: str = field(
+        default="open",
+        metadata={
+            "help": "open: the agent_id a caller declares is who it is (loopback teams). token: every surface (MCP,"
+            " REST, SSE, MQTT, hooks, dashboard) needs a bearer token and an agent acts only as itself"
+            " (docs/security.md)."
+        },
+    )
+    auth_secret: str = field(
+        default="",
+        metadata={
+            "help": "Key that signs Huddle's tokens (HS256), at least 32 characters; give it by environment"
+            " (HUDDLE_AUTH_SECRET). Empty in token mode: one is generated in the data dir (auth.key, mode 0600);"
+            " instances sharing a database must share it."
+        },
+    )
+    auth_previous_secret: str = field(
+        default="",
+        metadata={"help": "The key used before the last rotation: tokens it signed stay valid until they expire."},
+    )
+    registration_secret: str = field(
+        default="",
+        metadata={
+            "help": "Lets agents register themselves in token mode (POST /api/v1/auth/register) and get their"
+            " own token; empty: only `huddle token issue` hands out tokens."
+        },
+    )
+    token_ttl_s: float = field(default=3600.0, metadata={"help": "Lifetime of an access token (refresh to renew)."})
+    refresh_ttl_s: float = field(default=30 * 86400.0, metadata={"help": "Lifetime of a refresh token."})
+    org: str = field(default="default", metadata={"help": "Organisation (tenant) this server's project belongs to."})
 
     @property
     def data_path(self) -> Path:
@@ -194,7 +224,7 @@ SETTING_HELP: dict[str, str] = {f.name: str(f.metadata["help"]) for f in fields(
 ENV_PREFIX = "HUDDLE_"
 # Settings whose value may carry a password (user:password@host URLs): never put in a child's argv
 # (`ps` shows it to every user) nor in a file others may read.
-SECRET_SETTINGS = ("db_url", "mqtt_url")
+SECRET_SETTINGS = ("db_url", "mqtt_url", "auth_secret", "auth_previous_secret", "registration_secret")
 # An instance name starts MCP session ids (`<name>.<hex>`) and is matched by the load balancer's regex,
 # so it is kept to characters that need no escaping in either.
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -329,6 +359,21 @@ def _validate(s: Settings) -> None:
             f" the load balancer), got {s.instance_name!r}",
             field="instance_name",
         )
+    if s.auth not in ("open", "token"):
+        raise InvalidInput("setting auth must be open or token", field="auth")
+    for name in ("auth_secret", "auth_previous_secret", "registration_secret"):
+        value = getattr(s, name)
+        if value and len(value) < 32:
+            raise InvalidInput(
+                f"setting {name} must be at least 32 characters (try: python -c 'import secrets;"
+                " print(secrets.token_urlsafe(32))')",
+                field=name,
+            )
+    for name in ("token_ttl_s", "refresh_ttl_s"):
+        if getattr(s, name) <= 0:
+            raise InvalidInput(f"setting {name} must be greater than 0", field=name)
+    if not INSTANCE_NAME.fullmatch(s.org):
+        raise InvalidInput(f"setting org must be 1-64 letters, digits, - or _, got {s.org!r}", field="org")
     if s.analysis not in ("on", "off"):
         raise InvalidInput("setting analysis must be on or off", field="analysis")
     if s.mqtt_broker not in ("embedded", "mosquitto", "off"):

@@ -1,0 +1,351 @@
+"""Token mode's state: issuing, refreshing and revoking tokens, and checking one per request.
+
+A token's signature says who issued it and until when; what it cannot say — that it was revoked,
+that its agent signed out everywhere, that its refresh token was already used — lives in the
+database (schema 010_auth.sql) and is mirrored in memory, so checking a token on every request
+costs a signature check and two dictionary lookups, not a query. The mirror follows the event
+log: a revocation is an event committed with the change, and every instance (the feed in team
+mode) applies it from its bus before answering the next request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from huddle.domain.events import Event
+from huddle.domain.principal import AGENT, SCOPES, Principal
+from huddle.errors import Conflict, Forbidden, InvalidInput
+from huddle.service.overseers import OVERSEER_PREFIX
+from huddle.service.token_codec import ACCESS, REFRESH, Claims, TokenCodec, TokenRefused
+from huddle.settings import Settings
+from huddle.storage.base import Store, Unit
+
+log = logging.getLogger(__name__)
+KEY_FILE = "auth.key"
+REVOKED, SIGNED_OUT = "auth.token_revoked", "auth.signed_out"
+
+
+def signing_secret(settings: Settings) -> str:
+    """`auth_secret`, or the key generated once in the data dir (mode 0600) for a single server."""
+    if settings.auth_secret:
+        return settings.auth_secret
+    path = settings.data_path / KEY_FILE
+    if not path.exists():
+        settings.data_path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    return Path(path).read_text().strip()
+
+
+def check_scopes(scopes: Sequence[str]) -> frozenset[str]:
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise InvalidInput(f"scopes must be some of {', '.join(SCOPES)}; got {unknown or 'none'}", field="scopes")
+    return frozenset(scopes)
+
+
+class Credentials:
+    def __init__(self, store: Store, settings: Settings, *, clock: Callable[[], float] | None = None):
+        self.store = store
+        self.settings = settings
+        self.project = store.project
+        self.org = settings.org
+        self.clock = clock or time.time
+        self.codec = TokenCodec(signing_secret(settings), settings.auth_previous_secret, clock=self.clock)
+        self._revoked: set[str] = set()
+        self._epochs: dict[str, int] = {}
+
+    # -- the per-request check ------------------------------------------------------------------
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal a bearer token proves, or TokenRefused saying why not (never the token)."""
+        claims = self.codec.verify(token, org=self.org, project=self.project)
+        self._check_live(claims)
+        return Principal(claims.agent_id, claims.project, claims.org, claims.scopes, claims.token_id)
+
+    def _check_live(self, claims: Claims) -> None:
+        if claims.token_id in self._revoked:
+            raise TokenRefused("the token was revoked; get a new one (huddle token issue, or sign in again)")
+        if claims.epoch < self._epochs.get(claims.agent_id, 0):
+            raise TokenRefused(f"{claims.agent_id} signed out everywhere since this token was issued; sign in again")
+
+    async def load(self) -> None:
+        """Fills the in-memory mirror from the database (at start; events keep it current)."""
+
+        def read(unit: Unit) -> tuple[list[str], dict[str, int]]:
+            revoked = unit.tx.all("SELECT token_id FROM auth_revoked WHERE project = ?", (self.project,))
+            epochs = unit.tx.all("SELECT agent_id, epoch FROM auth_epochs WHERE project = ?", (self.project,))
+            return [r["token_id"] for r in revoked], {r["agent_id"]: int(r["epoch"]) for r in epochs}
+
+        revoked, epochs = await self.store.read(read)
+        self._revoked.update(revoked)
+        for agent, epoch in epochs.items():
+            self._epochs[agent] = max(epoch, self._epochs.get(agent, 0))
+
+    def apply(self, events: Sequence[Event]) -> None:
+        """Bus listener: revocations committed by any instance take effect here at once."""
+        for event in events:
+            if event.kind == REVOKED:
+                self._revoked.update(event.data.get("token_ids", ()))
+            elif event.kind == SIGNED_OUT:
+                agent, epoch = str(event.data["agent"]), int(event.data["epoch"])
+                self._epochs[agent] = max(epoch, self._epochs.get(agent, 0))
+
+    # -- issuing --------------------------------------------------------------------------------
+
+    async def issue(
+        self,
+        agent_id: str,
+        scopes: Sequence[str] = (AGENT,),
+        *,
+        ttl_s: float | None = None,
+        with_refresh: bool = True,
+        by: str = "admin",
+    ) -> dict[str, Any]:
+        """An access token (and a refresh token starting a new family) for `agent_id`."""
+        wanted = check_scopes(scopes)
+        _check_agent_id(agent_id)
+        if ttl_s is not None and not 0 < ttl_s <= 366 * 86400:
+            raise InvalidInput("ttl_s must be between 1 second and 366 days", field="ttl_s")
+
+        def write(unit: Unit) -> dict[str, Any]:
+            _claim_identity(unit, agent_id)
+            return self._issue_in(unit, agent_id, wanted, ttl_s, with_refresh, by)
+
+        return await self.store.write(write)
+
+    async def register(self, agent_id: str, registration_secret: str) -> dict[str, Any]:
+        """Self-registration: a new agent id and its first tokens, for whoever knows the secret."""
+        expected = self.settings.registration_secret
+        if not expected:
+            raise Forbidden(
+                "self-registration is off on this server; ask its operator for a token (huddle token issue)"
+            )
+        if not hmac.compare_digest(registration_secret.encode(), expected.encode()):
+            raise Forbidden("wrong registration secret; check HUDDLE_REGISTRATION_SECRET with the operator")
+        _check_agent_id(agent_id)
+        if agent_id.startswith(OVERSEER_PREFIX):
+            raise Forbidden(f"ids starting with {OVERSEER_PREFIX!r} are for people; an operator issues those")
+
+        def write(unit: Unit) -> dict[str, Any]:
+            if _claimed(unit, agent_id):
+                raise Conflict(
+                    f"agent id {agent_id!r} is already taken; pick another id, or ask the operator for a token",
+                    field="agent_id",
+                )
+            _claim_identity(unit, agent_id)
+            return self._issue_in(unit, agent_id, frozenset({AGENT}), None, True, "self-registration")
+
+        return await self.store.write(write)
+
+    def _issue_in(
+        self, unit: Unit, agent_id: str, scopes: frozenset[str], ttl_s: float | None, with_refresh: bool, by: str
+    ) -> dict[str, Any]:
+        epoch = _epoch(unit, agent_id)
+        token, claims = self.codec.issue(
+            agent_id,
+            project=self.project,
+            org=self.org,
+            scopes=scopes,
+            ttl_s=ttl_s or self.settings.token_ttl_s,
+            epoch=epoch,
+        )
+        out: dict[str, Any] = {
+            "agent_id": agent_id,
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": int(claims.expires_at - claims.issued_at),
+            "token_id": claims.token_id,
+            "scopes": sorted(scopes),
+        }
+        refresh_id = ""
+        if with_refresh:
+            family = secrets.token_urlsafe(12)
+            refresh, rclaims = self.codec.issue(
+                agent_id,
+                project=self.project,
+                org=self.org,
+                scopes=scopes,
+                ttl_s=self.settings.refresh_ttl_s,
+                kind=REFRESH,
+                epoch=epoch,
+                family=family,
+            )
+            unit.tx.execute(
+                "INSERT INTO auth_families (project, family, agent_id, current_jti, revoked, expires_at)"
+                " VALUES (?, ?, ?, ?, 0, ?)",
+                (self.project, family, agent_id, rclaims.token_id, rclaims.expires_at),
+            )
+            out["refresh_token"] = refresh
+            refresh_id = rclaims.token_id
+        unit.emit(
+            "auth.token_issued",
+            actor=agent_id,
+            audience=(),
+            token_id=claims.token_id,
+            refresh_token_id=refresh_id or None,
+            scopes=sorted(scopes),
+            by=by,
+        )
+        return out
+
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        """A new access and refresh token for the newest refresh token of a family.
+
+        Presenting an older refresh token of the family means two holders: the family is revoked
+        (everyone signed in through it must sign in again) and the call is refused.
+        """
+        claims = self.codec.verify(refresh_token, org=self.org, project=self.project, kind=REFRESH)
+        self._check_live(claims)
+
+        def write(unit: Unit) -> dict[str, Any] | str:
+            row = unit.tx.one(
+                "SELECT current_jti, revoked FROM auth_families WHERE project = ? AND family = ?",
+                (self.project, claims.family),
+            )
+            if row is None or row["revoked"]:
+                return "the refresh token's sign-in was revoked; sign in again"
+            if row["current_jti"] != claims.token_id:
+                unit.tx.execute(
+                    "UPDATE auth_families SET revoked = 1 WHERE project = ? AND family = ?",
+                    (self.project, claims.family),
+                )
+                unit.emit("auth.refresh_reused", actor=claims.agent_id, audience=(), family=claims.family)
+                return "this refresh token was already used, so it may be stolen: its sign-in is revoked; sign in again"
+            epoch = _epoch(unit, claims.agent_id)
+            access, aclaims = self.codec.issue(
+                claims.agent_id,
+                project=self.project,
+                org=self.org,
+                scopes=claims.scopes,
+                ttl_s=self.settings.token_ttl_s,
+                epoch=epoch,
+            )
+            refresh, rclaims = self.codec.issue(
+                claims.agent_id,
+                project=self.project,
+                org=self.org,
+                scopes=claims.scopes,
+                ttl_s=self.settings.refresh_ttl_s,
+                kind=REFRESH,
+                epoch=epoch,
+                family=claims.family,
+            )
+            unit.tx.execute(
+                "UPDATE auth_families SET current_jti = ?, expires_at = ? WHERE project = ? AND family = ?",
+                (rclaims.token_id, rclaims.expires_at, self.project, claims.family),
+            )
+            unit.emit("auth.token_refreshed", actor=claims.agent_id, audience=(), token_id=aclaims.token_id)
+            return {
+                "agent_id": claims.agent_id,
+                "access_token": access,
+                "refresh_token": refresh,
+                "token_type": "Bearer",
+                "expires_in": int(aclaims.expires_at - aclaims.issued_at),
+                "token_id": aclaims.token_id,
+                "scopes": sorted(claims.scopes),
+            }
+
+        outcome = await self.store.write(write)
+        if isinstance(outcome, str):  # the family revocation above is committed; the call still fails
+            raise TokenRefused(outcome)
+        return outcome
+
+    # -- revoking -------------------------------------------------------------------------------
+
+    async def revoke(self, token: str, *, by: Principal | None = None) -> dict[str, Any]:
+        """Revokes one token (access or refresh) of ours. Agents may revoke only their own."""
+        for kind in (ACCESS, REFRESH):
+            try:
+                claims = self.codec.verify(token, org=self.org, project=self.project, kind=kind)
+                break
+            except TokenRefused as refused:
+                if "token; send" not in refused.message:
+                    raise
+        else:  # pragma: no cover - verify raised for both kinds
+            raise TokenRefused("not a Huddle token")
+        if by is not None and not by.is_admin and by.agent_id != claims.agent_id:
+            raise Forbidden("you can revoke only your own tokens")
+
+        def write(unit: Unit) -> dict[str, Any]:
+            unit.tx.execute(
+                "INSERT INTO auth_revoked (project, token_id, agent_id, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (project, token_id) DO NOTHING",
+                (self.project, claims.token_id, claims.agent_id, claims.expires_at),
+            )
+            if claims.family:
+                unit.tx.execute(
+                    "UPDATE auth_families SET revoked = 1 WHERE project = ? AND family = ?",
+                    (self.project, claims.family),
+                )
+            unit.emit(REVOKED, actor=claims.agent_id, audience=(), token_ids=[claims.token_id])
+            return {"revoked": claims.token_id, "agent_id": claims.agent_id}
+
+        return await self.store.write(write)
+
+    async def sign_out_everywhere(self, agent_id: str, *, by: Principal | None = None) -> dict[str, Any]:
+        """Logout-all: every token the agent holds now stops working (its epoch moves on)."""
+        _check_agent_id(agent_id)
+        if by is not None and not by.is_admin and by.agent_id != agent_id:
+            raise Forbidden("you can sign out only yourself; an admin token signs out others")
+
+        def write(unit: Unit) -> dict[str, Any]:
+            epoch = _epoch(unit, agent_id) + 1
+            unit.tx.execute(
+                "INSERT INTO auth_epochs (project, agent_id, epoch) VALUES (?, ?, ?)"
+                " ON CONFLICT (project, agent_id) DO UPDATE SET epoch = excluded.epoch",
+                (self.project, agent_id, epoch),
+            )
+            unit.tx.execute(
+                "UPDATE auth_families SET revoked = 1 WHERE project = ? AND agent_id = ?", (self.project, agent_id)
+            )
+            unit.emit(SIGNED_OUT, actor=agent_id, audience=(), agent=agent_id, epoch=epoch)
+            return {"agent_id": agent_id, "signed_out": True, "epoch": epoch}
+
+        return await self.store.write(write)
+
+    async def sweep(self) -> None:
+        """Forgets revocations of tokens that have expired anyway (keeps the mirror small)."""
+        now = self.clock()
+        await self.store.write(
+            lambda unit: unit.tx.execute(
+                "DELETE FROM auth_revoked WHERE project = ? AND expires_at < ?", (self.project, now)
+            )
+        )
+
+
+def _check_agent_id(agent_id: str) -> None:
+    if not agent_id or len(agent_id) > 128 or any(c.isspace() or not c.isprintable() for c in agent_id):
+        raise InvalidInput(
+            "agent_id must be 1-128 printable characters without spaces, e.g. claude-frontend", field="agent_id"
+        )
+
+
+def _epoch(unit: Unit, agent_id: str) -> int:
+    row = unit.tx.one("SELECT epoch FROM auth_epochs WHERE project = ? AND agent_id = ?", (unit.project, agent_id))
+    return int(row["epoch"]) if row else 0
+
+
+def _claimed(unit: Unit, agent_id: str) -> bool:
+    row = unit.tx.one(
+        "SELECT 1 AS taken FROM auth_identities WHERE project = ? AND agent_id = ?"
+        " UNION ALL SELECT 1 AS taken FROM agents WHERE project = ? AND agent_id = ?",
+        (unit.project, agent_id, unit.project, agent_id),
+    )
+    return row is not None
+
+
+def _claim_identity(unit: Unit, agent_id: str) -> None:
+    unit.tx.execute(
+        "INSERT INTO auth_identities (project, agent_id, claimed_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (project, agent_id) DO NOTHING",
+        (unit.project, agent_id, unit.now),
+    )

@@ -1,0 +1,157 @@
+"""Huddle's own tokens: JWTs signed with HS256, the algorithm pinned (SPEC F-91).
+
+Pure signing and checking, no storage: whether a well-signed token was revoked since is the
+credential service's question (service/credentials.py). Every refusal is a `TokenRefused` whose
+message tells the caller what to do next; it never echoes the token.
+
+Rotation: tokens are signed with `auth_secret`; a token signed with `auth_previous_secret` is still
+accepted until it expires, so a key can be replaced without signing every agent out at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+ALGORITHM = "HS256"  # pinned: a token naming any other algorithm (`none` included) is refused
+ISSUER = "huddle"
+ACCESS, REFRESH = "access", "refresh"
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "aud", "iss"]
+
+
+class TokenRefused(Exception):
+    """A token that proves nothing. `code` is the OAuth error (RFC 6750): invalid_token."""
+
+    code = "invalid_token"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a verified token says. `epoch` is the agent's sign-out counter when it was issued."""
+
+    agent_id: str
+    project: str
+    org: str
+    scopes: frozenset[str]
+    token_id: str
+    kind: str
+    issued_at: float
+    expires_at: float
+    epoch: int = 0
+    # A refresh token's family: every token refreshed from one sign-in shares it (reuse detection).
+    family: str = ""
+
+
+def audience_for(org: str, project: str) -> str:
+    """A token is good for one project of one org only."""
+    return f"huddle:{org}/{project}"
+
+
+class TokenCodec:
+    def __init__(self, secret: str, previous: str = "", *, clock: Callable[[], float]):
+        if len(secret) < 32:
+            raise ValueError("the signing secret must be at least 32 characters")
+        self._keys = [secret, *([previous] if previous else [])]
+        self._clock = clock
+
+    def issue(
+        self,
+        agent_id: str,
+        *,
+        project: str,
+        org: str,
+        scopes: frozenset[str] | set[str],
+        ttl_s: float,
+        kind: str = ACCESS,
+        epoch: int = 0,
+        family: str = "",
+    ) -> tuple[str, Claims]:
+        now = self._clock()
+        claims = Claims(
+            agent_id=agent_id,
+            project=project,
+            org=org,
+            scopes=frozenset(scopes),
+            token_id=secrets.token_urlsafe(16),
+            kind=kind,
+            issued_at=now,
+            expires_at=now + ttl_s,
+            epoch=epoch,
+            family=family,
+        )
+        payload: dict[str, Any] = {
+            "iss": ISSUER,
+            "aud": audience_for(org, project),
+            "sub": agent_id,
+            "org": org,
+            "proj": project,
+            "scope": " ".join(sorted(claims.scopes)),
+            "jti": claims.token_id,
+            "typ": kind,
+            "iat": int(now),
+            "exp": int(claims.expires_at),
+            "ep": epoch,
+        }
+        if family:
+            payload["fam"] = family
+        return jwt.encode(payload, self._keys[0], algorithm=ALGORITHM), claims
+
+    def verify(self, token: str, *, org: str, project: str, kind: str = ACCESS) -> Claims:
+        """The claims of a token signed by one of our keys, for this org and project, not expired."""
+        payload = self._decode(token, audience_for(org, project))
+        if payload.get("typ") != kind:
+            raise TokenRefused(f"this is a {payload.get('typ')} token; send an {kind} token")
+        if float(payload["exp"]) <= self._clock():
+            hint = "sign in again" if kind == REFRESH else "refresh it (POST /api/v1/auth/refresh) or get a new one"
+            raise TokenRefused(f"the token has expired; {hint}")
+        return Claims(
+            agent_id=str(payload["sub"]),
+            project=str(payload.get("proj", project)),
+            org=str(payload.get("org", org)),
+            scopes=frozenset(str(payload.get("scope", "")).split()),
+            token_id=str(payload["jti"]),
+            kind=kind,
+            issued_at=float(payload["iat"]),
+            expires_at=float(payload["exp"]),
+            epoch=int(payload.get("ep", 0)),
+            family=str(payload.get("fam", "")),
+        )
+
+    def _decode(self, token: str, audience: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenRefused("the bearer token is not a JWT; send the token `huddle token issue` printed") from None
+        if header.get("alg") != ALGORITHM:
+            raise TokenRefused(f"tokens must be signed with {ALGORITHM}; {header.get('alg')!r} is not accepted")
+        last: jwt.PyJWTError | None = None
+        for key in self._keys:
+            try:
+                return jwt.decode(
+                    token,
+                    key,
+                    algorithms=[ALGORITHM],
+                    audience=audience,
+                    issuer=ISSUER,
+                    # Expiry is checked against Huddle's own (injectable) clock in `verify`.
+                    options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_iat": False},
+                )
+            except jwt.InvalidSignatureError as exc:
+                last = exc
+                continue
+            except jwt.InvalidAudienceError:
+                raise TokenRefused(
+                    f"the token was issued for another project or org, not {audience.removeprefix('huddle:')}"
+                ) from None
+            except jwt.PyJWTError as exc:
+                raise TokenRefused(f"the token is malformed ({exc}); get a new one") from None
+        assert last is not None
+        raise TokenRefused("the token's signature does not match this server's key; get a new token") from None
