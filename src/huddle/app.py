@@ -19,12 +19,14 @@ from huddle.bus.memory import MemoryBus
 from huddle.metrics import Metrics
 from huddle.push.hub import PushHub
 from huddle.service.coordinator import Coordinator
+from huddle.service.credentials import Credentials
 from huddle.service.guard import GuardService
 from huddle.service.hooks import ClaudeHookService
 from huddle.settings import Settings
 from huddle.storage.base import Store
 from huddle.storage.postgres import PostgresStore
 from huddle.storage.sqlite import SqliteStore
+from huddle.transports.auth import AuthGate, auth_routes
 from huddle.transports.dashboard import DashboardCredential, DashboardCredentialGate, dashboard_routes
 from huddle.transports.hooks import hook_routes
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
@@ -62,6 +64,11 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 def build_app(settings: Settings) -> Huddle:
     bus = MemoryBus()
     coordinator = Coordinator(build_store(settings), bus, settings)
+    # Token mode (docs/security.md): every request is resolved into a principal at the edge.
+    credentials = Credentials(coordinator.store, settings) if settings.auth == "token" else None
+    if credentials is not None:
+        bus.add_listener(credentials.apply)
+        coordinator.sweep_steps.append(credentials.forget_expired)
     push = PushHub(settings, coordinator)
     metrics = Metrics()
     metrics.bind(coordinator, push)
@@ -91,6 +98,8 @@ def build_app(settings: Settings) -> Huddle:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await coordinator.start()
         try:
+            if credentials is not None:
+                await credentials.load()
             await push.start()
             async with sessions.run():
                 yield
@@ -106,7 +115,8 @@ def build_app(settings: Settings) -> Huddle:
             *ops_routes(metrics, catalogue),
             *hook_routes(hooks, GuardService(coordinator, hooks)),
             *push.routes(),
-            *dashboard_routes(credential),
+            *auth_routes(credentials),
+            *dashboard_routes(credential, token_mode=credentials is not None),
             sessions.route(),
         ],
         middleware=[
@@ -118,8 +128,10 @@ def build_app(settings: Settings) -> Huddle:
                 allowed_hosts=settings.allowed_hosts,
             ),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, hook_max_bytes=settings.max_hook_body_bytes),
+            *([Middleware(AuthGate, credentials=credentials)] if credentials is not None else []),
             Middleware(metrics.rest_middleware),
-            Middleware(DashboardCredentialGate, credential=credential),
+            # Open mode's proof of a person at the page; token mode signs people in instead.
+            *([Middleware(DashboardCredentialGate, credential=credential)] if credentials is None else []),
         ],
         exception_handlers=json_error_handlers(),
         lifespan=lifespan,
@@ -128,6 +140,7 @@ def build_app(settings: Settings) -> Huddle:
     http.state.mcp = mcp
     http.state.coordinator = coordinator
     http.state.catalogue = catalogue
+    http.state.credentials = credentials
 
     async def readiness() -> dict[str, Any]:
         return {**await coordinator.readiness(), "mqtt": push.readiness()}

@@ -8,6 +8,7 @@ with a one-line warning (`systemMessage`) and the tool call proceeds uncoordinat
 
 Server URL: `--url`, else `HUDDLE_URL`, else the `server.json` of the data dir (`--data-dir`,
 `HUDDLE_DATA_DIR`, default `~/.huddle`). Agent: `HUDDLE_AGENT`, sent as `X-Huddle-Agent`.
+Token mode: `HUDDLE_TOKEN`, sent as `Authorization: Bearer …` (every Huddle client command does so).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ import time
 BUDGET_S = 1.0
 DEFAULT_URL = "http://127.0.0.1:3100"
 Json = dict[str, object]
+
+
+def auth_headers() -> dict[str, str]:
+    """`Authorization: Bearer $HUDDLE_TOKEN` when the caller has a token (token mode), else nothing."""
+    token = os.environ.get("HUDDLE_TOKEN", "").strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 class Unreachable(Exception):
@@ -131,7 +138,7 @@ def warning(text: str) -> Json:
 def run_claude(event: str, stdin: bytes, url: str | None, data_dir: str | None) -> Json:
     """The hook output for one event; fails open with a warning, never raises for server trouble."""
     base = server_url(url, data_dir)
-    headers = {}
+    headers = auth_headers()
     agent = os.environ.get("HUDDLE_AGENT", "").strip()
     if agent:
         headers["X-Huddle-Agent"] = agent

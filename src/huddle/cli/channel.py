@@ -32,7 +32,7 @@ from mcp.shared.message import SessionMessage
 from huddle.cli.remote import UNREACHABLE
 from huddle.cli.stdio import ensure_server
 from huddle.domain.claude_hooks import describe_event
-from huddle.hook import data_dir_of
+from huddle.hook import auth_headers, data_dir_of
 
 log = logging.getLogger("huddle.channel")
 METHOD = "notifications/claude/channel"
@@ -81,7 +81,7 @@ class Channel:
     def __init__(self, url: str, agent: str | None):
         self.url = url
         self.agent = agent
-        self.http = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(10.0, read=None))
+        self.http = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(10.0, read=None), headers=auth_headers())
         self.ready = anyio.Event()
         self.agent_known = anyio.Event()
         if agent:

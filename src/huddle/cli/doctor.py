@@ -23,6 +23,7 @@ import httpx
 from huddle.cli.remote import UNREACHABLE
 from huddle.cli.runtime import read_runtime, running_server, stale_runtime
 from huddle.errors import HuddleError
+from huddle.hook import auth_headers
 from huddle.settings import Settings, load_settings
 from huddle.urls import host_port, http_url
 
@@ -197,7 +198,9 @@ def _mcp(url: str) -> Check:
 
 def _mqtt(url: str, info: dict[str, Any]) -> Check:
     try:
-        status = httpx.post(url + "/api/v1/tools/coordinator_status", json={}, timeout=TIMEOUT_S).json()["result"]
+        status = httpx.post(
+            url + "/api/v1/tools/coordinator_status", json={}, headers=auth_headers(), timeout=TIMEOUT_S
+        ).json()["result"]
         mqtt = status.get("mqtt") or {}
     except (*UNREACHABLE, ValueError, KeyError):
         mqtt = {}

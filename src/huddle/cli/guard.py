@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 
-from huddle.hook import Unreachable, request, server_url
+from huddle.hook import Unreachable, auth_headers, request, server_url
 
 OVERRIDE = "HUDDLE_GUARD"
 BUDGET_S = 3.0
@@ -36,7 +36,9 @@ def _git(*args: str) -> str:
 def _ask(check: str, body: dict[str, object], data_dir: str | None) -> dict[str, object] | None:
     base = server_url(None, data_dir)
     try:
-        status, data = request(base, "POST", f"/hooks/git/{check}", json.dumps(body).encode(), budget_s=BUDGET_S)
+        status, data = request(
+            base, "POST", f"/hooks/git/{check}", json.dumps(body).encode(), auth_headers(), budget_s=BUDGET_S
+        )
     except Unreachable as exc:
         print(f"huddle guard: {exc}; not checked", file=sys.stderr)
         return None

@@ -23,6 +23,7 @@ from huddle.cli.doctor import add_doctor_parser, run_doctor
 from huddle.cli.locks import add_locks_parser, run_locks
 from huddle.cli.remote import RemoteError
 from huddle.cli.tasks import add_tasks_parser, run_tasks
+from huddle.cli.tokens import add_token_parsers, run_token
 from huddle.cli.watch import add_watch_parser, run_watch
 from huddle.errors import HuddleError
 from huddle.settings import Settings, env_name
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_database_parsers(commands)
     add_client_parsers(commands)
     add_deps_parser(commands)
+    add_token_parsers(commands)
     return parser
 
 
@@ -120,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "import": run_import,
             "deps": run_deps,
         }
+        if args.command == "token" and args.token_command:
+            return run_token(args)
         if args.command in runners:
             return runners[args.command](args)
         if args.command in CLIENT_COMMANDS and not (args.command == "guard" and args.guard_command is None):

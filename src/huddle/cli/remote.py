@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from huddle.hook import auth_headers
+
 DEFAULT_URL = "http://127.0.0.1:3100"
 TIMEOUT_S = 30.0
 # What a request to a server URL can fail with: httpx.InvalidURL (a malformed --url or host such as
@@ -63,7 +65,7 @@ def call(args: argparse.Namespace, operation: str, **arguments: Any) -> dict[str
     url = server_url(args)
     body = {k: v for k, v in arguments.items() if v is not None}
     try:
-        response = httpx.post(f"{url}/api/v1/tools/{operation}", json=body, timeout=TIMEOUT_S)
+        response = httpx.post(f"{url}/api/v1/tools/{operation}", json=body, headers=auth_headers(), timeout=TIMEOUT_S)
     except httpx.InvalidURL as exc:
         raise RemoteError(f"bad server URL {url!r} ({exc}); pass --url http://HOST:PORT") from None
     except httpx.HTTPError as exc:

@@ -35,7 +35,7 @@ import anyio
 import httpx
 
 from huddle.cli.remote import UNREACHABLE, RemoteError
-from huddle.hook import data_dir_of, runtime_url
+from huddle.hook import auth_headers, data_dir_of, runtime_url
 
 log = logging.getLogger("huddle.stdio")
 START_TIMEOUT_S = 30.0
@@ -126,7 +126,7 @@ class Relay:
             self.session = response.headers["mcp-session-id"]
 
     def headers(self) -> dict[str, str]:
-        out = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        out = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json", **auth_headers()}
         if self.session:
             out["mcp-session-id"] = self.session
         if self.version:

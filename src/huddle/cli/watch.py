@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from huddle.hook import auth_headers
+
 DEFAULT_URL = "http://127.0.0.1:3100"
 READ_TIMEOUT_S = 60.0  # the server pings every 15 s; silence this long means the connection is dead
 MAX_BACKOFF_S = 5.0
@@ -213,7 +215,7 @@ class Watcher:
             params["exclude_self"] = "1"
         if self.args.kinds:
             params["kinds"] = self.args.kinds
-        headers = {"Accept": "text/event-stream"}
+        headers = {"Accept": "text/event-stream", **auth_headers()}
         if self.cursor is not None:
             headers["Last-Event-ID"] = str(self.cursor)
         timeout = httpx.Timeout(10.0, read=READ_TIMEOUT_S)

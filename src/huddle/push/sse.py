@@ -25,7 +25,8 @@ from starlette.responses import JSONResponse, Response
 
 from huddle.background import Background
 from huddle.domain.events import Event
-from huddle.errors import HuddleError, InvalidInput
+from huddle.domain.principal import current_principal
+from huddle.errors import Forbidden, HuddleError, InvalidInput
 from huddle.push import log as eventlog
 from huddle.push.log import EventFilter
 from huddle.settings import Settings
@@ -35,6 +36,21 @@ PING_S = 15
 RETRY_MS = 1000
 LIVE_QUEUE = 5_000  # a client this far behind resyncs from the log instead of growing memory
 ENCODED_CACHE = 2_048
+
+
+def watched_agent(asked: str | None) -> str | None:
+    """Whose events a stream may carry: in token mode an agent sees its own slice only (another
+    agent's is refused), while admins and the dashboard may watch anyone or everything."""
+    principal = current_principal.get()
+    if principal is None or principal.sees_everything:
+        return asked
+    if asked is not None and asked != principal.agent_id:
+        raise Forbidden(
+            f"you are signed in as {principal.agent_id!r} and may follow only your own events, not {asked!r};"
+            " leave agent out or pass your own id",
+            field="agent",
+        )
+    return principal.agent_id
 
 
 class LiveQueue:
@@ -139,7 +155,7 @@ class EventStream:
         q = request.query_params
         try:
             wanted = EventFilter.parse(
-                agent=q.get("agent"),
+                agent=watched_agent(q.get("agent")),
                 thread=q.get("thread"),
                 kinds=q.get("kinds"),
                 exclude_self=q.get("exclude_self", "").lower() in ("1", "true", "yes"),

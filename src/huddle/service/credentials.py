@@ -58,7 +58,7 @@ class Credentials:
         self.settings = settings
         self.project = store.project
         self.org = settings.org
-        self.clock = clock or time.time
+        self.clock: Callable[[], float] = clock or getattr(store, "clock", None) or time.time
         self.codec = TokenCodec(signing_secret(settings), settings.auth_previous_secret, clock=self.clock)
         self._revoked: set[str] = set()
         self._epochs: dict[str, int] = {}
@@ -312,13 +312,10 @@ class Credentials:
 
         return await self.store.write(write)
 
-    async def sweep(self) -> None:
-        """Forgets revocations of tokens that have expired anyway (keeps the mirror small)."""
-        now = self.clock()
-        await self.store.write(
-            lambda unit: unit.tx.execute(
-                "DELETE FROM auth_revoked WHERE project = ? AND expires_at < ?", (self.project, now)
-            )
+    def forget_expired(self, unit: Unit) -> int:
+        """Sweeper step: revocations of tokens that have expired anyway are dropped from the table."""
+        return unit.tx.execute(
+            "DELETE FROM auth_revoked WHERE project = ? AND expires_at < ?", (self.project, unit.now)
         )
 
 

@@ -60,6 +60,7 @@ class GroupCommitStore(ABC, Generic[C]):
         # tagged with it, and on PostgreSQL every connection carries it in its application_name.
         self.instance = uuid.uuid4().hex
         self._clock = clock
+        self.clock = clock  # the store's time, for services that compare with it (token expiry)
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._listeners: list[CommitListener] = []

@@ -20,7 +20,9 @@ import pydantic
 from mcp.server.mcpserver.utilities.func_metadata import func_metadata
 
 from huddle.domain import validate
+from huddle.domain.principal import current_principal
 from huddle.errors import InvalidInput
+from huddle.transports.acting import acting_argument, authorize
 from huddle.transports.operation import Operation, Result
 
 # Deeper than any argument Huddle takes (the dependency map is three levels) by a wide margin.
@@ -258,10 +260,15 @@ class BoundOperation:
         self.known = list(inspect.signature(op.fn).parameters)
         # The input schema tools/list and GET /api/v1/tools publish: its bounds are the ones enforced.
         self.schema: Schema = func_metadata(op.fn).arg_model.model_json_schema()
+        self.acting = acting_argument(op, self.known)
 
     async def __call__(self, args: dict[str, Any]) -> Result:
-        """Checks `args` (raising InvalidInput naming the field) and runs the operation."""
+        """Checks `args` (raising InvalidInput naming the field), that the caller may make this call
+        (token mode: Forbidden when it names another agent), and runs the operation."""
         check_values(args, self.schema)
+        if current_principal.get() is not None:
+            args = dict(args)  # `authorize` fills in the caller's id; the caller's dict stays as sent
+            authorize(self.op, self.acting, args)
         try:
             # validate_call on a coroutine function validates when awaited, not when called.
             return await self._call(**args)

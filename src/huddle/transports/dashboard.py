@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from huddle.service.overseers import acting_as_dashboard
 from huddle.transports.instance import routed_id
 
+SESSION_COOKIE = "huddle_session"  # set by the sign-in form (transports/auth.py)
 STATIC = Path(__file__).resolve().parent.parent / "dashboard" / "static"
 # Everything the page loads comes from this server; no inline script, no framing by other sites.
 SECURITY_HEADERS = {
@@ -87,8 +88,13 @@ class DashboardCredentialGate:
         await self.app(scope, receive, send)
 
 
-def index_for(credential: DashboardCredential) -> Callable[[Request], Awaitable[Response]]:
+def index_for(credential: DashboardCredential, token_mode: bool = False) -> Callable[[Request], Awaitable[Response]]:
     async def index(request: Request) -> Response:
+        if token_mode:
+            # People sign in with a dashboard token (transports/auth.py sets the session cookie);
+            # until then the page is the sign-in form, and no secret is handed out.
+            page = "index.html" if SESSION_COOKIE in request.cookies else "login.html"
+            return FileResponse(STATIC / page, headers=SECURITY_HEADERS)
         response = FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)
         response.set_cookie(COOKIE, credential.secret, path=COOKIE_PATH, httponly=True, samesite="strict", secure=False)
         return response
@@ -120,10 +126,10 @@ class _WithHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def dashboard_routes(credential: DashboardCredential) -> list[BaseRoute]:
+def dashboard_routes(credential: DashboardCredential, *, token_mode: bool = False) -> list[BaseRoute]:
     return [
         Route("/", to_dashboard, methods=["GET", "HEAD"]),
-        Route("/dashboard", index_for(credential), methods=["GET", "HEAD"]),
+        Route("/dashboard", index_for(credential, token_mode), methods=["GET", "HEAD"]),
         Route("/dashboard/", to_dashboard, methods=["GET", "HEAD"]),
         Mount("/dashboard/static", app=_WithHeaders(StaticFiles(directory=STATIC)), name="dashboard-static"),
     ]

@@ -20,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from huddle.errors import HuddleError, InvalidInput
+from huddle.domain.principal import current_principal
+from huddle.errors import Forbidden, HuddleError, InvalidInput
 from huddle.service.guard import GuardService
 from huddle.service.hooks import ClaudeHookService, parse_body
 from huddle.transports.arguments import check_values, parse_json_value
@@ -58,7 +59,7 @@ def hook_routes(hooks: ClaudeHookService, guard: GuardService) -> list[BaseRoute
     async def claude(request: Request) -> dict[str, Any]:
         json_body_required(request)  # a cross-site form or text/plain post must not mutate state
         payload = _payload(await request.body())
-        declared = request.headers.get(AGENT_HEADER, "").strip() or None
+        declared = signed_in_as(request.headers.get(AGENT_HEADER, "").strip() or None, AGENT_HEADER)
         return await hooks.handle(request.path_params["event"], payload, declared)
 
     async def agent(request: Request) -> dict[str, Any]:
@@ -71,13 +72,13 @@ def hook_routes(hooks: ClaudeHookService, guard: GuardService) -> list[BaseRoute
         json_body_required(request)  # a cross-site form or text/plain post must not mutate state
         body = _payload(await request.body())
         paths = _required(body, "paths", list, "a list of staged repo-relative paths")
-        return await guard.pre_commit(paths, _opt(body, "agent_id"), _opt(body, "worktree"))
+        return await guard.pre_commit(paths, signed_in_as(_opt(body, "agent_id")), _opt(body, "worktree"))
 
     async def pre_push(request: Request) -> dict[str, Any]:
         json_body_required(request)  # a cross-site form or text/plain post must not mutate state
         body = _payload(await request.body())
         branch = _required(body, "branch", str, "the name of the branch being pushed")
-        return await guard.pre_push(branch, _opt(body, "agent_id"), _opt(body, "worktree"))
+        return await guard.pre_push(branch, signed_in_as(_opt(body, "agent_id")), _opt(body, "worktree"))
 
     return [
         Route("/hooks/claude/agent", _guarded(agent), methods=["GET"]),
@@ -85,6 +86,19 @@ def hook_routes(hooks: ClaudeHookService, guard: GuardService) -> list[BaseRoute
         Route("/hooks/git/pre-commit", _guarded(pre_commit), methods=["POST"]),
         Route("/hooks/git/pre-push", _guarded(pre_push), methods=["POST"]),
     ]
+
+
+def signed_in_as(declared: str | None, field: str = "agent_id") -> str | None:
+    """The hook's agent: in token mode the token's (a different declared one is refused), else as declared."""
+    principal = current_principal.get()
+    if principal is None or principal.is_admin:
+        return declared
+    if declared is not None and declared != principal.agent_id:
+        raise Forbidden(
+            f"you are signed in as {principal.agent_id!r}, not {declared!r}; a hook acts as its token's agent",
+            field=field,
+        )
+    return principal.agent_id
 
 
 def _required(body: dict[str, Any], key: str, kind: type, what: str) -> Any:

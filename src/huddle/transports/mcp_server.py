@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
@@ -14,7 +15,9 @@ from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
 from huddle import __version__
+from huddle.domain.principal import DASHBOARD, acting_as
 from huddle.errors import HuddleError
+from huddle.service.overseers import acting_as_dashboard
 from huddle.transports.arguments import BoundOperation
 from huddle.transports.tools import Operation
 
@@ -67,6 +70,24 @@ def as_tool(op: Operation, rest_only: bool = False) -> Tool:
     return tool
 
 
+async def principal_middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Runs an MCP message as the principal the HTTP edge resolved for the request it came with.
+
+    The SDK handles a session's messages in the session's own task, not the request's, so the
+    edge's context variable does not reach the tool call by itself; the request does.
+    """
+    request = ctx.request
+    scope = getattr(request, "scope", None)
+    principal = scope.get("huddle.principal") if scope is not None else None
+    if principal is None:
+        return await call_next(ctx)
+    with acting_as(principal):
+        if DASHBOARD in principal.scopes:
+            with acting_as_dashboard():
+                return await call_next(ctx)
+        return await call_next(ctx)
+
+
 def build_mcp_server(operations: Iterable[Operation], rest_only: frozenset[str] = frozenset()) -> MCPServer:
     server: MCPServer = MCPServer(
         "huddle",
@@ -78,4 +99,5 @@ def build_mcp_server(operations: Iterable[Operation], rest_only: frozenset[str] 
     # The SDK wraps every message in an OpenTelemetry span by default; with no exporter installed
     # that is pure overhead on every call (the SDK documents dropping it as the opt-out).
     server.middleware[:] = [m for m in server.middleware if type(m).__name__ != "OpenTelemetryMiddleware"]
+    server.middleware.append(principal_middleware)
     return server

@@ -1,5 +1,7 @@
-// The one place the page talks to Huddle's REST API. Token auth (a later release) plugs in here:
-// setToken() and every request carries `Authorization: Bearer …`; the SSE URL gets it too.
+// The one place the page talks to Huddle's REST API. In token mode the page is signed in by an
+// HttpOnly session cookie (POST /dashboard/login); every state change also carries the CSRF
+// cookie's value in `X-Huddle-CSRF`, which a page from another site cannot read. setToken() is
+// for scripts that hold a bearer token instead.
 
 const auth = { token: null };
 
@@ -15,9 +17,16 @@ export function setToken(token) {
   auth.token = token || null;
 }
 
+function cookie(name) {
+  const found = document.cookie.split("; ").find((pair) => pair.startsWith(`${name}=`));
+  return found ? decodeURIComponent(found.slice(name.length + 1)) : null;
+}
+
 function headers() {
   const out = { "Content-Type": "application/json" };
   if (auth.token) out.Authorization = `Bearer ${auth.token}`;
+  const csrf = cookie("huddle_csrf");
+  if (csrf) out["X-Huddle-CSRF"] = csrf;
   return out;
 }
 
@@ -39,6 +48,9 @@ export async function call(name, args = {}) {
   } catch (err) {
     throw new ApiError(`unexpected reply (${response.status}) from ${name}`, "bad_reply");
   }
+  if (response.status === 401 && !auth.token) {
+    window.location.assign("/dashboard"); // the session expired or was revoked: back to sign-in
+  }
   if (!body.ok) throw new ApiError(body.error || `${name} failed`, body.code, body.field);
   return body.result;
 }
@@ -52,7 +64,6 @@ export async function health() {
 export function eventsUrl(since) {
   const query = new URLSearchParams();
   if (since !== null && since !== undefined) query.set("since", String(since));
-  if (auth.token) query.set("access_token", auth.token);
   const text = query.toString();
   return text ? `/api/events?${text}` : "/api/events";
 }

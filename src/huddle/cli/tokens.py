@@ -1,0 +1,153 @@
+"""`huddle token issue | revoke | sign-out`: the operator's side of token mode (SPEC F-91).
+
+Run on the server's machine with the server's settings (the same --data-dir / --db-url /
+config.toml / HUDDLE_AUTH_SECRET): the CLI signs with the server's key and records what it issued
+in the server's database, so no admin token is needed to get the first one.
+
+A revocation must reach the running server at once. With PostgreSQL every instance follows the
+database's event log, so the CLI writes it there. A SQLite server does not read other processes'
+commits back, so when one is running the CLI asks it over REST, with a one-minute admin token it
+signs for itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from huddle.cli.runtime import data_dir_of, running_server
+from huddle.domain.principal import ADMIN, AGENT, SCOPES
+from huddle.errors import HuddleError
+from huddle.service.credentials import Credentials, signing_secret
+from huddle.service.token_codec import TokenCodec, TokenRefused
+from huddle.settings import Settings, load_settings
+
+T = TypeVar("T")
+CLI_AGENT = "huddle-cli"
+
+
+def add_token_parsers(commands: Any) -> None:
+    token = commands.add_parser(
+        "token",
+        help="issue and revoke agents' tokens (token mode)",
+        description="Tokens for token mode (auth = token). Uses the server's settings: pass the same"
+        " --data-dir (or --db-url) and, if you set one, HUDDLE_AUTH_SECRET.",
+    )
+    token.set_defaults(print_help=token.print_help)
+    actions = token.add_subparsers(dest="token_command", metavar="ACTION")
+    issue = actions.add_parser("issue", help="print a new access token (and refresh token) for an agent")
+    issue.add_argument("--agent", required=True, help="the agent id the token acts as, e.g. claude-frontend")
+    issue.add_argument(
+        "--scope",
+        action="append",
+        choices=SCOPES,
+        help=f"what the token may do (repeatable; default {AGENT}): {AGENT} acts as itself, read only reads,"
+        " dashboard signs a person in to the dashboard, admin does anything for anyone",
+    )
+    issue.add_argument("--ttl", type=float, default=None, help="lifetime in seconds [default: token_ttl_s]")
+    issue.add_argument("--no-refresh", action="store_true", help="no refresh token (service tokens for CI)")
+    issue.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    revoke = actions.add_parser("revoke", help="revoke one token (access or refresh)")
+    revoke.add_argument("token", help="the token to revoke ('-' reads it from standard input)")
+    sign_out = actions.add_parser("sign-out", help="revoke every token an agent holds (logout-all)")
+    sign_out.add_argument("agent", help="the agent id")
+    for parser in (issue, revoke, sign_out):
+        parser.add_argument("--data-dir", help="the server's data dir [env HUDDLE_DATA_DIR; default ~/.huddle]")
+        parser.add_argument("--db-url", help="the server's PostgreSQL database (team mode)")
+        parser.add_argument("--project", help="the server's project key [default: as the server would choose]")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    data_dir = data_dir_of(args)
+    overrides: dict[str, Any] = {"data_dir": str(data_dir), "db_url": args.db_url, "project": args.project}
+    running = running_server(data_dir)
+    if args.project is None and running is not None and running.info.get("project"):
+        overrides["project"] = running.info["project"]  # the running server's, whatever the cwd
+    return load_settings(overrides)
+
+
+def _with_credentials(settings: Settings, job: Callable[[Credentials], Awaitable[T]]) -> T:
+    from huddle.app import build_store
+
+    async def run() -> T:
+        store = build_store(settings)
+        await store.open()
+        try:
+            return await job(Credentials(store, settings))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def run_token(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.auth != "token":
+        print(
+            "huddle: note: this server's settings say auth = open; the token works once it runs with HUDDLE_AUTH=token",
+            file=sys.stderr,
+        )
+    try:
+        if args.token_command == "issue":
+            scopes = args.scope or [AGENT]
+            answer = _with_credentials(
+                settings,
+                lambda c: c.issue(args.agent, scopes, ttl_s=args.ttl, with_refresh=not args.no_refresh, by=CLI_AGENT),
+            )
+            if args.json:
+                print(json.dumps(answer, indent=2))
+            else:
+                print(answer["access_token"])
+                if "refresh_token" in answer:
+                    print(f"refresh token (keep it secret): {answer['refresh_token']}", file=sys.stderr)
+                print(
+                    f"{args.agent}: scopes {', '.join(answer['scopes'])}, expires in {answer['expires_in']} s",
+                    file=sys.stderr,
+                )
+            return 0
+        if args.token_command == "revoke":
+            token = sys.stdin.readline().strip() if args.token == "-" else args.token
+            answer = _change(settings, args, "revoke", {"token": token}, lambda c: c.revoke(token))
+            print(f"revoked token {answer['revoked']} of {answer['agent_id']}")
+            return 0
+        answer = _change(
+            settings, args, "sign_out", {"agent_id": args.agent}, lambda c: c.sign_out_everywhere(args.agent)
+        )
+        print(f"{answer['agent_id']} is signed out everywhere: every token issued before now is refused")
+        return 0
+    except TokenRefused as refused:
+        raise HuddleError(refused.message) from None
+
+
+def _change(
+    settings: Settings,
+    args: argparse.Namespace,
+    route: str,
+    body: dict[str, Any],
+    direct: Callable[[Credentials], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Through the running SQLite server when there is one (see the module doc), else directly."""
+    running = running_server(Path(settings.data_path)) if not settings.db_url else None
+    if running is None or not running.url.startswith("http"):
+        return _with_credentials(settings, direct)
+
+    codec = TokenCodec(signing_secret(settings), clock=time.time)
+    token, _ = codec.issue(CLI_AGENT, project=settings.project_key, org=settings.org, scopes={ADMIN}, ttl_s=60)
+    try:
+        response = httpx.post(
+            f"{running.url}/api/v1/auth/{route}", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+    except httpx.HTTPError as exc:
+        raise HuddleError(f"the server at {running.url} did not answer ({type(exc).__name__}); is it up?") from None
+    envelope = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if not envelope.get("ok"):
+        raise HuddleError(str(envelope.get("error") or f"the server answered HTTP {response.status_code}"))
+    return dict(envelope)

@@ -1,0 +1,324 @@
+"""The principal at the edge: every HTTP and WebSocket request is resolved once, before any route.
+
+Token mode only (`auth = token`; open mode installs none of this and behaves as before):
+- `AuthGate` (ASGI middleware) reads `Authorization: Bearer <token>`, or the dashboard's session
+  cookie, verifies it (service/credentials.py), and runs the request as that `Principal`
+  (`current_principal`, plus `scope["user"]` as the MCP SDK's `AuthenticatedUser`, so the SDK
+  binds each MCP session to the principal that opened it). Anything else is a 401 with
+  `WWW-Authenticate: Bearer … resource_metadata=…` (RFC 6750, RFC 9728), and nothing runs.
+- the operation layer's rule (transports/acting.py): an agent acts only as itself.
+- `principal_from_mcp_request` hands the principal to MCP tool calls, which the SDK runs in its
+  session's task rather than the request's.
+
+Public in token mode: /health and /readyz, the protected-resource metadata, sign-in endpoints (register,
+refresh), the dashboard's page and sign-in form, and the `/mqtt` WebSocket (the broker checks
+the CONNECT password itself).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from http.cookies import SimpleCookie
+from typing import Any
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from starlette.authentication import AuthCredentials
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from huddle.domain.principal import DASHBOARD, SCOPES, Principal, acting_as, current_principal
+from huddle.errors import Forbidden, HuddleError, InvalidInput
+from huddle.service.credentials import Credentials
+from huddle.service.overseers import acting_as_dashboard
+from huddle.service.token_codec import TokenRefused
+from huddle.transports.arguments import parse_json_object
+from huddle.transports.dashboard import SESSION_COOKIE
+from huddle.transports.http import error_response, json_body_required
+
+RESOURCE_METADATA = "/.well-known/oauth-protected-resource"
+
+CSRF_COOKIE = "huddle_csrf"
+CSRF_HEADER = "x-huddle-csrf"
+PUBLIC_PATHS = frozenset(
+    {
+        "/health",
+        "/readyz",  # probes carry no token; it shows only whether the database and sweeper are alive
+        RESOURCE_METADATA,
+        RESOURCE_METADATA + "/mcp",
+        "/api/v1/auth/register",
+        "/api/v1/auth/refresh",
+        "/",
+        "/dashboard",
+        "/dashboard/",
+        "/dashboard/login",
+        "/dashboard/logout",
+        "/mqtt",
+    }
+)
+PUBLIC_PREFIXES = ("/dashboard/static/",)
+
+
+class Unauthorized(HuddleError):
+    code = "unauthorized"
+    status = 401
+
+
+def _bearer(headers: Headers) -> str | None:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _cookie(headers: Headers, name: str) -> str | None:
+    raw = headers.get("cookie")
+    if not raw:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(raw)
+    except Exception:  # a malformed Cookie header proves nothing
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else None
+
+
+def as_sdk_user(principal: Principal, token: str) -> AuthenticatedUser:
+    """The principal as the MCP SDK's user, so the SDK ties each session to who opened it."""
+    access = AccessToken(
+        token=principal.token_id or secrets.token_hex(8),  # the id, not the secret: the SDK may log it
+        client_id=principal.agent_id,
+        scopes=sorted(principal.scopes),
+        subject=principal.agent_id,
+        claims={"iss": "huddle", "org": principal.org, "proj": principal.project},
+    )
+    return AuthenticatedUser(access)
+
+
+class AuthGate:
+    """ASGI middleware: resolves the principal of every request, or answers 401 (token mode)."""
+
+    def __init__(self, app: ASGIApp, credentials: Credentials):
+        self.app = app
+        self.credentials = credentials
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            principal, token = self._resolve(scope, headers)
+        except TokenRefused as refused:
+            await self._refuse(scope, receive, send, refused.message, error="invalid_token")
+            return
+        except Forbidden as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        if principal is None:
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                "this server runs in token mode: send Authorization: Bearer <token> (get one with"
+                " `huddle token issue --agent <id>`, or POST /api/v1/auth/register)",
+                error=None,
+            )
+            return
+        scope["user"] = as_sdk_user(principal, token)
+        scope["auth"] = AuthCredentials(sorted(principal.scopes))
+        scope["huddle.principal"] = principal
+        with acting_as(principal):
+            if DASHBOARD in principal.scopes:
+                with acting_as_dashboard():
+                    await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+
+    def _resolve(self, scope: Scope, headers: Headers) -> tuple[Principal | None, str]:
+        token = _bearer(headers)
+        if token is not None:
+            return self.credentials.authenticate(token), token
+        session = _cookie(headers, SESSION_COOKIE)
+        if session is None:
+            return None, ""
+        principal = self.credentials.authenticate(session)
+        # A cookie rides along with every same-site request; a state change must also prove it
+        # comes from the page (double-submit: the page copies the CSRF cookie into a header).
+        if scope.get("method", "GET") not in ("GET", "HEAD"):
+            sent = headers.get(CSRF_HEADER, "")
+            expected = _cookie(headers, CSRF_COOKIE) or ""
+            if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+                raise Forbidden(
+                    f"a dashboard request must carry the {CSRF_HEADER} header (the page sends it); reload the page"
+                )
+        return principal, session
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, message: str, error: str | None) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+            return
+        await unauthorized(scope, message, error)(scope, receive, send)
+
+
+def unauthorized(scope: Scope, message: str, error: str | None = "invalid_token") -> JSONResponse:
+    """401 with the challenge RFC 6750 asks for, pointing at the protected-resource metadata (RFC 9728)."""
+    host = Headers(scope=scope).get("host", "127.0.0.1")
+    scheme = "https" if scope.get("scheme") == "https" else "http"
+    challenge = f'Bearer realm="huddle", resource_metadata="{scheme}://{host}{RESOURCE_METADATA}"'
+    if error:
+        description = message.replace('"', "'").replace("\\", "/")
+        challenge += f', error="{error}", error_description="{description}"'
+    return JSONResponse(Unauthorized(message).to_dict(), status_code=401, headers={"WWW-Authenticate": challenge})
+
+
+def principal_from_mcp_request(request: Any) -> Principal | None:
+    """The principal the edge resolved for the HTTP request an MCP message arrived with."""
+    scope: Mapping[str, Any] | None = getattr(request, "scope", None)
+    return scope.get("huddle.principal") if scope is not None else None
+
+
+def resource_metadata(issuers: list[str]) -> Callable[[Request], Awaitable[Response]]:
+    async def metadata(request: Request) -> Response:
+        base = str(request.base_url).rstrip("/")
+        body = {
+            "resource": f"{base}/mcp",
+            # Huddle's own tokens come from `huddle token issue` or self-registration; an external
+            # OIDC issuer, when configured, is the authorization server clients can use.
+            "authorization_servers": issuers or [base],
+            "bearer_methods_supported": ["header"],
+            "scopes_supported": list(SCOPES),
+            "resource_name": "Huddle",
+            "resource_documentation": f"{base}/dashboard",
+        }
+        return JSONResponse(body)
+
+    return metadata
+
+
+def auth_routes(credentials: Credentials | None, issuers: list[str] | None = None) -> list[BaseRoute]:
+    """`/api/v1/auth/*`, the protected-resource metadata and the dashboard's sign-in."""
+
+    async def body_of(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if raw.strip():
+            json_body_required(request)
+        return parse_json_object(raw)
+
+    def need_token_mode() -> Credentials:
+        if credentials is None:
+            raise InvalidInput("this server runs in open mode (auth = open): no token is needed or issued")
+        return credentials
+
+    def text(body: dict[str, Any], key: str, what: str) -> str:
+        value = body.get(key)
+        if not isinstance(value, str) or not value:
+            raise InvalidInput(f"{key} is required: {what}", field=key)
+        return value
+
+    def endpoint(fn: Callable[[Request], Awaitable[dict[str, Any]]]) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            try:
+                return JSONResponse({"ok": True, **await fn(request)})
+            except TokenRefused as refused:
+                return unauthorized(request.scope, refused.message)
+            except HuddleError as exc:
+                return error_response(exc)
+
+        return run
+
+    async def register(request: Request) -> dict[str, Any]:
+        creds = need_token_mode()
+        body = await body_of(request)
+        agent_id = text(body, "agent_id", "the id you will act as, e.g. claude-frontend")
+        secret = text(body, "registration_secret", "the server's registration secret")
+        return await creds.register(agent_id, secret)
+
+    async def refresh(request: Request) -> dict[str, Any]:
+        creds = need_token_mode()
+        body = await body_of(request)
+        return await creds.refresh(text(body, "refresh_token", "the refresh token you were given with your last"))
+
+    async def revoke(request: Request) -> dict[str, Any]:
+        creds = need_token_mode()
+        body = await body_of(request)
+        return await creds.revoke(text(body, "token", "the access or refresh token to revoke"), by=_caller())
+
+    async def sign_out(request: Request) -> dict[str, Any]:
+        creds = need_token_mode()
+        body = await body_of(request)
+        caller = _caller()
+        agent = body.get("agent_id") or caller.agent_id
+        if not isinstance(agent, str):
+            raise InvalidInput("agent_id must be a string", field="agent_id")
+        return await creds.sign_out_everywhere(agent, by=caller)
+
+    async def whoami(request: Request) -> dict[str, Any]:
+        need_token_mode()
+        caller = _caller()
+        return {
+            "agent_id": caller.agent_id,
+            "org": caller.org,
+            "project": caller.project,
+            "scopes": sorted(caller.scopes),
+        }
+
+    async def login(request: Request) -> Response:
+        """The dashboard's sign-in form posts a token with the dashboard or admin scope."""
+        if credentials is None:
+            return RedirectResponse("/dashboard", status_code=303)
+        form = await request.form()
+        token = str(form.get("token") or "").strip()
+        try:
+            principal = credentials.authenticate(token)
+        except TokenRefused as refused:
+            return unauthorized(request.scope, f"{refused.message}; go back and paste a dashboard token")
+        if not principal.sees_everything:
+            return error_response(
+                Forbidden("this token is an agent's; sign in with a dashboard token (huddle token issue --dashboard)")
+            )
+        response = RedirectResponse("/dashboard", status_code=303)
+        secure = request.url.scheme == "https"
+        response.set_cookie(SESSION_COOKIE, token, path="/", httponly=True, samesite="strict", secure=secure)
+        response.set_cookie(
+            CSRF_COOKIE, secrets.token_urlsafe(24), path="/", httponly=False, samesite="strict", secure=secure
+        )
+        return response
+
+    async def logout(request: Request) -> Response:
+        response = RedirectResponse("/dashboard", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        response.delete_cookie(CSRF_COOKIE, path="/")
+        return response
+
+    return [
+        Route(RESOURCE_METADATA, resource_metadata(issuers or []), methods=["GET"]),
+        Route(RESOURCE_METADATA + "/mcp", resource_metadata(issuers or []), methods=["GET"]),
+        Route("/api/v1/auth/register", endpoint(register), methods=["POST"]),
+        Route("/api/v1/auth/refresh", endpoint(refresh), methods=["POST"]),
+        Route("/api/v1/auth/revoke", endpoint(revoke), methods=["POST"]),
+        Route("/api/v1/auth/sign_out", endpoint(sign_out), methods=["POST"]),
+        Route("/api/v1/auth/whoami", endpoint(whoami), methods=["GET"]),
+        Route("/dashboard/login", login, methods=["POST"]),
+        Route("/dashboard/logout", logout, methods=["POST"]),
+    ]
+
+
+def _caller() -> Principal:
+    principal = current_principal.get()
+    if principal is None:  # the gate lets no request without one reach these routes
+        raise Unauthorized("sign in first: send Authorization: Bearer <token>")
+    return principal
+
+
+def dashboard_signed_in(headers: Headers) -> bool:
+    return _cookie(headers, SESSION_COOKIE) is not None
