@@ -7,22 +7,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from huddle.bus.memory import MemoryBus
+from huddle.domain.principal import Principal
 from huddle.metrics import Metrics
 from huddle.push.hub import PushHub
 from huddle.service.coordinator import Coordinator
 from huddle.service.credentials import Credentials
 from huddle.service.guard import GuardService
 from huddle.service.hooks import ClaudeHookService
-from huddle.settings import Settings
+from huddle.service.token_codec import TokenRefused
+from huddle.settings import Settings, Tenant, tenants_of
 from huddle.storage.base import Store
 from huddle.storage.postgres import PostgresStore
 from huddle.storage.sqlite import SqliteStore
@@ -35,6 +38,7 @@ from huddle.transports.mcp_server import build_mcp_server
 from huddle.transports.mcp_sessions import bounded_sessions
 from huddle.transports.openapi import ops_routes
 from huddle.transports.origin import CrossSiteGuard
+from huddle.transports.tenants import TenantRouter
 from huddle.transports.tools import all_operations
 from huddle.transports.tools_dashboard import REST_ONLY
 from huddle.transports.toolsets import ToolCatalogue
@@ -47,6 +51,15 @@ class Huddle:
     mcp: MCPServer
     http: Starlette
     push: PushHub
+    credentials: Credentials | None = None
+    # What the server serves: `http`, or on a server of several projects the router in front of them.
+    asgi: ASGIApp | None = None
+    # The other projects' apps (setting `projects`), by project name.
+    projects: dict[str, Huddle] = field(default_factory=dict)
+
+    @property
+    def served(self) -> ASGIApp:
+        return self.asgi or self.http
 
 
 def build_store(settings: Settings) -> Store:
@@ -62,6 +75,62 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 
 
 def build_app(settings: Settings) -> Huddle:
+    """The server: its own project's app, and on a server of several projects (setting `projects`)
+    one app per other project behind a router that picks the app by the request's token."""
+    tenants = tenants_of(settings)
+    if not tenants:
+        return build_project(settings)
+    others = []
+    for tenant in tenants:
+        project_settings = tenant_settings(settings, tenant)
+        project_settings.repo_path.mkdir(parents=True, exist_ok=True)  # a project with no repository given
+        others.append(build_project(project_settings))
+    main = build_project(settings, also_run=others)
+    main.projects = {other.settings.project_key: other for other in others}
+    everyone = [main, *others]
+
+    def sign_in(token: str) -> Principal:
+        refusal: TokenRefused | None = None
+        for app in everyone:
+            assert app.credentials is not None  # projects need token mode (settings validate it)
+            try:
+                return app.credentials.authenticate(token)
+            except TokenRefused as refused:
+                refusal = refusal or refused
+        assert refusal is not None
+        raise refusal
+
+    main.http.state.sign_in = sign_in
+    assert main.credentials is not None
+    main.asgi = TenantRouter(
+        main.http, {(o.settings.org, o.settings.project_key): o.http for o in others}, main.credentials.codec
+    )
+    return main
+
+
+def tenant_settings(settings: Settings, tenant: Tenant) -> Settings:
+    """Another project's settings: the server's, with its own project, org and repository.
+
+    Its events are not bridged to MQTT (the server's broker belongs to its own project); its agents
+    follow them over SSE, MCP notifications and get_updates.
+    """
+    return replace(
+        settings,
+        project=tenant.project,
+        org=tenant.org,
+        repo=tenant.repo or str(settings.data_path / "projects" / tenant.project),
+        analysis=settings.analysis if tenant.repo else "off",
+        projects="",
+        mqtt_broker="off",
+        mqtt_url="",
+    )
+
+
+def build_project(settings: Settings, also_run: list[Huddle] | None = None) -> Huddle:
+    """One project's app: coordinator, MCP server, REST, SSE, hooks and dashboard routes.
+
+    `also_run`: apps whose lifespans run inside this one's (the other projects of the server).
+    """
     bus = MemoryBus()
     coordinator = Coordinator(build_store(settings), bus, settings)
     # Token mode (docs/security.md): every request is resolved into a principal at the edge.
@@ -101,7 +170,9 @@ def build_app(settings: Settings) -> Huddle:
             if credentials is not None:
                 await credentials.load()
             await push.start()
-            async with sessions.run():
+            async with sessions.run(), contextlib.AsyncExitStack() as others:
+                for other in also_run or []:
+                    await others.enter_async_context(other.http.router.lifespan_context(other.http))
                 yield
         finally:
             await push.stop()
@@ -115,7 +186,7 @@ def build_app(settings: Settings) -> Huddle:
             *ops_routes(metrics, catalogue),
             *hook_routes(hooks, GuardService(coordinator, hooks)),
             *push.routes(),
-            *auth_routes(credentials),
+            *auth_routes(credentials, sign_in=lambda token: http.state.sign_in(token)),
             *dashboard_routes(credential, token_mode=credentials is not None),
             sessions.route(),
         ],
@@ -141,9 +212,10 @@ def build_app(settings: Settings) -> Huddle:
     http.state.coordinator = coordinator
     http.state.catalogue = catalogue
     http.state.credentials = credentials
+    http.state.sign_in = credentials.authenticate if credentials is not None else None
 
     async def readiness() -> dict[str, Any]:
         return {**await coordinator.readiness(), "mqtt": push.readiness()}
 
     http.state.readiness = readiness
-    return Huddle(settings, coordinator, mcp, http, push)
+    return Huddle(settings, coordinator, mcp, http, push, credentials)

@@ -202,6 +202,14 @@ class Settings:
     token_ttl_s: float = field(default=3600.0, metadata={"help": "Lifetime of an access token (refresh to renew)."})
     refresh_ttl_s: float = field(default=30 * 86400.0, metadata={"help": "Lifetime of a refresh token."})
     org: str = field(default="default", metadata={"help": "Organisation (tenant) this server's project belongs to."})
+    projects: str = field(
+        default="",
+        metadata={
+            "help": "Token mode: more projects this server serves besides its own, comma-separated"
+            " org/project[=repository path] (e.g. acme/web=/srv/web,globex/api). A token is good for one"
+            " project of one org, and sees nothing of the others. Project names are unique on a server."
+        },
+    )
 
     @property
     def data_path(self) -> Path:
@@ -228,6 +236,30 @@ SECRET_SETTINGS = ("db_url", "mqtt_url", "auth_secret", "auth_previous_secret", 
 # An instance name starts MCP session ids (`<name>.<hex>`) and is matched by the load balancer's regex,
 # so it is kept to characters that need no escaping in either.
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """One more project a server serves (setting `projects`)."""
+
+    org: str
+    project: str
+    repo: str = ""
+
+
+def tenants_of(settings: Settings) -> list[Tenant]:
+    """The `projects` setting, parsed; InvalidInput names a malformed entry."""
+    out = []
+    for entry in (e.strip() for e in settings.projects.split(",") if e.strip()):
+        where, _, repo = entry.partition("=")
+        org, slash, project = where.strip().partition("/")
+        if not slash or not INSTANCE_NAME.fullmatch(org) or not INSTANCE_NAME.fullmatch(project):
+            raise InvalidInput(
+                f"setting projects: {entry!r} is not org/project[=path]; names are 1-64 letters, digits, - or _",
+                field="projects",
+            )
+        out.append(Tenant(org, project, repo.strip()))
+    return out
 
 
 def env_name(setting: str) -> str:
@@ -372,6 +404,16 @@ def _validate(s: Settings) -> None:
     for name in ("token_ttl_s", "refresh_ttl_s"):
         if getattr(s, name) <= 0:
             raise InvalidInput(f"setting {name} must be greater than 0", field=name)
+    extra = tenants_of(s)
+    if extra and s.auth != "token":
+        raise InvalidInput(
+            "setting projects needs token mode (auth = token): in open mode nothing tells one project's"
+            " callers from another's",
+            field="projects",
+        )
+    names = [s.project_key, *(t.project for t in extra)]
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"setting projects: project names must be unique on a server, got {names}", field="projects")
     if not INSTANCE_NAME.fullmatch(s.org):
         raise InvalidInput(f"setting org must be 1-64 letters, digits, - or _, got {s.org!r}", field="org")
     if s.analysis not in ("on", "off"):

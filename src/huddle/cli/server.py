@@ -165,7 +165,7 @@ def _serve(settings: Settings, started_with: Mapping[str, Any], secrets: Mapping
     print(huddle.push.describe(), flush=True)
     logging.getLogger("huddle").info("%s; %s", banner, huddle.push.describe())
     config = uvicorn.Config(
-        huddle.http,
+        huddle.served,
         log_config=None,  # uvicorn's lines go through Huddle's JSON handlers (huddle/logs.py)
         log_level="warning",
         access_log=False,

@@ -125,7 +125,15 @@ class TokenCodec:
             family=str(payload.get("fam", "")),
         )
 
-    def _decode(self, token: str, audience: str) -> dict[str, Any]:
+    def audience_of(self, token: str, audiences: list[str]) -> str | None:
+        """Which of `audiences` a token of ours is for (signature checked, expiry left to `verify`)."""
+        if not audiences:
+            return None
+        payload = self._decode(token, audiences)
+        audience = payload.get("aud")
+        return audience if isinstance(audience, str) and audience in audiences else None
+
+    def _decode(self, token: str, audience: str | list[str]) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -148,8 +156,9 @@ class TokenCodec:
                 last = exc
                 continue
             except jwt.InvalidAudienceError:
+                wanted = audience if isinstance(audience, str) else " or ".join(audience)
                 raise TokenRefused(
-                    f"the token was issued for another project or org, not {audience.removeprefix('huddle:')}"
+                    f"the token was issued for another project or org, not {wanted.replace('huddle:', '')}"
                 ) from None
             except jwt.PyJWTError as exc:
                 raise TokenRefused(f"the token is malformed ({exc}); get a new one") from None

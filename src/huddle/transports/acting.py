@@ -17,7 +17,9 @@ from huddle.transports.operation import Operation
 # The operation whose acting agent is not called `agent_id`.
 ACTING_ARGUMENT = {"send_message": "from_agent"}
 # Operations where `agent_id` picks whose records to look at (public board information), not who acts.
-SUBJECT_ARGUMENT = frozenset({"get_agent", "list_intents", "list_threads", "list_locks", "get_session_files"})
+SUBJECT_ARGUMENT = frozenset(
+    {"get_agent", "list_intents", "list_threads", "list_locks", "get_session_files", "query_context"}
+)
 
 
 def acting_argument(op: Operation, parameters: list[str]) -> str | None:

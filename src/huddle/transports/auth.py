@@ -69,13 +69,13 @@ class Unauthorized(HuddleError):
     status = 401
 
 
-def _bearer(headers: Headers) -> str | None:
+def bearer_token(headers: Headers) -> str | None:
     value = headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _cookie(headers: Headers, name: str) -> str | None:
+def cookie_value(headers: Headers, name: str) -> str | None:
     raw = headers.get("cookie")
     if not raw:
         return None
@@ -145,10 +145,10 @@ class AuthGate:
                 await self.app(scope, receive, send)
 
     def _resolve(self, scope: Scope, headers: Headers) -> tuple[Principal | None, str]:
-        token = _bearer(headers)
+        token = bearer_token(headers)
         if token is not None:
             return self.credentials.authenticate(token), token
-        session = _cookie(headers, SESSION_COOKIE)
+        session = cookie_value(headers, SESSION_COOKIE)
         if session is None:
             return None, ""
         principal = self.credentials.authenticate(session)
@@ -156,7 +156,7 @@ class AuthGate:
         # comes from the page (double-submit: the page copies the CSRF cookie into a header).
         if scope.get("method", "GET") not in ("GET", "HEAD"):
             sent = headers.get(CSRF_HEADER, "")
-            expected = _cookie(headers, CSRF_COOKIE) or ""
+            expected = cookie_value(headers, CSRF_COOKIE) or ""
             if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
                 raise Forbidden(
                     f"a dashboard request must carry the {CSRF_HEADER} header (the page sends it); reload the page"
@@ -205,8 +205,16 @@ def resource_metadata(issuers: list[str]) -> Callable[[Request], Awaitable[Respo
     return metadata
 
 
-def auth_routes(credentials: Credentials | None, issuers: list[str] | None = None) -> list[BaseRoute]:
-    """`/api/v1/auth/*`, the protected-resource metadata and the dashboard's sign-in."""
+def auth_routes(
+    credentials: Credentials | None,
+    issuers: list[str] | None = None,
+    sign_in: Callable[[str], Principal] | None = None,
+) -> list[BaseRoute]:
+    """`/api/v1/auth/*`, the protected-resource metadata and the dashboard's sign-in.
+
+    `sign_in` checks a token pasted into the sign-in form: by default this project's, on a server of
+    several projects any project's (the session cookie then routes every request to its project).
+    """
 
     async def body_of(request: Request) -> dict[str, Any]:
         raw = await request.body()
@@ -279,7 +287,7 @@ def auth_routes(credentials: Credentials | None, issuers: list[str] | None = Non
         form = await request.form()
         token = str(form.get("token") or "").strip()
         try:
-            principal = credentials.authenticate(token)
+            principal = (sign_in or credentials.authenticate)(token)
         except TokenRefused as refused:
             return unauthorized(request.scope, f"{refused.message}; go back and paste a dashboard token")
         if not principal.sees_everything:
@@ -321,4 +329,4 @@ def _caller() -> Principal:
 
 
 def dashboard_signed_in(headers: Headers) -> bool:
-    return _cookie(headers, SESSION_COOKIE) is not None
+    return cookie_value(headers, SESSION_COOKIE) is not None
