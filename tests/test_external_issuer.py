@@ -260,13 +260,6 @@ async def test_an_explicit_jwks_url_skips_discovery(idp: StandInIssuer, clock: C
     assert (await issuer.authenticate(idp.token())).agent_id == "alice"
 
 
-def test_protected_resource_metadata_names_the_issuer_as_authorization_server(idp: StandInIssuer) -> None:
-    issuer = ExternalIssuer(idp.url, "huddle-test", project="web", org="acme")
-    metadata = issuer.protected_resource_metadata("https://huddle.example/mcp")
-    assert metadata["authorization_servers"] == [idp.url]
-    assert metadata["resource"] == "https://huddle.example/mcp"
-
-
 def test_settings_build_the_issuer_and_none_without_auth_issuer(tmp_path: Path) -> None:
     assert ExternalIssuer.from_settings(load_settings({"data_dir": str(tmp_path)}, environ={}), project="p") is None
     settings = load_settings(

@@ -136,15 +136,6 @@ class ExternalIssuer:
         """True when the token claims to come from this issuer (to be verified by `authenticate`)."""
         return self.claims_issuer(token) == self.issuer
 
-    def protected_resource_metadata(self, resource: str) -> dict[str, Any]:
-        """RFC 9728 metadata for `resource` (this server's /mcp URL): where MCP clients get tokens."""
-        return {
-            "resource": resource,
-            "authorization_servers": [self.issuer],
-            "scopes_supported": list(SCOPES),
-            "bearer_methods_supported": ["header"],
-        }
-
     # -- the per-request check ------------------------------------------------------------------
 
     async def authenticate(self, token: str) -> Principal:
