@@ -74,6 +74,7 @@ def test_enforce_raises_a_429_with_the_wait_and_a_retry_after_in_whole_seconds()
     assert error.retry_after_s == pytest.approx(0.25)
     assert error.details == {"retry_after_s": 0.25}
     assert error.retry_after_header == "1"  # never 0: RFC 9110 has no fractions
+    assert error.http_headers == {"Retry-After": "1"}
     assert "too many requests from agent alice" in error.message
     assert "4 a second with bursts of 1; retry in 0.25 s" in error.message
     assert error.to_dict()["code"] == "rate_limited"

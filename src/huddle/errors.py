@@ -23,6 +23,11 @@ class HuddleError(Exception):
         self.field = field
         self.details = details or {}
 
+    @property
+    def http_headers(self) -> dict[str, str]:
+        """Headers an HTTP response carrying this error needs (e.g. Retry-After on a 429)."""
+        return {}
+
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": False, "error": self.message, "code": self.code}
         if self.field:
@@ -94,6 +99,10 @@ class RateLimited(HuddleError):
     def retry_after_header(self) -> str:
         """The `Retry-After` value: whole seconds, rounded up, at least 1 (RFC 9110 allows no fractions)."""
         return str(max(1, math.ceil(self.retry_after_s)))
+
+    @property
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": self.retry_after_header}
 
 
 class LockedOut(RateLimited):

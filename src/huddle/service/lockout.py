@@ -5,10 +5,11 @@ and `succeeded(key)` when it was right. `max_failures` failures of one key withi
 that key out for `lockout_s`: `check` then raises LockedOut (429, with the seconds left) whatever
 the caller sends, so guessing costs `lockout_s` per `max_failures` guesses.
 
-Keys are the client address (`address_key`) and, where a request claims an agent id (the `sub` of
-a token whose signature failed, the id a registration asks for), that agent (`agent_key`): the
-agent key stops guessing spread over many addresses, the address key stops one address guessing
-for many agents. A success clears the failures recorded for the key, not an active lockout.
+Keys are the client address (`address_key`) for bad tokens and secrets alike, and for a wrong
+registration secret also the agent id it asks for (`agent_key`): the address key stops one address
+guessing for many agents, the agent key stops guessing one id from many addresses. Anyone can name
+an agent id, so the agent key should guard registration only, never tokens the agent holds. A
+success clears the failures recorded for the key, not an active lockout.
 
 Memory is bounded: a key whose failures are all older than `window_s` and that is not locked out is
 forgotten, and at most `max_keys` are kept. At the cap the key touched longest ago is forgotten
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,9 +31,10 @@ from huddle.service.rate_limits import DEFAULT_MAX_KEYS, address_key, agent_key
 __all__ = ["Lockout", "address_key", "agent_key"]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Record:
-    failures: deque[float] = field(default_factory=deque)
+    # At most max_failures times, oldest first (a list: a deque costs ~600 bytes even when empty).
+    failures: list[float] = field(default_factory=list)
     locked_until: float = 0.0
     touched: float = 0.0
 
@@ -103,8 +105,8 @@ class Lockout:
         record.touched = now
         failures = record.failures
         failures.append(now)
-        while failures and now - failures[0] >= self.window_s:
-            failures.popleft()
+        expired = next((i for i, at in enumerate(failures) if now - at < self.window_s), len(failures))
+        del failures[:expired]
         if len(failures) >= self.max_failures:
             failures.clear()
             record.locked_until = now + self.lockout_s
