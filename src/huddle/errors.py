@@ -7,6 +7,7 @@ for the agent that reads them: they say what happened and what to do next.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -21,6 +22,11 @@ class HuddleError(Exception):
         self.message = message
         self.field = field
         self.details = details or {}
+
+    @property
+    def http_headers(self) -> dict[str, str]:
+        """Headers an HTTP response carrying this error needs (e.g. Retry-After on a 429)."""
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": False, "error": self.message, "code": self.code}
@@ -70,3 +76,36 @@ class Unavailable(HuddleError):
 
     code = "unavailable"
     status = 503
+
+
+class RateLimited(HuddleError):
+    """Too many requests: the caller should wait `retry_after_s` seconds (HTTP 429 + Retry-After)."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float,
+        field: str | None = None,
+        details: dict[str, Any] | None = None,
+    ):
+        super().__init__(message, field=field, details={**(details or {}), "retry_after_s": round(retry_after_s, 3)})
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retry_after_header(self) -> str:
+        """The `Retry-After` value: whole seconds, rounded up, at least 1 (RFC 9110 allows no fractions)."""
+        return str(max(1, math.ceil(self.retry_after_s)))
+
+    @property
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": self.retry_after_header}
+
+
+class LockedOut(RateLimited):
+    """Too many bad tokens or secrets from one client or for one agent: refused until the lockout ends."""
+
+    code = "locked_out"

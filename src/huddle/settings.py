@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from huddle.errors import InvalidInput
 
@@ -209,6 +210,50 @@ class Settings:
             " org/project[=repository path] (e.g. acme/web=/srv/web,globex/api). A token is good for one"
             " project of one org, and sees nothing of the others. Project names are unique on a server."
         },
+    )
+    rate_limit_per_s: float = field(
+        default=50.0,
+        metadata={
+            "help": "Requests a second each agent (or, before authentication, each client address) may make after"
+            " its burst; more get 429 with Retry-After. 0 turns rate limits off."
+        },
+    )
+    rate_limit_burst: int = field(
+        default=200,
+        metadata={"help": "Requests an agent or client address may make at once before rate_limit_per_s applies."},
+    )
+    lockout_failures: int = field(
+        default=10,
+        metadata={
+            "help": "Bad tokens or registration secrets from one client address, or for one agent id, within"
+            " lockout_s that lock it out for lockout_s (429). 0 turns lockout off."
+        },
+    )
+    lockout_s: float = field(
+        default=300.0,
+        metadata={"help": "How long a lockout lasts, and the window in which lockout_failures are counted."},
+    )
+    auth_issuer: str = field(
+        default="",
+        metadata={
+            "help": "An external OIDC/OAuth issuer (e.g. https://login.example.com/realms/dev) whose JWTs (RS256 or"
+            " ES256, checked by its JWKS) are accepted besides Huddle's own tokens in token mode. Empty: none."
+        },
+    )
+    auth_jwks_url: str = field(
+        default="",
+        metadata={
+            "help": "The issuer's JWKS URL; empty: read from the issuer's /.well-known/openid-configuration"
+            " (or oauth-authorization-server)."
+        },
+    )
+    auth_audience: str = field(
+        default="",
+        metadata={"help": "The audience (aud) external tokens must be issued for; required with auth_issuer."},
+    )
+    auth_agent_claim: str = field(
+        default="sub",
+        metadata={"help": "The claim of an external token that names the agent (e.g. sub, azp, preferred_username)."},
     )
 
     @property
@@ -429,3 +474,50 @@ def _validate(s: Settings) -> None:
             "setting topic_root must be a plain MQTT topic such as huddle/{project} (no +, #, leading $ or empty)",
             field="topic_root",
         )
+    _validate_limits(s)
+    _validate_external_issuer(s)
+
+
+def _validate_limits(s: Settings) -> None:
+    for name in ("rate_limit_per_s", "rate_limit_burst", "lockout_failures"):
+        if getattr(s, name) < 0:
+            raise InvalidInput(f"setting {name} must be 0 (off) or more", field=name)
+    if s.lockout_s <= 0:
+        raise InvalidInput("setting lockout_s must be greater than 0", field="lockout_s")
+
+
+def secure_url(url: str) -> bool:
+    """https, or plain http to this machine only: tokens and keys must not cross a network in the clear."""
+    parsed = urlsplit(url)
+    if not parsed.hostname or parsed.fragment:
+        return False
+    return parsed.scheme == "https" or (
+        parsed.scheme == "http" and parsed.hostname in ("127.0.0.1", "::1", "localhost")
+    )
+
+
+def _validate_external_issuer(s: Settings) -> None:
+    if not s.auth_issuer:
+        for name in ("auth_jwks_url", "auth_audience"):
+            if getattr(s, name):
+                raise InvalidInput(f"setting {name} needs auth_issuer (the issuer it belongs to)", field=name)
+        return
+    if s.auth != "token":
+        raise InvalidInput(
+            "setting auth_issuer takes effect in token mode only; set auth to token", field="auth_issuer"
+        )
+    for name in ("auth_issuer", "auth_jwks_url"):
+        value = getattr(s, name)
+        if value and not secure_url(value):
+            raise InvalidInput(
+                f"setting {name} must be an https:// URL (http:// only to 127.0.0.1 or localhost), got {value!r}",
+                field=name,
+            )
+    if not s.auth_audience:
+        raise InvalidInput(
+            "setting auth_audience is required with auth_issuer: the aud external tokens are issued for this server"
+            " (otherwise a token the issuer made for any other service would be accepted)",
+            field="auth_audience",
+        )
+    if not s.auth_agent_claim.strip():
+        raise InvalidInput("setting auth_agent_claim must name a claim, e.g. sub", field="auth_agent_claim")
