@@ -6,6 +6,7 @@ Nothing else in Huddle creates these or holds globals; tests build as many apps 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,10 +19,12 @@ from starlette.types import ASGIApp
 
 from huddle.bus.memory import MemoryBus
 from huddle.domain.principal import Principal
+from huddle.errors import Unavailable
 from huddle.metrics import Metrics
 from huddle.push.hub import PushHub
 from huddle.service.coordinator import Coordinator
 from huddle.service.credentials import Credentials
+from huddle.service.external_issuer import ExternalIssuer
 from huddle.service.guard import GuardService
 from huddle.service.hooks import ClaudeHookService
 from huddle.service.token_codec import TokenRefused
@@ -29,7 +32,7 @@ from huddle.settings import Settings, Tenant, tenants_of
 from huddle.storage.base import Store
 from huddle.storage.postgres import PostgresStore
 from huddle.storage.sqlite import SqliteStore
-from huddle.transports.auth import AuthGate, auth_routes
+from huddle.transports.auth import AuthGate, EdgeGuards, auth_routes
 from huddle.transports.dashboard import DashboardCredential, DashboardCredentialGate, dashboard_routes
 from huddle.transports.hooks import hook_routes
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
@@ -42,6 +45,8 @@ from huddle.transports.tenants import TenantRouter
 from huddle.transports.tools import all_operations
 from huddle.transports.tools_dashboard import REST_ONLY
 from huddle.transports.toolsets import ToolCatalogue
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -135,6 +140,8 @@ def build_project(settings: Settings, also_run: list[Huddle] | None = None) -> H
     coordinator = Coordinator(build_store(settings), bus, settings)
     # Token mode (docs/security.md): every request is resolved into a principal at the edge.
     credentials = Credentials(coordinator.store, settings) if settings.auth == "token" else None
+    guards = EdgeGuards(settings)
+    external = ExternalIssuer.from_settings(settings, project=settings.project_key) if credentials else None
     if credentials is not None:
         bus.add_listener(credentials.apply)
         coordinator.sweep_steps.append(credentials.forget_expired)
@@ -169,6 +176,11 @@ def build_project(settings: Settings, also_run: list[Huddle] | None = None) -> H
         try:
             if credentials is not None:
                 await credentials.load()
+            if external is not None:
+                try:
+                    await external.prefetch()
+                except Unavailable as exc:  # start anyway: the first external token fetches the keys again
+                    log.warning("external issuer keys not fetched at start: %s", exc.message)
             await push.start()
             async with sessions.run(), contextlib.AsyncExitStack() as others:
                 for other in also_run or []:
@@ -186,7 +198,12 @@ def build_project(settings: Settings, also_run: list[Huddle] | None = None) -> H
             *ops_routes(metrics, catalogue),
             *hook_routes(hooks, GuardService(coordinator, hooks)),
             *push.routes(),
-            *auth_routes(credentials, sign_in=lambda token: http.state.sign_in(token)),
+            *auth_routes(
+                credentials,
+                [settings.auth_issuer] if settings.auth_issuer else None,
+                sign_in=lambda token: http.state.sign_in(token),
+                guards=guards,
+            ),
             *dashboard_routes(credential, token_mode=credentials is not None),
             sessions.route(),
         ],
@@ -199,7 +216,11 @@ def build_project(settings: Settings, also_run: list[Huddle] | None = None) -> H
                 allowed_hosts=settings.allowed_hosts,
             ),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, hook_max_bytes=settings.max_hook_body_bytes),
-            *([Middleware(AuthGate, credentials=credentials)] if credentials is not None else []),
+            *(
+                [Middleware(AuthGate, credentials=credentials, guards=guards, external=external)]
+                if credentials is not None
+                else []
+            ),
             Middleware(metrics.rest_middleware),
             # Open mode's proof of a person at the page; token mode signs people in instead.
             *([Middleware(DashboardCredentialGate, credential=credential)] if credentials is None else []),

@@ -52,6 +52,10 @@ def check_scopes(scopes: Sequence[str]) -> frozenset[str]:
     return frozenset(scopes)
 
 
+class WrongSecret(Forbidden):
+    """A registration secret that does not match: counted towards a lockout at the edge."""
+
+
 class Credentials:
     def __init__(self, store: Store, settings: Settings, *, clock: Callable[[], float] | None = None):
         self.store = store
@@ -130,7 +134,7 @@ class Credentials:
                 "self-registration is off on this server; ask its operator for a token (huddle token issue)"
             )
         if not hmac.compare_digest(registration_secret.encode(), expected.encode()):
-            raise Forbidden("wrong registration secret; check HUDDLE_REGISTRATION_SECRET with the operator")
+            raise WrongSecret("wrong registration secret; check HUDDLE_REGISTRATION_SECRET with the operator")
         _check_agent_id(agent_id)
         if agent_id.startswith(OVERSEER_PREFIX):
             raise Forbidden(f"ids starting with {OVERSEER_PREFIX!r} are for people; an operator issues those")

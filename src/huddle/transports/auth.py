@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from http.cookies import SimpleCookie
 from typing import Any
@@ -34,12 +35,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from huddle.domain.principal import DASHBOARD, SCOPES, Principal, acting_as, current_principal
 from huddle.errors import Forbidden, HuddleError, InvalidInput
-from huddle.service.credentials import Credentials
+from huddle.service.credentials import Credentials, WrongSecret
+from huddle.service.external_issuer import ExternalIssuer
+from huddle.service.lockout import Lockout
 from huddle.service.overseers import acting_as_dashboard
+from huddle.service.rate_limits import RateLimiter, address_key, agent_key
 from huddle.service.token_codec import TokenRefused
+from huddle.settings import Settings
 from huddle.transports.arguments import parse_json_object
 from huddle.transports.dashboard import SESSION_COOKIE
 from huddle.transports.http import error_response, json_body_required
+from huddle.transports.origin import is_loopback
 
 RESOURCE_METADATA = "/.well-known/oauth-protected-resource"
 
@@ -62,6 +68,8 @@ PUBLIC_PATHS = frozenset(
     }
 )
 PUBLIC_PREFIXES = ("/dashboard/static/",)
+# Public, but where secrets are tried: rate-limited and locked out by client address.
+SIGN_IN_PATHS = frozenset({"/api/v1/auth/register", "/api/v1/auth/refresh", "/dashboard/login"})
 
 
 class Unauthorized(HuddleError):
@@ -100,12 +108,53 @@ def as_sdk_user(principal: Principal, token: str) -> AuthenticatedUser:
     return AuthenticatedUser(access)
 
 
+class EdgeGuards:
+    """Per-process rate limits and lockout (service/rate_limits.py, service/lockout.py) at the edge.
+
+    Bad tokens count against the client address — except loopback addresses, which every local
+    agent shares: there one agent retrying an expired token would lock all of them out, and a
+    loopback caller is already on the machine. A wrong registration secret counts against the
+    address and the agent id asked for.
+    """
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic):
+        self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst, clock)
+        self.lockout = Lockout(settings.lockout_failures, settings.lockout_s, settings.lockout_s, clock)
+
+    @staticmethod
+    def address(scope: Scope) -> str | None:
+        """The client's address key, or None for a loopback client (see the class doc)."""
+        client = scope.get("client")
+        host = str(client[0]) if client else ""
+        return None if not host or is_loopback(host) else address_key(host)
+
+    def check_address(self, scope: Scope) -> None:
+        """Before anyone is known: refuse a locked-out address, count it against its rate limit."""
+        address = self.address(scope)
+        if address is not None:
+            self.lockout.check(address)
+            self.limiter.enforce(address)
+
+    def failed(self, scope: Scope, *agents: str) -> None:
+        for key in (self.address(scope), *(agent_key(a) for a in agents)):
+            if key is not None:
+                self.lockout.failed(key)
+
+
 class AuthGate:
     """ASGI middleware: resolves the principal of every request, or answers 401 (token mode)."""
 
-    def __init__(self, app: ASGIApp, credentials: Credentials):
+    def __init__(
+        self,
+        app: ASGIApp,
+        credentials: Credentials,
+        guards: EdgeGuards,
+        external: ExternalIssuer | None = None,
+    ):
         self.app = app
         self.credentials = credentials
+        self.guards = guards
+        self.external = external
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -113,15 +162,29 @@ class AuthGate:
             return
         path: str = scope.get("path", "")
         if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            if path in SIGN_IN_PATHS:
+                try:
+                    self.guards.check_address(scope)
+                except HuddleError as exc:
+                    await error_response(exc)(scope, receive, send)
+                    return
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
         try:
-            principal, token = self._resolve(scope, headers)
+            address = self.guards.address(scope)
+            if address is not None:
+                self.guards.lockout.check(address)
+            principal, token = await self._resolve(scope, headers)
+            if principal is not None:
+                self.guards.limiter.enforce(agent_key(principal.agent_id), principal.agent_id)
+                if address is not None:
+                    self.guards.lockout.succeeded(address)
         except TokenRefused as refused:
+            self.guards.failed(scope)
             await self._refuse(scope, receive, send, refused.message, error="invalid_token")
             return
-        except Forbidden as exc:
+        except HuddleError as exc:  # CSRF (403), locked out or rate limited (429), issuer down (503)
             await error_response(exc)(scope, receive, send)
             return
         if principal is None:
@@ -144,9 +207,11 @@ class AuthGate:
             else:
                 await self.app(scope, receive, send)
 
-    def _resolve(self, scope: Scope, headers: Headers) -> tuple[Principal | None, str]:
+    async def _resolve(self, scope: Scope, headers: Headers) -> tuple[Principal | None, str]:
         token = bearer_token(headers)
         if token is not None:
+            if self.external is not None and self.external.owns(token):
+                return await self.external.authenticate(token), token
             return self.credentials.authenticate(token), token
         session = cookie_value(headers, SESSION_COOKIE)
         if session is None:
@@ -209,6 +274,7 @@ def auth_routes(
     credentials: Credentials | None,
     issuers: list[str] | None = None,
     sign_in: Callable[[str], Principal] | None = None,
+    guards: EdgeGuards | None = None,
 ) -> list[BaseRoute]:
     """`/api/v1/auth/*`, the protected-resource metadata and the dashboard's sign-in.
 
@@ -238,6 +304,8 @@ def auth_routes(
             try:
                 return JSONResponse({"ok": True, **await fn(request)})
             except TokenRefused as refused:
+                if guards is not None:
+                    guards.failed(request.scope)
                 return unauthorized(request.scope, refused.message)
             except HuddleError as exc:
                 return error_response(exc)
@@ -249,7 +317,14 @@ def auth_routes(
         body = await body_of(request)
         agent_id = text(body, "agent_id", "the id you will act as, e.g. claude-frontend")
         secret = text(body, "registration_secret", "the server's registration secret")
-        return await creds.register(agent_id, secret)
+        if guards is not None:
+            guards.lockout.check(agent_key(agent_id))
+        try:
+            return await creds.register(agent_id, secret)
+        except WrongSecret:
+            if guards is not None:
+                guards.failed(request.scope, agent_id)
+            raise
 
     async def refresh(request: Request) -> dict[str, Any]:
         creds = need_token_mode()
@@ -289,6 +364,8 @@ def auth_routes(
         try:
             principal = (sign_in or credentials.authenticate)(token)
         except TokenRefused as refused:
+            if guards is not None:
+                guards.failed(request.scope)
             return unauthorized(request.scope, f"{refused.message}; go back and paste a dashboard token")
         if not principal.sees_everything:
             return error_response(

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def error_response(exc: HuddleError) -> JSONResponse:
-    return JSONResponse(exc.to_dict(), status_code=exc.status)
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.http_headers or None)
 
 
 class UnsupportedMediaType(HuddleError):
