@@ -39,9 +39,11 @@ async def client(
     }
     app = build_app(load_settings({**base, **settings}, environ={}))
     transport = httpx.ASGITransport(app=app.served, client=(address, 40000))
-    async with app.http.router.lifespan_context(app.http):
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
-            yield http, TokenCodec(SECRET, clock=time.time)
+    async with (
+        app.http.router.lifespan_context(app.http),
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http,
+    ):
+        yield http, TokenCodec(SECRET, clock=time.time)
 
 
 def bearer(codec: TokenCodec, agent: str) -> dict[str, str]:
@@ -80,9 +82,7 @@ async def test_loopback_clients_are_never_locked_out_by_address(tmp_path: Path) 
 
 
 async def test_guessing_a_registration_secret_locks_that_agent_id_out(tmp_path: Path) -> None:
-    async with client(
-        tmp_path, address="127.0.0.1", registration_secret=REGISTRATION, lockout_failures=3
-    ) as (http, _):
+    async with client(tmp_path, address="127.0.0.1", registration_secret=REGISTRATION, lockout_failures=3) as (http, _):
         for _ in range(3):
             wrong = await http.post(
                 "/api/v1/auth/register", json={"agent_id": "newbie", "registration_secret": "x" * 40}
@@ -97,9 +97,7 @@ async def test_guessing_a_registration_secret_locks_that_agent_id_out(tmp_path: 
 
 async def test_an_external_issuers_token_is_accepted_and_its_forgeries_are_not(tmp_path: Path) -> None:
     with StandInIssuer(audience="huddle-edge") as idp:
-        async with client(
-            tmp_path, auth_issuer=idp.url, auth_audience="huddle-edge", lockout_failures=0
-        ) as (http, _):
+        async with client(tmp_path, auth_issuer=idp.url, auth_audience="huddle-edge", lockout_failures=0) as (http, _):
             good = await http.post(
                 "/api/v1/tools/register_agent",
                 json={"name": "idp agent"},
