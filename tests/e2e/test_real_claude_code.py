@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -107,3 +108,52 @@ def test_claude_code_connects_after_init_and_its_hooks_register_and_deregister_t
     assert "cc-agent" not in agents(huddle_server)
     assert huddle("uninstall", repo=repo, data_dir=huddle_server.data_dir).returncode == 0
     assert sorted(p.name for p in repo.iterdir()) == [".git"]
+
+
+def test_in_token_mode_claude_code_connects_only_with_its_token_and_its_hooks_act_as_that_agent(
+    claude_cli: Path, server_factory: Any, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "claude-code-" + "k" * 32
+    # The operator's shell: `huddle token issue` signs with the key the server was started with.
+    monkeypatch.setenv("HUDDLE_AUTH", "token")
+    monkeypatch.setenv("HUDDLE_AUTH_SECRET", secret)
+    server: ServerProcess = server_factory(env={"HUDDLE_AUTH": "token", "HUDDLE_AUTH_SECRET": secret})
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    init = huddle("init", "--client", "claude", "--hooks", repo=repo, data_dir=server.data_dir)
+    assert init.returncode == 0 and "token mode" in init.stdout, init.stdout + init.stderr
+    assert "${HUDDLE_TOKEN}" in (repo / ".mcp.json").read_text()  # the token itself never lands in a file
+    token = huddle(
+        "token", "issue", "--agent", "cc-agent", "--data-dir", str(server.data_dir), repo=repo, data_dir=server.data_dir
+    ).stdout.strip()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "HUDDLE_DATA_DIR": str(server.data_dir),
+        "ANTHROPIC_API_KEY": "sk-test-no-model",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+    }
+    env.pop("HUDDLE_TOKEN", None)
+    without = subprocess.run(
+        [str(claude_cli), "mcp", "get", "huddle"], cwd=repo, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "Connected" not in without.stdout, without.stdout
+    env["HUDDLE_TOKEN"] = token
+    status = subprocess.run(
+        [str(claude_cli), "mcp", "get", "huddle"], cwd=repo, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "Connected" in status.stdout, status.stdout + status.stderr
+    subprocess.run(
+        [str(claude_cli), "-p", "hello", "--max-turns", "1"], cwd=repo, env=env, capture_output=True, timeout=300
+    )
+    # The hooks sent the token: the session registered and left as the token's agent.
+    admin = huddle(
+        "token", "issue", "--agent", "ops", "--scope", "admin", "--no-refresh", repo=repo, data_dir=server.data_dir
+    ).stdout.strip()
+    body = {"after": 0, "kinds": "agent.*", "limit": 500}
+    events = httpx.post(
+        f"{server.url}/api/v1/tools/list_events", json=body, headers={"Authorization": f"Bearer {admin}"}
+    ).json()["result"]["events"]
+    assert [e["event"] for e in events if e["agent_id"] == "cc-agent"] == ["agent.online", "agent.deregistered"]

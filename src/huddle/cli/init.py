@@ -79,6 +79,12 @@ def add_init_parsers(commands: Any) -> None:
     init.add_argument("--write-agents-md", metavar="PATH", help="also write the coordination instructions to PATH")
     init.add_argument("--write-mcp-config", metavar="PATH", help="also write a generic {mcpServers: …} JSON to PATH")
     init.add_argument("--no-instructions", action="store_true", help="do not write CLAUDE.md / AGENTS.md")
+    init.add_argument(
+        "--auth",
+        choices=["open", "token"],
+        help="the server's auth mode (default: the running server's, from server.json): token makes every client"
+        " config and hook send Authorization: Bearer $HUDDLE_TOKEN",
+    )
 
     uninstall = commands.add_parser("uninstall", help="undo `huddle init` exactly; --purge also wipes the data dir")
     uninstall.add_argument("--repo", help="repository to unwire (default: the git work tree of the current directory)")
@@ -102,6 +108,25 @@ def running_server(args: argparse.Namespace) -> str:
             "`huddle server start` (or `--daemon`), or pass --url"
         )
     return url
+
+
+def token_mode(args: argparse.Namespace) -> bool:
+    """--auth, else what the running server's server.json says."""
+    if args.auth:
+        return bool(args.auth == "token")
+    path = data_dir(args) / "server.json"
+    try:
+        return bool(json.loads(path.read_text()).get("auth") == "token")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+# How each client names an environment variable inside a config value (the token never lands in a file).
+TOKEN_HEADER = {
+    "claude": "Bearer ${HUDDLE_TOKEN}",
+    "cursor": "Bearer ${env:HUDDLE_TOKEN}",
+    "vscode": "Bearer ${env:HUDDLE_TOKEN}",
+}
 
 
 def repo_root(args: argparse.Namespace) -> Path:
@@ -159,6 +184,9 @@ def claude_hooks_edit(path: Path, form: str, url: str, args: argparse.Namespace)
                 "headers": {"X-Huddle-Agent": "$HUDDLE_AGENT"},
                 "allowedEnvVars": ["HUDDLE_AGENT"],
             }
+            if token_mode(args):
+                hook["headers"]["Authorization"] = "Bearer $HUDDLE_TOKEN"
+                hook["allowedEnvVars"].append("HUDDLE_TOKEN")
         else:
             hook = {"type": "command", "command": hook_command(event, args), "timeout": HOOK_TIMEOUT_S}
         group: dict[str, Any] = {"hooks": [hook]}
@@ -299,14 +327,19 @@ def planned_edits(
     mcp = f"{url}/mcp"
     edits: list[FileEdit] = []
     notes: list[str] = []
-    configs = {
+    configs: dict[str, tuple[Path, str, dict[str, Any]]] = {
         "claude": (root / ".mcp.json", "mcpServers", {"type": "http", "url": mcp}),
         "cursor": (root / ".cursor" / "mcp.json", "mcpServers", {"url": mcp}),
         "vscode": (root / ".vscode" / "mcp.json", "servers", {"type": "http", "url": mcp}),
     }
+    tokens = token_mode(args)
+    if tokens:
+        for client, (_, _, entry) in configs.items():
+            entry["headers"] = {"Authorization": TOKEN_HEADER[client]}
     for client in clients:
         if client == "codex":
-            edits.append(toml_table_edit(root / ".codex" / "config.toml", "mcp_servers.huddle", {"url": mcp}))
+            codex = {"url": mcp, **({"bearer_token_env_var": "HUDDLE_TOKEN"} if tokens else {})}
+            edits.append(toml_table_edit(root / ".codex" / "config.toml", "mcp_servers.huddle", codex))
             continue
         path, container, entry = configs[client]
         if _user_owned(manifest, path, container):
@@ -345,6 +378,7 @@ def all_known_edits(root: Path, args: argparse.Namespace) -> dict[str, FileEdit]
         hooks="http",
         git_hook=False,
         data_dir=None,
+        auth=None,
     )
     manifest = Manifest(root)
     edits, _ = planned_edits(ns, root, manifest, "http://unused")
@@ -388,6 +422,8 @@ def run_init(args: argparse.Namespace) -> int:
         print(f"{outcome:9} {shown}")
     for note in notes:
         print(f"kept      {note}")
+    if token_mode(args):
+        print("token mode: clients send $HUDDLE_TOKEN — set it in their environment (`huddle token issue --agent ID`)")
     print(f"Huddle at {url} — undo with `huddle uninstall`")
     return 0
 

@@ -69,6 +69,7 @@ def write_runtime_file(settings: Settings, port: int, extra: Mapping[str, Any] |
             "url": url,
             "mcp_url": url + "/mcp",
             "project": settings.project_key,
+            "auth": settings.auth,  # `huddle init` wires token-mode clients to send $HUDDLE_TOKEN
             "repo": str(settings.repo_path),
             "log": str(settings.data_path / "server.log"),
             **(extra or {}),
@@ -152,8 +153,11 @@ def _serve(settings: Settings, started_with: Mapping[str, Any], secrets: Mapping
     settings = replace(settings, instance_name=instance_name(settings, port))
     huddle = build_app(settings)
     huddle.push.bind()  # the MQTT port too: taken → a clear message and exit 1, before anything runs
+    signing = {"auth_key_id": huddle.credentials.key_id} if huddle.credentials is not None else {}
     write_runtime_file(
-        settings, port, {"instance_name": settings.instance_name, **huddle.push.runtime_info(), **started_with}
+        settings,
+        port,
+        {"instance_name": settings.instance_name, **huddle.push.runtime_info(), **started_with, **signing},
     )
     write_secrets(settings.data_path, secrets)
     banner = (

@@ -26,7 +26,7 @@ import httpx
 from huddle.cli.runtime import data_dir_of, running_server
 from huddle.domain.principal import ADMIN, AGENT, SCOPES
 from huddle.errors import HuddleError
-from huddle.service.credentials import Credentials, signing_secret
+from huddle.service.credentials import Credentials, key_id, signing_secret
 from huddle.service.token_codec import TokenCodec, TokenRefused
 from huddle.settings import Settings, load_settings
 
@@ -74,14 +74,29 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(overrides)
 
 
+def _check_key(settings: Settings) -> str:
+    """The signing key, refused when it is not the one the data dir's running server signs with."""
+    secret = signing_secret(settings, create=False)
+    running = running_server(Path(settings.data_path))
+    served = running.info.get("auth_key_id") if running is not None else None
+    if served and served != key_id(secret):
+        raise HuddleError(
+            "the server runs with another signing key, so its tokens would not work: run this with the"
+            " HUDDLE_AUTH_SECRET (or config.toml) the server was started with"
+        )
+    return secret
+
+
 def _with_credentials(settings: Settings, job: Callable[[Credentials], Awaitable[T]]) -> T:
     from huddle.app import build_store
+
+    _check_key(settings)
 
     async def run() -> T:
         store = build_store(settings)
         await store.open()
         try:
-            return await job(Credentials(store, settings))
+            return await job(Credentials(store, settings, create_key=False))
         finally:
             await store.close()
 
@@ -139,7 +154,7 @@ def _change(
     if running is None or not running.url.startswith("http"):
         return _with_credentials(settings, direct)
 
-    codec = TokenCodec(signing_secret(settings), clock=time.time)
+    codec = TokenCodec(_check_key(settings), clock=time.time)
     token, _ = codec.issue(CLI_AGENT, project=settings.project_key, org=settings.org, scopes={ADMIN}, ttl_s=60)
     try:
         response = httpx.post(

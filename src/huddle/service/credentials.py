@@ -10,6 +10,7 @@ mode) applies it from its bus before answering the next request.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -32,17 +33,30 @@ KEY_FILE = "auth.key"
 REVOKED, SIGNED_OUT = "auth.token_revoked", "auth.signed_out"
 
 
-def signing_secret(settings: Settings) -> str:
-    """`auth_secret`, or the key generated once in the data dir (mode 0600) for a single server."""
+def signing_secret(settings: Settings, *, create: bool = True) -> str:
+    """`auth_secret`, or the key generated once in the data dir (mode 0600) for a single server.
+
+    Only a server creates that file; a CLI that finds neither is told where the key comes from.
+    """
     if settings.auth_secret:
         return settings.auth_secret
     path = settings.data_path / KEY_FILE
+    if not path.exists() and not create:
+        raise InvalidInput(
+            f"no signing key: HUDDLE_AUTH_SECRET is not set and {path} does not exist; run this with the same"
+            " settings (HUDDLE_AUTH_SECRET, --data-dir) as the server"
+        )
     if not path.exists():
         settings.data_path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_urlsafe(48))
     return Path(path).read_text().strip()
+
+
+def key_id(secret: str) -> str:
+    """A short fingerprint of the signing key (never the key): lets the CLI check it signs as the server does."""
+    return hashlib.sha256(b"huddle-key-id:" + secret.encode()).hexdigest()[:16]
 
 
 def check_scopes(scopes: Sequence[str]) -> frozenset[str]:
@@ -57,13 +71,17 @@ class WrongSecret(Forbidden):
 
 
 class Credentials:
-    def __init__(self, store: Store, settings: Settings, *, clock: Callable[[], float] | None = None):
+    def __init__(
+        self, store: Store, settings: Settings, *, clock: Callable[[], float] | None = None, create_key: bool = True
+    ):
         self.store = store
         self.settings = settings
         self.project = store.project
         self.org = settings.org
         self.clock: Callable[[], float] = clock or getattr(store, "clock", None) or time.time
-        self.codec = TokenCodec(signing_secret(settings), settings.auth_previous_secret, clock=self.clock)
+        secret = signing_secret(settings, create=create_key)
+        self.key_id = key_id(secret)
+        self.codec = TokenCodec(secret, settings.auth_previous_secret, clock=self.clock)
         self._revoked: set[str] = set()
         self._epochs: dict[str, int] = {}
 
