@@ -261,6 +261,29 @@ async def test_an_event_edited_or_deleted_behind_the_audit_log_is_named(coord: C
     assert report.finding is not None and (report.finding.problem, report.finding.seq) == ("event_missing", 3)
 
 
+async def test_an_event_slipped_in_between_audited_ones_is_named(tmp_path: Path) -> None:
+    """SQLite numbers events across the projects of one file, so another project's event can be
+    relabelled into this one's history: an event with no audit row between two that have one."""
+    store = SqliteStore(tmp_path / "huddle.db", "app", clock=ManualClock())
+    await store.open()
+    try:
+
+        def history(unit: Unit) -> int:
+            unit.emit("test.one", actor="alice")
+            stray = Unit(unit.tx, unit.now, "other").emit("test.elsewhere", actor="mallory").cursor
+            unit.emit("test.two", actor="alice")
+            return stray
+
+        stray = await store.write(history)
+        tamper(store, f"UPDATE events SET project = 'app' WHERE cursor = {stray}")
+        [report] = await audit.verify_store(store, ["app"])
+    finally:
+        await store.close()
+    assert report.finding is not None
+    assert (report.finding.problem, report.finding.seq) == ("unaudited_event", 2)
+    assert f"event {stray} has no audit row" in report.finding.message
+
+
 # -- several instances ----------------------------------------------------------------------------
 
 
