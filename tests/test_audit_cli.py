@@ -3,6 +3,7 @@ PostgreSQL databases that real coordinators wrote and somebody then tampered wit
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -102,3 +103,22 @@ async def test_bad_targets_get_one_clear_line_and_exit_1(tmp_path: Path, repo: P
     assert old.returncode == 1 and "huddle migrate --data-dir" in old.stderr
     assert huddle("audit").returncode == 2
     assert huddle("audit", "show", "-n", "0", "--data-dir", str(data)).returncode == 2
+
+
+async def test_an_import_whose_audit_log_does_not_end_where_the_header_says_is_refused(
+    tmp_path: Path, repo: Path
+) -> None:
+    await history_in(tmp_path, repo)
+    out = tmp_path / "moved.jsonl"
+    assert huddle("export", "--data-dir", str(tmp_path / "data"), "--out", str(out)).returncode == 0
+    lines = out.read_text().splitlines()
+    header = json.loads(lines[0])
+    seq, _ = header["audit_heads"][repo.name]
+    header["audit_heads"][repo.name] = [seq, "0" * 64]
+    out.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    target = tmp_path / "target"
+    refused = huddle("import", "--data-dir", str(target), "--in", str(out))
+    assert refused.returncode == 1 and f"the audit log of {repo.name} ends at" in refused.stderr
+    assert "nothing was imported" in refused.stderr
+    with sqlite3.connect(target / "huddle.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM audit_log").fetchone() == (0,)
