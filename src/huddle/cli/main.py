@@ -12,6 +12,7 @@ from dataclasses import fields
 
 from huddle import __version__
 from huddle.cli.argtypes import positive_float
+from huddle.cli.audit import add_audit_parsers, run_audit
 from huddle.cli.backup import add_backup_parsers, run_backup, run_restore
 from huddle.cli.board import add_board_parsers, run_agents, run_status, run_threads
 from huddle.cli.clients import COMMANDS as CLIENT_COMMANDS
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_parsers(commands)
     add_deps_parser(commands)
     add_token_parsers(commands)
+    add_audit_parsers(commands)
     return parser
 
 
@@ -121,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "export": run_export,
             "import": run_import,
             "deps": run_deps,
+            "audit": run_audit,
         }
         if args.command == "token" and args.token_command:
             return run_token(args)

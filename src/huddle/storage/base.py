@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from huddle.domain.events import EVERYONE, Event
+from huddle.storage import audit
 
 T = TypeVar("T")
 Row = Mapping[str, Any]
@@ -62,6 +63,9 @@ class Unit:
         self.now = now
         self.project = project
         self.events: list[Event] = []
+        # The project's audit head as this job left it (storage/audit.py): read once, then carried
+        # from one emit to the next. Never longer than the job: another instance may append next.
+        self._audit_head: audit.Head | None = None
 
     def emit(
         self,
@@ -74,12 +78,24 @@ class Unit:
         **data: Any,
     ) -> Event:
         who = tuple(dict.fromkeys(a for a in audience if a))
+        payload = json.dumps(data)
         row = self.tx.one(
             _INSERT_EVENT[self.tx.dialect],
-            (self.project, self.now, kind, actor, thread_id, json.dumps(who), json.dumps(data)),
+            (self.project, self.now, kind, actor, thread_id, json.dumps(who), payload),
         )
         assert row is not None
         cursor = int(row["cursor"])
+        # Every state change emits its event here, so this is where each one is audited (F-93).
+        self._audit_head = audit.append(
+            self.tx,
+            self.project,
+            self._audit_head,
+            ts=self.now,
+            action=kind,
+            actor=actor,
+            cursor=cursor,
+            data_text=payload,
+        )
         self.tx.executemany(
             "INSERT INTO event_audience (project, agent_id, cursor) VALUES (?, ?, ?)",
             [(self.project, agent, cursor) for agent in who],

@@ -15,6 +15,7 @@ reach the process's listeners.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import queue
 import threading
@@ -39,6 +40,9 @@ MAX_BATCH = 128
 class _Job:
     fn: Callable[[Unit], Any]
     future: asyncio.Future[Any]
+    # The caller's context variables (who is calling: domain/principal.py), for the writer thread:
+    # the audit row a job's events append names the principal of the request that wrote them.
+    context: contextvars.Context
 
 
 _STOP = object()
@@ -132,7 +136,7 @@ class GroupCommitStore(ABC, Generic[C]):
         if self._writer is None:
             raise Unavailable("the database is not open; is the server shutting down?")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Job(fn, future))
+        self._queue.put(_Job(fn, future, contextvars.copy_context()))
         return await future
 
     # -- the writer thread -------------------------------------------------------------------
@@ -175,7 +179,7 @@ class GroupCommitStore(ABC, Generic[C]):
                 tx.execute("SAVEPOINT job")
                 unit = Unit(tx, self._clock(), self.project)
                 try:
-                    result = job.fn(unit)
+                    result = job.context.run(job.fn, unit)
                 except BaseException as exc:
                     # The job's own failure: undo just this job. If the connection itself broke,
                     # this rollback fails too and the whole batch is refused below.

@@ -23,6 +23,11 @@ Why it is safe:
   error leaves the target as it was. Rows keep their ids and event cursors, so every cursor a
   client holds stays valid; then each counter is raised past the highest id (and past ids the
   source handed out to rows deleted since), so new rows get fresh numbers.
+- The audit log (audit_log, schema 011) is a table like the others, carried row for row: its hash
+  chain covers each row's project, seq, event cursor and a digest of the event's stored data — all
+  carried verbatim — so a moved database verifies (`huddle audit verify`) exactly as the source did.
+  The header also records each project's audit head (newest seq and hash) and the import checks it
+  arrived unchanged, as it checks the newest event cursor.
 """
 
 from __future__ import annotations
@@ -88,6 +93,15 @@ def _cursors(db: Database, projects: Sequence[str]) -> dict[str, int]:
     return {p: int(db.scalar("SELECT MAX(cursor) FROM events WHERE project = ?", (p,)) or 0) for p in projects}
 
 
+def _audit_heads(db: Database, projects: Sequence[str]) -> dict[str, list[Any]]:
+    """Each project's newest audit row as [seq, hash] (projects without one left out)."""
+    heads: dict[str, list[Any]] = {}
+    for p in projects:
+        for seq, hash_ in db.rows("SELECT seq, hash FROM audit_log WHERE project = ? ORDER BY seq DESC LIMIT 1", (p,)):
+            heads[p] = [int(seq), str(hash_)]
+    return heads
+
+
 def export(db: Database, out: TextIO, only: Sequence[str] = ()) -> dict[str, Any]:
     """Writes every row of the projects `only` (default: every project) to `out`; returns a summary."""
     db.begin_snapshot()
@@ -115,6 +129,7 @@ def export(db: Database, out: TextIO, only: Sequence[str] = ()) -> dict[str, Any
             "huddle_version": __version__,
             "high_water": db.high_water(tables),
             "cursors": _cursors(db, projects),
+            "audit_heads": _audit_heads(db, projects),
         }
         out.write(_dumps(header) + "\n")
         counts: dict[str, int] = {}
@@ -277,6 +292,7 @@ def import_(db: Database, source: TextIO, name: str, *, force: bool) -> dict[str
         db.raise_counters(list(tables.values()), {str(k): int(v) for k, v in header.get("high_water", {}).items()})
         db.rebuild_derived()
         _check_cursors(db, header.get("cursors", {}))
+        _check_audit_heads(db, projects, header.get("audit_heads", {}))
         db.commit()
     except BaseException:
         db.rollback()
@@ -343,4 +359,18 @@ def _check_cursors(db: Database, expected: dict[str, Any]) -> None:
             raise HuddleError(
                 f"after import the newest event cursor of {project} is {got}, the file says {cursor};"
                 " nothing was imported"
+            )
+
+
+def _check_audit_heads(db: Database, projects: Sequence[str], expected: Any) -> None:
+    """Every project's audit chain arrived up to the head the file names: the moved log still verifies."""
+    if not isinstance(expected, dict):
+        raise HuddleError("the file's header has a damaged audit_heads; export again (nothing was imported)")
+    got = _audit_heads(db, projects)
+    for project in projects:
+        want = expected.get(project)
+        if got.get(project) != (list(want) if isinstance(want, list) else None):
+            raise HuddleError(
+                f"after import the audit log of {project} ends at {got.get(project) or 'no row'}, the file says"
+                f" {want or 'no row'}; nothing was imported"
             )
