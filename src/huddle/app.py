@@ -145,7 +145,7 @@ def build_project(settings: Settings, also_run: list[Huddle] | None = None) -> H
     if credentials is not None:
         bus.add_listener(credentials.apply)
         coordinator.sweep_steps.append(credentials.forget_expired)
-    push = PushHub(settings, coordinator)
+    push = PushHub(settings, coordinator, credentials=credentials)
     metrics = Metrics()
     metrics.bind(coordinator, push)
     catalogue = ToolCatalogue([*all_operations(coordinator), *push.operations()], settings.tools, REST_ONLY)

@@ -12,6 +12,16 @@ Fix: a retained message is only ever sent for a filter the receiving session its
 SUBSCRIBE time the filter has just been added, so nothing changes there; at connect time the
 other clients' filters are skipped, and a resumed persistent session still gets its own.
 
+Leak: amqtt asks its topic plugins whether a session may RECEIVE each live message, but replays
+retained messages without asking. A client granted the filter `x/#` (because some topics under `x/`
+are its to read) would get every retained message under `x/`, its own or not. Fix: the retained
+replay asks the same RECEIVE question per message.
+
+Cost: amqtt runs each topic plugin as its own task and gathers them, for every check, and on
+delivery that is one check per subscriber per message; the broker awaits the plugins in turn
+instead (the same answer: allowed when every plugin says so). Here that is about 1 µs a check
+against 12 µs: 0.2 ms instead of 2.4 ms of each event's fan-out to 200 subscribers.
+
 Cost: amqtt handles every published message in its broadcast loop (two tasks, a queue hop, a walk
 over every filter) even when no session subscribes to its topic, and formats each one into a debug
 f-string before the logger drops it, payload repr included. An announce into a crowd of 1,000 is
@@ -22,10 +32,13 @@ as `Payload`, whose repr is a few characters.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.plugins.base import BaseTopicPlugin
 
 
 class Payload(bytes):
@@ -38,12 +51,31 @@ class Payload(bytes):
 
 
 class RoutedBroker(Broker):  # type: ignore[misc]  # amqtt ships no types
+    def __init__(self, config: dict[str, Any]):
+        super().__init__(config)
+        self._topic_plugins = [p for p in self.plugins_manager.plugins if isinstance(p, BaseTopicPlugin)]
+
+    async def _topic_filtering(self, session: Any, topic: str, action: Action) -> bool:
+        for plugin in self._topic_plugins:
+            if not await plugin.topic_filtering(session=session, topic=topic, action=action):
+                return False
+        return True
+
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Any) -> None:
-        topic_filter = subscription[0]
+        topic_filter, qos = subscription
         holders = self._subscriptions.get(topic_filter, ())
         if not any(holder.client_id == session.client_id for holder, _ in holders):
             return
-        await super()._publish_retained_messages_for_subscription(subscription, session)
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        sends = [
+            asyncio.ensure_future(handler.mqtt_publish(topic, kept.data, min(qos, kept.qos or qos), retain=True))
+            for topic, kept in list(self._retained_messages.items())
+            if self._matches(topic, topic_filter) and await self._topic_filtering(session, topic, Action.RECEIVE)
+        ]
+        if sends:
+            await asyncio.wait(sends)
 
     def subscribed(self) -> Callable[[str], bool]:
         """Whether some session holds a filter matching a topic, as of now (one test per publish batch).

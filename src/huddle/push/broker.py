@@ -4,6 +4,13 @@ Huddle owns both listeners. TCP connections come from a socket bound before the 
 taken port is a clear message), WebSocket connections from `/mqtt` on the HTTP port; both are handed
 to amqtt as "external" listeners. Huddle's own events skip the network entirely: the bridge hands
 them to the broker's fan-out in-process.
+
+With an `MqttAccess` (push/mqtt_access.py) each listener reads a client's CONNECT itself and refuses
+it before amqtt sees it: amqtt looks the client id up in its session table — deleting a clean
+session's predecessor, taking over a connected one — and keeps a refused session in that table,
+all before its auth plugins answer. So a client without a valid token never touches another
+client's session. Accepted CONNECTs are replayed to amqtt byte for byte, whose plugins then check
+the same packet and every topic.
 """
 
 from __future__ import annotations
@@ -17,10 +24,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import ConnackPacket
+from amqtt.mqtt.connect import ConnectPacket
+from amqtt.mqtt.packet import CONNECT
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from huddle.push.amqtt_fixes import Payload, RoutedBroker
 from huddle.push.bridge import Message
+from huddle.push.mqtt_access import GRANT, HuddleAuthPlugin, HuddleTopicPlugin, MqttAccess, Refused
 
 log = logging.getLogger(__name__)
 TCP_LISTENER = "default"
@@ -63,6 +75,36 @@ class StarletteWsReader(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no 
         self._closed = True
 
 
+class ReplayReader(ReaderAdapter):  # type: ignore[misc]
+    """Records what is read until `rewind`, then hands those bytes out again before reading on."""
+
+    def __init__(self, inner: ReaderAdapter):
+        self._inner = inner
+        self._recorded: bytearray | None = bytearray()
+        self._replay = bytearray()
+
+    def rewind(self) -> None:
+        self._replay, self._recorded = self._recorded or bytearray(), None
+
+    async def read(self, n: int = -1) -> bytes:
+        if not self._replay:
+            data = bytes(await self._inner.read(n))
+            if self._recorded is not None:
+                self._recorded += data
+            return data
+        if 0 <= n < len(self._replay):
+            head = bytes(self._replay[:n])
+            del self._replay[:n]
+            return head
+        head, self._replay = bytes(self._replay), bytearray()
+        if n < 0 or n == len(head):
+            return head
+        return head + bytes(await self._inner.read(n - len(head)))
+
+    def feed_eof(self) -> None:
+        self._inner.feed_eof()
+
+
 class StarletteWsWriter(WriterAdapter):  # type: ignore[misc]
     def __init__(self, websocket: WebSocket):
         self._ws = websocket
@@ -102,12 +144,17 @@ class EmbeddedBroker:
     kind = "embedded"
     acks = False
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, access: MqttAccess | None = None):
         self._sock = sock
         self.host, self.port = sock.getsockname()[:2]
+        self.access = access
+        self.refused = 0  # CONNECTs refused by `access` since start
         self._broker: RoutedBroker | None = None
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[Any]] = set()
+        self._drops: set[asyncio.Task[None]] = set()
+        if access is not None:
+            access.on_lapse = self.drop
 
     @property
     def connected(self) -> bool:
@@ -120,13 +167,17 @@ class EmbeddedBroker:
                 TCP_LISTENER: {"type": "external", "bind": f"{self.host}:{self.port}"},
                 WS_LISTENER: {"type": "external", "bind": f"{self.host}:{self.port}"},
             },
-            # Anonymous on loopback, as in open mode everywhere else (token mode will plug in here).
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            "plugins": self._plugins(),
         }
         broker = RoutedBroker(config)
         await broker.start()
         self._broker = broker
         self._server = await asyncio.start_server(self._on_tcp, sock=self._sock)
+
+    def _plugins(self) -> dict[str, dict[str, Any]]:
+        if self.access is None:  # a bare broker (tests, interop): anonymous, no ACL
+            return {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+        return {_path(HuddleAuthPlugin): {"access": self.access}, _path(HuddleTopicPlugin): {"access": self.access}}
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -148,7 +199,9 @@ class EmbeddedBroker:
         if task is not None:
             self._clients.add(task)
         try:
-            await broker.external_connected(StreamReaderAdapter(reader), StreamWriterAdapter(writer), TCP_LISTENER)
+            admitted = await self._admit(StreamReaderAdapter(reader), out := StreamWriterAdapter(writer))
+            if admitted is not None:
+                await broker.external_connected(admitted, out, TCP_LISTENER)
         except Exception:  # one client's protocol error must not reach the server's log as a crash
             log.debug("MQTT client connection ended with an error", exc_info=True)
         finally:
@@ -164,9 +217,66 @@ class EmbeddedBroker:
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol="mqtt" if "mqtt" in offered else None)
         try:
-            await broker.external_connected(StarletteWsReader(websocket), StarletteWsWriter(websocket), WS_LISTENER)
+            admitted = await self._admit(StarletteWsReader(websocket), out := StarletteWsWriter(websocket))
+            if admitted is not None:
+                await broker.external_connected(admitted, out, WS_LISTENER)
         except Exception:
             log.debug("MQTT WebSocket connection ended with an error", exc_info=True)
+
+    async def _admit(self, reader: ReaderAdapter, writer: WriterAdapter) -> ReaderAdapter | None:
+        """The reader to hand amqtt, or None when `access` refused the CONNECT (answered and closed here)."""
+        if self.access is None:
+            return reader
+        replay = ReplayReader(reader)
+        try:
+            connect = await ConnectPacket.from_stream(replay)
+        except (AMQTTError, MQTTError, NoDataError, ValueError, UnicodeDecodeError):
+            connect = None
+        replay.rewind()
+        if connect is None or connect.fixed_header.packet_type != CONNECT or connect.proto_level != 4:
+            return replay  # not an MQTT 3.1.1 CONNECT: amqtt answers it as before, before any session exists
+        try:
+            will = connect.will_topic if connect.will_flag else None
+            self.access.admit(
+                connect.username, connect.password, will, self.access.owner(self._session(connect.client_id))
+            )
+        except Refused as refused:
+            self.refused += 1
+            host, port = writer.get_peer_info() or ("?", 0)
+            log.warning("MQTT CONNECT from %s:%s refused (CONNACK %d): %s", host, port, refused.code, refused.reason)
+            with contextlib.suppress(Exception):
+                await ConnackPacket.build(0, refused.code).to_stream(writer)
+                await writer.close()
+            return None
+        return replay
+
+    def _session(self, client_id: str | None) -> Any:
+        broker = self._broker
+        if broker is None or not client_id:
+            return None
+        return broker.sessions.get(client_id, (None, None))[0]
+
+    def drop(self, client_id: str) -> None:
+        """Closes a client's connection (its token lapsed); its will is not sent."""
+        entry = self._broker.sessions.get(client_id) if self._broker is not None else None
+        if entry is None or entry[1].writer is None:
+            return
+        session, handler = entry
+        session.will_flag = False
+        log.info("MQTT client %s disconnected: its token expired or was revoked", client_id)
+        task = asyncio.get_running_loop().create_task(handler.writer.close())
+        self._drops.add(task)
+        task.add_done_callback(self._drops.discard)
+
+    def recheck(self) -> None:
+        """After a revocation or a sign-out everywhere: drops every client whose token no longer holds."""
+        if self.access is None or self._broker is None:
+            return
+        for client_id, (session, _) in list(self._broker.sessions.items()):
+            grant = getattr(session, GRANT, None)
+            if grant is not None and not grant.dropped and not self.access.recheck(grant):
+                grant.dropped = True
+                self.drop(client_id)
 
     async def wait_connected(self) -> None:
         return None
@@ -200,4 +310,10 @@ class EmbeddedBroker:
             "ws_path": WS_PATH,
             "clients": clients,
             "retained": len(broker.retained_messages) if broker is not None else 0,
+            "auth": "token" if self.access is not None and self.access.token_mode else "open",
+            "refused_connects": self.refused,
         }
+
+
+def _path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -11,6 +11,11 @@ Brokers (`mqtt_url` wins over `mqtt_broker`):
 - external  — `mqtt_url`; Huddle publishes to it and reconnects with backoff; `/mqtt` proxies to it.
               On a shared database (team mode) only the leader instance publishes coordination events.
 - off       — no MQTT; SSE and MCP push still work.
+
+Token mode (`auth=token`) needs the server's `Credentials` (`PushHub(settings, coordinator,
+credentials=...)`): the embedded broker then admits a CONNECT only with a valid token and applies
+the topic ACLs (acl.py, mqtt_access.py). A managed Mosquitto cannot check Huddle's tokens, so token
+mode refuses it; an external broker is its operator's to secure (docs/security.md, "MQTT").
 """
 
 from __future__ import annotations
@@ -27,16 +32,18 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from huddle.domain import validate
-from huddle.errors import InvalidInput, Unavailable
+from huddle.errors import HuddleError, InvalidInput, Unavailable
 from huddle.push.bridge import Message, MqttBridge, SinkDown
 from huddle.push.broker import WS_PATH, EmbeddedBroker
 from huddle.push.external import ExternalBroker
 from huddle.push.mcp_push import McpPush
 from huddle.push.mosquitto import ManagedMosquitto
+from huddle.push.mqtt_access import MqttAccess
 from huddle.push.ports import bind_tcp
 from huddle.push.sse import EventStream
 from huddle.push.topics import check_publish_topic, render_root
 from huddle.service.coordinator import Coordinator
+from huddle.service.credentials import REVOKED, SIGNED_OUT, Credentials
 from huddle.settings import Settings
 from huddle.transports.operation import Operation, Result
 from huddle.urls import host_port
@@ -46,9 +53,10 @@ MAX_RAW_PAYLOAD = 64 * 1024
 
 
 class PushHub:
-    def __init__(self, settings: Settings, coordinator: Coordinator):
+    def __init__(self, settings: Settings, coordinator: Coordinator, credentials: Credentials | None = None):
         self.settings = settings
         self.coordinator = coordinator
+        self.credentials = credentials  # token mode: who may CONNECT to the embedded broker
         self.root = render_root(settings.topic_root, settings.project_key)
         self.mode = "external" if settings.mqtt_url else settings.mqtt_broker
         self.events = EventStream(coordinator.store, settings)
@@ -71,8 +79,18 @@ class PushHub:
         if self._bound:
             return
         if self.mode == "embedded":
+            if self.settings.auth == "token" and self.credentials is None:
+                # Fail closed: an embedded broker with no way to check tokens would be open to anyone.
+                raise HuddleError("token mode needs the server's credentials for MQTT: PushHub(..., credentials=...)")
             self._sock = bind_tcp(self.settings.host, self.settings.mqtt_port)
         elif self.mode == "mosquitto":
+            if self.settings.auth == "token":
+                raise HuddleError(
+                    "--mqtt-broker mosquitto cannot check Huddle's tokens, so it would let anyone read every"
+                    " agent's inbox in token mode (auth=token). Use the embedded broker (--mqtt-broker"
+                    " embedded), which checks them, or run a broker you secure yourself and point"
+                    " --mqtt-url at it (docs/security.md, MQTT)"
+                )
             self.mosquitto = ManagedMosquitto(self.settings.data_path, self.settings.mqtt_port)
             self.mosquitto.prepare()
         elif self.mode == "external":
@@ -132,13 +150,19 @@ class PushHub:
         await self.events.start()
         await self.mcp_push.start()
         if self.mode == "embedded" and self._sock is not None:
-            self.embedded = EmbeddedBroker(self._sock)
+            self.embedded = EmbeddedBroker(self._sock, self._access())
             self.bridge = MqttBridge(self.embedded, self.coordinator.store, self.root)
         elif self.mode == "mosquitto" and self.mosquitto is not None:
             await self.mosquitto.start()
             self.external = ExternalBroker(self.mosquitto.url, project=self.settings.project_key, kind="mosquitto")
             self.bridge = MqttBridge(self.external, self.coordinator.store, self.root)
         elif self.mode == "external" and self.external is not None:
+            if self.settings.auth == "token":
+                log.warning(
+                    "token mode: Huddle does not check who connects to the external MQTT broker %s;"
+                    " secure it with its own users and ACLs (docs/security.md, MQTT)",
+                    self.external.url.display,
+                )
             # Instances sharing a database share the external broker too: only the leader publishes,
             # or every subscriber would receive each event once per instance (bridge.py).
             ctx = self.coordinator.ctx
@@ -147,6 +171,9 @@ class PushHub:
         if self.bridge is not None:
             await self.bridge.start()
         self._started = True
+
+    def _access(self) -> MqttAccess:
+        return MqttAccess(self.root, self.credentials if self.settings.auth == "token" else None)
 
     async def stop(self) -> None:
         self._started = False
@@ -161,6 +188,9 @@ class PushHub:
         self.events.offer(events)
         if not self._started:
             return
+        if self.embedded is not None and any(e.kind in (REVOKED, SIGNED_OUT) for e in events):
+            # After this commit's other listeners (the credentials' mirror among them) have run.
+            asyncio.get_running_loop().call_soon(self.embedded.recheck)
         if self.bridge is not None:
             self.bridge.offer(events)
         self.mcp_push.offer(events)
