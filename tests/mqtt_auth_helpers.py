@@ -2,8 +2,8 @@
 token mode, with the Credentials the test holds (a ManualClock for expiry), and MQTT clients that
 report their CONNACK, SUBACK and what they were delivered.
 
-In-process because token mode's MQTT needs `PushHub(..., credentials=...)`, which the test builds
-(`Credentials(store, settings)` after the coordinator started) until app.py wires it for every server.
+In-process so that the broker can be handed Credentials on a ManualClock (expiry without waiting),
+in place of the app's own.
 """
 
 from __future__ import annotations
@@ -215,7 +215,9 @@ async def listener(served: Served, transport: str = "tcp", **kwargs: Any) -> Asy
 
 
 async def tool(served: Served, operation: str, /, **args: Any) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=served.url) as http:
+    """Calls a tool over REST: in token mode as an admin, who may act for the agent it names."""
+    headers = {"Authorization": f"Bearer {await served.token('ops', 'admin')}"} if served.credentials else {}
+    async with httpx.AsyncClient(base_url=served.url, headers=headers) as http:
         response = await http.post(f"/api/v1/tools/{operation}", json=args)
     body = response.json()
     assert body.get("ok"), f"{operation} failed: {body}"
