@@ -13,6 +13,7 @@ their own project arrives, and must have delivered nothing of the other project.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -230,3 +231,33 @@ async def test_each_project_sees_only_its_own_board_over_mcp(server: ServerProce
                 text = json.dumps([c.model_dump() for c in result.content])
                 assert other.marker not in text, (tool, text[:300])
                 assert me.marker in text or result.is_error or tool != "coordinator_status"
+
+
+async def test_over_mqtt_another_projects_token_is_refused_and_a_wildcard_hears_only_its_own(
+    server: ServerProcess,
+) -> None:
+    import aiomqtt
+
+    from push_helpers import runtime
+
+    alpha, beta = seed(server, "alpha"), seed(server, "beta")
+    port = int(runtime(server)["mqtt_port"])
+    try:
+        async with aiomqtt.Client("127.0.0.1", port, username=beta.agent, password=beta.token, timeout=10):
+            connected = True
+    except aiomqtt.MqttError:
+        connected = False
+    assert not connected, "the broker belongs to alpha: a beta token must not connect"
+
+    heard: list[str] = []
+    async with aiomqtt.Client("127.0.0.1", port, username=alpha.peer, password=alpha.peer_token, timeout=10) as mqtt:
+        await mqtt.subscribe("#", qos=1)
+        ok(server, beta.token, "send_message", content=f"{beta.marker} over mqtt?")
+        ok(server, beta.token, "log_action_summary", summary=f"{beta.marker} busy")
+        ok(server, alpha.token, "send_message", content=f"{alpha.marker} done", to_agent=alpha.peer)
+        async with asyncio.timeout(20):
+            async for message in mqtt.messages:
+                heard.append(bytes(message.payload).decode())  # type: ignore[arg-type]
+                if f"{alpha.marker} done" in heard[-1]:
+                    break
+    assert not any(beta.marker in text for text in heard), heard
