@@ -143,7 +143,7 @@ async def test_bad_issue_requests_are_refused_and_write_nothing(coord: Coordinat
     before = await coord.updates.latest_cursor()
     with pytest.raises(InvalidInput, match="scopes must be"):
         await creds.issue("alice", ["root"])
-    with pytest.raises(InvalidInput, match="agent_id must be"):
+    with pytest.raises(InvalidInput, match="not a valid id"):
         await creds.issue("has space")
     with pytest.raises(InvalidInput, match="ttl_s"):
         await creds.issue("alice", ttl_s=-1)
@@ -161,3 +161,42 @@ def test_a_token_for_another_project_or_with_another_algorithm_is_refused() -> N
         codec.verify("not-a-token", org="acme", project="alpha")
     with pytest.raises(ValueError, match="at least 32"):
         TokenCodec("short", clock=lambda: 0.0)
+
+
+async def test_reusing_a_refresh_token_also_ends_the_access_tokens_of_that_sign_in(coord: Coordinator) -> None:
+    creds = creds_of(coord)
+    victim = await creds.issue("alice")
+    thief = await creds.refresh(victim["refresh_token"])  # the thief refreshed first with a stolen copy
+    assert creds.authenticate(thief["access_token"]).agent_id == "alice"
+    with pytest.raises(TokenRefused, match="already used"):
+        await creds.refresh(victim["refresh_token"])  # the victim's refresh gives the theft away
+    for token in (thief["access_token"], victim["access_token"]):
+        with pytest.raises(TokenRefused, match="sign-in this token belongs to was revoked"):
+            creds.authenticate(token)
+    restarted = Credentials(coord.store, coord.settings)
+    await restarted.load()
+    with pytest.raises(TokenRefused, match="sign-in"):
+        restarted.authenticate(thief["access_token"])
+
+
+async def test_huddles_own_ids_can_be_neither_registered_issued_nor_signed_out(coord: Coordinator) -> None:
+    creds = creds_of(coord)
+    admin = Principal("ops", "repo", "default", frozenset({ADMIN}))
+    with pytest.raises(InvalidInput, match="Huddle's own"):
+        await creds.register("huddle:cli", REGISTRATION)
+    with pytest.raises(InvalidInput, match="Huddle's own"):
+        await creds.issue("huddle:cli", [ADMIN])
+    with pytest.raises(InvalidInput, match="Huddle's own"):
+        await creds.sign_out_everywhere("huddle:cli", by=admin)
+    with pytest.raises(InvalidInput, match="not a valid id"):
+        await creds.register("bob!x", REGISTRATION)  # the tools' own id rule: no token for an unusable id
+
+
+async def test_a_stream_opened_with_a_token_ends_when_the_token_does(coord: Coordinator, clock: ManualClock) -> None:
+    creds = creds_of(coord)
+    kept, revoked = await creds.issue("alice"), await creds.issue("alice")
+    live, dead = creds.authenticate(kept["access_token"]), creds.authenticate(revoked["access_token"])
+    await creds.revoke(revoked["access_token"])
+    assert creds.still_valid(live) and not creds.still_valid(dead)
+    clock.advance(601)
+    assert not creds.still_valid(live)  # expired while streaming

@@ -116,3 +116,25 @@ async def test_an_external_issuers_token_is_accepted_and_its_forgeries_are_not(t
                 assert refused.status_code == 401 and "eyJ" not in refused.text, refused.text
             metadata = (await http.get("/.well-known/oauth-protected-resource")).json()
             assert metadata["authorization_servers"] == [idp.url]
+
+
+async def test_bad_text_on_the_auth_routes_is_a_clear_422_never_a_500(tmp_path: Path) -> None:
+    async with client(tmp_path, registration_secret=REGISTRATION) as (http, codec):
+        for route, body in (
+            ("/api/v1/auth/register", '{"agent_id": "a", "registration_secret": "\\ud800"}'),
+            ("/api/v1/auth/refresh", '{"refresh_token": "a.\\ud800.b"}'),
+            ("/api/v1/auth/register", '{"agent_id": "' + "x" * 100_000 + '", "registration_secret": "s"}'),
+        ):
+            answer = await http.post(route, content=body, headers={"content-type": "application/json"})
+            assert answer.status_code == 422, (route, answer.text[:200])
+        signed_in = bearer(codec, "alice")
+        for value in ("", False, 0):
+            answer = await http.post("/api/v1/auth/sign_out", json={"agent_id": value}, headers=signed_in)
+            assert answer.status_code == 422, answer.text
+
+
+async def test_readyz_tells_an_outsider_only_what_is_up_in_token_mode(tmp_path: Path) -> None:
+    async with client(tmp_path) as (http, _):
+        ready = (await http.get("/readyz")).json()
+        assert ready["ok"] is True
+        assert all(set(check) == {"ok"} for check in ready["checks"].values()), ready

@@ -18,7 +18,6 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
 from huddle.bus.memory import MemoryBus
-from huddle.domain.principal import Principal
 from huddle.errors import Unavailable
 from huddle.metrics import Metrics
 from huddle.push.hub import PushHub
@@ -27,12 +26,11 @@ from huddle.service.credentials import Credentials
 from huddle.service.external_issuer import ExternalIssuer
 from huddle.service.guard import GuardService
 from huddle.service.hooks import ClaudeHookService
-from huddle.service.token_codec import TokenRefused
 from huddle.settings import Settings, Tenant, tenants_of
 from huddle.storage.base import Store
 from huddle.storage.postgres import PostgresStore
 from huddle.storage.sqlite import SqliteStore
-from huddle.transports.auth import AuthGate, EdgeGuards, auth_routes
+from huddle.transports.auth import AuthGate, EdgeGuards, Projects, auth_routes
 from huddle.transports.dashboard import DashboardCredential, DashboardCredentialGate, dashboard_routes
 from huddle.transports.hooks import hook_routes
 from huddle.transports.http import BodySizeLimit, json_error_handlers, rest_routes
@@ -92,20 +90,11 @@ def build_app(settings: Settings) -> Huddle:
         others.append(build_project(project_settings))
     main = build_project(settings, also_run=others)
     main.projects = {other.settings.project_key: other for other in others}
-    everyone = [main, *others]
 
-    def sign_in(token: str) -> Principal:
-        refusal: TokenRefused | None = None
-        for app in everyone:
-            assert app.credentials is not None  # projects need token mode (settings validate it)
-            try:
-                return app.credentials.authenticate(token)
-            except TokenRefused as refused:
-                refusal = refusal or refused
-        assert refusal is not None
-        raise refusal
-
-    main.http.state.sign_in = sign_in
+    directory: Projects = main.http.state.projects  # projects need token mode (settings validate it)
+    for other in others:
+        assert other.credentials is not None
+        directory.others[other.settings.project_key] = other.credentials
     assert main.credentials is not None
     main.asgi = TenantRouter(
         main.http, {(o.settings.org, o.settings.project_key): o.http for o in others}, main.credentials.codec
@@ -141,6 +130,7 @@ def build_project(settings: Settings, also_run: list[Huddle] | None = None) -> H
     # Token mode (docs/security.md): every request is resolved into a principal at the edge.
     credentials = Credentials(coordinator.store, settings) if settings.auth == "token" else None
     guards = EdgeGuards(settings)
+    projects = Projects(credentials) if credentials is not None else None
     external = ExternalIssuer.from_settings(settings, project=settings.project_key) if credentials else None
     if credentials is not None:
         bus.add_listener(credentials.apply)
@@ -198,12 +188,7 @@ def build_project(settings: Settings, also_run: list[Huddle] | None = None) -> H
             *ops_routes(metrics, catalogue),
             *hook_routes(hooks, GuardService(coordinator, hooks)),
             *push.routes(),
-            *auth_routes(
-                credentials,
-                [settings.auth_issuer] if settings.auth_issuer else None,
-                sign_in=lambda token: http.state.sign_in(token),
-                guards=guards,
-            ),
+            *auth_routes(projects, [settings.auth_issuer] if settings.auth_issuer else None, guards),
             *dashboard_routes(credential, token_mode=credentials is not None),
             sessions.route(),
         ],
@@ -233,7 +218,7 @@ def build_project(settings: Settings, also_run: list[Huddle] | None = None) -> H
     http.state.coordinator = coordinator
     http.state.catalogue = catalogue
     http.state.credentials = credentials
-    http.state.sign_in = credentials.authenticate if credentials is not None else None
+    http.state.projects = projects
 
     async def readiness() -> dict[str, Any]:
         return {**await coordinator.readiness(), "mqtt": push.readiness()}

@@ -203,6 +203,14 @@ class Settings:
     token_ttl_s: float = field(default=3600.0, metadata={"help": "Lifetime of an access token (refresh to renew)."})
     refresh_ttl_s: float = field(default=30 * 86400.0, metadata={"help": "Lifetime of a refresh token."})
     org: str = field(default="default", metadata={"help": "Organisation (tenant) this server's project belongs to."})
+    forwarded_allow_ips: str = field(
+        default="",
+        metadata={
+            "help": "Reverse proxies (comma-separated addresses, or *) whose X-Forwarded-For/-Proto Huddle believes,"
+            " e.g. 127.0.0.1 behind a local nginx. Empty: none, so no local process can pose as another client"
+            " (rate limits and lockout count by client address)."
+        },
+    )
     projects: str = field(
         default="",
         metadata={

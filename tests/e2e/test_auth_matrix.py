@@ -97,8 +97,10 @@ def _bearer(token: str | None) -> dict[str, str]:
 
 
 def latest_cursor(server: ServerProcess) -> int:
-    ready = httpx.get(f"{server.url}/readyz").json()
-    return int(ready["checks"]["database"]["latest_cursor"])
+    admin = _issue(_codec(SECRET), "ops", scopes={"admin"})
+    listed = httpx.post(f"{server.url}/api/v1/tools/list_events", json={"limit": 1}, headers=_bearer(admin))
+    events = listed.json()["result"]["events"]
+    return int(events[0]["cursor"]) if events else 0
 
 
 MCP_INIT = {
@@ -249,3 +251,71 @@ def test_the_protected_resource_metadata_points_mcp_clients_at_the_token(server:
     assert metadata["resource"] == server.mcp_url
     assert metadata["bearer_methods_supported"] == ["header"]
     assert "agent" in metadata["scopes_supported"]
+
+
+def test_other_agents_inboxes_stay_closed_through_list_events_hooks_and_mcp_resources(
+    server: ServerProcess, tokens: Tokens
+) -> None:
+    """Regressions from the hostile review: every other way into someone else's inbox."""
+    for who in (tokens.alice, tokens.bob):
+        httpx.post(f"{server.url}/api/v1/tools/register_agent", json={"name": "x"}, headers=_bearer(who))
+    httpx.post(
+        f"{server.url}/api/v1/tools/send_message",
+        json={"content": "PRIVATE-for-bob", "to_agent": "bob"},
+        headers=_bearer(tokens.alice),
+    )
+    mallory = _issue(_codec(SECRET), "mallory")
+    events = httpx.post(f"{server.url}/api/v1/tools/list_events", json={}, headers=_bearer(mallory))
+    assert events.status_code == 403 and "get_updates" in events.json()["error"]
+    with httpx.Client(headers={**MCP_HEADERS, **_bearer(mallory)}) as http:
+        opened = http.post(server.mcp_url, json=MCP_INIT)
+        session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+        http.post(server.mcp_url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+        for method in ("resources/read", "resources/subscribe"):
+            answer = http.post(
+                server.mcp_url,
+                json={"jsonrpc": "2.0", "id": 3, "method": method, "params": {"uri": "huddle://agents/bob/inbox"}},
+                headers=session,
+            )
+            assert "PRIVATE-for-bob" not in answer.text and "only your own inbox" in answer.text, answer.text
+    reader = _issue(_codec(SECRET), "reporter", scopes={"read"})
+    payload = {"session_id": "s-9", "cwd": str(server.repo), "hook_event_name": "SessionStart", "source": "startup"}
+    hook = httpx.post(f"{server.url}/hooks/claude/SessionStart", json=payload, headers=_bearer(reader))
+    assert hook.status_code == 403 and "may only read" in hook.json()["error"]
+
+
+def test_an_open_event_stream_ends_when_its_token_is_revoked_and_delivers_nothing_after(
+    server: ServerProcess, tokens: Tokens
+) -> None:
+    for who in (tokens.alice, tokens.bob):
+        httpx.post(f"{server.url}/api/v1/tools/register_agent", json={"name": "x"}, headers=_bearer(who))
+    received: list[str] = []
+    with httpx.stream("GET", f"{server.url}/api/events", headers=_bearer(tokens.bob), timeout=30) as stream:
+        revoked = httpx.post(
+            f"{server.url}/api/v1/auth/revoke", json={"token": tokens.bob}, headers=_bearer(tokens.admin)
+        )
+        assert revoked.status_code == 200
+        httpx.post(
+            f"{server.url}/api/v1/tools/send_message",
+            json={"content": "after-revocation", "to_agent": "bob"},
+            headers=_bearer(tokens.alice),
+        )
+        received.extend(stream.iter_lines())  # ends: the server closes the revoked stream
+    assert not any("after-revocation" in line for line in received), received
+
+
+def test_an_overseer_acts_under_its_own_name_and_logout_ends_the_dashboard_session(server: ServerProcess) -> None:
+    person = _issue(_codec(SECRET), "human:ada", scopes={"dashboard"})
+    with httpx.Client(base_url=server.url) as http:
+        assert http.post("/dashboard/login", data={"token": person}).status_code == 303
+        csrf = {"X-Huddle-CSRF": http.cookies["huddle_csrf"]}
+        forged = http.post(
+            "/api/v1/tools/force_release_lock",
+            json={"overseer_id": "human:boss", "holder": "bob", "path": "a.py"},
+            headers=csrf,
+        )
+        assert forged.status_code == 403 and "human:ada" in forged.json()["error"]
+        assert http.post("/dashboard/logout", headers=csrf).status_code == 303
+    # The session's token itself was revoked, not just dropped by the browser.
+    whoami = httpx.get(f"{server.url}/api/v1/auth/whoami", headers=_bearer(person))
+    assert whoami.status_code == 401

@@ -26,6 +26,7 @@ from helpers import ServerProcess
 from huddle.service.token_codec import TokenCodec
 
 SECRET = "tenant-secret-" + "z" * 32
+REGISTRATION = "tenant-registration-" + "r" * 32
 PROJECTS = {"alpha": "acme", "beta": "globex"}
 
 
@@ -109,6 +110,7 @@ def server(server_factory: Any) -> ServerProcess:
         "HUDDLE_PROJECT": "alpha",
         "HUDDLE_ORG": "acme",
         "HUDDLE_PROJECTS": "globex/beta",
+        "HUDDLE_REGISTRATION_SECRET": REGISTRATION,
     }
     started: ServerProcess = server_factory(env=env)
     return started
@@ -261,3 +263,25 @@ async def test_over_mqtt_another_projects_token_is_refused_and_a_wildcard_hears_
                 if f"{alpha.marker} done" in heard[-1]:
                     break
     assert not any(beta.marker in text for text in heard), heard
+
+
+def test_an_agent_of_another_project_registers_and_refreshes_into_its_own_project(server: ServerProcess) -> None:
+    """/register and /refresh carry no bearer token for the router to read: the body says the project."""
+    registered = httpx.post(
+        f"{server.url}/api/v1/auth/register",
+        json={"agent_id": "b9", "registration_secret": REGISTRATION, "project": "beta"},
+    )
+    assert registered.status_code == 200, registered.text
+    refreshed = httpx.post(
+        f"{server.url}/api/v1/auth/refresh", json={"refresh_token": registered.json()["refresh_token"]}
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    me = httpx.get(
+        f"{server.url}/api/v1/auth/whoami", headers={"Authorization": f"Bearer {refreshed.json()['access_token']}"}
+    ).json()
+    assert (me["agent_id"], me["org"], me["project"]) == ("b9", "globex", "beta")
+    unknown = httpx.post(
+        f"{server.url}/api/v1/auth/register",
+        json={"agent_id": "b10", "registration_secret": REGISTRATION, "project": "gamma"},
+    )
+    assert unknown.status_code == 422 and "no project 'gamma'" in unknown.json()["error"]

@@ -31,7 +31,7 @@ from huddle.service.token_codec import TokenCodec, TokenRefused
 from huddle.settings import Settings, load_settings
 
 T = TypeVar("T")
-CLI_AGENT = "huddle-cli"
+CLI_AGENT = "huddle:cli"  # reserved (service/credentials.py): nobody can register or sign it out
 
 
 def add_token_parsers(commands: Any) -> None:
@@ -67,6 +67,8 @@ def add_token_parsers(commands: Any) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     data_dir = data_dir_of(args)
+    if not args.db_url and not data_dir.is_dir():
+        raise HuddleError(f"no data dir at {data_dir}; pass the --data-dir the server uses (or --db-url)")
     overrides: dict[str, Any] = {"data_dir": str(data_dir), "db_url": args.db_url, "project": args.project}
     running = running_server(data_dir)
     if args.project is None and running is not None and running.info.get("project"):

@@ -13,6 +13,7 @@ declared `agent_id` is who the caller is, exactly as before tokens existed.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ class Principal:
     scopes: frozenset[str]
     # The token it presented (`jti`), for audit lines; never the token itself.
     token_id: str = ""
+    # What a stream opened with the token re-checks before each delivery (service/credentials.py).
+    expires_at: float = math.inf
+    epoch: int = 0
+    family: str = ""
 
     @property
     def is_admin(self) -> bool:

@@ -59,8 +59,10 @@ class PushHub:
         self.credentials = credentials  # token mode: who may CONNECT to the embedded broker
         self.root = render_root(settings.topic_root, settings.project_key)
         self.mode = "external" if settings.mqtt_url else settings.mqtt_broker
-        self.events = EventStream(coordinator.store, settings)
-        self.mcp_push = McpPush(coordinator.store, coordinator.threads)
+        # Token mode: streams and subscriptions end with the token they were opened with.
+        still_valid = credentials.still_valid if credentials is not None else None
+        self.events = EventStream(coordinator.store, settings, still_valid)
+        self.mcp_push = McpPush(coordinator.store, coordinator.threads, still_valid)
         self.embedded: EmbeddedBroker | None = None
         self.external: ExternalBroker | None = None
         self.mosquitto: ManagedMosquitto | None = None

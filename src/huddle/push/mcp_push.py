@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -27,6 +27,7 @@ from mcp.server.session import ServerSession
 from mcp.server.subscriptions import ListenHandler, ResourceUpdated, SubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    INVALID_PARAMS,
     METHOD_NOT_FOUND,
     EmptyResult,
     SubscribeRequestParams,
@@ -38,7 +39,8 @@ from mcp_types import (
 from huddle.background import Background
 from huddle.domain import validate
 from huddle.domain.events import EVERYONE, Event
-from huddle.errors import HuddleError, NotFound
+from huddle.domain.principal import Principal, current_principal
+from huddle.errors import Forbidden, HuddleError, NotFound
 from huddle.push import log as eventlog
 from huddle.service.threads import ThreadService
 from huddle.storage.base import Store
@@ -69,6 +71,16 @@ def inbox_owner(uri: str) -> str | None:
     return None
 
 
+def own_inbox_only(agent: str) -> None:
+    """Token mode: an agent reads and watches its own inbox only (people and admins, anyone's)."""
+    principal = current_principal.get()
+    if principal is not None and not principal.sees_everything and agent != principal.agent_id:
+        raise Forbidden(
+            f"you are signed in as {principal.agent_id!r}: you may read and watch only your own inbox,"
+            f" huddle://agents/{principal.agent_id}/inbox"
+        )
+
+
 class TrackingListenHandler(ListenHandler):
     """The SDK's `subscriptions/listen` handler, counting which resource URIs open streams watch,
     so events nobody listens to cost nothing."""
@@ -81,6 +93,13 @@ class TrackingListenHandler(ListenHandler):
         self, ctx: ServerRequestContext[Any, Any], params: SubscriptionsListenRequestParams
     ) -> SubscriptionsListenResult:
         uris = list(params.notifications.resource_subscriptions or ())
+        for uri in uris:
+            owner = inbox_owner(uri)
+            if owner is not None:
+                try:
+                    own_inbox_only(owner)
+                except Forbidden as exc:
+                    raise MCPError(code=INVALID_PARAMS, message=f"{exc.message} [forbidden]") from None
         self._watched.update(uris)
         try:
             return await super().__call__(ctx, params)
@@ -106,9 +125,12 @@ async def _refuse_sessionless_subscribe(ctx: ServerRequestContext[Any, Any], cal
 
 
 class McpPush:
-    def __init__(self, store: Store, threads: ThreadService):
+    def __init__(self, store: Store, threads: ThreadService, still_valid: Callable[[Principal], bool] | None = None):
         self.store = store
         self.threads = threads
+        # Token mode: a subscription's token is re-checked before each notification (credentials.still_valid).
+        self.still_valid = still_valid
+        self._principals: dict[int, Principal] = {}  # connection id → who subscribed
         self._sessions: dict[str, dict[int, ServerSession]] = {}  # uri → connection id → session
         self._listening: Counter[str] = Counter()
         self._bus: SubscriptionBus | None = None
@@ -139,6 +161,9 @@ class McpPush:
         async def agent_inbox(agent_id: str) -> str:
             try:
                 agent = validate.identifier(agent_id, "agent_id")
+                own_inbox_only(agent)
+            except Forbidden as exc:
+                raise ResourceError(exc.message) from None
             except HuddleError as exc:
                 raise ResourceNotFoundError(exc.message) from None
             events = await eventlog.latest_for(store, agent, INBOX_SIZE)
@@ -180,11 +205,20 @@ class McpPush:
         )
 
     async def _subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        owner = inbox_owner(str(params.uri))
+        if owner is not None:
+            try:
+                own_inbox_only(owner)
+            except Forbidden as exc:
+                raise MCPError(code=INVALID_PARAMS, message=f"{exc.message} [forbidden]") from None
+        principal = current_principal.get()
+        if principal is not None and self.still_valid is not None:
+            self._principals[self._key(ctx)] = principal
         # A ServerSession is built per request; the connection behind it lives as long as the client's MCP
         # session. Keep the session (to send on the connection's standalone stream) keyed by its connection,
         # and forget it when the connection closes. The SDK exposes no public accessor for the connection.
         connection = getattr(ctx.session, "_connection", None)
-        key = id(connection) if connection is not None else id(ctx.session)
+        key = self._key(ctx)
         self._sessions.setdefault(str(params.uri), {})[key] = ctx.session
         if connection is not None and not connection.state.get(_CLEANUP_KEY):
             connection.state[_CLEANUP_KEY] = True
@@ -201,7 +235,13 @@ class McpPush:
                 del self._sessions[str(params.uri)]
         return EmptyResult()
 
+    @staticmethod
+    def _key(ctx: ServerRequestContext[Any, Any]) -> int:
+        connection = getattr(ctx.session, "_connection", None)
+        return id(connection) if connection is not None else id(ctx.session)
+
     def _forget(self, key: int) -> None:
+        self._principals.pop(key, None)
         for uri in list(self._sessions):
             self._sessions[uri].pop(key, None)
             if not self._sessions[uri]:
@@ -257,6 +297,10 @@ class McpPush:
             await self._bus.publish(ResourceUpdated(uri=uri))
             self.notifications_sent += 1
         for key, session in list(self._sessions.get(uri, {}).items()):
+            principal = self._principals.get(key)
+            if principal is not None and self.still_valid is not None and not self.still_valid(principal):
+                self._forget(key)  # its token was revoked, signed out or expired: it hears no more
+                continue
             try:
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     await session.send_resource_updated(uri)

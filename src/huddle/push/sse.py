@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import cast
 
 import anyio
@@ -25,10 +25,11 @@ from starlette.responses import JSONResponse, Response
 
 from huddle.background import Background
 from huddle.domain.events import Event
-from huddle.domain.principal import current_principal
+from huddle.domain.principal import Principal, current_principal
 from huddle.errors import Forbidden, HuddleError, InvalidInput
 from huddle.push import log as eventlog
 from huddle.push.log import EventFilter
+from huddle.service.credentials import REVOKED, SIGNED_OUT
 from huddle.settings import Settings
 from huddle.storage.base import Store
 
@@ -60,10 +61,13 @@ class LiveQueue:
     down: the stream then ends cleanly (a complete response) instead of being cut off.
     """
 
-    __slots__ = ("closing", "events", "lagged", "wake", "wanted")
+    __slots__ = ("alive", "closing", "events", "lagged", "wake", "wanted")
 
-    def __init__(self, wanted: EventFilter):
+    def __init__(self, wanted: EventFilter, alive: Callable[[], bool] | None = None):
         self.wanted = wanted
+        # Token mode: whether the token the stream was opened with is still good, asked before each
+        # delivery; a revoked, signed-out or expired token ends the stream.
+        self.alive = alive
         self.events: deque[Event] = deque()
         self.wake = asyncio.Event()
         self.lagged = False
@@ -84,6 +88,9 @@ class LiveQueue:
         self.closing = True
         self.wake.set()
 
+    def ended(self) -> bool:
+        return self.closing or (self.alive is not None and not self.alive())
+
 
 class EventStream:
     """All SSE streams of the server, fed by one dispatcher task.
@@ -94,9 +101,10 @@ class EventStream:
     share one evaluation of it.
     """
 
-    def __init__(self, store: Store, settings: Settings):
+    def __init__(self, store: Store, settings: Settings, still_valid: Callable[[Principal], bool] | None = None):
         self.store = store
         self.settings = settings
+        self.still_valid = still_valid
         self.sent = 0
         self.resyncs = 0
         self._groups: dict[EventFilter, set[LiveQueue]] = {}
@@ -129,6 +137,10 @@ class EventStream:
             # The request that committed these events was woken after us: let it answer first.
             await asyncio.sleep(0)
             batch, self._pending = self._pending, []
+            if any(event.kind in (REVOKED, SIGNED_OUT) for event in batch):
+                for group in self._groups.values():
+                    for live in group:
+                        live.wake.set()  # each re-checks its token (LiveQueue.alive) and may end
             for wanted, group in self._groups.items():
                 matched = [event for event in batch if wanted(event)]
                 if matched:
@@ -173,7 +185,10 @@ class EventStream:
                 after = await eventlog.latest_cursor(self.store)  # no resume point: live from now on
         except HuddleError as exc:
             return JSONResponse(exc.to_dict(), status_code=exc.status)
-        live = LiveQueue(wanted)
+        principal = current_principal.get()
+        still_valid = self.still_valid
+        alive = (lambda: still_valid(principal)) if principal is not None and still_valid is not None else None
+        live = LiveQueue(wanted, alive)
         return EventSourceResponse(
             self.stream(live, after),
             ping=PING_S,
@@ -193,10 +208,12 @@ class EventStream:
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
             cursor = after
-            while not live.closing:
+            while not live.ended():
                 while True:
                     page = await eventlog.read_after(self.store, cursor, live.wanted)
                     for event in page:
+                        if live.ended():
+                            return
                         yield self.encode(event)
                         cursor = event.cursor
                         self.sent += 1
@@ -204,7 +221,7 @@ class EventStream:
                         break
                 # A comment (invisible to EventSource): the replay is done, what follows is live.
                 yield f": live {cursor}\n\n".encode()
-                while not live.lagged and not live.closing:
+                while not live.lagged and not live.ended():
                     if not live.events:
                         live.wake.clear()
                         await live.wake.wait()

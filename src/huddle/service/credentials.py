@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from huddle.domain import validate
 from huddle.domain.events import Event
 from huddle.domain.principal import AGENT, SCOPES, Principal
 from huddle.errors import Conflict, Forbidden, InvalidInput
@@ -31,6 +32,8 @@ from huddle.storage.base import Store, Unit
 log = logging.getLogger(__name__)
 KEY_FILE = "auth.key"
 REVOKED, SIGNED_OUT = "auth.token_revoked", "auth.signed_out"
+# Ids Huddle itself signs as (the operator's CLI): nobody may register, be issued or sign out one.
+RESERVED_PREFIX = "huddle:"
 
 
 def signing_secret(settings: Settings, *, create: bool = True) -> str:
@@ -83,6 +86,7 @@ class Credentials:
         self.key_id = key_id(secret)
         self.codec = TokenCodec(secret, settings.auth_previous_secret, clock=self.clock)
         self._revoked: set[str] = set()
+        self._revoked_families: set[str] = set()
         self._epochs: dict[str, int] = {}
 
     # -- the per-request check ------------------------------------------------------------------
@@ -90,25 +94,58 @@ class Credentials:
     def authenticate(self, token: str) -> Principal:
         """The principal a bearer token proves, or TokenRefused saying why not (never the token)."""
         claims = self.codec.verify(token, org=self.org, project=self.project)
-        self._check_live(claims)
-        return Principal(claims.agent_id, claims.project, claims.org, claims.scopes, claims.token_id)
+        refusal = self._refusal(claims.token_id, claims.family, claims.agent_id, claims.epoch)
+        if refusal is not None:
+            raise TokenRefused(refusal)
+        return Principal(
+            claims.agent_id,
+            claims.project,
+            claims.org,
+            claims.scopes,
+            claims.token_id,
+            expires_at=claims.expires_at,
+            epoch=claims.epoch,
+            family=claims.family,
+        )
+
+    def still_valid(self, principal: Principal) -> bool:
+        """For a stream opened with a token: is that token still good (not expired, revoked or signed out)?"""
+        if principal.expires_at <= self.clock():
+            return False
+        return self._refusal(principal.token_id, principal.family, principal.agent_id, principal.epoch) is None
+
+    def _refusal(self, token_id: str, family: str, agent_id: str, epoch: int) -> str | None:
+        if token_id in self._revoked:
+            return "the token was revoked; get a new one (huddle token issue, or sign in again)"
+        if family and family in self._revoked_families:
+            return "the sign-in this token belongs to was revoked; sign in again"
+        if epoch < self._epochs.get(agent_id, 0):
+            return f"{agent_id} signed out everywhere since this token was issued; sign in again"
+        return None
 
     def _check_live(self, claims: Claims) -> None:
-        if claims.token_id in self._revoked:
-            raise TokenRefused("the token was revoked; get a new one (huddle token issue, or sign in again)")
-        if claims.epoch < self._epochs.get(claims.agent_id, 0):
-            raise TokenRefused(f"{claims.agent_id} signed out everywhere since this token was issued; sign in again")
+        refusal = self._refusal(claims.token_id, claims.family, claims.agent_id, claims.epoch)
+        if refusal is not None:
+            raise TokenRefused(refusal)
 
     async def load(self) -> None:
         """Fills the in-memory mirror from the database (at start; events keep it current)."""
 
-        def read(unit: Unit) -> tuple[list[str], dict[str, int]]:
+        def read(unit: Unit) -> tuple[list[str], list[str], dict[str, int]]:
             revoked = unit.tx.all("SELECT token_id FROM auth_revoked WHERE project = ?", (self.project,))
+            families = unit.tx.all(
+                "SELECT family FROM auth_families WHERE project = ? AND revoked = 1", (self.project,)
+            )
             epochs = unit.tx.all("SELECT agent_id, epoch FROM auth_epochs WHERE project = ?", (self.project,))
-            return [r["token_id"] for r in revoked], {r["agent_id"]: int(r["epoch"]) for r in epochs}
+            return (
+                [r["token_id"] for r in revoked],
+                [r["family"] for r in families],
+                {r["agent_id"]: int(r["epoch"]) for r in epochs},
+            )
 
-        revoked, epochs = await self.store.read(read)
+        revoked, families, epochs = await self.store.read(read)
         self._revoked.update(revoked)
+        self._revoked_families.update(families)
         for agent, epoch in epochs.items():
             self._epochs[agent] = max(epoch, self._epochs.get(agent, 0))
 
@@ -117,6 +154,7 @@ class Credentials:
         for event in events:
             if event.kind == REVOKED:
                 self._revoked.update(event.data.get("token_ids", ()))
+                self._revoked_families.update(event.data.get("families", ()))
             elif event.kind == SIGNED_OUT:
                 agent, epoch = str(event.data["agent"]), int(event.data["epoch"])
                 self._epochs[agent] = max(epoch, self._epochs.get(agent, 0))
@@ -134,8 +172,8 @@ class Credentials:
     ) -> dict[str, Any]:
         """An access token (and a refresh token starting a new family) for `agent_id`."""
         wanted = check_scopes(scopes)
-        _check_agent_id(agent_id)
-        if ttl_s is not None and not 0 < ttl_s <= 366 * 86400:
+        check_agent_id(agent_id)
+        if ttl_s is not None and not 1 <= ttl_s <= 366 * 86400:
             raise InvalidInput("ttl_s must be between 1 second and 366 days", field="ttl_s")
 
         def write(unit: Unit) -> dict[str, Any]:
@@ -153,7 +191,7 @@ class Credentials:
             )
         if not hmac.compare_digest(registration_secret.encode(), expected.encode()):
             raise WrongSecret("wrong registration secret; check HUDDLE_REGISTRATION_SECRET with the operator")
-        _check_agent_id(agent_id)
+        check_agent_id(agent_id)
         if agent_id.startswith(OVERSEER_PREFIX):
             raise Forbidden(f"ids starting with {OVERSEER_PREFIX!r} are for people; an operator issues those")
 
@@ -172,6 +210,8 @@ class Credentials:
         self, unit: Unit, agent_id: str, scopes: frozenset[str], ttl_s: float | None, with_refresh: bool, by: str
     ) -> dict[str, Any]:
         epoch = _epoch(unit, agent_id)
+        # The access token belongs to the sign-in too: revoking the sign-in (refresh reuse) ends it.
+        family = secrets.token_urlsafe(12) if with_refresh else ""
         token, claims = self.codec.issue(
             agent_id,
             project=self.project,
@@ -179,6 +219,7 @@ class Credentials:
             scopes=scopes,
             ttl_s=ttl_s or self.settings.token_ttl_s,
             epoch=epoch,
+            family=family,
         )
         out: dict[str, Any] = {
             "agent_id": agent_id,
@@ -190,7 +231,6 @@ class Credentials:
         }
         refresh_id = ""
         if with_refresh:
-            family = secrets.token_urlsafe(12)
             refresh, rclaims = self.codec.issue(
                 agent_id,
                 project=self.project,
@@ -241,6 +281,7 @@ class Credentials:
                     (self.project, claims.family),
                 )
                 unit.emit("auth.refresh_reused", actor=claims.agent_id, audience=(), family=claims.family)
+                unit.emit(REVOKED, actor=claims.agent_id, audience=(), token_ids=[], families=[claims.family])
                 return "this refresh token was already used, so it may be stolen: its sign-in is revoked; sign in again"
             epoch = _epoch(unit, claims.agent_id)
             access, aclaims = self.codec.issue(
@@ -250,6 +291,7 @@ class Credentials:
                 scopes=claims.scopes,
                 ttl_s=self.settings.token_ttl_s,
                 epoch=epoch,
+                family=claims.family,
             )
             refresh, rclaims = self.codec.issue(
                 claims.agent_id,
@@ -303,19 +345,20 @@ class Credentials:
                 " ON CONFLICT (project, token_id) DO NOTHING",
                 (self.project, claims.token_id, claims.agent_id, claims.expires_at),
             )
-            if claims.family:
+            # Revoking a refresh token ends its whole sign-in; an access token ends alone.
+            families = [claims.family] if claims.family and claims.kind == REFRESH else []
+            for family in families:
                 unit.tx.execute(
-                    "UPDATE auth_families SET revoked = 1 WHERE project = ? AND family = ?",
-                    (self.project, claims.family),
+                    "UPDATE auth_families SET revoked = 1 WHERE project = ? AND family = ?", (self.project, family)
                 )
-            unit.emit(REVOKED, actor=claims.agent_id, audience=(), token_ids=[claims.token_id])
+            unit.emit(REVOKED, actor=claims.agent_id, audience=(), token_ids=[claims.token_id], families=families)
             return {"revoked": claims.token_id, "agent_id": claims.agent_id}
 
         return await self.store.write(write)
 
     async def sign_out_everywhere(self, agent_id: str, *, by: Principal | None = None) -> dict[str, Any]:
         """Logout-all: every token the agent holds now stops working (its epoch moves on)."""
-        _check_agent_id(agent_id)
+        check_agent_id(agent_id)
         if by is not None and not by.is_admin and by.agent_id != agent_id:
             raise Forbidden("you can sign out only yourself; an admin token signs out others")
 
@@ -341,11 +384,12 @@ class Credentials:
         )
 
 
-def _check_agent_id(agent_id: str) -> None:
-    if not agent_id or len(agent_id) > 128 or any(c.isspace() or not c.isprintable() for c in agent_id):
-        raise InvalidInput(
-            "agent_id must be 1-128 printable characters without spaces, e.g. claude-frontend", field="agent_id"
-        )
+def check_agent_id(agent_id: str) -> None:
+    """The id rule every tool applies (so a token is never issued for an id the tools refuse), and
+    Huddle's own ids are nobody else's."""
+    validate.identifier(agent_id, "agent_id")
+    if agent_id.startswith(RESERVED_PREFIX):
+        raise InvalidInput(f"ids starting with {RESERVED_PREFIX!r} are Huddle's own; pick another", field="agent_id")
 
 
 def _epoch(unit: Unit, agent_id: str) -> int:

@@ -107,23 +107,28 @@ class TokenCodec:
     def verify(self, token: str, *, org: str, project: str, kind: str = ACCESS) -> Claims:
         """The claims of a token signed by one of our keys, for this org and project, not expired."""
         payload = self._decode(token, audience_for(org, project))
-        if payload.get("typ") != kind:
-            raise TokenRefused(f"this is a {payload.get('typ')} token; send an {kind} token")
-        if float(payload["exp"]) <= self._clock():
+        kind_of = str(payload.get("typ"))[:20]
+        if kind_of != kind:
+            raise TokenRefused(f"this is a {kind_of!r} token; send an {kind} token")
+        try:
+            claims = Claims(
+                agent_id=str(payload["sub"]),
+                project=str(payload.get("proj", project)),
+                org=str(payload.get("org", org)),
+                scopes=frozenset(str(payload.get("scope", "")).split()),
+                token_id=str(payload["jti"]),
+                kind=kind,
+                issued_at=float(payload["iat"]),
+                expires_at=float(payload["exp"]),
+                epoch=int(payload.get("ep", 0)),
+                family=str(payload.get("fam", "")),
+            )
+        except (TypeError, ValueError):
+            raise TokenRefused("the token's claims are malformed; get a new one") from None
+        if claims.expires_at <= self._clock():
             hint = "sign in again" if kind == REFRESH else "refresh it (POST /api/v1/auth/refresh) or get a new one"
             raise TokenRefused(f"the token has expired; {hint}")
-        return Claims(
-            agent_id=str(payload["sub"]),
-            project=str(payload.get("proj", project)),
-            org=str(payload.get("org", org)),
-            scopes=frozenset(str(payload.get("scope", "")).split()),
-            token_id=str(payload["jti"]),
-            kind=kind,
-            issued_at=float(payload["iat"]),
-            expires_at=float(payload["exp"]),
-            epoch=int(payload.get("ep", 0)),
-            family=str(payload.get("fam", "")),
-        )
+        return claims
 
     def audience_of(self, token: str, audiences: list[str]) -> str | None:
         """Which of `audiences` a token of ours is for (signature checked, expiry left to `verify`)."""
@@ -134,12 +139,16 @@ class TokenCodec:
         return audience if isinstance(audience, str) and audience in audiences else None
 
     def _decode(self, token: str, audience: str | list[str]) -> dict[str, Any]:
+        not_a_jwt = TokenRefused("the bearer token is not a JWT; send the token `huddle token issue` printed")
+        if not token.isascii():
+            raise not_a_jwt
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise TokenRefused("the bearer token is not a JWT; send the token `huddle token issue` printed") from None
+            raise not_a_jwt from None
         if header.get("alg") != ALGORITHM:
-            raise TokenRefused(f"tokens must be signed with {ALGORITHM}; {header.get('alg')!r} is not accepted")
+            shown = str(header.get("alg"))[:20]
+            raise TokenRefused(f"tokens must be signed with {ALGORITHM}; {shown!r} is not accepted")
         last: jwt.PyJWTError | None = None
         for key in self._keys:
             try:

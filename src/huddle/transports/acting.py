@@ -15,7 +15,9 @@ from huddle.errors import Forbidden
 from huddle.transports.operation import Operation
 
 # The operation whose acting agent is not called `agent_id`.
-ACTING_ARGUMENT = {"send_message": "from_agent"}
+ACTING_ARGUMENT = {"send_message": "from_agent", "force_release_lock": "overseer_id"}
+# Operations that show every agent's events, private messages included: for people and admins only.
+EVERYONES_EVENTS = frozenset({"list_events"})
 # Operations where `agent_id` picks whose records to look at (public board information), not who acts.
 SUBJECT_ARGUMENT = frozenset(
     {"get_agent", "list_intents", "list_threads", "list_locks", "get_session_files", "query_context"}
@@ -40,6 +42,11 @@ def authorize(op: Operation, acting: str | None, args: dict[str, Any]) -> None:
         return
     if principal.read_only and not op.read_only:
         raise Forbidden(f"{op.name} changes state, and this token may only read (scope read); ask for an agent token")
+    if op.name in EVERYONES_EVENTS and not principal.sees_everything:
+        raise Forbidden(
+            f"{op.name} shows every agent's events, private messages included: it needs a dashboard or admin"
+            " token; your own events come from get_updates"
+        )
     if acting is None:
         return
     declared = args.get(acting)

@@ -17,6 +17,7 @@ the CONNECT password itself).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import secrets
 import time
@@ -35,12 +36,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from huddle.domain.principal import DASHBOARD, SCOPES, Principal, acting_as, current_principal
 from huddle.errors import Forbidden, HuddleError, InvalidInput
-from huddle.service.credentials import Credentials, WrongSecret
+from huddle.service.credentials import Credentials, WrongSecret, check_agent_id
 from huddle.service.external_issuer import ExternalIssuer
 from huddle.service.lockout import Lockout
 from huddle.service.overseers import acting_as_dashboard
 from huddle.service.rate_limits import RateLimiter, address_key, agent_key
-from huddle.service.token_codec import TokenRefused
+from huddle.service.token_codec import TokenRefused, audience_for
 from huddle.settings import Settings
 from huddle.transports.arguments import parse_json_object
 from huddle.transports.dashboard import SESSION_COOKIE
@@ -177,9 +178,9 @@ class AuthGate:
                 self.guards.lockout.check(address)
             principal, token = await self._resolve(scope, headers)
             if principal is not None:
+                # A good token does not clear the address's failures: one valid token must not buy
+                # unlimited guesses at another secret from the same address.
                 self.guards.limiter.enforce(agent_key(principal.agent_id), principal.agent_id)
-                if address is not None:
-                    self.guards.lockout.succeeded(address)
         except TokenRefused as refused:
             self.guards.failed(scope)
             await self._refuse(scope, receive, send, refused.message, error="invalid_token")
@@ -270,17 +271,56 @@ def resource_metadata(issuers: list[str]) -> Callable[[Request], Awaitable[Respo
     return metadata
 
 
+class Projects:
+    """The credentials of every project a server serves (setting `projects`), for the routes that
+    carry a token or a project name in their body rather than a bearer header the router could read.
+    All projects share one signing key, so one codec tells which project a token is for."""
+
+    def __init__(self, own: Credentials):
+        self.own = own
+        self.others: dict[str, Credentials] = {}
+
+    def named(self, project: str | None) -> Credentials:
+        if project is None or project == self.own.project:
+            return self.own
+        if project in self.others:
+            return self.others[project]
+        served = ", ".join([self.own.project, *self.others])
+        raise InvalidInput(f"no project {project[:64]!r} on this server; it serves {served}", field="project")
+
+    def of_token(self, token: str) -> Credentials:
+        if not self.others:
+            return self.own
+        by_audience = {audience_for(c.org, c.project): c for c in (self.own, *self.others.values())}
+        audience = self.own.codec.audience_of(token, list(by_audience))
+        return by_audience[audience] if audience is not None else self.own
+
+    def authenticate(self, token: str) -> Principal:
+        return self.of_token(token).authenticate(token)
+
+
+def text(body: dict[str, Any], key: str, what: str, *, required: bool = True) -> str | None:
+    """A string field of an auth route's body: present when required, and plain text (a lone UTF-16
+    surrogate cannot be compared with a secret or sent as a header)."""
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{key} is required: {what}", field=key)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{key} is not valid text (a lone surrogate); send {what}", field=key) from None
+    return value
+
+
 def auth_routes(
-    credentials: Credentials | None,
+    projects: Projects | None,
     issuers: list[str] | None = None,
-    sign_in: Callable[[str], Principal] | None = None,
     guards: EdgeGuards | None = None,
 ) -> list[BaseRoute]:
-    """`/api/v1/auth/*`, the protected-resource metadata and the dashboard's sign-in.
-
-    `sign_in` checks a token pasted into the sign-in form: by default this project's, on a server of
-    several projects any project's (the session cookie then routes every request to its project).
-    """
+    """`/api/v1/auth/*`, the protected-resource metadata and the dashboard's sign-in (token mode;
+    in open mode they say so). `projects` is None in open mode."""
 
     async def body_of(request: Request) -> dict[str, Any]:
         raw = await request.body()
@@ -288,15 +328,14 @@ def auth_routes(
             json_body_required(request)
         return parse_json_object(raw)
 
-    def need_token_mode() -> Credentials:
-        if credentials is None:
+    def need_token_mode() -> Projects:
+        if projects is None:
             raise InvalidInput("this server runs in open mode (auth = open): no token is needed or issued")
-        return credentials
+        return projects
 
-    def text(body: dict[str, Any], key: str, what: str) -> str:
-        value = body.get(key)
-        if not isinstance(value, str) or not value:
-            raise InvalidInput(f"{key} is required: {what}", field=key)
+    def required(body: dict[str, Any], key: str, what: str) -> str:
+        value = text(body, key, what)
+        assert value is not None
         return value
 
     def endpoint(fn: Callable[[Request], Awaitable[dict[str, Any]]]) -> Callable[[Request], Awaitable[Response]]:
@@ -313,10 +352,12 @@ def auth_routes(
         return run
 
     async def register(request: Request) -> dict[str, Any]:
-        creds = need_token_mode()
+        directory = need_token_mode()
         body = await body_of(request)
-        agent_id = text(body, "agent_id", "the id you will act as, e.g. claude-frontend")
-        secret = text(body, "registration_secret", "the server's registration secret")
+        agent_id = required(body, "agent_id", "the id you will act as, e.g. claude-frontend")
+        secret = required(body, "registration_secret", "the server's registration secret")
+        creds = directory.named(text(body, "project", "the project to join", required=False))
+        check_agent_id(agent_id)  # before the lockout table keeps anything of it
         if guards is not None:
             guards.lockout.check(agent_key(agent_id))
         try:
@@ -327,23 +368,23 @@ def auth_routes(
             raise
 
     async def refresh(request: Request) -> dict[str, Any]:
-        creds = need_token_mode()
+        directory = need_token_mode()
         body = await body_of(request)
-        return await creds.refresh(text(body, "refresh_token", "the refresh token you were given with your last"))
+        token = required(body, "refresh_token", "the refresh token you were given with your last")
+        return await directory.of_token(token).refresh(token)
 
     async def revoke(request: Request) -> dict[str, Any]:
-        creds = need_token_mode()
+        directory = need_token_mode()
         body = await body_of(request)
-        return await creds.revoke(text(body, "token", "the access or refresh token to revoke"), by=_caller())
+        token = required(body, "token", "the access or refresh token to revoke")
+        return await directory.of_token(token).revoke(token, by=_caller())
 
     async def sign_out(request: Request) -> dict[str, Any]:
-        creds = need_token_mode()
+        directory = need_token_mode()
         body = await body_of(request)
         caller = _caller()
-        agent = body.get("agent_id") or caller.agent_id
-        if not isinstance(agent, str):
-            raise InvalidInput("agent_id must be a string", field="agent_id")
-        return await creds.sign_out_everywhere(agent, by=caller)
+        agent = text(body, "agent_id", "the agent to sign out (yours when left out)", required=False)
+        return await directory.named(caller.project).sign_out_everywhere(agent or caller.agent_id, by=caller)
 
     async def whoami(request: Request) -> dict[str, Any]:
         need_token_mode()
@@ -357,19 +398,21 @@ def auth_routes(
 
     async def login(request: Request) -> Response:
         """The dashboard's sign-in form posts a token with the dashboard or admin scope."""
-        if credentials is None:
+        if projects is None:
             return RedirectResponse("/dashboard", status_code=303)
         form = await request.form()
         token = str(form.get("token") or "").strip()
         try:
-            principal = (sign_in or credentials.authenticate)(token)
+            principal = projects.authenticate(token)
         except TokenRefused as refused:
             if guards is not None:
                 guards.failed(request.scope)
             return unauthorized(request.scope, f"{refused.message}; go back and paste a dashboard token")
         if not principal.sees_everything:
             return error_response(
-                Forbidden("this token is an agent's; sign in with a dashboard token (huddle token issue --dashboard)")
+                Forbidden(
+                    "this token is an agent's; sign in with a dashboard token (huddle token issue --scope dashboard)"
+                )
             )
         response = RedirectResponse("/dashboard", status_code=303)
         secure = request.url.scheme == "https"
@@ -380,6 +423,11 @@ def auth_routes(
         return response
 
     async def logout(request: Request) -> Response:
+        """Signs the page out: its session token is revoked, not just forgotten by the browser."""
+        session = request.cookies.get(SESSION_COOKIE)
+        if projects is not None and session:
+            with contextlib.suppress(TokenRefused, HuddleError):
+                await projects.of_token(session).revoke(session)
         response = RedirectResponse("/dashboard", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         response.delete_cookie(CSRF_COOKIE, path="/")

@@ -93,6 +93,8 @@ def signed_in_as(declared: str | None, field: str = "agent_id") -> str | None:
     principal = current_principal.get()
     if principal is None or principal.is_admin:
         return declared
+    if principal.read_only:
+        raise Forbidden("hooks act for an agent and change state; this token may only read (scope read)")
     if declared is not None and declared != principal.agent_id:
         raise Forbidden(
             f"you are signed in as {principal.agent_id!r}, not {declared!r}; a hook acts as its token's agent",
