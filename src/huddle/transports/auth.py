@@ -7,8 +7,8 @@ Token mode only (`auth = token`; open mode installs none of this and behaves as 
   binds each MCP session to the principal that opened it). Anything else is a 401 with
   `WWW-Authenticate: Bearer … resource_metadata=…` (RFC 6750, RFC 9728), and nothing runs.
 - the operation layer's rule (transports/acting.py): an agent acts only as itself.
-- `principal_from_mcp_request` hands the principal to MCP tool calls, which the SDK runs in its
-  session's task rather than the request's.
+- MCP tool calls run in the SDK's session task, not the request's: `principal_middleware`
+  (transports/mcp_server.py) hands them the principal from `scope["huddle.principal"]`.
 
 Public in token mode: /health and /readyz, the protected-resource metadata, sign-in endpoints (register,
 refresh), the dashboard's page and sign-in form, and the `/mqtt` WebSocket (the broker checks
@@ -21,7 +21,7 @@ import contextlib
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -97,7 +97,7 @@ def cookie_value(headers: Headers, name: str) -> str | None:
     return morsel.value if morsel is not None else None
 
 
-def as_sdk_user(principal: Principal, token: str) -> AuthenticatedUser:
+def as_sdk_user(principal: Principal) -> AuthenticatedUser:
     """The principal as the MCP SDK's user, so the SDK ties each session to who opened it."""
     access = AccessToken(
         token=principal.token_id or secrets.token_hex(8),  # the id, not the secret: the SDK may log it
@@ -176,7 +176,7 @@ class AuthGate:
             address = self.guards.address(scope)
             if address is not None:
                 self.guards.lockout.check(address)
-            principal, token = await self._resolve(scope, headers)
+            principal = await self._resolve(scope, headers)
             if principal is not None:
                 # A good token does not clear the address's failures: one valid token must not buy
                 # unlimited guesses at another secret from the same address.
@@ -198,7 +198,7 @@ class AuthGate:
                 error=None,
             )
             return
-        scope["user"] = as_sdk_user(principal, token)
+        scope["user"] = as_sdk_user(principal)
         scope["auth"] = AuthCredentials(sorted(principal.scopes))
         scope["huddle.principal"] = principal
         with acting_as(principal):
@@ -208,15 +208,15 @@ class AuthGate:
             else:
                 await self.app(scope, receive, send)
 
-    async def _resolve(self, scope: Scope, headers: Headers) -> tuple[Principal | None, str]:
+    async def _resolve(self, scope: Scope, headers: Headers) -> Principal | None:
         token = bearer_token(headers)
         if token is not None:
             if self.external is not None and self.external.owns(token):
-                return await self.external.authenticate(token), token
-            return self.credentials.authenticate(token), token
+                return await self.external.authenticate(token)
+            return self.credentials.authenticate(token)
         session = cookie_value(headers, SESSION_COOKIE)
         if session is None:
-            return None, ""
+            return None
         principal = self.credentials.authenticate(session)
         # A cookie rides along with every same-site request; a state change must also prove it
         # comes from the page (double-submit: the page copies the CSRF cookie into a header).
@@ -227,7 +227,7 @@ class AuthGate:
                 raise Forbidden(
                     f"a dashboard request must carry the {CSRF_HEADER} header (the page sends it); reload the page"
                 )
-        return principal, session
+        return principal
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, message: str, error: str | None) -> None:
         if scope["type"] == "websocket":
@@ -245,12 +245,6 @@ def unauthorized(scope: Scope, message: str, error: str | None = "invalid_token"
         description = message.replace('"', "'").replace("\\", "/")
         challenge += f', error="{error}", error_description="{description}"'
     return JSONResponse(Unauthorized(message).to_dict(), status_code=401, headers={"WWW-Authenticate": challenge})
-
-
-def principal_from_mcp_request(request: Any) -> Principal | None:
-    """The principal the edge resolved for the HTTP request an MCP message arrived with."""
-    scope: Mapping[str, Any] | None = getattr(request, "scope", None)
-    return scope.get("huddle.principal") if scope is not None else None
 
 
 def resource_metadata(issuers: list[str]) -> Callable[[Request], Awaitable[Response]]:
@@ -451,7 +445,3 @@ def _caller() -> Principal:
     if principal is None:  # the gate lets no request without one reach these routes
         raise Unauthorized("sign in first: send Authorization: Bearer <token>")
     return principal
-
-
-def dashboard_signed_in(headers: Headers) -> bool:
-    return cookie_value(headers, SESSION_COOKIE) is not None
