@@ -95,6 +95,7 @@ def build_app(settings: Settings) -> Huddle:
     for other in others:
         assert other.credentials is not None
         directory.others[other.settings.project_key] = other.credentials
+        other.push.share(main.push)  # one embedded broker, each project under its own root
     assert main.credentials is not None
     main.asgi = TenantRouter(
         main.http, {(o.settings.org, o.settings.project_key): o.http for o in others}, main.credentials.codec
@@ -105,8 +106,8 @@ def build_app(settings: Settings) -> Huddle:
 def tenant_settings(settings: Settings, tenant: Tenant) -> Settings:
     """Another project's settings: the server's, with its own project, org and repository.
 
-    Its events are not bridged to MQTT (the server's broker belongs to its own project); its agents
-    follow them over SSE, MCP notifications and get_updates.
+    It runs no broker of its own: its hub publishes into the server's embedded broker, under its own
+    root (PushHub.share), when the server has one.
     """
     return replace(
         settings,

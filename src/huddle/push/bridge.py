@@ -101,8 +101,11 @@ class MqttBridge:
         *,
         max_queue: int = MAX_QUEUE,
         publishes: Callable[[], bool] | None = None,
+        owns_sink: bool = True,
     ):
         self.sink = sink
+        # False for another project's bridge into this server's broker, which its own hub starts and stops.
+        self.owns_sink = owns_sink
         self.store = store
         self.root = root
         self.max_queue = max_queue
@@ -135,7 +138,8 @@ class MqttBridge:
         """Starts from the log's present: history is not republished when the server starts."""
         self.sent_cursor = self.acked_cursor = await eventlog.latest_cursor(self.store)
         self.names = await eventlog.agent_names(self.store)
-        await self.sink.start()
+        if self.owns_sink:
+            await self.sink.start()
         self._sender.start(self._run())
 
     async def stop(self) -> None:
@@ -149,7 +153,8 @@ class MqttBridge:
         for _, pending in self._in_flight:
             pending.cancel()
         self._in_flight.clear()
-        await self.sink.stop()
+        if self.owns_sink:
+            await self.sink.stop()
 
     # -- the bus side (synchronous, never blocks) -----------------------------------------------
 

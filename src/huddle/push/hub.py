@@ -64,6 +64,10 @@ class PushHub:
         self.events = EventStream(coordinator.store, settings, still_valid)
         self.mcp_push = McpPush(coordinator.store, coordinator.threads, still_valid)
         self.embedded: EmbeddedBroker | None = None
+        # A server of several projects runs one embedded broker, in its own project's hub: the other
+        # projects' hubs are its guests (`share`), publishing under their own roots.
+        self.host: PushHub | None = None
+        self.guests: list[PushHub] = []
         self.external: ExternalBroker | None = None
         self.mosquitto: ManagedMosquitto | None = None
         self.bridge: MqttBridge | None = None
@@ -98,6 +102,14 @@ class PushHub:
         elif self.mode == "external":
             self.external = ExternalBroker(self.settings.mqtt_url, project=self.settings.project_key)
         self._bound = True
+
+    def share(self, host: PushHub) -> None:
+        """Publish into `host`'s embedded broker, under this project's root, with its ACLs (token mode)."""
+        if host.mode != "embedded":
+            return  # the server's own project has no embedded broker: this project has no MQTT either
+        self.host = host
+        self.mode = "shared"
+        host.guests.append(self)
 
     def attach_mcp(self, mcp: MCPServer, *, sessions: bool = True) -> None:
         """`sessions=False`: MCP runs stateless (mcp_stateless=on), so nothing can be sent after a request."""
@@ -141,7 +153,12 @@ class PushHub:
         info = self.runtime_info()
         if self.mode == "off":
             return "MQTT off (mqtt_broker=off); SSE at /api/events"
-        where = {"embedded": "embedded broker", "mosquitto": "managed mosquitto", "external": "external broker"}
+        where = {
+            "embedded": "embedded broker",
+            "mosquitto": "managed mosquitto",
+            "external": "external broker",
+            "shared": "the server's embedded broker",
+        }
         ws = f" and ws://…{WS_PATH} on the HTTP port" if info.get("mqtt_ws_path") else ""
         return f"MQTT: {where[self.mode]} at {info.get('mqtt_url')}{ws}, topics under {self.root}/; SSE at /api/events"
 
@@ -154,6 +171,9 @@ class PushHub:
         if self.mode == "embedded" and self._sock is not None:
             self.embedded = EmbeddedBroker(self._sock, self._access())
             self.bridge = MqttBridge(self.embedded, self.coordinator.store, self.root)
+        elif self.mode == "shared" and self.host is not None and self.host.embedded is not None:
+            self.embedded = self.host.embedded  # started by the host, before this project's app
+            self.bridge = MqttBridge(self.embedded, self.coordinator.store, self.root, owns_sink=False)
         elif self.mode == "mosquitto" and self.mosquitto is not None:
             await self.mosquitto.start()
             self.external = ExternalBroker(self.mosquitto.url, project=self.settings.project_key, kind="mosquitto")
@@ -175,7 +195,11 @@ class PushHub:
         self._started = True
 
     def _access(self) -> MqttAccess:
-        return MqttAccess(self.root, self.credentials if self.settings.auth == "token" else None)
+        access = MqttAccess(self.root, self.credentials if self.settings.auth == "token" else None)
+        for guest in self.guests:
+            if guest.credentials is not None:
+                access.serve(guest.root, guest.credentials)
+        return access
 
     async def stop(self) -> None:
         self._started = False

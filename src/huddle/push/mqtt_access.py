@@ -31,7 +31,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from huddle.domain.principal import Principal
 from huddle.push.acl import TopicRules
 from huddle.service.credentials import Credentials
-from huddle.service.token_codec import TokenRefused
+from huddle.service.token_codec import TokenRefused, audience_for
 
 GRANT = "huddle_grant"  # the attribute a Grant is kept under on amqtt's session object
 
@@ -57,14 +57,37 @@ class Refused(Exception):
 
 
 class MqttAccess:
-    """The embedded broker's gatekeeper for one topic root, in open or token mode."""
+    """The embedded broker's gatekeeper, in open or token mode.
+
+    One broker serves every project of a server (setting `projects`): each project's agents sign in
+    with their own project's tokens and are held to their own project's root. `serve` adds a project.
+    """
 
     def __init__(self, root: str, credentials: Credentials | None = None):
-        self.rules = TopicRules(root)
+        self.rules = TopicRules(root)  # the server's own project (and everyone, in open mode)
         self.credentials = credentials
         self.token_mode = credentials is not None
+        self._projects: dict[str, tuple[TopicRules, Credentials]] = {}
         # Set by the broker: closes the connection of a client id whose grant lapsed (expired, revoked).
         self.on_lapse: Callable[[str], None] | None = None
+
+    def serve(self, root: str, credentials: Credentials) -> None:
+        """Another project on this broker: its tokens sign in, its agents stay under `root`."""
+        self._projects[credentials.project] = (TopicRules(root), credentials)
+
+    def _credentials_for(self, token: str) -> Credentials:
+        assert self.credentials is not None
+        if not self._projects:
+            return self.credentials
+        served = [self.credentials, *(creds for _, creds in self._projects.values())]
+        by_audience = {audience_for(c.org, c.project): c for c in served}
+        audience = self.credentials.codec.audience_of(token, list(by_audience))
+        return by_audience[audience] if audience is not None else self.credentials
+
+    def _rules_for(self, principal: Principal | None) -> TopicRules:
+        if principal is not None and principal.project in self._projects:
+            return self._projects[principal.project][0]
+        return self.rules
 
     def admit(
         self, username: str | None, password: str | None, will_topic: str | None, holder: str | None = None
@@ -75,7 +98,7 @@ class MqttAccess:
             if not username or not password:
                 raise Refused(NOT_AUTHORIZED, "no credentials: send username = your agent id, password = your token")
             try:
-                principal = self.credentials.authenticate(password)
+                principal = self._credentials_for(password).authenticate(password)
             except TokenRefused as refused:
                 raise Refused(BAD_USERNAME_PASSWORD, refused.message) from None
             if principal.agent_id != username:
@@ -87,7 +110,9 @@ class MqttAccess:
                 raise Refused(IDENTIFIER_REJECTED, "the client id is another agent's session; use an id of your own")
             grant = Grant(principal, password, _expiry(password))
         if will_topic is not None:
-            reason = self.rules.publish_refusal(grant.principal, will_topic, token_mode=self.token_mode)
+            reason = self._rules_for(grant.principal).publish_refusal(
+                grant.principal, will_topic, token_mode=self.token_mode
+            )
             if reason is not None:
                 raise Refused(NOT_AUTHORIZED, f"will topic refused: {reason}")
         return grant
@@ -101,7 +126,7 @@ class MqttAccess:
         if self.credentials is None or grant.principal is None or grant.revoked:
             return not grant.revoked
         try:
-            self.credentials.authenticate(grant.token)
+            self._credentials_for(grant.token).authenticate(grant.token)
         except TokenRefused:
             grant.revoked = True
         return not grant.revoked
@@ -113,11 +138,12 @@ class MqttAccess:
             return True
         if grant is None or grant.principal is None or not self.live(grant):
             return False
+        rules = self._rules_for(grant.principal)
         if action == Action.RECEIVE:
-            return self.rules.may_receive(grant.principal, topic)
+            return rules.may_receive(grant.principal, topic)
         if action == Action.SUBSCRIBE:
-            return self.rules.may_subscribe(grant.principal, topic)
-        return self.rules.publish_refusal(grant.principal, topic, token_mode=True) is None
+            return rules.may_subscribe(grant.principal, topic)
+        return rules.publish_refusal(grant.principal, topic, token_mode=True) is None
 
     def check(self, session: Any, topic: str, action: Action) -> bool:
         """`allows` for an amqtt session; a lapsed grant also has its connection closed, once."""
