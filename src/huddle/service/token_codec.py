@@ -11,6 +11,7 @@ accepted until it expires, so a key can be replaced without signing every agent 
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ ALGORITHM = "HS256"  # pinned: a token naming any other algorithm (`none` includ
 ISSUER = "huddle"
 ACCESS, REFRESH = "access", "refresh"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "aud", "iss"]
+VERIFIED_CACHE = 4096  # tokens whose signature was checked, most recently used kept
 
 
 class TokenRefused(Exception):
@@ -61,6 +63,10 @@ class TokenCodec:
             raise ValueError("the signing secret must be at least 32 characters")
         self._keys = [secret, *([previous] if previous else [])]
         self._clock = clock
+        # An agent sends the same token on every call: its signature is checked once, then the
+        # exact same string is recognised (expiry and revocation are still checked every time).
+        # The keys never change for a codec, so nothing cached can outlive the key that proved it.
+        self._verified: OrderedDict[tuple[str, str, str], Claims] = OrderedDict()
 
     def issue(
         self,
@@ -106,7 +112,22 @@ class TokenCodec:
 
     def verify(self, token: str, *, org: str, project: str, kind: str = ACCESS) -> Claims:
         """The claims of a token signed by one of our keys, for this org and project, not expired."""
-        payload = self._decode(token, audience_for(org, project))
+        audience = audience_for(org, project)
+        claims = self._verified.get((token, audience, kind))
+        if claims is None:
+            claims = self._claims(token, audience, org, project, kind)
+            self._verified[(token, audience, kind)] = claims
+            if len(self._verified) > VERIFIED_CACHE:
+                self._verified.popitem(last=False)
+        else:
+            self._verified.move_to_end((token, audience, kind))
+        if claims.expires_at <= self._clock():
+            hint = "sign in again" if kind == REFRESH else "refresh it (POST /api/v1/auth/refresh) or get a new one"
+            raise TokenRefused(f"the token has expired; {hint}")
+        return claims
+
+    def _claims(self, token: str, audience: str, org: str, project: str, kind: str) -> Claims:
+        payload = self._decode(token, audience)
         kind_of = str(payload.get("typ"))[:20]
         if kind_of != kind:
             raise TokenRefused(f"this is a {kind_of!r} token; send an {kind} token")
@@ -125,9 +146,6 @@ class TokenCodec:
             )
         except (TypeError, ValueError):
             raise TokenRefused("the token's claims are malformed; get a new one") from None
-        if claims.expires_at <= self._clock():
-            hint = "sign in again" if kind == REFRESH else "refresh it (POST /api/v1/auth/refresh) or get a new one"
-            raise TokenRefused(f"the token has expired; {hint}")
         return claims
 
     def audience_of(self, token: str, audiences: list[str]) -> str | None:
