@@ -131,12 +131,16 @@ FLOOR_SERVER = textwrap.dedent("""
 
 
 @contextlib.contextmanager
-def floor_server() -> Iterator[str]:
-    """The bare SDK server (FLOOR_SERVER) in its own process; yields its MCP URL."""
+def floor_server(launcher: Sequence[str] | None = None) -> Iterator[str]:
+    """The bare SDK server (FLOOR_SERVER) in its own process; yields its MCP URL.
+
+    `launcher` replaces `python -c FLOOR_SERVER` (a script that instruments, then runs it); the
+    port is its last argument."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(port)])
+    command = [*(launcher or [sys.executable, "-c", FLOOR_SERVER]), str(port)]
+    process = subprocess.Popen(command)
     try:
         deadline = time.monotonic() + 30
         while True:

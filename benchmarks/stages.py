@@ -7,12 +7,14 @@ instruments the server in its own process and then runs the ordinary CLI; nothin
 driven by the official MCP client over HTTP. Each call is stamped with `time.perf_counter_ns` at
 the stage boundaries below; the server also reports the CPU time (`time.process_time`, every
 thread) it spent per call, which a noisy neighbour barely moves. The floor's trivial tool (the bare
-SDK server of _harness.py) is timed in alternating blocks in the same run.
+SDK server of _harness.py, stamped at the same SDK boundaries) is timed in alternating blocks in
+the same run, and its stages are reported beside Huddle's.
 
     asgi_in        the request reaches the outermost ASGI app
     mcp_endpoint   Huddle's ASGI middleware and routing are done; the SDK's endpoint starts
     sdk_dispatch   the SDK parsed the JSON-RPC body and reached the server middleware
-    validate       the SDK found the tool; Huddle's argument contract (check_values, pydantic) starts
+    tool_fn        the SDK found the tool and calls its function
+    validate       Huddle's argument contract (check_values, pydantic) starts
     operation      arguments valid; the operation (metrics wrapper, service) starts
     handoff        the service queues its transaction function for the writer thread
     txn_start      the writer thread runs it (after BEGIN IMMEDIATE and SAVEPOINT)
@@ -23,7 +25,8 @@ SDK server of _harness.py) is timed in alternating blocks in the same run.
     published      the commit's events went to the bus and the push channels
     resumed        the service's `await store.write` returns
     returned       the operation returned its result
-    tool_done      the result was serialised into a CallToolResult and passed back through the SDK
+    tool_return    the tool function returned it serialised into a CallToolResult
+    tool_done      the SDK converted and serialised the result, back in the server middleware
     response_start the SDK serialised the JSON-RPC response and started it
     asgi_out       the last body byte left the app
 
@@ -59,6 +62,7 @@ STAGES = (
     "asgi_in",
     "mcp_endpoint",
     "sdk_dispatch",
+    "tool_fn",
     "validate",
     "operation",
     "handoff",
@@ -70,6 +74,7 @@ STAGES = (
     "published",
     "resumed",
     "returned",
+    "tool_return",
     "tool_done",
     "response_start",
     "asgi_out",
@@ -147,7 +152,7 @@ class StageRecorder:
             await self.app(scope, receive, stamped_send)
         finally:
             RECORDER.current = None
-            if "operation" in record:  # a tool call (not initialize, notifications, tools/list)
+            if "tool_fn" in record:  # a tool call (not initialize, notifications, tools/list)
                 RECORDER.calls.append(record)
 
     async def _report(self, scope: Any, receive: Any, send: Any) -> None:
@@ -160,16 +165,19 @@ class StageRecorder:
         await JSONResponse(body)(scope, receive, send)
 
 
-def instrument_server() -> None:
-    """Patches the stage boundaries into the server's classes (this process only)."""
-    from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+async def stamping_middleware(ctx: Any, call_next: Any) -> Any:
+    """An SDK server middleware, innermost: the SDK has parsed the request / serialised the result."""
+    RECORDER.stamp("sdk_dispatch")
+    result = await call_next(ctx)
+    if ctx.method == "tools/call":
+        RECORDER.stamp("tool_done")
+    return result
 
-    from huddle.cli import server as cli_server
-    from huddle.metrics import Metrics
-    from huddle.storage.group_commit import GroupCommitStore
-    from huddle.storage.sqlite import SqliteStore
-    from huddle.transports import mcp_server
-    from huddle.transports.arguments import BoundOperation
+
+def instrument_sdk() -> None:
+    """The boundaries Huddle and the floor share: the SDK's endpoint and the tool function."""
+    from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+    from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 
     endpoint_call = StreamableHTTPASGIApp.__call__
 
@@ -178,17 +186,45 @@ def instrument_server() -> None:
         await endpoint_call(self, scope, receive, send)
 
     StreamableHTTPASGIApp.__call__ = endpoint  # type: ignore[method-assign]
+    call_fn = FuncMetadata.call_fn
 
-    middleware = Metrics.mcp_middleware
-
-    async def mcp_middleware(self: Metrics, ctx: Any, call_next: Any) -> Any:
-        RECORDER.stamp("sdk_dispatch")
-        result = await middleware(self, ctx, call_next)
-        if ctx.method == "tools/call":
-            RECORDER.stamp("tool_done")
+    async def stamped_call_fn(self: Any, *args: Any, **kwargs: Any) -> Any:
+        RECORDER.stamp("tool_fn")
+        result = await call_fn(self, *args, **kwargs)
+        RECORDER.stamp("tool_return")
         return result
 
-    Metrics.mcp_middleware = mcp_middleware  # type: ignore[method-assign]
+    FuncMetadata.call_fn = stamped_call_fn  # type: ignore[method-assign]
+
+
+def serve_floor(port: str) -> None:
+    """The floor server of _harness.py, stamped at the same SDK boundaries as Huddle."""
+    import uvicorn
+    from mcp.server.mcpserver import MCPServer
+
+    from _harness import FLOOR_SERVER
+
+    instrument_sdk()
+    streamable_http_app = MCPServer.streamable_http_app
+
+    def instrumented_app(self: MCPServer, *args: Any, **kwargs: Any) -> Any:
+        self.middleware.append(stamping_middleware)
+        return StageRecorder(streamable_http_app(self, *args, **kwargs))
+
+    MCPServer.streamable_http_app = instrumented_app  # type: ignore[method-assign]
+    sys.argv = [sys.argv[0], port]
+    exec(compile(FLOOR_SERVER, "floor", "exec"), {"__name__": "__main__", "uvicorn": uvicorn})
+
+
+def instrument_server() -> None:
+    """Patches the stage boundaries into the server's classes (this process only)."""
+    from huddle.cli import server as cli_server
+    from huddle.storage.group_commit import GroupCommitStore
+    from huddle.storage.sqlite import SqliteStore
+    from huddle.transports import mcp_server
+    from huddle.transports.arguments import BoundOperation
+
+    instrument_sdk()
 
     class StampedBoundOperation(BoundOperation):
         def __init__(self, op: Any):
@@ -264,6 +300,7 @@ def instrument_server() -> None:
 
     def build_recorded_app(settings: Any) -> Any:
         huddle = build_app(settings)
+        huddle.mcp.middleware.append(stamping_middleware)
         huddle.http = StageRecorder(huddle.http)  # type: ignore[assignment]
         return huddle
 
@@ -332,7 +369,7 @@ async def http_stages(url: str, floor_url: str, calls: int) -> dict[str, Any]:
 
     from _harness import interleave
 
-    base = url.removesuffix("/mcp")
+    base, floor_base = url.removesuffix("/mcp"), floor_url.removesuffix("/mcp")
     out: dict[str, Any] = {}
     async with Client(url) as client, Client(floor_url) as floor, httpx.AsyncClient() as http:
         for i in range(50):  # 50 agents holding an active intent, as in announce.py
@@ -377,7 +414,8 @@ async def http_stages(url: str, floor_url: str, calls: int) -> dict[str, Any]:
             await timed_block(client_s["huddle"], ops, WARMUP)(0)
             await timed_block(client_s["floor"], [ping], WARMUP)(0)
             client_s = {"huddle": [], "floor": []}
-            await http.get(base + STAGES_PATH + "?reset=1")
+            for server in (base, floor_base):
+                await http.get(server + STAGES_PATH + "?reset=1")
             per_block = max(1, BLOCK // len(ops))
             await interleave(
                 -(-calls // per_block),
@@ -385,6 +423,7 @@ async def http_stages(url: str, floor_url: str, calls: int) -> dict[str, Any]:
                 timed_block(client_s["floor"], [ping], BLOCK),
             )
             report = (await http.get(base + STAGES_PATH + "?reset=1")).json()
+            floor_report = (await http.get(floor_base + STAGES_PATH + "?reset=1")).json()
             recorded = report["calls"]
             out[name] = {
                 "calls": len(recorded),
@@ -393,6 +432,10 @@ async def http_stages(url: str, floor_url: str, calls: int) -> dict[str, Any]:
                 "client_p50_ms": p50_ms(client_s["huddle"]),
                 "floor_client_p50_ms": p50_ms(client_s["floor"]),
                 "client_p50_over_floor_p50": round(p50_ms(client_s["huddle"]) / p50_ms(client_s["floor"]), 2),
+                "floor": {
+                    **stage_table(floor_report["calls"]),
+                    "server_cpu_ms_per_call": round(floor_report["cpu_s"] / len(floor_report["calls"]) * 1000, 3),
+                },
             }
     return out
 
@@ -543,6 +586,9 @@ async def in_memory(calls: int) -> dict[str, Any]:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         raise SystemExit(serve(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-floor":
+        serve_floor(sys.argv[2])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small run for CI (no timing claims)")
     parser.add_argument("--calls", type=int, default=None, help="timed calls per operation (default 1000)")
@@ -553,7 +599,8 @@ def main() -> None:
 
     report: dict[str, Any] = {"benchmark": "stages", "machine": machine(), "quick": args.quick, "calls": calls}
     launcher = [sys.executable, os.path.abspath(__file__), "--serve"]
-    with floor_server() as floor_url, huddle_server(launcher=launcher) as server:
+    floor_launcher = [sys.executable, os.path.abspath(__file__), "--serve-floor"]
+    with floor_server(floor_launcher) as floor_url, huddle_server(launcher=launcher) as server:
         report["http"] = asyncio.run(http_stages(server.mcp_url, floor_url, calls))
     report["service"] = asyncio.run(service_stages(calls))
     report["in_memory"] = asyncio.run(in_memory(calls))
