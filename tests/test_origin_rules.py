@@ -42,3 +42,40 @@ def test_a_non_loopback_bind_accepts_only_its_own_known_origin(host: str, origin
     assert (reason is None) is allowed, reason
     if not allowed:
         assert "allowed_origins" in (reason or "")
+
+
+async def test_the_guard_gives_a_remembered_request_the_same_verdict_and_forgets_past_its_bound() -> None:
+    from starlette.types import Message
+
+    from huddle.transports.origin import VERDICTS_KEPT, CrossSiteGuard
+
+    reached: list[str] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        reached.append(scope["path"])
+
+    guard = CrossSiteGuard(app, "127.0.0.1")  # type: ignore[arg-type]
+
+    async def status(host: bytes, origin: bytes | None, path: str = "/mcp") -> int:
+        sent: list[Message] = []
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b""}
+
+        headers = [(b"host", host), *([(b"origin", origin)] if origin else [])]
+        scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "server": ("127.0.0.1", 3100)}
+        await guard(scope, receive, send)
+        return int(sent[0]["status"]) if sent else 200
+
+    for _ in range(3):  # the first answer is worked out, the next ones remembered: all alike
+        assert await status(b"127.0.0.1:3100", None) == 200
+        assert await status(b"127.0.0.1:3100", b"http://evil.example") == 403
+        assert await status(b"evil.example:3100", None) == 403
+    assert reached == ["/mcp"] * 3
+    for i in range(VERDICTS_KEPT + 10):  # hostile Host values cannot grow it without bound
+        await status(f"h{i}.example".encode(), None)
+    assert len(guard._verdicts) <= VERDICTS_KEPT
+    assert await status(b"127.0.0.1:3100", b"http://evil.example") == 403

@@ -193,3 +193,25 @@ def test_compacting_drops_schema_titles_but_keeps_an_input_field_named_title():
         "properties": {"title": {"type": "string"}, "note": {"type": "string"}},
         "required": ["title"],
     }
+
+
+def test_the_sdk_header_check_is_skipped_only_where_it_could_not_refuse(tmp_path: Path, repo: Path):
+    from mcp.shared.inbound import validate_mcp_param_headers
+
+    mcp = build_app(load_settings({"data_dir": str(tmp_path / "d"), "repo": str(repo)}, environ={})).mcp
+    stray = {"mcp-param-agent_id": "mallory", "mcp-param-path": "x"}
+    tools = mcp._tool_manager.list_tools()
+    assert len(tools) > 40
+    for tool in tools:
+        # The SDK, given the whole schema, refuses nothing: answering without it is the same answer.
+        assert validate_mcp_param_headers(tool.parameters, {"agent_id": "alice"}, stray) is None
+        assert mcp._tool_input_schema(tool.name) is None
+    # A tool whose schema declares a header is checked by the SDK as before.
+    tool = mcp._tool_manager.get_tool("acquire_lock")
+    assert tool is not None
+    declared = {**tool.parameters, "properties": {**tool.parameters["properties"]}}
+    declared["properties"]["path"] = {"type": "string", "x-mcp-header": "Path"}
+    tool.parameters = declared
+    assert mcp._tool_input_schema("acquire_lock") is declared
+    refused = validate_mcp_param_headers(declared, {"agent_id": "alice", "path": "a.py"}, {"mcp-param-path": "b.py"})
+    assert refused is not None and "does not match" in refused.message

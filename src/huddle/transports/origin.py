@@ -70,6 +70,7 @@ def parse_allowed_hosts(value: str) -> frozenset[str]:
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+VERDICTS_KEPT = 1024
 
 
 def refusal(
@@ -133,6 +134,11 @@ class CrossSiteGuard:
         self.bind_host = bind_host
         self.allowed = parse_allowed_origins(allowed_origins)
         self.allowed_hosts = parse_allowed_hosts(allowed_hosts)
+        # The verdict depends only on (scheme, served address, Host, Origin) and the settings, and
+        # every agent sends the same few: remembered, it costs a dict lookup instead of ~8 µs of
+        # URL and IP parsing per request. Bounded: a client sending new values fills it, then it
+        # starts over.
+        self._verdicts: dict[tuple[str, str | None, bytes | None, bytes | None], str | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -141,14 +147,27 @@ class CrossSiteGuard:
         scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
         server = scope.get("server")
         served = str(server[0]) if server else None
-        reason = refusal(
-            Headers(scope=scope),
-            self.bind_host,
-            self.allowed,
-            allowed_hosts=self.allowed_hosts,
-            scheme=scheme,
-            served=served,
-        )
+        host = origin = None
+        for name, value in scope.get("headers") or ():  # the first of each, as Headers.get reads them
+            if name == b"host" and host is None:
+                host = value
+            elif name == b"origin" and origin is None:
+                origin = value
+        key = (scheme, served, host, origin)
+        if key in self._verdicts:
+            reason = self._verdicts[key]
+        else:
+            reason = refusal(
+                Headers(scope=scope),
+                self.bind_host,
+                self.allowed,
+                allowed_hosts=self.allowed_hosts,
+                scheme=scheme,
+                served=served,
+            )
+            if len(self._verdicts) >= VERDICTS_KEPT:
+                self._verdicts.clear()
+            self._verdicts[key] = reason
         if reason is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
