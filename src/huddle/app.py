@@ -185,13 +185,14 @@ def build_project(settings: Settings, also_run: list[Huddle] | None = None) -> H
     credential = DashboardCredential(instance=instance)
     http = Starlette(
         routes=[
+            # /mcp first: it is what agents call most, and Starlette matches routes in order.
+            sessions.route(),
             *rest_routes(operations),
             *ops_routes(metrics, catalogue),
             *hook_routes(hooks, GuardService(coordinator, hooks)),
             *push.routes(),
             *auth_routes(projects, [settings.auth_issuer] if settings.auth_issuer else None, guards),
             *dashboard_routes(credential, token_mode=credentials is not None),
-            sessions.route(),
         ],
         middleware=[
             Middleware(InstanceHeader, instance=instance),
