@@ -17,6 +17,10 @@ a noisy machine; each result carries the floor of its own run and the ratios
 
     python benchmarks/announce.py            # N = 2, 10, 50, 1000; 600 timed announces each
     python benchmarks/announce.py --quick    # CI: N = 2, 10; 40 announces
+
+`auth`: the same announces at N = 50 (--quick: 10) on an open-mode and a token-mode server, in
+rotating blocks with the floor: `token_minus_open_p50_ms` is what token verification adds (issue
+10 allows 0.2 ms).
 """
 
 from __future__ import annotations
@@ -25,14 +29,17 @@ import argparse
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
-from _harness import floor_server, huddle_server, interleave, machine, summarise, versus_floor
+from _harness import floor_server, huddle_server, interleave, machine, ratio, summarise, versus_floor
+from huddle.service.token_codec import TokenCodec
 from huddle.storage.sqlite import migrate
 
 WARMUP = 50
@@ -40,6 +47,8 @@ BLOCK = 50  # calls per block; Huddle's and the floor's blocks alternate (see _h
 # Issue 14: at 50 agents, in one interleaved run on the 2-core machine.
 TARGETS = {"p50_over_floor_p50": 1.5, "p99_over_floor_p50": 3.0}
 PROJECT = "repo"  # the harness names the repository directory `repo`
+AUTH_SECRET = "announce-benchmark-" + "k" * 32
+AUTH_BUDGET_MS = 0.2  # issue 10: token verification may add at most this to an announce's p50
 
 
 def prefill_history(events: int, intents: int, edits: int) -> Callable[[Path], None]:
@@ -89,48 +98,116 @@ def prefill_history(events: int, intents: int, edits: int) -> Callable[[Path], N
     return prepare
 
 
+def bearer_client(url: str, token: str) -> Client:
+    """The official client over HTTP, sending `Authorization: Bearer <token>` (token mode)."""
+    http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(30.0, read=300.0))
+    return Client(streamable_http_client(url, http_client=http))
+
+
+def token_for(agent: str, *scopes: str) -> str:
+    """A token the token-mode server accepts: signed with its --auth-secret, for its project `repo`."""
+    codec = TokenCodec(AUTH_SECRET, clock=time.time)
+    return codec.issue(agent, project=PROJECT, org="default", scopes=set(scopes or ("agent",)), ttl_s=3600)[0]
+
+
+async def prepare_agents(client: Client, agents: int) -> None:
+    """N agents, each holding one active intent on its own file (the client may act for each: open
+    mode, or an admin token)."""
+    for i in range(agents):
+        await client.call_tool(
+            "register_agent", {"name": f"agent-{i}", "agent_id": f"agent-{i}", "modules": [f"mod{i % 20}"]}
+        )
+        await client.call_tool(
+            "announce_work",
+            {"agent_id": f"agent-{i}", "subject": f"work {i}", "target_files": [f"src/agent{i}/main.py"]},
+        )
+
+
+def announcer(client: Client, agents: int, into: list[float]) -> Callable[[int], Awaitable[None]]:
+    """A block of `n` timed announces by `bench`, each a gray-zone hit on another agent's file."""
+    done = 0
+
+    async def block(n: int) -> None:
+        nonlocal done
+        for _ in range(n):
+            i = done
+            done += 1
+            args = {
+                "agent_id": "bench",
+                "subject": f"bench {i}",
+                "target_files": [f"src/bench/{i}.py"],
+                "depends_on_files": [f"src/agent{i % agents}/main.py"],
+            }
+            start = time.perf_counter()
+            result = await client.call_tool("announce_work", args)
+            elapsed = time.perf_counter() - start
+            if result.is_error or result.structured_content["verdict"] != "caution":  # type: ignore[index]
+                raise SystemExit(f"unexpected announce result: {result}")
+            into.append(elapsed)
+
+    return block
+
+
+def pinger(floor: Client, into: list[float]) -> Callable[[int], Awaitable[None]]:
+    async def block(n: int) -> None:
+        for i in range(n):
+            start = time.perf_counter()
+            result = await floor.call_tool("ping", {"n": i})
+            elapsed = time.perf_counter() - start
+            if result.is_error:
+                raise SystemExit(f"unexpected floor result: {result}")
+            into.append(elapsed)
+
+    return block
+
+
+async def timed_auth_modes(
+    open_url: str, token_url: str, floor_url: str, agents: int, calls: int, block: int
+) -> dict[str, Any]:
+    """Issue 10's budget: the same announces on an open-mode and a token-mode server, in rotating
+    blocks with the floor, so token verification's cost is read from the same moments."""
+    async with (
+        Client(open_url) as open_client,
+        bearer_client(token_url, token_for("ops", "admin")) as admin,
+        bearer_client(token_url, token_for("bench")) as token_client,
+        Client(floor_url) as floor,
+    ):
+        await prepare_agents(open_client, agents)
+        await prepare_agents(admin, agents)
+        for client in (open_client, token_client):
+            await client.call_tool("register_agent", {"name": "bench", "agent_id": "bench", "modules": ["bench"]})
+        times: dict[str, list[float]] = {"open": [], "token": [], "floor": []}
+        sides = {
+            "open": announcer(open_client, agents, times["open"]),
+            "token": announcer(token_client, agents, times["token"]),
+            "floor": pinger(floor, times["floor"]),
+        }
+        for side in sides.values():
+            await side(WARMUP)
+        for samples in times.values():
+            samples.clear()
+        order = list(sides)
+        for i in range(-(-calls // block)):
+            for name in order[i % 3 :] + order[: i % 3]:  # each side leads in turn
+                await sides[name](block)
+        summary = {name: summarise(samples) for name, samples in times.items()}
+        return {
+            **summary,
+            "token_minus_open_p50_ms": round(summary["token"]["p50_ms"] - summary["open"]["p50_ms"], 3),
+            "open_p50_over_floor_p50": ratio(summary["open"]["p50_ms"], summary["floor"]["p50_ms"]),
+            "token_p50_over_floor_p50": ratio(summary["token"]["p50_ms"], summary["floor"]["p50_ms"]),
+            "budget_ms": AUTH_BUDGET_MS,
+        }
+
+
 async def timed_announces(url: str, floor_url: str, agents: int, calls: int, block: int) -> dict[str, Any]:
     """`calls` announces against Huddle and as many trivial calls against the floor, in alternating blocks."""
     async with Client(url) as client, Client(floor_url) as floor:
-        # Register N agents, each holding one active intent on its own file.
-        for i in range(agents):
-            await client.call_tool("register_agent", {"name": f"agent-{i}", "modules": [f"mod{i % 20}"]})
-            await client.call_tool(
-                "announce_work",
-                {"agent_id": f"agent-{i}", "subject": f"work {i}", "target_files": [f"src/agent{i}/main.py"]},
-            )
+        await prepare_agents(client, agents)
         await client.call_tool("register_agent", {"name": "bench", "modules": ["bench"]})
         huddle_s: list[float] = []
         floor_s: list[float] = []
-        done = 0
-
-        async def announce_block(n: int) -> None:
-            nonlocal done
-            for _ in range(n):
-                i = done
-                done += 1
-                args = {
-                    "agent_id": "bench",
-                    "subject": f"bench {i}",
-                    "target_files": [f"src/bench/{i}.py"],
-                    "depends_on_files": [f"src/agent{i % agents}/main.py"],
-                }
-                start = time.perf_counter()
-                result = await client.call_tool("announce_work", args)
-                elapsed = time.perf_counter() - start
-                if result.is_error or result.structured_content["verdict"] != "caution":  # type: ignore[index]
-                    raise SystemExit(f"unexpected announce result: {result}")
-                huddle_s.append(elapsed)
-
-        async def ping_block(n: int) -> None:
-            for i in range(n):
-                start = time.perf_counter()
-                result = await floor.call_tool("ping", {"n": i})
-                elapsed = time.perf_counter() - start
-                if result.is_error:
-                    raise SystemExit(f"unexpected floor result: {result}")
-                floor_s.append(elapsed)
-
+        announce_block, ping_block = announcer(client, agents, huddle_s), pinger(floor, floor_s)
         await announce_block(WARMUP)
         await ping_block(WARMUP)
         huddle_s.clear()
@@ -159,6 +236,17 @@ def main() -> None:
         history = (20_000, 2_000, 2_000) if args.quick else (1_000_000, 100_000, 100_000)
         with huddle_server(prepare=prefill_history(*history)) as server:
             result = anyio.run(timed_announces, server.mcp_url, floor_url, 50, calls, block)
+        auth_agents = 10 if args.quick else 50
+        with (
+            huddle_server() as open_server,
+            huddle_server("--auth", "token", "--auth-secret", AUTH_SECRET) as token_server,
+        ):
+            report["auth"] = {
+                "agents": auth_agents,
+                **anyio.run(
+                    timed_auth_modes, open_server.mcp_url, token_server.mcp_url, floor_url, auth_agents, calls, block
+                ),
+            }
     report["history"] = {
         "agents": 50,
         "events": history[0],
