@@ -239,7 +239,8 @@ def main() -> None:
         auth_agents = 10 if args.quick else 50
         with (
             huddle_server() as open_server,
-            huddle_server("--auth", "token", "--auth-secret", AUTH_SECRET) as token_server,
+            # Rate limits off: the benchmark calls far faster than an agent would; this measures the token check.
+            huddle_server("--auth", "token", "--auth-secret", AUTH_SECRET, "--rate-limit-per-s", "0") as token_server,
         ):
             report["auth"] = {
                 "agents": auth_agents,

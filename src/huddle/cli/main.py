@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from huddle import __version__
-from huddle.cli.argtypes import positive_float
+from huddle.cli.argtypes import non_negative_float
 from huddle.cli.audit import add_audit_parsers, run_audit
 from huddle.cli.backup import add_backup_parsers, run_backup, run_restore
 from huddle.cli.board import add_board_parsers, run_agents, run_status, run_threads
@@ -58,7 +58,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) ->
     types = {f.name: f for f in fields(Settings)}
     for name in names:
         f = types[name]
-        kind = int if f.type in ("int", int) else positive_float if f.type in ("float", float) else str
+        # Floats must be finite here; whether 0 is allowed is the setting's own rule (settings.py says
+        # which must be greater than 0 — rate_limit_per_s = 0, for one, turns rate limits off).
+        kind = int if f.type in ("int", int) else non_negative_float if f.type in ("float", float) else str
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
