@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -98,9 +98,11 @@ def prefill_history(events: int, intents: int, edits: int) -> Callable[[Path], N
     return prepare
 
 
-def bearer_client(url: str, token: str) -> Client:
-    """The official client over HTTP, sending `Authorization: Bearer <token>` (token mode)."""
-    http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(30.0, read=300.0))
+def bearer_client(url: str, token: str | None) -> Client:
+    """The official client over HTTP with the HTTP client the SDK itself builds (httpx2, its timeouts),
+    sending `Authorization: Bearer <token>` when given: both modes then differ by the token alone."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0))
     return Client(streamable_http_client(url, http_client=http))
 
 
@@ -167,7 +169,7 @@ async def timed_auth_modes(
     """Issue 10's budget: the same announces on an open-mode and a token-mode server, in rotating
     blocks with the floor, so token verification's cost is read from the same moments."""
     async with (
-        Client(open_url) as open_client,
+        bearer_client(open_url, None) as open_client,
         bearer_client(token_url, token_for("ops", "admin")) as admin,
         bearer_client(token_url, token_for("bench")) as token_client,
         Client(floor_url) as floor,
