@@ -6,6 +6,7 @@ On PostgreSQL event cursors are numbered per project, so every read by cursor mu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from helpers import make_coordinator
 from huddle.push.log import EventFilter, latest_for, read_after
@@ -72,3 +73,30 @@ async def test_every_read_of_an_agents_slice_of_the_log_stays_in_its_project(
     finally:
         await beta.stop()
         await alpha.stop()
+
+
+async def test_another_projects_notes_can_neither_crowd_out_nor_reveal_mine_in_a_keyword_search(
+    tmp_path: Path, backend: dict[str, str], monkeypatch: Any
+) -> None:
+    """SQLite's one full-text index holds every project's notes: the project is filtered before the
+    candidate limit, so a flood of another project's matches changes nothing of my results."""
+    from huddle.service import shared_context
+
+    monkeypatch.setattr(shared_context, "SEARCH_CANDIDATES", 3)
+    alpha = make_coordinator(tmp_path, tmp_path, project="alpha", **backend)
+    beta = make_coordinator(tmp_path, tmp_path, project="beta", **backend)
+    await alpha.start()
+    await beta.start()
+    try:
+        for coord, agent in ((alpha, "a1"), (beta, "b1")):
+            await coord.agents.register(agent, agent_id=agent)
+        await alpha.shared_context.share("a1", "decision", "deploy on fridays is banned")
+        for n in range(10):
+            await beta.shared_context.share("b1", "note", f"deploy note {n}")
+        mine = await alpha.shared_context.query(keyword="deploy")
+        assert [e["content"] for e in mine["entries"]] == ["deploy on fridays is banned"]
+        theirs = await beta.shared_context.query(keyword="fridays")
+        assert theirs["entries"] == []
+    finally:
+        await alpha.stop()
+        await beta.stop()

@@ -99,12 +99,23 @@ class FullText:
     def search(unit: Unit, terms: list[str]) -> list[int]:
         """Ids of entries matching every term (as a word prefix), best match first."""
         if unit.tx.dialect == "sqlite":
+            # One FTS5 index holds every project's notes: the project is filtered before the candidate
+            # limit (or another project's notes could crowd mine out, and tell me they exist), and the
+            # ranking is counted here, within my project — FTS5's bm25 weighs words by how common they
+            # are across the whole index, every project's notes included.
             query = " ".join('"' + t.replace('"', '""') + '"*' for t in terms)
             rows = unit.tx.all(
-                "SELECT rowid FROM shared_context_fts WHERE shared_context_fts MATCH ? ORDER BY rank LIMIT ?",
-                (query, SEARCH_CANDIDATES),
+                "SELECT c.id, c.content, c.tags FROM shared_context_fts f JOIN shared_context c ON c.id = f.rowid"
+                " WHERE shared_context_fts MATCH ? AND c.project = ? ORDER BY c.id DESC LIMIT ?",
+                (query, unit.project, SEARCH_CANDIDATES),
             )
-            return [int(r["rowid"]) for r in rows]
+            prefixes = [re.compile(r"\b" + re.escape(t), re.IGNORECASE) for t in terms]
+
+            def hits(row: Row) -> int:
+                text = f"{row['content']} {' '.join(json.loads(row['tags']))}"
+                return sum(len(p.findall(text)) for p in prefixes)
+
+            return [int(r["id"]) for r in sorted(rows, key=hits, reverse=True)]
         # PostgreSQL: the generated tsvector column (schema/postgresql/002); each word as a prefix.
         query = " & ".join(f"'{t}':*" for t in terms)  # words are [\w]+ (no quote can occur)
         rows = unit.tx.all(
