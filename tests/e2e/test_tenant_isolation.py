@@ -282,3 +282,39 @@ def test_an_agent_of_another_project_registers_and_refreshes_into_its_own_projec
         json={"agent_id": "b10", "registration_secret": REGISTRATION, "project": "gamma"},
     )
     assert unknown.status_code == 422 and "no project 'gamma'" in unknown.json()["error"]
+
+
+async def test_an_agent_of_another_project_with_the_same_id_cannot_take_over_an_mqtt_session(
+    server: ServerProcess,
+) -> None:
+    """The same agent id in another project is another agent: it cannot resume its persistent session."""
+    import aiomqtt
+
+    from push_helpers import runtime
+
+    port = int(runtime(server)["mqtt_port"])
+    alpha = seed(server, "alpha")
+    seed(server, "beta")
+    twin = _token("beta", alpha.peer)  # beta's agent with alpha's peer's id
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        username=alpha.peer,
+        password=alpha.peer_token,
+        identifier="peer-session",
+        clean_session=False,
+        timeout=10,
+    ) as mqtt:
+        await mqtt.subscribe(f"huddle/alpha/agents/{alpha.peer}/inbox", qos=1)
+    ok(server, alpha.token, "send_message", content=f"{alpha.marker} queued for the peer", to_agent=alpha.peer)
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client(
+            "127.0.0.1",
+            port,
+            username=alpha.peer,
+            password=twin,
+            identifier="peer-session",
+            clean_session=False,
+            timeout=10,
+        ):
+            pass

@@ -90,9 +90,14 @@ class MqttAccess:
         return self.rules
 
     def admit(
-        self, username: str | None, password: str | None, will_topic: str | None, holder: str | None = None
+        self,
+        username: str | None,
+        password: str | None,
+        will_topic: str | None,
+        holder: tuple[str, str] | None = None,
     ) -> Grant:
-        """The grant of a CONNECT, or Refused. `holder`: the agent whose session already has this client id."""
+        """The grant of a CONNECT, or Refused. `holder`: (project, agent) of the session that already has
+        this client id — the same agent id in another project is another agent."""
         grant = Grant(None)
         if self.credentials is not None:
             if not username or not password:
@@ -105,7 +110,7 @@ class MqttAccess:
                 raise Refused(
                     BAD_USERNAME_PASSWORD, f"username {username[:64]!r} is not the token's agent; send your own id"
                 )
-            if holder is not None and holder != username:
+            if holder is not None and holder != (principal.project, principal.agent_id):
                 # Taking it over would hand this client the other agent's subscriptions and queued messages.
                 raise Refused(IDENTIFIER_REJECTED, "the client id is another agent's session; use an id of your own")
             grant = Grant(principal, password, _expiry(password))
@@ -154,10 +159,12 @@ class MqttAccess:
                 self.on_lapse(session.client_id)
         return self.allows(grant, topic, action)
 
-    def owner(self, session: Any) -> str | None:
-        """The agent whose token opened an amqtt session (None in open mode, or for no session)."""
+    def owner(self, session: Any) -> tuple[str, str] | None:
+        """(project, agent) whose token opened an amqtt session (None in open mode, or for no session)."""
         grant = getattr(session, GRANT, None) if session is not None else None
-        return grant.principal.agent_id if grant is not None and grant.principal is not None else None
+        if grant is None or grant.principal is None:
+            return None
+        return grant.principal.project, grant.principal.agent_id
 
 
 def _expiry(token: str) -> float:
