@@ -79,3 +79,8 @@ async def test_the_guard_gives_a_remembered_request_the_same_verdict_and_forgets
         await status(f"h{i}.example".encode(), None)
     assert len(guard._verdicts) <= VERDICTS_KEPT
     assert await status(b"127.0.0.1:3100", b"http://evil.example") == 403
+    guard._verdicts.clear()
+    for i in range(5):  # 256 KB Origins are judged every time, never kept: the table stays small in bytes
+        huge = b"http://" + bytes([97 + i]) * 262_144
+        assert await status(b"127.0.0.1:3100", huge) == 403
+    assert guard._verdicts == {}

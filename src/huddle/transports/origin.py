@@ -71,6 +71,7 @@ def parse_allowed_hosts(value: str) -> frozenset[str]:
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 VERDICTS_KEPT = 1024
+MAX_REMEMBERED_BYTES = 512  # Host + Origin of a verdict worth remembering
 
 
 def refusal(
@@ -93,7 +94,7 @@ def refusal(
     host, host_port = _split_host(host_header)
     if loopback and not is_loopback(host) and host.rstrip(".") not in own_names:
         return (
-            f"Host {host!r} is not allowed on a loopback server (DNS-rebinding protection); use 127.0.0.1, "
+            f"Host {host[:100]!r} is not allowed on a loopback server (DNS-rebinding protection); use 127.0.0.1, "
             "or list the name in the allowed_hosts setting"
         )
     origin = headers.get("origin")
@@ -120,7 +121,7 @@ def refusal(
     if same:
         return None  # same origin: a page Huddle itself served (the dashboard)
     return (
-        f"Origin {origin!r} is not allowed (cross-site protection); requests from web pages must come from"
+        f"Origin {origin[:100]!r} is not allowed (cross-site protection); requests from web pages must come from"
         " this server's own address, or from an origin or host listed in the allowed_origins or allowed_hosts"
         " setting"
     )
@@ -165,9 +166,12 @@ class CrossSiteGuard:
                 scheme=scheme,
                 served=served,
             )
-            if len(self._verdicts) >= VERDICTS_KEPT:
-                self._verdicts.clear()
-            self._verdicts[key] = reason
+            # Real browsers and clients send short values; a long one (anyone can send 256 KB) is judged
+            # each time rather than kept, so the table stays small in bytes as well as in entries.
+            if len(host or b"") + len(origin or b"") <= MAX_REMEMBERED_BYTES:
+                if len(self._verdicts) >= VERDICTS_KEPT:
+                    self._verdicts.clear()
+                self._verdicts[key] = reason
         if reason is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
