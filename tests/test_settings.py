@@ -39,6 +39,13 @@ def test_the_data_dir_flag_decides_which_config_toml_is_read(tmp_path: Path) -> 
         ({"allowed_origins": "https://a.example/path"}, {}, "", "is not an origin"),
         ({"header_timeout_s": 0}, {}, "", "header_timeout_s must be greater than 0"),
         ({}, {"HUDDLE_MCP_SESSIONS_PER_CLIENT": "0"}, "", "mcp_sessions_per_client must be greater than 0"),
+        ({"forwarded_allow_ips": "garbage"}, {}, "", "'garbage' is not an address or network"),
+        ({"forwarded_allow_ips": "1.2.3.4/99"}, {}, "", "is not an address or network"),
+        ({"forwarded_allow_ips": ",,"}, {}, "", "is not an address or network"),
+        ({"projects": "acme/web"}, {}, "", "projects needs token mode"),
+        ({"auth": "token", "projects": "acme/web", "topic_root": "team/h"}, {}, "", r"must contain \{project\}"),
+        ({"auth": "token", "projects": "acme/web=rel/path"}, {}, "", "must be an absolute path"),
+        ({"auth": "token", "projects": "acme"}, {}, "", "is not org/project"),
     ],
 )
 def test_bad_settings_are_clear_errors(tmp_path: Path, overrides, env, toml, message) -> None:

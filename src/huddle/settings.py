@@ -7,6 +7,7 @@ that every setting is documented) and validation, so the three cannot drift apar
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -315,6 +316,14 @@ def tenants_of(settings: Settings) -> list[Tenant]:
     return out
 
 
+def _is_network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def env_name(setting: str) -> str:
     return ENV_PREFIX + setting.upper()
 
@@ -464,6 +473,26 @@ def _validate(s: Settings) -> None:
             " callers from another's",
             field="projects",
         )
+    if extra and "{project}" not in s.topic_root:
+        raise InvalidInput(
+            "setting topic_root must contain {project} when the server serves several projects (projects), or"
+            f" their MQTT topics would share one root; got {s.topic_root!r}",
+            field="topic_root",
+        )
+    for tenant in extra:
+        if tenant.repo and not Path(tenant.repo).expanduser().is_absolute():
+            raise InvalidInput(
+                f"setting projects: the repository of {tenant.org}/{tenant.project} must be an absolute path,"
+                f" got {tenant.repo!r}",
+                field="projects",
+            )
+    for proxy in (p.strip() for p in s.forwarded_allow_ips.split(",") if s.forwarded_allow_ips):
+        if proxy != "*" and not _is_network(proxy):
+            raise InvalidInput(
+                f"setting forwarded_allow_ips: {proxy!r} is not an address or network; list proxies such as"
+                " 127.0.0.1,10.0.0.0/8 (or * for any)",
+                field="forwarded_allow_ips",
+            )
     names = [s.project_key, *(t.project for t in extra)]
     if len(set(names)) != len(names):
         raise InvalidInput(f"setting projects: project names must be unique on a server, got {names}", field="projects")

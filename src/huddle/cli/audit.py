@@ -20,6 +20,7 @@ from typing import Any
 from huddle.cli.database import _where, opened, target_of
 from huddle.errors import HuddleError
 
+MAX_INT = 2**63 - 1  # what SQLite and PostgreSQL store as an integer
 AUDIT_VERSION = 11  # the migration that created audit_log (schema/011_audit.sql)
 
 
@@ -28,8 +29,8 @@ def _positive_int(raw: str) -> int:
         value = int(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{raw!r} must be 1 or more")
+    if not 1 <= value <= MAX_INT:
+        raise argparse.ArgumentTypeError(f"{raw!r} must be between 1 and {MAX_INT} (a 64-bit row number)")
     return value
 
 

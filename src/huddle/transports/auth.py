@@ -394,7 +394,10 @@ def auth_routes(
         """The dashboard's sign-in form posts a token with the dashboard or admin scope."""
         if projects is None:
             return RedirectResponse("/dashboard", status_code=303)
-        form = await request.form()
+        try:
+            form = await request.form()
+        except Exception:  # a malformed multipart or urlencoded body: the form's own fault, not ours
+            return error_response(InvalidInput("the sign-in form is malformed; post token=<your dashboard token>"))
         token = str(form.get("token") or "").strip()
         try:
             principal = projects.authenticate(token)

@@ -17,8 +17,11 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from huddle.service.token_codec import TokenCodec, TokenRefused, audience_for
-from huddle.transports.auth import bearer_token, cookie_value
+from huddle.transports.auth import SIGN_IN_PATHS, bearer_token, cookie_value
 from huddle.transports.dashboard import SESSION_COOKIE
+
+
+BODY_ROUTED = SIGN_IN_PATHS
 
 
 class TenantRouter:
@@ -29,7 +32,9 @@ class TenantRouter:
         self.audiences = list(self.apps)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
+        # Sign-in routes name their project in the body (or their token does): the server's own app
+        # answers them for every project, whatever bearer header rides along.
+        if scope["type"] in ("http", "websocket") and scope.get("path") not in BODY_ROUTED:
             headers = Headers(scope=scope)
             token = bearer_token(headers) or cookie_value(headers, SESSION_COOKIE)
             if token:
