@@ -21,9 +21,6 @@ from huddle.transports.auth import SIGN_IN_PATHS, bearer_token, cookie_value
 from huddle.transports.dashboard import SESSION_COOKIE
 
 
-BODY_ROUTED = SIGN_IN_PATHS
-
-
 class TenantRouter:
     def __init__(self, main: ASGIApp, projects: Mapping[tuple[str, str], ASGIApp], codec: TokenCodec):
         self.main = main
@@ -34,7 +31,7 @@ class TenantRouter:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Sign-in routes name their project in the body (or their token does): the server's own app
         # answers them for every project, whatever bearer header rides along.
-        if scope["type"] in ("http", "websocket") and scope.get("path") not in BODY_ROUTED:
+        if scope["type"] in ("http", "websocket") and scope.get("path") not in SIGN_IN_PATHS:
             headers = Headers(scope=scope)
             token = bearer_token(headers) or cookie_value(headers, SESSION_COOKIE)
             if token:
