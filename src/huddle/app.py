@@ -6,6 +6,8 @@ Nothing else in Huddle creates these or holds globals; tests build as many apps 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -113,12 +115,22 @@ def tenant_settings(settings: Settings, tenant: Tenant) -> Settings:
         settings,
         project=tenant.project,
         org=tenant.org,
+        registration_secret=project_registration_secret(settings.registration_secret, tenant),
         repo=tenant.repo or str(settings.data_path / "projects" / tenant.project),
         analysis=settings.analysis if tenant.repo else "off",
         projects="",
         mqtt_broker="off",
         mqtt_url="",
     )
+
+
+def project_registration_secret(secret: str, tenant: Tenant) -> str:
+    """Another project's own registration secret, derived from the server's: the secret handed to one
+    org's agents admits them into their project only (`huddle token registration-secret --project P`)."""
+    if not secret:
+        return ""
+    message = f"huddle-registration:{tenant.org}/{tenant.project}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 def build_project(settings: Settings, also_run: list[Huddle] | None = None) -> Huddle:

@@ -27,6 +27,14 @@ from huddle.service.token_codec import TokenCodec
 
 SECRET = "tenant-secret-" + "z" * 32
 REGISTRATION = "tenant-registration-" + "r" * 32
+SERVER_ENV = {
+    "HUDDLE_AUTH": "token",
+    "HUDDLE_AUTH_SECRET": SECRET,
+    "HUDDLE_PROJECT": "alpha",
+    "HUDDLE_ORG": "acme",
+    "HUDDLE_PROJECTS": "globex/beta",
+    "HUDDLE_REGISTRATION_SECRET": REGISTRATION,
+}
 PROJECTS = {"alpha": "acme", "beta": "globex"}
 
 
@@ -104,15 +112,7 @@ def seed(server: ServerProcess, name: str) -> Project:
 
 @pytest.fixture
 def server(server_factory: Any) -> ServerProcess:
-    env = {
-        "HUDDLE_AUTH": "token",
-        "HUDDLE_AUTH_SECRET": SECRET,
-        "HUDDLE_PROJECT": "alpha",
-        "HUDDLE_ORG": "acme",
-        "HUDDLE_PROJECTS": "globex/beta",
-        "HUDDLE_REGISTRATION_SECRET": REGISTRATION,
-    }
-    started: ServerProcess = server_factory(env=env)
+    started: ServerProcess = server_factory(env=SERVER_ENV)
     return started
 
 
@@ -264,9 +264,18 @@ async def test_over_one_mqtt_broker_each_projects_wildcard_hears_only_its_own_pr
 
 def test_an_agent_of_another_project_registers_and_refreshes_into_its_own_project(server: ServerProcess) -> None:
     """/register and /refresh carry no bearer token for the router to read: the body says the project."""
-    registered = httpx.post(
+    from huddle.app import project_registration_secret
+    from huddle.settings import Tenant
+
+    crossing = httpx.post(
         f"{server.url}/api/v1/auth/register",
         json={"agent_id": "b9", "registration_secret": REGISTRATION, "project": "beta"},
+    )
+    assert crossing.status_code == 403  # the server's own project's secret does not admit into another org's
+    betas = project_registration_secret(REGISTRATION, Tenant("globex", "beta"))
+    registered = httpx.post(
+        f"{server.url}/api/v1/auth/register",
+        json={"agent_id": "b9", "registration_secret": betas, "project": "beta"},
     )
     assert registered.status_code == 200, registered.text
     refreshed = httpx.post(
@@ -318,3 +327,29 @@ async def test_an_agent_of_another_project_with_the_same_id_cannot_take_over_an_
             timeout=10,
         ):
             pass
+
+
+def test_the_operators_cli_issues_and_names_secrets_for_each_project_it_serves(server: ServerProcess) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **SERVER_ENV}
+
+    def huddle(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "huddle.cli.main", "token", *args, "--data-dir", str(server.data_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=server.repo,
+        )
+
+    issued = huddle("issue", "--agent", "b-cli", "--project", "beta")
+    assert issued.returncode == 0, issued.stderr
+    me = httpx.get(f"{server.url}/api/v1/auth/whoami", headers={"Authorization": f"Bearer {issued.stdout.strip()}"})
+    assert (me.json()["org"], me.json()["project"]) == ("globex", "beta")
+    unknown = huddle("issue", "--agent", "x", "--project", "gamma")
+    assert unknown.returncode == 1 and "serves alpha, beta" in unknown.stderr
+    own, betas = huddle("registration-secret"), huddle("registration-secret", "--project", "beta")
+    assert own.stdout.strip() == REGISTRATION and betas.stdout.strip() not in ("", REGISTRATION)

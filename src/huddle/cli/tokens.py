@@ -28,7 +28,7 @@ from huddle.domain.principal import ADMIN, AGENT, SCOPES
 from huddle.errors import HuddleError
 from huddle.service.credentials import Credentials, key_id, signing_secret
 from huddle.service.token_codec import TokenCodec, TokenRefused
-from huddle.settings import Settings, load_settings
+from huddle.settings import Settings, load_settings, tenants_of
 
 T = TypeVar("T")
 CLI_AGENT = "huddle:cli"  # reserved (service/credentials.py): nobody can register or sign it out
@@ -59,21 +59,43 @@ def add_token_parsers(commands: Any) -> None:
     revoke.add_argument("token", help="the token to revoke ('-' reads it from standard input)")
     sign_out = actions.add_parser("sign-out", help="revoke every token an agent holds (logout-all)")
     sign_out.add_argument("agent", help="the agent id")
-    for parser in (issue, revoke, sign_out):
+    registration = actions.add_parser(
+        "registration-secret",
+        help="print the secret agents of a project register with (POST /api/v1/auth/register)",
+        description="The server's registration_secret admits into its own project; each other project"
+        " (setting projects) has its own, derived from it, so one org's secret admits into its project only.",
+    )
+    for parser in (issue, revoke, sign_out, registration):
         parser.add_argument("--data-dir", help="the server's data dir [env HUDDLE_DATA_DIR; default ~/.huddle]")
         parser.add_argument("--db-url", help="the server's PostgreSQL database (team mode)")
         parser.add_argument("--project", help="the server's project key [default: as the server would choose]")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """The settings of the project the command acts on: the server's own, or (`--project`) one of the
+    other projects it serves, with that project's org and registration secret."""
+    from huddle.app import tenant_settings
+
     data_dir = data_dir_of(args)
     if not args.db_url and not data_dir.is_dir():
         raise HuddleError(f"no data dir at {data_dir}; pass the --data-dir the server uses (or --db-url)")
-    overrides: dict[str, Any] = {"data_dir": str(data_dir), "db_url": args.db_url, "project": args.project}
+    if args.project is not None and not args.project.strip():
+        raise HuddleError("--project must name a project; leave it out for the server's own")
+    overrides: dict[str, Any] = {"data_dir": str(data_dir), "db_url": args.db_url}
     running = running_server(data_dir)
-    if args.project is None and running is not None and running.info.get("project"):
+    if running is not None and running.info.get("project"):
         overrides["project"] = running.info["project"]  # the running server's, whatever the cwd
-    return load_settings(overrides)
+    base = load_settings(overrides)
+    tenants = tenants_of(base)
+    if args.project is None or args.project == base.project_key:
+        return base
+    for tenant in tenants:
+        if tenant.project == args.project:
+            return tenant_settings(base, tenant)
+    if tenants or running is not None:
+        served = ", ".join([base.project_key, *(t.project for t in tenants)])
+        raise HuddleError(f"this server serves {served}; there is no project {args.project[:64]!r} on it")
+    return load_settings({**overrides, "project": args.project})  # a server not running: its own project
 
 
 def _check_key(settings: Settings) -> str:
@@ -113,6 +135,11 @@ def run_token(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
+        if args.token_command == "registration-secret":
+            if not settings.registration_secret:
+                raise HuddleError("self-registration is off: set registration_secret (HUDDLE_REGISTRATION_SECRET)")
+            print(settings.registration_secret)
+            return 0
         if args.token_command == "issue":
             scopes = args.scope or [AGENT]
             answer = _with_credentials(
