@@ -214,9 +214,11 @@ class PushHub:
         self.events.offer(events)
         if not self._started:
             return
-        if self.embedded is not None and any(e.kind in (REVOKED, SIGNED_OUT) for e in events):
+        if any(e.kind in (REVOKED, SIGNED_OUT) for e in events):
             # After this commit's other listeners (the credentials' mirror among them) have run.
-            asyncio.get_running_loop().call_soon(self.embedded.recheck)
+            if self.embedded is not None:
+                asyncio.get_running_loop().call_soon(self.embedded.recheck)
+            asyncio.get_running_loop().call_soon(self.mcp_push.recheck)
         if self.bridge is not None:
             self.bridge.offer(events)
         self.mcp_push.offer(events)

@@ -20,12 +20,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import ListenHandler, ResourceUpdated, SubscriptionBus
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types import (
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
@@ -85,9 +87,23 @@ class TrackingListenHandler(ListenHandler):
     """The SDK's `subscriptions/listen` handler, counting which resource URIs open streams watch,
     so events nobody listens to cost nothing."""
 
-    def __init__(self, bus: SubscriptionBus, watched: Counter[str]):
+    def __init__(
+        self, bus: SubscriptionBus, watched: Counter[str], still_valid: Callable[[Principal], bool] | None = None
+    ):
         super().__init__(bus)
         self._watched = watched
+        # Token mode: each open stream with the principal that opened it, ended when its token is no
+        # longer good (revoked, signed out, expired) — `recheck`, before anything is published to them.
+        self._still_valid = still_valid
+        self._open: dict[anyio.CancelScope, Principal] = {}
+
+    def recheck(self) -> None:
+        if self._still_valid is None:
+            return
+        for scope, principal in list(self._open.items()):
+            if not self._still_valid(principal):
+                scope.cancel()
+                del self._open[scope]
 
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], params: SubscriptionsListenRequestParams
@@ -101,9 +117,17 @@ class TrackingListenHandler(ListenHandler):
                 except Forbidden as exc:
                     raise MCPError(code=INVALID_PARAMS, message=f"{exc.message} [forbidden]") from None
         self._watched.update(uris)
+        principal = current_principal.get()
+        scope = anyio.CancelScope()
+        if principal is not None and self._still_valid is not None:
+            self._open[scope] = principal
         try:
-            return await super().__call__(ctx, params)
+            with scope:
+                return await super().__call__(ctx, params)
+            # Ended by `recheck`: the stream closes as the spec's graceful end, with its id.
+            return SubscriptionsListenResult(_meta={SUBSCRIPTION_ID_META_KEY: ctx.request_id})
         finally:
+            self._open.pop(scope, None)
             self._watched.subtract(uris)
             for uri in uris:
                 if self._watched[uri] <= 0:
@@ -131,6 +155,7 @@ class McpPush:
         # Token mode: a subscription's token is re-checked before each notification (credentials.still_valid).
         self.still_valid = still_valid
         self._principals: dict[int, Principal] = {}  # connection id → who subscribed
+        self._listen: TrackingListenHandler | None = None
         self._sessions: dict[str, dict[int, ServerSession]] = {}  # uri → connection id → session
         self._listening: Counter[str] = Counter()
         self._bus: SubscriptionBus | None = None
@@ -200,9 +225,8 @@ class McpPush:
         else:
             mcp.middleware.append(_refuse_sessionless_subscribe)
         self._bus = mcp._subscriptions
-        lowlevel.add_request_handler(
-            "subscriptions/listen", SubscriptionsListenRequestParams, TrackingListenHandler(self._bus, self._listening)
-        )
+        self._listen = TrackingListenHandler(self._bus, self._listening, self.still_valid)
+        lowlevel.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, self._listen)
 
     async def _subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
         owner = inbox_owner(str(params.uri))
@@ -292,7 +316,13 @@ class McpPush:
                 except Exception:  # one failed notification must not end MCP push for good
                     log.exception("MCP resource notification for %s failed", uri)
 
+    def recheck(self) -> None:
+        """After a revocation or sign-out: streams opened with tokens no longer good end now."""
+        if self._listen is not None:
+            self._listen.recheck()
+
     async def _notify(self, uri: str) -> None:
+        self.recheck()  # a token that expired since the last event hears no more
         if uri in self._listening and self._bus is not None:
             await self._bus.publish(ResourceUpdated(uri=uri))
             self.notifications_sent += 1
