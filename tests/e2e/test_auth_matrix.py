@@ -319,3 +319,37 @@ def test_an_overseer_acts_under_its_own_name_and_logout_ends_the_dashboard_sessi
     # The session's token itself was revoked, not just dropped by the browser.
     whoami = httpx.get(f"{server.url}/api/v1/auth/whoami", headers=_bearer(person))
     assert whoami.status_code == 401
+
+
+async def test_an_mcp_listen_stream_ends_when_its_token_is_revoked(server: ServerProcess, tokens: Tokens) -> None:
+    """Protocol 2026-07-28 `subscriptions/listen`: no resource update reaches a revoked token's stream."""
+    import anyio
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    for who in (tokens.alice, tokens.bob):
+        httpx.post(f"{server.url}/api/v1/tools/register_agent", json={"name": "x"}, headers=_bearer(who))
+
+    def message(content: str) -> None:
+        httpx.post(
+            f"{server.url}/api/v1/tools/send_message",
+            json={"content": content, "to_agent": "bob"},
+            headers=_bearer(tokens.alice),
+        )
+
+    http = httpx2.AsyncClient(headers=_bearer(tokens.bob), timeout=httpx2.Timeout(30.0, read=300.0))
+    async with (
+        Client(streamable_http_client(server.mcp_url, http_client=http)) as client,
+        client.listen(resource_subscriptions=["huddle://agents/bob/inbox"]) as updates,
+    ):
+        message("before")
+        with anyio.fail_after(10):
+            assert await updates.__anext__() is not None
+        revoked = httpx.post(
+            f"{server.url}/api/v1/auth/revoke", json={"token": tokens.bob}, headers=_bearer(tokens.admin)
+        )
+        assert revoked.status_code == 200
+        message("after-revocation")
+        with anyio.fail_after(10), pytest.raises(StopAsyncIteration):
+            await updates.__anext__()  # the server ended the stream; nothing came first
