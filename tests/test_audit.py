@@ -218,6 +218,20 @@ async def test_deleting_the_newest_rows_is_found_through_the_event_log(coord: Co
     assert "newest audit rows were deleted" in report.finding.message
 
 
+@pytest.mark.parametrize("origin_too", [False, True])
+async def test_deleting_a_projects_whole_audit_log_is_found(coord: Coordinator, origin_too: bool) -> None:
+    await some_history(coord)
+    project = coord.store.project
+    tamper(
+        coord.store,
+        f"DELETE FROM audit_log WHERE project = '{project}'",
+        *([f"DELETE FROM audit_origin WHERE project = '{project}'"] if origin_too else []),
+    )
+    report = await only_report(coord.store)
+    assert report.rows == 0 and report.finding is not None
+    assert report.finding.problem == "deleted" and "no audit row at all" in report.finding.message
+
+
 async def test_two_swapped_rows_are_reported_as_reordered(coord: Coordinator) -> None:
     await some_history(coord)
     tamper(coord.store, *SWAP_2_AND_3)

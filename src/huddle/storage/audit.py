@@ -108,6 +108,11 @@ def append(
     who = current_principal.get()
     principal, token_id, scopes = (who.agent_id, who.token_id, ",".join(sorted(who.scopes))) if who else ("", "", "")
     seq, prev_hash = head[0] + 1, head[1]
+    if seq == 1:  # a project's first audited event: everything after the one before it is audited
+        tx.execute(
+            "INSERT INTO audit_origin (project, audited_after) VALUES (?, ?) ON CONFLICT (project) DO NOTHING",
+            (project, cursor - 1),
+        )
     digest = data_digest(data_text)
     row_hash = chain_hash(project, seq, ts, action, actor, principal, token_id, scopes, cursor, digest, prev_hash)
     tx.execute(
@@ -204,8 +209,31 @@ _SELECT_PAGE = (
 
 
 def projects(query: Query) -> list[str]:
-    """Projects with audit rows, by name."""
-    return [str(r[0]) for r in query("SELECT DISTINCT project FROM audit_log ORDER BY project", ())]
+    """Projects with audit rows, an audit origin or events, by name."""
+    rows = query(
+        "SELECT project FROM audit_log UNION SELECT project FROM audit_origin UNION SELECT project FROM events"
+        " ORDER BY project",
+        (),
+    )
+    return [str(r[0]) for r in rows]
+
+
+def _missing_chain(query: Query, project: str) -> Finding | None:
+    """A project with no audit rows at all: fine if none of its events came after its origin."""
+    origin = query("SELECT audited_after FROM audit_origin WHERE project = ?", (project,))
+    after = int(origin[0][0]) if origin else 0
+    event = query(
+        "SELECT cursor, kind FROM events WHERE project = ? AND cursor > ? ORDER BY cursor LIMIT 1", (project, after)
+    )
+    if not event:
+        return None
+    cursor, kind = int(event[0][0]), event[0][1]
+    what = "its audit rows were deleted" if origin else "its audit log and its origin were deleted"
+    return Finding(
+        "deleted",
+        1,
+        f"event {cursor} ({kind}) came after the audit log began but there is no audit row at all: {what}",
+    )
 
 
 def _span(first: int, last: int) -> str:
@@ -339,7 +367,7 @@ def verify_project(query: Query, project: str, *, page: int = PAGE) -> Report:
         if len(batch) < page:
             break
     if first is None or last is None:
-        return Report(project, 0, (0, GENESIS), None)
+        return Report(project, 0, (0, GENESIS), _missing_chain(query, project))
     return Report(project, rows, (last.seq, last.hash), _unaudited(query, project, first, last, rows))
 
 

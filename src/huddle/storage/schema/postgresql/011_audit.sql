@@ -19,6 +19,14 @@ CREATE TABLE audit_log (
     hash        TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (project, seq)
 );
+-- Where each project's chain begins: events after `audited_after` must each have an audit row. Set
+-- here for the projects that already have events (their past predates the audit log), and by the
+-- first audit row of any other project; so deleting a project's whole audit log is detected too.
+CREATE TABLE audit_origin (
+    project       TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+    audited_after BIGINT NOT NULL
+);
+INSERT INTO audit_origin (project, audited_after) SELECT project, MAX(cursor) FROM events GROUP BY project;
 -- Append-only, as far as the schema can say it: Huddle never updates a row, so an UPDATE is refused.
 -- DELETE stays possible: `huddle import --force` replaces a project's rows, and a deletion breaks the chain.
 CREATE FUNCTION huddle_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_log is append-only: its rows are never updated'; END $$;
