@@ -273,7 +273,7 @@ class PushHub:
             "connected": bool(sink is not None and sink.connected),
         }
         out.update({k: v for k, v in self.runtime_info().items() if k.startswith("mqtt_") and k != "mqtt_broker"})
-        if sink is not None:
+        if sink is not None and self.mode != "shared":  # a shared broker's counts are every project's
             out.update(sink.info())
         if self.mosquitto is not None:
             out["child_pid"] = self.mosquitto.pid
