@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from _harness import machine
+from _mqtt_wire import connect_and_subscribe, split_packets
 from huddle.push.bridge import Message
 from huddle.push.broker import EmbeddedBroker
 from huddle.push.mqtt_access import MqttAccess
@@ -33,20 +34,6 @@ from huddle.storage.sqlite import SqliteStore
 
 ROOT = "huddle/bench"
 SECRET = "b" * 40
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(text: str) -> bytes:
-    data = text.encode()
-    return len(data).to_bytes(2, "big") + data
 
 
 class Subscriber(asyncio.Protocol):
@@ -64,32 +51,15 @@ class Subscriber(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        flags = 0x02 | (0xC0 if self.username else 0)
-        connect = _str("MQTT") + bytes([4, flags]) + (600).to_bytes(2, "big") + _str(self.client_id)
-        if self.username and self.password:
-            connect += _str(self.username) + _str(self.password)
-        subscribe = (1).to_bytes(2, "big") + _str(f"{ROOT}/broadcast") + bytes([1])
         transport.write(
-            bytes([0x10]) + _varint(len(connect)) + connect + bytes([0x82]) + _varint(len(subscribe)) + subscribe
+            connect_and_subscribe(
+                self.client_id, f"{ROOT}/broadcast", username=self.username or None, password=self.password
+            )
         )
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while len(self.buffer) >= 2:
-            length, shift, i = 0, 0, 1
-            while True:
-                if i >= len(self.buffer):
-                    return
-                byte = self.buffer[i]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not byte & 0x80:
-                    break
-            if len(self.buffer) < i + length:
-                return
-            header, body = self.buffer[0], self.buffer[i : i + length]
-            self.buffer = self.buffer[i + length :]
+        packets, self.buffer = split_packets(self.buffer + data)
+        for header, body in packets:
             if header >> 4 == 9:
                 self.ready.set()
             elif header >> 4 == 3:

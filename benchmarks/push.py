@@ -31,20 +31,7 @@ from typing import Any
 import httpx
 
 from _harness import huddle_server, machine
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(text: str) -> bytes:
-    data = text.encode()
-    return len(data).to_bytes(2, "big") + data
+from _mqtt_wire import connect_and_subscribe, split_packets
 
 
 class Subscriber(asyncio.Protocol):
@@ -90,31 +77,13 @@ class MqttSubscriber(Subscriber):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        connect = _str("MQTT") + bytes([4, 2]) + (600).to_bytes(2, "big") + _str(self.client_id)
-        subscribe = (1).to_bytes(2, "big") + _str(self.topic) + bytes([1])
         assert self.transport is not None
-        self.transport.write(
-            bytes([0x10]) + _varint(len(connect)) + connect + bytes([0x82]) + _varint(len(subscribe)) + subscribe
-        )
+        self.transport.write(connect_and_subscribe(self.client_id, self.topic))
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
-        self.packets += data
-        while len(self.packets) >= 2:
-            length, shift, i = 0, 0, 1
-            while True:
-                if i >= len(self.packets):
-                    return
-                byte = self.packets[i]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not byte & 0x80:
-                    break
-            if len(self.packets) < i + length:
-                return
-            header, body = self.packets[0], self.packets[i : i + length]
-            self.packets = self.packets[i + length :]
+        packets, self.packets = split_packets(self.packets + data)
+        for header, body in packets:
             kind = header >> 4
             if kind == 9:  # SUBACK
                 self.ready.set()

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import ManualClock
 from huddle.errors import LockedOut, RateLimited
 from huddle.service.lockout import Lockout, address_key, agent_key
 
 
-class Clock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_the_tenth_failure_within_the_window_locks_the_key_out_for_the_lockout() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     lockout = Lockout(max_failures=10, window_s=300, lockout_s=300, clock=clock)
     key = address_key("10.0.0.7")
     assert [lockout.failed(key) for _ in range(9)] == [False] * 9
@@ -43,7 +33,7 @@ def test_the_tenth_failure_within_the_window_locks_the_key_out_for_the_lockout()
 
 
 def test_failures_older_than_the_window_do_not_count() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     lockout = Lockout(max_failures=3, window_s=60, lockout_s=600, clock=clock)
     lockout.failed("k")
     lockout.failed("k")
@@ -54,7 +44,7 @@ def test_failures_older_than_the_window_do_not_count() -> None:
 
 
 def test_a_success_clears_the_failures_so_far() -> None:
-    lockout = Lockout(max_failures=3, window_s=60, lockout_s=600, clock=Clock())
+    lockout = Lockout(max_failures=3, window_s=60, lockout_s=600, clock=ManualClock(1000.0))
     lockout.failed("k")
     lockout.failed("k")
     lockout.succeeded("k")
@@ -64,7 +54,7 @@ def test_a_success_clears_the_failures_so_far() -> None:
 
 
 def test_a_success_does_not_lift_an_active_lockout() -> None:
-    lockout = Lockout(max_failures=1, window_s=60, lockout_s=600, clock=Clock())
+    lockout = Lockout(max_failures=1, window_s=60, lockout_s=600, clock=ManualClock(1000.0))
     lockout.failed(agent_key("alice"))
     lockout.succeeded(agent_key("alice"))
     with pytest.raises(LockedOut):
@@ -72,7 +62,7 @@ def test_a_success_does_not_lift_an_active_lockout() -> None:
 
 
 def test_keys_are_locked_out_independently() -> None:
-    lockout = Lockout(max_failures=2, window_s=60, lockout_s=600, clock=Clock())
+    lockout = Lockout(max_failures=2, window_s=60, lockout_s=600, clock=ManualClock(1000.0))
     lockout.failed(address_key("10.0.0.7"))
     lockout.failed(address_key("10.0.0.7"))
     with pytest.raises(LockedOut):
@@ -83,14 +73,14 @@ def test_keys_are_locked_out_independently() -> None:
 
 
 def test_max_failures_of_zero_turns_lockout_off() -> None:
-    lockout = Lockout(max_failures=0, window_s=300, lockout_s=300, clock=Clock())
+    lockout = Lockout(max_failures=0, window_s=300, lockout_s=300, clock=ManualClock(1000.0))
     assert not any(lockout.failed("k") for _ in range(1000))
     lockout.check("k")
     assert len(lockout) == 0
 
 
 def test_keys_with_no_recent_failures_are_forgotten() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     lockout = Lockout(max_failures=5, window_s=60, lockout_s=60, clock=clock)
     for i in range(500):
         lockout.failed(address_key(f"10.0.{i // 256}.{i % 256}"))
@@ -101,7 +91,7 @@ def test_keys_with_no_recent_failures_are_forgotten() -> None:
 
 
 def test_a_locked_out_key_is_kept_until_its_lockout_ends() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     lockout = Lockout(max_failures=2, window_s=10, lockout_s=600, clock=clock)
     lockout.failed("guesser")
     lockout.failed("guesser")
@@ -117,7 +107,7 @@ def test_a_locked_out_key_is_kept_until_its_lockout_ends() -> None:
 
 
 def test_a_flood_of_distinct_keys_is_capped_at_max_keys() -> None:
-    lockout = Lockout(max_failures=3, window_s=60, lockout_s=60, clock=Clock(), max_keys=1000)
+    lockout = Lockout(max_failures=3, window_s=60, lockout_s=60, clock=ManualClock(1000.0), max_keys=1000)
     for i in range(50_000):
         lockout.failed(f"addr:flood-{i}")
     assert len(lockout) == 1000

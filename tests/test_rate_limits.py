@@ -6,24 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ManualClock
 from huddle.errors import InvalidInput, RateLimited
 from huddle.service.rate_limits import RateLimiter, address_key, agent_key
 from huddle.settings import Settings, load_settings
 
 
-class Clock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_a_key_may_make_its_burst_at_once_and_the_next_request_learns_how_long_to_wait() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     limiter = RateLimiter(rate_per_s=2.0, burst=5, clock=clock)
     assert [limiter.check("agent:a") for _ in range(5)] == [None] * 5
     assert limiter.check("agent:a") == pytest.approx(0.5)  # one token refills in 1/2 s
@@ -35,7 +25,7 @@ def test_a_key_may_make_its_burst_at_once_and_the_next_request_learns_how_long_t
 
 
 def test_the_bucket_refills_at_the_rate_up_to_the_burst_and_no_further() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     limiter = RateLimiter(rate_per_s=10.0, burst=3, clock=clock)
     for _ in range(3):
         assert limiter.check("k") is None
@@ -45,7 +35,7 @@ def test_the_bucket_refills_at_the_rate_up_to_the_burst_and_no_further() -> None
 
 
 def test_keys_are_limited_independently() -> None:
-    limiter = RateLimiter(rate_per_s=1.0, burst=1, clock=Clock())
+    limiter = RateLimiter(rate_per_s=1.0, burst=1, clock=ManualClock(1000.0))
     assert limiter.check(agent_key("alice")) is None
     assert limiter.check(agent_key("alice")) is not None
     assert limiter.check(agent_key("bob")) is None
@@ -58,14 +48,14 @@ def test_an_agent_key_never_collides_with_an_address_key() -> None:
 
 @pytest.mark.parametrize(("rate", "burst"), [(0.0, 200), (50.0, 0), (0.0, 0)])
 def test_a_rate_or_burst_of_zero_turns_limiting_off(rate: float, burst: int) -> None:
-    limiter = RateLimiter(rate_per_s=rate, burst=burst, clock=Clock())
+    limiter = RateLimiter(rate_per_s=rate, burst=burst, clock=ManualClock(1000.0))
     assert not limiter.enabled
     assert all(limiter.check("k") is None for _ in range(10_000))
     assert len(limiter) == 0
 
 
 def test_enforce_raises_a_429_with_the_wait_and_a_retry_after_in_whole_seconds() -> None:
-    limiter = RateLimiter(rate_per_s=4.0, burst=1, clock=Clock())
+    limiter = RateLimiter(rate_per_s=4.0, burst=1, clock=ManualClock(1000.0))
     limiter.enforce("agent:a")
     with pytest.raises(RateLimited) as caught:
         limiter.enforce("agent:a", "agent alice")
@@ -81,7 +71,7 @@ def test_enforce_raises_a_429_with_the_wait_and_a_retry_after_in_whole_seconds()
 
 
 def test_idle_buckets_are_forgotten_once_they_have_refilled() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     limiter = RateLimiter(rate_per_s=10.0, burst=20, clock=clock)  # empty to full in 2 s
     for i in range(100):
         limiter.check(f"addr:10.0.0.{i}")
@@ -93,7 +83,7 @@ def test_idle_buckets_are_forgotten_once_they_have_refilled() -> None:
 
 
 def test_a_bucket_still_refilling_is_kept_so_waiting_out_of_the_table_is_impossible() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     limiter = RateLimiter(rate_per_s=1.0, burst=10, clock=clock)
     for _ in range(11):
         limiter.check("agent:greedy")
@@ -104,7 +94,7 @@ def test_a_bucket_still_refilling_is_kept_so_waiting_out_of_the_table_is_impossi
 
 
 def test_a_flood_of_distinct_keys_is_capped_and_forgets_the_least_recently_seen_key() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     limiter = RateLimiter(rate_per_s=1.0, burst=2, clock=clock, max_keys=100)
     limiter.check("agent:steady")
     limiter.check("agent:steady")
@@ -118,7 +108,7 @@ def test_a_flood_of_distinct_keys_is_capped_and_forgets_the_least_recently_seen_
 
 
 def test_a_clock_that_steps_back_refills_nothing() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     limiter = RateLimiter(rate_per_s=1.0, burst=1, clock=clock)
     limiter.check("k")
     clock.advance(-100)
