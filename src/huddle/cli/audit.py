@@ -12,7 +12,9 @@ CI step can alert on it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -112,18 +114,24 @@ def run_audit(args: argparse.Namespace) -> int:
     return 2
 
 
-def _verify(args: argparse.Namespace) -> int:
-    from huddle.storage import audit
-
+@contextlib.contextmanager
+def _snapshot(args: argparse.Namespace) -> Iterator[tuple[Any, Any, Any]]:
+    """(target, database, query) of one read-only snapshot of the database the arguments name."""
     target = target_of(args)
     with opened(target, create=False, readonly=True) as db:
         _check_schema(db, target.flag)
         db.begin_snapshot()
         try:
-            query = _query(db)
-            reports = audit.verify(query, _projects(query, args.project, db.label))
+            yield target, db, _query(db)
         finally:
             db.rollback()
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from huddle.storage import audit
+
+    with _snapshot(args) as (target, db, query):
+        reports = audit.verify(query, _projects(query, args.project, db.label))
     print(f"audit log of {db.label}")
     for r in reports:
         if r.finding is None:
@@ -164,17 +172,10 @@ def _show(args: argparse.Namespace) -> int:
     from huddle.cli.remote import table
     from huddle.storage import audit
 
-    target = target_of(args)
-    with opened(target, create=False, readonly=True) as db:
-        _check_schema(db, target.flag)
-        db.begin_snapshot()
-        try:
-            query = _query(db)
-            wanted = _projects(query, args.project, db.label)
-            shown = {p: audit.listing(query, p, args.n, args.start) for p in wanted}
-            heads = {p: audit.head(query, p) for p in wanted}
-        finally:
-            db.rollback()
+    with _snapshot(args) as (_, db, query):
+        wanted = _projects(query, args.project, db.label)
+        shown = {p: audit.listing(query, p, args.n, args.start) for p in wanted}
+        heads = {p: audit.head(query, p) for p in wanted}
     if not shown:
         print(f"no audit rows in {db.label} yet")
     for project, rows in shown.items():
