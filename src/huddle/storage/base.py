@@ -11,6 +11,7 @@ differs ask `tx.dialect` (an event's cursor below, full-text search in service/s
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
@@ -96,18 +97,68 @@ class Unit:
             cursor=cursor,
             data_text=payload,
         )
+        keys = (_audience_group(self.tx, self.project, who),) if len(who) >= GROUP_AUDIENCE_AT else who
         self.tx.executemany(
             "INSERT INTO event_audience (project, agent_id, cursor) VALUES (?, ?, ?)",
-            [(self.project, agent, cursor) for agent in who],
+            [(self.project, key, cursor) for key in keys],
         )
         event = Event(cursor, self.now, self.project, kind, actor, who, thread_id, data)
         self.events.append(event)
         return event
 
 
+# An audience of at least this many addressees is filed once, as a group (schema 012): its members
+# are written the first time that set is addressed, and each event to it writes one event_audience
+# row. Smaller ones keep a row per addressee: as cheap to write, and a reader's group list stays
+# short (benchmarks/crowd.py measured where the two cross).
+GROUP_AUDIENCE_AT = 16
+# No agent id starts with it (domain/validate.py), so a group key is never read as an agent's own.
+GROUP_PREFIX = "#"
+# A reader lists its groups' keys in the query up to this many; past it they are joined in SQL
+# (correct, but the planners then read more of the table: see addressed_to).
+LISTED_GROUPS = 500
+
+
+def _audience_group(tx: Tx, project: str, who: Sequence[str]) -> str:
+    """The group key of an audience, its members written if this set was never addressed before."""
+    key = GROUP_PREFIX + hashlib.sha256("\n".join(sorted(who)).encode()).hexdigest()[:32]
+    if tx.execute(
+        "INSERT INTO audience_groups (project, group_id, members) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        (project, key, len(who)),
+    ):
+        tx.executemany(
+            "INSERT INTO audience_members (project, agent_id, group_id) VALUES (?, ?, ?)",
+            [(project, agent, key) for agent in who],
+        )
+    return key
+
+
 # An agent's slice of the log: its audience rows (alias a) with their events (alias e). Cursors count
-# per project on PostgreSQL, so the join takes the project as well as the cursor.
+# per project on PostgreSQL, so the join takes the project as well as the cursor. Select the rows
+# with `addressed_to`.
 AUDIENCE_EVENTS = "event_audience a JOIN events e ON e.project = a.project AND e.cursor = a.cursor"
+
+
+def addressed_to(unit: Unit, agent: str) -> tuple[str, list[Any]]:
+    """The condition on AUDIENCE_EVENTS' `a` for the events addressed to `agent`, and its parameters:
+    rows filed under its id, under everyone (`*`) or under a group it belongs to.
+
+    Its groups are read first, in the same snapshot, and listed like its id: an IN list is what both
+    planners turn into index ranges (PostgreSQL walks the log in cursor order probing them), where a
+    subquery made PostgreSQL scan and sort the whole table. An agent in very many groups joins them.
+    """
+    groups = unit.tx.all(
+        "SELECT group_id FROM audience_members WHERE project = ? AND agent_id = ? LIMIT ?",
+        (unit.project, agent, LISTED_GROUPS + 1),
+    )
+    if len(groups) > LISTED_GROUPS:
+        return (
+            "a.project = ? AND a.agent_id IN (SELECT CAST(? AS TEXT) UNION ALL SELECT CAST(? AS TEXT)"
+            " UNION ALL SELECT m.group_id FROM audience_members m WHERE m.project = ? AND m.agent_id = ?)",
+            [unit.project, agent, EVERYONE, unit.project, agent],
+        )
+    keys = [agent, EVERYONE, *(str(g["group_id"]) for g in groups)]
+    return f"a.project = ? AND a.agent_id IN ({', '.join('?' * len(keys))})", [unit.project, *keys]
 
 
 def event_from_row(row: Row) -> Event:

@@ -1,0 +1,23 @@
+-- Large audiences stored once (issue 9): an event addressed to many agents (a crowd on one module)
+-- used to write one event_audience row per addressee, each on its own page of that table, so one
+-- announce into 1,000 agents rewrote about a thousand pages. Now such an audience is a *group*:
+-- its members are written once, the first time that exact set of agents is addressed, and every
+-- event addressed to it writes a single event_audience row whose agent_id is the group id.
+-- A group id is '#' followed by a hash of the sorted member list (storage/base.py); no agent id
+-- starts with '#' (domain/validate.py), so a group row can never be read as an agent's own.
+-- Small audiences keep one event_audience row per agent, as do the events written before this
+-- migration: an agent's slice is its own rows, the '*' rows and the rows of its groups.
+CREATE TABLE audience_groups (
+    project  TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    members  INTEGER NOT NULL,
+    PRIMARY KEY (project, group_id)
+) WITHOUT ROWID;
+
+-- Keyed by agent first: a reader looks up the groups it belongs to.
+CREATE TABLE audience_members (
+    project  TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    PRIMARY KEY (project, agent_id, group_id)
+) WITHOUT ROWID;
