@@ -16,7 +16,7 @@ from huddle.domain.ids import intent_ref
 from huddle.domain.paths import module_prefixes, modules_related
 from huddle.domain.scoring import Evidence, Layer
 from huddle.service.context import ServiceContext, WorkRequest, placeholders
-from huddle.storage.base import Row, Unit
+from huddle.storage.base import Row, Unit, joined_list
 
 Found = Iterable[tuple[str, Evidence]]
 
@@ -130,62 +130,76 @@ class RecentEdits:
                 )
 
 
-def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str) -> list[Row]:
-    """Rows of `table` (agent_modules or intent_modules) whose module is related to one of mine.
-
-    Related means equal, or one a segment-aligned prefix of the other; found with an IN on my
-    prefixes plus one index range per module for the modules below mine.
-    """
-    if not modules:
-        return []
+def _related_clause(unit: Unit, table: str, modules: Sequence[str]) -> tuple[str, list[Any]]:
+    """The WHERE condition (after project and agent) for rows of `table` whose module may be related
+    to one of mine: an IN on my prefixes plus one index range per module for the modules below mine."""
     prefixes = sorted({p for m in modules for p in module_prefixes(m)})
     clauses = [f"module IN ({placeholders(prefixes)})"]
     params: list[Any] = list(prefixes)
     for m in modules:
         clauses.append("(module > ? AND module < ?)")
         params += [m, m + "\U0010ffff"]
-    columns, live = "module, agent_id", ""
+    live = ""
     if table == "intent_modules":
         # Ended intents leave this table at once; an expired one only at the next sweep, so check.
-        columns += ", intent_id"
         live = " AND intent_id IN (SELECT id FROM intents WHERE expires_at > ?)"
         params.append(unit.now)
+    return f"({' OR '.join(clauses)}){live}", params
+
+
+def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str) -> list[Row]:
+    """Rows of `table` (agent_modules or intent_modules) whose module is related to one of mine.
+
+    Related means equal, or one a segment-aligned prefix of the other.
+    """
+    if not modules:
+        return []
+    where, params = _related_clause(unit, table, modules)
+    columns = "module, agent_id, intent_id" if table == "intent_modules" else "module, agent_id"
     rows = unit.tx.all(
-        f"SELECT {columns} FROM {table} WHERE project = ? AND agent_id != ? AND ({' OR '.join(clauses)}){live}",
+        f"SELECT {columns} FROM {table} WHERE project = ? AND agent_id != ? AND {where}", (unit.project, me, *params)
+    )
+    related = _judge(modules, {row["module"] for row in rows})
+    return [row for row in rows if related[row["module"]]]
+
+
+def related_module_agents(unit: Unit, table: str, modules: Sequence[str], me: str) -> dict[str, list[str]]:
+    """module → the agents of `table` in it, for each module related to one of mine.
+
+    One row per module, its agents joined by the database (agent ids hold no comma): a crowd of a
+    thousand agents on one module is one row to read, not a thousand.
+    """
+    if not modules:
+        return {}
+    where, params = _related_clause(unit, table, modules)
+    rows = unit.tx.all(
+        f"SELECT module, {joined_list(unit.tx.dialect, 'agent_id')} AS agents FROM {table}"
+        f" WHERE project = ? AND agent_id != ? AND {where} GROUP BY module",
         (unit.project, me, *params),
     )
-    # Rows share few distinct modules (a crowd on one module is one), so each is judged once.
-    related: dict[str, bool] = {}
-    out = []
-    for row in rows:
-        module = row["module"]
-        ok = related.get(module)
-        if ok is None:
-            ok = related[module] = any(modules_related(module, m) for m in modules)
-        if ok:
-            out.append(row)
-    return out
+    related = _judge(modules, {row["module"] for row in rows})
+    return {row["module"]: row["agents"].split(",") for row in rows if related[row["module"]]}
+
+
+def _judge(mine: Sequence[str], theirs: set[str]) -> dict[str, bool]:
+    """Which of their modules are related to one of mine (each distinct module judged once)."""
+    return {module: any(modules_related(module, m) for m in mine) for module in theirs}
 
 
 class SameModule:
     """Layer 3: my modules against theirs (announced with an intent, or registered)."""
 
     def __call__(self, unit: Unit, request: WorkRequest) -> Found:
-        rows = related_module_rows(unit, "intent_modules", request.modules, request.agent_id) + related_module_rows(
-            unit, "agent_modules", request.modules, request.agent_id
-        )
         # Their module, or their modules when several: a crowd on one module allocates nothing per agent
         # here, and shares one Evidence object (built once, reported to it as one group).
         by_agent: dict[str, str | frozenset[str]] = {}
-        for row in rows:
-            agent, module = row["agent_id"], row["module"]
-            have = by_agent.get(agent)
-            if have is None or have == module:
-                by_agent[agent] = module
-            elif isinstance(have, str):
-                by_agent[agent] = frozenset((have, module))
-            else:
-                by_agent[agent] = have | {module}
+        for table in ("intent_modules", "agent_modules"):
+            for module, agents in related_module_agents(unit, table, request.modules, request.agent_id).items():
+                for agent in agents:
+                    have = by_agent.setdefault(agent, module)
+                    if have == module:
+                        continue
+                    by_agent[agent] = frozenset((have, module)) if isinstance(have, str) else have | {module}
         made: dict[str | frozenset[str], Evidence] = {}
         for agent_id, key in by_agent.items():
             evidence = made.get(key)

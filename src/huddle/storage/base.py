@@ -67,6 +67,8 @@ class Unit:
         # The project's audit head as this job left it (storage/audit.py): read once, then carried
         # from one emit to the next. Never longer than the job: another instance may append next.
         self._audit_head: audit.Head | None = None
+        # The last large audience this job filed: (addressees, as stored, its group key).
+        self._crowd: tuple[tuple[str, ...], str, tuple[str, ...]] | None = None
 
     def emit(
         self,
@@ -79,10 +81,17 @@ class Unit:
         **data: Any,
     ) -> Event:
         who = tuple(dict.fromkeys(a for a in audience if a))
+        if len(who) < GROUP_AUDIENCE_AT:
+            who_text, keys = json.dumps(who), who
+        elif self._crowd is not None and self._crowd[0] == who:
+            who, who_text, keys = self._crowd  # a crowd's second event (an announce and its awareness)
+        else:
+            who_text, keys = json.dumps(who), (_audience_group(self.tx, self.project, who),)
+            self._crowd = (who, who_text, keys)
         payload = json.dumps(data)
         row = self.tx.one(
             _INSERT_EVENT[self.tx.dialect],
-            (self.project, self.now, kind, actor, thread_id, json.dumps(who), payload),
+            (self.project, self.now, kind, actor, thread_id, who_text, payload),
         )
         assert row is not None
         cursor = int(row["cursor"])
@@ -97,7 +106,6 @@ class Unit:
             cursor=cursor,
             data_text=payload,
         )
-        keys = (_audience_group(self.tx, self.project, who),) if len(who) >= GROUP_AUDIENCE_AT else who
         self.tx.executemany(
             "INSERT INTO event_audience (project, agent_id, cursor) VALUES (?, ?, ?)",
             [(self.project, key, cursor) for key in keys],
@@ -179,6 +187,13 @@ def distinct_list(dialect: str, column: str) -> str:
     if dialect == "postgresql":
         return f"STRING_AGG(DISTINCT {column}, ',')"
     return f"GROUP_CONCAT(DISTINCT {column})"
+
+
+def joined_list(dialect: str, column: str) -> str:
+    """An aggregate joining the values of `column` with commas, duplicates kept, in no set order."""
+    if dialect == "postgresql":
+        return f"STRING_AGG({column}, ',')"
+    return f"GROUP_CONCAT({column})"
 
 
 def starts_with(column: str, prefix: str) -> tuple[str, tuple[int, str]]:
