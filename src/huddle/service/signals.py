@@ -130,21 +130,25 @@ class RecentEdits:
                 )
 
 
-def _related_clause(unit: Unit, table: str, modules: Sequence[str]) -> tuple[str, list[Any]]:
-    """The WHERE condition (after project and agent) for rows of `table` whose module may be related
-    to one of mine: an IN on my prefixes plus one index range per module for the modules below mine."""
+def _related_selects(unit: Unit, table: str, modules: Sequence[str], me: str, columns: str) -> tuple[str, list[Any]]:
+    """SELECTs of `columns` from `table` (UNION ALL) for the rows whose module may be related to one of
+    mine: one on my prefixes, one index range per module for the modules below mine. Separate SELECTs,
+    not one OR: under a GROUP BY, SQLite read all the project's rows in module order instead. When
+    my modules nest, a row may come twice; the callers collect sets."""
     prefixes = sorted({p for m in modules for p in module_prefixes(m)})
-    clauses = [f"module IN ({placeholders(prefixes)})"]
-    params: list[Any] = list(prefixes)
-    for m in modules:
-        clauses.append("(module > ? AND module < ?)")
-        params += [m, m + "\U0010ffff"]
-    live = ""
+    conditions: list[tuple[str, list[Any]]] = [(f"module IN ({placeholders(prefixes)})", list(prefixes))]
+    conditions += [("module > ? AND module < ?", [m, m + "\U0010ffff"]) for m in modules]
+    live, live_params = "", []
     if table == "intent_modules":
-        # Ended intents leave this table at once; an expired one only at the next sweep, so check.
-        live = " AND intent_id IN (SELECT id FROM intents WHERE expires_at > ?)"
-        params.append(unit.now)
-    return f"({' OR '.join(clauses)}){live}", params
+        # Ended intents leave this table at once; an expired one only at the next sweep, so check
+        # (row by row, by id: the intents table keeps every intent ever announced).
+        live = f" AND EXISTS (SELECT 1 FROM intents WHERE intents.id = {table}.intent_id AND intents.expires_at > ?)"
+        live_params = [unit.now]
+    selects, params = [], []
+    for condition, args in conditions:
+        selects.append(f"SELECT {columns} FROM {table} WHERE project = ? AND agent_id != ? AND {condition}{live}")
+        params += [unit.project, me, *args, *live_params]
+    return " UNION ALL ".join(selects), params
 
 
 def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str) -> list[Row]:
@@ -154,11 +158,9 @@ def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str)
     """
     if not modules:
         return []
-    where, params = _related_clause(unit, table, modules)
     columns = "module, agent_id, intent_id" if table == "intent_modules" else "module, agent_id"
-    rows = unit.tx.all(
-        f"SELECT {columns} FROM {table} WHERE project = ? AND agent_id != ? AND {where}", (unit.project, me, *params)
-    )
+    sql, params = _related_selects(unit, table, modules, me, columns)
+    rows = unit.tx.all(sql, params)
     related = _judge(modules, {row["module"] for row in rows})
     return [row for row in rows if related[row["module"]]]
 
@@ -171,11 +173,10 @@ def related_module_agents(unit: Unit, table: str, modules: Sequence[str], me: st
     """
     if not modules:
         return {}
-    where, params = _related_clause(unit, table, modules)
+    sql, params = _related_selects(unit, table, modules, me, "module, agent_id")
     rows = unit.tx.all(
-        f"SELECT module, {joined_list(unit.tx.dialect, 'agent_id')} AS agents FROM {table}"
-        f" WHERE project = ? AND agent_id != ? AND {where} GROUP BY module",
-        (unit.project, me, *params),
+        f"SELECT module, {joined_list(unit.tx.dialect, 'agent_id')} AS agents FROM ({sql}) AS related GROUP BY module",
+        params,
     )
     related = _judge(modules, {row["module"] for row in rows})
     return {row["module"]: row["agents"].split(",") for row in rows if related[row["module"]]}

@@ -26,3 +26,8 @@ CREATE TABLE audience_members (
 -- the index, so the range can be read from the index alone.
 DROP INDEX agents_by_status;
 CREATE INDEX agents_by_status ON agents (project, status, last_seen, agent_id);
+
+-- Leases due to expire, looked up on every acquire and release (service/lock_store.py expire_due):
+-- by project first, so the lookup is one range of the project's due leases.
+DROP INDEX locks_by_expiry;
+CREATE INDEX locks_by_expiry ON locks (project, expires_at);
