@@ -130,13 +130,16 @@ class RecentEdits:
                 )
 
 
-def _related_selects(unit: Unit, table: str, modules: Sequence[str], me: str, columns: str) -> tuple[str, list[Any]]:
-    """SELECTs of `columns` from `table` (UNION ALL) for the rows whose module may be related to one of
-    mine: one on my prefixes, one index range per module for the modules below mine. Separate SELECTs,
-    not one OR: under a GROUP BY, SQLite read all the project's rows in module order instead. When
-    my modules nest, a row may come twice; the callers collect sets."""
+Sql = tuple[str, list[Any]]  # text with its parameters
+
+
+def _related_selects(unit: Unit, table: str, modules: Sequence[str], me: str, columns: str) -> list[Sql]:
+    """SELECTs of `columns` from `table` for the rows whose module may be related to one of mine: one
+    on my prefixes, one index range per module for the modules below mine. Separate statements, not
+    one OR: under a GROUP BY, SQLite read all the project's rows in module order instead. When my
+    modules nest, a row may come twice; the callers collect sets."""
     prefixes = sorted({p for m in modules for p in module_prefixes(m)})
-    conditions: list[tuple[str, list[Any]]] = [(f"module IN ({placeholders(prefixes)})", list(prefixes))]
+    conditions: list[Sql] = [(f"module IN ({placeholders(prefixes)})", list(prefixes))]
     conditions += [("module > ? AND module < ?", [m, m + "\U0010ffff"]) for m in modules]
     live, live_params = "", []
     if table == "intent_modules":
@@ -144,11 +147,13 @@ def _related_selects(unit: Unit, table: str, modules: Sequence[str], me: str, co
         # (row by row, by id: the intents table keeps every intent ever announced).
         live = f" AND EXISTS (SELECT 1 FROM intents WHERE intents.id = {table}.intent_id AND intents.expires_at > ?)"
         live_params = [unit.now]
-    selects, params = [], []
-    for condition, args in conditions:
-        selects.append(f"SELECT {columns} FROM {table} WHERE project = ? AND agent_id != ? AND {condition}{live}")
-        params += [unit.project, me, *args, *live_params]
-    return " UNION ALL ".join(selects), params
+    return [
+        (
+            f"SELECT {columns} FROM {table} WHERE project = ? AND agent_id != ? AND {condition}{live}",
+            [unit.project, me, *args, *live_params],
+        )
+        for condition, args in conditions
+    ]
 
 
 def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str) -> list[Row]:
@@ -159,8 +164,7 @@ def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str)
     if not modules:
         return []
     columns = "module, agent_id, intent_id" if table == "intent_modules" else "module, agent_id"
-    sql, params = _related_selects(unit, table, modules, me, columns)
-    rows = unit.tx.all(sql, params)
+    rows = [row for sql, args in _related_selects(unit, table, modules, me, columns) for row in unit.tx.all(sql, args)]
     related = _judge(modules, {row["module"] for row in rows})
     return [row for row in rows if related[row["module"]]]
 
@@ -173,13 +177,13 @@ def related_module_agents(unit: Unit, table: str, modules: Sequence[str], me: st
     """
     if not modules:
         return {}
-    sql, params = _related_selects(unit, table, modules, me, "module, agent_id")
-    rows = unit.tx.all(
-        f"SELECT module, {joined_list(unit.tx.dialect, 'agent_id')} AS agents FROM ({sql}) AS related GROUP BY module",
-        params,
-    )
-    related = _judge(modules, {row["module"] for row in rows})
-    return {row["module"]: row["agents"].split(",") for row in rows if related[row["module"]]}
+    columns = f"module, {joined_list(unit.tx.dialect, 'agent_id')} AS agents"
+    found: dict[str, list[str]] = {}
+    for sql, params in _related_selects(unit, table, modules, me, columns):
+        for row in unit.tx.all(sql + " GROUP BY module", params):  # grouped in index order: no sort
+            found.setdefault(row["module"], []).extend(row["agents"].split(","))
+    related = _judge(modules, set(found))
+    return {module: agents for module, agents in found.items() if related[module]}
 
 
 def _judge(mine: Sequence[str], theirs: set[str]) -> dict[str, bool]:
