@@ -74,8 +74,12 @@ class IntentService:
         found: dict[str, list[Evidence]] = {}
         for provider in self.ctx.signal_providers:
             for agent_id, evidence in provider(unit, request):
-                if agent_id != request.agent_id:
-                    found.setdefault(agent_id, []).append(evidence)
+                have = found.get(agent_id)
+                if have is None:
+                    found[agent_id] = [evidence]
+                else:
+                    have.append(evidence)
+        found.pop(request.agent_id, None)  # my own work is no collision
         if not found:
             return []
         found = refine_with_symbols(unit, self.ctx, request, found)

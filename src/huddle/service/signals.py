@@ -195,26 +195,38 @@ class SameModule:
     """Layer 3: my modules against theirs (announced with an intent, or registered)."""
 
     def __call__(self, unit: Unit, request: WorkRequest) -> Found:
-        # Their module, or their modules when several: a crowd on one module allocates nothing per agent
-        # here, and shares one Evidence object (built once, reported to it as one group).
-        by_agent: dict[str, str | frozenset[str]] = {}
+        by_module: dict[str, list[str]] = {}
         for table in ("intent_modules", "agent_modules"):
             for module, agents in related_module_agents(unit, table, request.modules, request.agent_id).items():
-                for agent in agents:
-                    have = by_agent.setdefault(agent, module)
-                    if have == module:
-                        continue
+                by_module.setdefault(module, []).extend(agents)
+        if len(by_module) == 1:
+            # A crowd on one module: one Evidence object for all (built once, reported as one group),
+            # and each agent once, though it may be there by its registration and by an intent.
+            [(module, agents)] = by_module.items()
+            evidence = self._evidence([module], request)
+            return [(agent, evidence) for agent in dict.fromkeys(agents)]
+        # Their module, or their modules when several.
+        by_agent: dict[str, str | frozenset[str]] = {}
+        for module, agents in by_module.items():
+            for agent in agents:
+                have = by_agent.setdefault(agent, module)
+                if have != module:
                     by_agent[agent] = frozenset((have, module)) if isinstance(have, str) else have | {module}
         made: dict[str | frozenset[str], Evidence] = {}
+        found = []
         for agent_id, key in by_agent.items():
-            evidence = made.get(key)
-            if evidence is None:
-                names = [key] if isinstance(key, str) else sorted(key)
-                evidence = made[key] = Evidence(
-                    Layer.SAME_MODULE,
-                    Layer.SCORES[Layer.SAME_MODULE],
-                    (),
-                    f"they work in module {', '.join(names)}, related to yours ({', '.join(request.modules)})",
-                    extra={"modules": names},
-                )
-            yield agent_id, evidence
+            shared = made.get(key)
+            if shared is None:
+                shared = made[key] = self._evidence([key] if isinstance(key, str) else sorted(key), request)
+            found.append((agent_id, shared))
+        return found
+
+    @staticmethod
+    def _evidence(names: list[str], request: WorkRequest) -> Evidence:
+        return Evidence(
+            Layer.SAME_MODULE,
+            Layer.SCORES[Layer.SAME_MODULE],
+            (),
+            f"they work in module {', '.join(names)}, related to yours ({', '.join(request.modules)})",
+            extra={"modules": names},
+        )

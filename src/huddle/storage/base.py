@@ -80,7 +80,10 @@ class Unit:
         thread_id: str | None = None,
         **data: Any,
     ) -> Event:
-        who = tuple(dict.fromkeys(a for a in audience if a))
+        addressees = dict.fromkeys(audience)  # in order, each once (in C: an audience may be a crowd)
+        if "" in addressees or None in addressees:
+            addressees = dict.fromkeys(a for a in addressees if a)
+        who = tuple(addressees)
         if len(who) < GROUP_AUDIENCE_AT:
             who_text, keys = json.dumps(who), who
         elif self._crowd is not None and self._crowd[0] == who:
