@@ -4,18 +4,23 @@ addressed to it, in cursor order, whether they were filed per agent, under every
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from coordination_helpers import register
+from helpers import make_coordinator
 from huddle.domain.events import EVERYONE
 from huddle.push.log import EventFilter, latest_for, read_after
 from huddle.service.coordinator import Coordinator
 from huddle.service.hooks import _scan
-from huddle.storage import base
+from huddle.storage import base, transfer
+from huddle.storage.admin import open_database
 from huddle.storage.base import GROUP_AUDIENCE_AT, Unit
+from postgres_helpers import fresh_database
 
 CROWD = [f"crowd-{i:02d}" for i in range(GROUP_AUDIENCE_AT + 4)]
 OUTSIDER = "outsider"
@@ -133,3 +138,35 @@ async def test_an_agent_in_more_groups_than_a_query_lists_still_reads_exactly_it
     assert [c for c in outsider["get_updates"] if c > start] == [cursors[1], cursors[3]]
     last = CROWD[-1]  # only in the first group
     assert [c for c in (await every_reader(coordinator, last))["replay"] if c > start] == [cursors[0]]
+
+
+async def test_grouped_audiences_move_with_huddle_export_and_import_and_read_the_same(
+    tmp_path: Path, repo: Path
+) -> None:
+    """The group tables are carried like any other (storage/transfer.py finds tables by their project
+    column): after SQLite → PostgreSQL every reader answers each agent exactly as before."""
+    source = make_coordinator(tmp_path / "sqlite", repo)
+    await source.start()
+    try:
+        await register(source, *CROWD, OUTSIDER)
+        await source.store.write(say("to the crowd", CROWD))
+        await source.store.write(say("to the crowd and more", [*CROWD, OUTSIDER]))
+        before = {agent: await every_reader(source, agent) for agent in (CROWD[0], CROWD[-1], OUTSIDER)}
+        sqlite_path = source.settings.sqlite_path
+    finally:
+        await source.stop()
+    exported = io.StringIO()
+    with open_database(path=sqlite_path, readonly=True) as db:
+        transfer.export(db, exported)
+    with fresh_database() as url:
+        with open_database(url=url) as db:
+            db.migrate()
+            imported = transfer.import_(db, io.StringIO(exported.getvalue()), "crowd.jsonl", force=False)
+        assert imported["tables"]["audience_members"] == 2 * len(CROWD) + 1
+        target = make_coordinator(tmp_path / "pg", repo, db_url=url)
+        await target.start()
+        try:
+            for agent, seen in before.items():
+                assert await every_reader(target, agent) == seen, agent
+        finally:
+            await target.stop()
