@@ -73,12 +73,13 @@ async def test_an_audience_of_many_is_filed_once_and_each_member_reads_exactly_i
     everyone = await coordinator.store.write(say("to all", [EVERYONE]))
     crowd_2 = await coordinator.store.write(say("to the crowd again", list(reversed(CROWD))))  # same set
     larger = await coordinator.store.write(say("crowd and outsider", [*CROWD, OUTSIDER]))
+    named_and_all = await coordinator.store.write(say("the crowd, and everyone", [*CROWD, EVERYONE]))
 
     # One audience row per grouped event; the crowd's members written once, then the larger group's.
     rows = await coordinator.store.read(
         count("SELECT COUNT(*) AS n FROM event_audience WHERE project = ? AND cursor > ?", "repo", start)
     )
-    assert rows == 1 + 2 + 1 + 1 + 1
+    assert rows == 1 + 2 + 1 + 1 + 1 + 1
     members = await coordinator.store.read(count("SELECT COUNT(*) AS n FROM audience_members"))
     assert members == len(CROWD) + len(CROWD) + 1
 
@@ -86,9 +87,9 @@ async def test_an_audience_of_many_is_filed_once_and_each_member_reads_exactly_i
         return [c for c in cursors if c > start]
 
     for agent, expected in (
-        (CROWD[0], [crowd_1, small, everyone, crowd_2, larger]),
-        (CROWD[-1], [crowd_1, everyone, crowd_2, larger]),
-        (OUTSIDER, [everyone, larger]),
+        (CROWD[0], [crowd_1, small, everyone, crowd_2, larger, named_and_all]),
+        (CROWD[-1], [crowd_1, everyone, crowd_2, larger, named_and_all]),
+        (OUTSIDER, [everyone, larger, named_and_all]),
     ):
         seen = await every_reader(coordinator, agent)
         assert news(seen["get_updates"]) == expected, agent
