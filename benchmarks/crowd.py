@@ -3,7 +3,8 @@
 Every agent registers on module `src/crowd`; one more agent then announces work on a new file in
 that module, so every registered agent is a gray-zone impact (layer 3). Reported per size:
 announce p50/p99, the response's size in bytes (compact JSON, as an MCP client receives it), and
-per announce the events written and the event_audience rows (inbox entries) they add.
+per announce the events written and the event_audience rows (inbox entries) they add, and the
+audience-group member rows (written once per distinct large audience, storage/base.py) in all.
 
 `in_process`: the Coordinator service API on a fresh SQLite file, no HTTP. Both sizes live side by
 side and their announces alternate, so a load spike on this shared machine hits both alike.
@@ -51,12 +52,14 @@ def announce_args(i: int) -> dict[str, Any]:
     }
 
 
-def counts(unit: Unit) -> tuple[int, int]:
-    """(events, event_audience rows) in the log so far."""
-    events = unit.tx.one("SELECT COUNT(*) AS n FROM events WHERE project = ?", (unit.project,))
-    rows = unit.tx.one("SELECT COUNT(*) AS n FROM event_audience WHERE project = ?", (unit.project,))
-    assert events is not None and rows is not None
-    return int(events["n"]), int(rows["n"])
+def counts(unit: Unit) -> tuple[int, int, int]:
+    """(events, event_audience rows, audience group member rows) in the log so far."""
+    out = []
+    for table in ("events", "event_audience", "audience_members"):
+        row = unit.tx.one(f"SELECT COUNT(*) AS n FROM {table} WHERE project = ?", (unit.project,))
+        assert row is not None
+        out.append(int(row["n"]))
+    return out[0], out[1], out[2]
 
 
 @contextlib.asynccontextmanager
@@ -94,13 +97,14 @@ async def in_process(warmup: int, calls: int) -> dict[str, Any]:
                     sizes[n] = len(json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode())
             out: dict[str, Any] = {}
             for n, coord in coords.items():
-                events, rows = await coord.store.read(counts)
+                events, rows, members = await coord.store.read(counts)
                 announces = warmup + calls
                 out[str(n)] = {
                     **summarise(latencies[n]),
                     "response_bytes": sizes[n],
                     "events_per_announce": round((events - before[n][0]) / announces, 2),
                     "inbox_rows_per_announce": round((rows - before[n][1]) / announces, 2),
+                    "group_member_rows_in_all": members - before[n][2],
                 }
             return out
 

@@ -79,10 +79,15 @@ def stored_agents(stored: Sequence[dict[str, Any]], *, skip_category: str = "pas
 def _slim(impacts: Sequence[Impact]) -> dict[SlimKey, list[str]]:
     """Agent ids grouped by (score, category, layers)."""
     groups: dict[SlimKey, list[str]] = {}
+    # Impacts of a crowd share one evidence tuple (domain/scoring.py): its group is found once.
+    by_evidence: dict[int, list[str]] = {}
     for impact in impacts:
         ev = impact.evidence
-        layers = (ev[0].layer,) if len(ev) == 1 else tuple(sorted({e.layer for e in ev}))
-        groups.setdefault((impact.score, impact.category, layers), []).append(impact.agent_id)
+        members = by_evidence.get(id(ev))  # `impacts` keeps every tuple alive: ids are not reused
+        if members is None:
+            layers = (ev[0].layer,) if len(ev) == 1 else tuple(sorted({e.layer for e in ev}))
+            members = by_evidence[id(ev)] = groups.setdefault((impact.score, impact.category, layers), [])
+        members.append(impact.agent_id)
     return groups
 
 
@@ -109,23 +114,24 @@ def awareness_groups(impacts: Sequence[Impact]) -> list[AwarenessGroup]:
     to every agent the same fact concerns, so a crowd is one group at the cost of a dict lookup),
     then groups whose evidence is equal in content are merged, comparing canonical JSON once a group.
     """
-    by_identity: dict[tuple[int, Any], list[Impact]] = {}
+    # The evidence tuple itself first (a crowd shares one), then its Evidence objects' identities.
+    by_tuple: dict[int, list[str]] = {}
+    by_identity: dict[tuple[int, Any], tuple[Impact, list[str]]] = {}
     for impact in impacts:
         if impact.category == "gray_zone":
             ev = impact.evidence
             # Every Evidence stays alive in `impacts` meanwhile, so no id is reused for another.
-            same = id(ev[0]) if len(ev) == 1 else tuple(map(id, ev))
-            by_identity.setdefault((impact.score, same), []).append(impact)
-    merged: dict[tuple[int, str], tuple[list[dict[str, Any]], list[Impact]]] = {}
-    for members in by_identity.values():
-        first = members[0]
+            agents = by_tuple.get(id(ev))
+            if agents is None:
+                same = id(ev[0]) if len(ev) == 1 else tuple(map(id, ev))
+                agents = by_tuple[id(ev)] = by_identity.setdefault((impact.score, same), (impact, []))[1]
+            agents.append(impact.agent_id)
+    merged: dict[tuple[int, str], tuple[Impact, list[dict[str, Any]], list[str]]] = {}
+    for first, agents in by_identity.values():
         evidence = [e.to_dict() for e in first.evidence]
         key = (first.score, json.dumps(evidence, sort_keys=True))
         if key in merged:
-            merged[key][1].extend(members)
+            merged[key][2].extend(agents)
         else:
-            merged[key] = (evidence, list(members))
-    return [
-        AwarenessGroup(members[0].score, members[0].category, evidence, tuple(m.agent_id for m in members))
-        for evidence, members in merged.values()
-    ]
+            merged[key] = (first, evidence, agents)
+    return [AwarenessGroup(i.score, i.category, evidence, tuple(agents)) for i, evidence, agents in merged.values()]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 CONCERNED_AT = 90
 GRAY_ZONE_AT = 30
@@ -64,8 +65,10 @@ class Evidence:
         return out
 
 
-@dataclass(frozen=True, slots=True)  # slots: one object per impacted agent, not two (crowds)
-class Impact:
+class Impact(NamedTuple):
+    """One impacted agent. A named tuple, not a frozen dataclass: a crowd builds one per agent, and a
+    frozen dataclass's __init__ (one object.__setattr__ per field) cost twice as much."""
+
     agent_id: str
     score: int
     category: str
@@ -101,20 +104,32 @@ def verdict(impacts: Iterable[Impact]) -> str:
 def score_agents(evidence: Mapping[str, Sequence[Evidence]]) -> list[Impact]:
     """One Impact per agent with any evidence, highest score first (ties by agent id)."""
     impacts = []
+    # Most agents have one piece of evidence, and a crowd on a module shares one Evidence object:
+    # its score, category and tuple are worked out once.
+    single: dict[int, tuple[int, str, tuple[Evidence, ...]]] = {}
     for agent_id, items in evidence.items():
-        # Most agents have one piece of evidence (a crowd on a module): nothing to sort then.
-        ordered = tuple(items) if len(items) == 1 else tuple(sorted(items, key=_strongest_first))
-        if not ordered:
-            continue
-        top = ordered[0].score
-        impacts.append(Impact(agent_id, top, category(top), ordered))
-    impacts.sort(key=_rank)
+        if len(items) == 1:
+            only = items[0]
+            known = single.get(id(only))  # `evidence` keeps every Evidence alive: ids are not reused
+            if known is None:
+                known = single[id(only)] = (only.score, category(only.score), (only,))
+            top, cat, ordered = known
+        else:
+            ordered = tuple(sorted(items, key=_strongest_first))
+            if not ordered:
+                continue
+            top = ordered[0].score
+            cat = category(top)
+        impacts.append(Impact(agent_id, top, cat, ordered))
+    # Highest score first, ties by agent id: two stable sorts on plain attributes build no key tuples.
+    impacts.sort(key=_AGENT)
+    impacts.sort(key=_SCORE, reverse=True)
     return impacts
+
+
+_AGENT = attrgetter("agent_id")
+_SCORE = attrgetter("score")
 
 
 def _strongest_first(e: Evidence) -> tuple[int, str]:
     return -e.score, e.layer
-
-
-def _rank(i: Impact) -> tuple[int, str]:
-    return -i.score, i.agent_id

@@ -26,8 +26,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from huddle.background import Background
 from huddle.domain.events import Event
@@ -47,8 +46,7 @@ class SinkDown(Exception):
     """The broker connection is gone; the sink reconnects on its own."""
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):  # a tuple, not a frozen dataclass: a crowd's event makes a thousand
     topic: str
     payload: bytes
     qos: int

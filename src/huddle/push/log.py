@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from huddle.domain import validate
-from huddle.domain.events import EVERYONE, Event
+from huddle.domain.events import Event
 from huddle.errors import InvalidInput
-from huddle.storage.base import AUDIENCE_EVENTS, Store, Unit, event_from_row, starts_with
+from huddle.storage.base import AUDIENCE_EVENTS, Store, Unit, addressed_to, event_from_row, starts_with
 from huddle.storage.base import latest_cursor as newest_cursor
 
 PAGE = 500
@@ -112,8 +112,9 @@ async def read_after(store: Store, after: int, wanted: EventFilter | None = None
     def read(unit: Unit) -> list[Event]:
         kind_clause, kind_params = kind_sql(flt.kinds)
         if flt.agent is not None:
-            sql = f"SELECT e.* FROM {AUDIENCE_EVENTS} WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ?"
-            params: list[Any] = [unit.project, flt.agent, EVERYONE, after]
+            mine, params = addressed_to(unit, flt.agent)
+            sql = f"SELECT e.* FROM {AUDIENCE_EVENTS} WHERE {mine} AND a.cursor > ?"
+            params.append(after)
             order = " ORDER BY a.cursor LIMIT ?"
         else:
             sql = "SELECT e.* FROM events e WHERE e.project = ? AND e.cursor > ?"
@@ -139,10 +140,9 @@ async def latest_for(store: Store, agent: str, limit: int) -> list[Event]:
     """The newest `limit` events addressed to `agent` (or everyone), oldest first: the inbox view."""
 
     def read(unit: Unit) -> list[Event]:
+        mine, params = addressed_to(unit, agent)
         rows = unit.tx.all(
-            f"SELECT e.* FROM {AUDIENCE_EVENTS}"
-            " WHERE a.project = ? AND a.agent_id IN (?, ?) ORDER BY a.cursor DESC LIMIT ?",
-            (unit.project, agent, EVERYONE, limit),
+            f"SELECT e.* FROM {AUDIENCE_EVENTS} WHERE {mine} ORDER BY a.cursor DESC LIMIT ?", (*params, limit)
         )
         return [event_from_row(r) for r in reversed(rows)]
 

@@ -190,10 +190,14 @@ class AgentService:
 
     def expire_silent(self, unit: Unit) -> int:
         """Sweeper step: agents silent past agent_ttl go offline, releasing what they held."""
-        stale = unit.tx.all(
-            "SELECT agent_id, name FROM agents WHERE project = ? AND status = 'online' AND last_seen < ?"
-            " ORDER BY agent_id",
-            (unit.project, self.ctx.online_since(unit.now)),
+        # Sorted here, not by ORDER BY: SQLite would rather read every agent in id order than sort the
+        # few stale ones, and this runs on the writer every sweep.
+        stale = sorted(
+            unit.tx.all(
+                "SELECT agent_id, name FROM agents WHERE project = ? AND status = 'online' AND last_seen < ?",
+                (unit.project, self.ctx.online_since(unit.now)),
+            ),
+            key=lambda r: str(r["agent_id"]),
         )
         for row in stale:
             unit.tx.execute(

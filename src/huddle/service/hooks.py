@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from huddle.domain import claude_hooks as wire
 from huddle.domain import validate
-from huddle.domain.events import EVERYONE
 from huddle.errors import InvalidInput, NotFound
 from huddle.service.hook_paths import HookPaths, git_output
-from huddle.storage.base import AUDIENCE_EVENTS, Unit, event_from_row, latest_cursor
+from huddle.storage.base import AUDIENCE_EVENTS, Unit, addressed_to, event_from_row, latest_cursor
 
 if TYPE_CHECKING:
     from huddle.service.coordinator import Coordinator
@@ -298,10 +297,10 @@ def _scan(unit: Unit, agent: str) -> tuple[list[str], int, int]:
             (unit.project, start["session_start"] if start else unit.now),
         )
         after = int(first["c"]) - 1 if first and first["c"] is not None else latest_cursor(unit)
+    mine, params = addressed_to(unit, agent)
     rows = unit.tx.all(
-        f"SELECT e.* FROM {AUDIENCE_EVENTS} WHERE a.project = ?"
-        " AND a.agent_id IN (?, ?) AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
-        (unit.project, agent, EVERYONE, after, DELIVERY_SCAN),
+        f"SELECT e.* FROM {AUDIENCE_EVENTS} WHERE {mine} AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
+        (*params, after, DELIVERY_SCAN),
     )
     lines = []
     for r in rows:

@@ -19,7 +19,7 @@ from huddle.service.context import ServiceContext, WorkRequest, dumps, placehold
 from huddle.service.lifecycle import end_intent
 from huddle.service.overseers import OVERSEER_PREFIX
 from huddle.service.threads import NARROWED, open_thread, settle_after_intent_update
-from huddle.storage.base import Row, Unit
+from huddle.storage.base import Row, Unit, joined_list
 
 INTENT_KINDS = (
     "edit",
@@ -74,8 +74,12 @@ class IntentService:
         found: dict[str, list[Evidence]] = {}
         for provider in self.ctx.signal_providers:
             for agent_id, evidence in provider(unit, request):
-                if agent_id != request.agent_id:
-                    found.setdefault(agent_id, []).append(evidence)
+                have = found.get(agent_id)
+                if have is None:
+                    found[agent_id] = [evidence]
+                else:
+                    have.append(evidence)
+        found.pop(request.agent_id, None)  # my own work is no collision
         if not found:
             return []
         found = refine_with_symbols(unit, self.ctx, request, found)
@@ -411,9 +415,14 @@ class IntentService:
 
     def expire(self, unit: Unit) -> int:
         """Sweeper step: intents past their TTL end as `expired`."""
-        rows = unit.tx.all(
-            "SELECT id, agent_id FROM intents WHERE status = 'active' AND expires_at <= ? AND project = ? ORDER BY id",
-            (unit.now, unit.project),
+        # Sorted here, not by ORDER BY: SQLite would rather read every intent ever announced in id order
+        # than sort the few due ones (the index of active intents by expiry is what keeps this small).
+        rows = sorted(
+            unit.tx.all(
+                "SELECT id, agent_id FROM intents WHERE status = 'active' AND expires_at <= ? AND project = ?",
+                (unit.now, unit.project),
+            ),
+            key=lambda r: int(r["id"]),
         )
         for row in rows:
             end_intent(unit, int(row["id"]), "expired", actor=row["agent_id"])
@@ -425,12 +434,19 @@ ONLINE_BY_ID_UP_TO = 256
 
 def _online(unit: Unit, since: float, candidates: Collection[str]) -> set[str]:
     """Which candidates are online. Up to ONLINE_BY_ID_UP_TO are looked up by id; a crowd by one
-    index range over the project's online agents instead: binding a long IN list costs more per id
-    than reading a row, and at the scale Huddle serves (SPEC F-98: 1,000 agents) that range is
-    no longer than a few such lists."""
-    sql = "SELECT agent_id FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?"
+    index range over the project's online agents instead (the agent id is in that index), joined
+    into one string by the database: binding a long IN list costs more per id than reading an index
+    entry, and at the scale Huddle serves (SPEC F-98: 1,000 agents) that range is no longer than a
+    few such lists."""
     if len(candidates) > ONLINE_BY_ID_UP_TO:
-        return {r["agent_id"] for r in unit.tx.all(sql, (unit.project, since))} & set(candidates)
+        row = unit.tx.one(
+            f"SELECT {joined_list(unit.tx.dialect, 'agent_id')} AS ids FROM agents"
+            " WHERE project = ? AND status = 'online' AND last_seen >= ?",
+            (unit.project, since),
+        )
+        online = set(row["ids"].split(",")) if row is not None and row["ids"] else set()
+        return online.intersection(candidates)
+    sql = "SELECT agent_id FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?"
     ids = sorted(candidates)
     return {
         r["agent_id"] for r in unit.tx.all(f"{sql} AND agent_id IN ({placeholders(ids)})", (unit.project, since, *ids))

@@ -16,7 +16,7 @@ from huddle.domain.ids import intent_ref
 from huddle.domain.paths import module_prefixes, modules_related
 from huddle.domain.scoring import Evidence, Layer
 from huddle.service.context import ServiceContext, WorkRequest, placeholders
-from huddle.storage.base import Row, Unit
+from huddle.storage.base import Row, Unit, joined_list
 
 Found = Iterable[tuple[str, Evidence]]
 
@@ -130,72 +130,103 @@ class RecentEdits:
                 )
 
 
+Sql = tuple[str, list[Any]]  # text with its parameters
+
+
+def _related_selects(unit: Unit, table: str, modules: Sequence[str], me: str, columns: str) -> list[Sql]:
+    """SELECTs of `columns` from `table` for the rows whose module may be related to one of mine: one
+    on my prefixes, one index range per module for the modules below mine. Separate statements, not
+    one OR: under a GROUP BY, SQLite read all the project's rows in module order instead. When my
+    modules nest, a row may come twice; the callers collect sets."""
+    prefixes = sorted({p for m in modules for p in module_prefixes(m)})
+    conditions: list[Sql] = [(f"module IN ({placeholders(prefixes)})", list(prefixes))]
+    conditions += [("module > ? AND module < ?", [m, m + "\U0010ffff"]) for m in modules]
+    live, live_params = "", []
+    if table == "intent_modules":
+        # Ended intents leave this table at once; an expired one only at the next sweep, so check
+        # (row by row, by id: the intents table keeps every intent ever announced).
+        live = f" AND EXISTS (SELECT 1 FROM intents WHERE intents.id = {table}.intent_id AND intents.expires_at > ?)"
+        live_params = [unit.now]
+    return [
+        (
+            f"SELECT {columns} FROM {table} WHERE project = ? AND agent_id != ? AND {condition}{live}",
+            [unit.project, me, *args, *live_params],
+        )
+        for condition, args in conditions
+    ]
+
+
 def related_module_rows(unit: Unit, table: str, modules: Sequence[str], me: str) -> list[Row]:
     """Rows of `table` (agent_modules or intent_modules) whose module is related to one of mine.
 
-    Related means equal, or one a segment-aligned prefix of the other; found with an IN on my
-    prefixes plus one index range per module for the modules below mine.
+    Related means equal, or one a segment-aligned prefix of the other.
     """
     if not modules:
         return []
-    prefixes = sorted({p for m in modules for p in module_prefixes(m)})
-    clauses = [f"module IN ({placeholders(prefixes)})"]
-    params: list[Any] = list(prefixes)
-    for m in modules:
-        clauses.append("(module > ? AND module < ?)")
-        params += [m, m + "\U0010ffff"]
-    columns, live = "module, agent_id", ""
-    if table == "intent_modules":
-        # Ended intents leave this table at once; an expired one only at the next sweep, so check.
-        columns += ", intent_id"
-        live = " AND intent_id IN (SELECT id FROM intents WHERE expires_at > ?)"
-        params.append(unit.now)
-    rows = unit.tx.all(
-        f"SELECT {columns} FROM {table} WHERE project = ? AND agent_id != ? AND ({' OR '.join(clauses)}){live}",
-        (unit.project, me, *params),
-    )
-    # Rows share few distinct modules (a crowd on one module is one), so each is judged once.
-    related: dict[str, bool] = {}
-    out = []
-    for row in rows:
-        module = row["module"]
-        ok = related.get(module)
-        if ok is None:
-            ok = related[module] = any(modules_related(module, m) for m in modules)
-        if ok:
-            out.append(row)
-    return out
+    columns = "module, agent_id, intent_id" if table == "intent_modules" else "module, agent_id"
+    rows = [row for sql, args in _related_selects(unit, table, modules, me, columns) for row in unit.tx.all(sql, args)]
+    related = _judge(modules, {row["module"] for row in rows})
+    return [row for row in rows if related[row["module"]]]
+
+
+def related_module_agents(unit: Unit, table: str, modules: Sequence[str], me: str) -> dict[str, list[str]]:
+    """module → the agents of `table` in it, for each module related to one of mine.
+
+    One row per module, its agents joined by the database (agent ids hold no comma): a crowd of a
+    thousand agents on one module is one row to read, not a thousand.
+    """
+    if not modules:
+        return {}
+    columns = f"module, {joined_list(unit.tx.dialect, 'agent_id')} AS agents"
+    found: dict[str, list[str]] = {}
+    for sql, params in _related_selects(unit, table, modules, me, columns):
+        for row in unit.tx.all(sql + " GROUP BY module", params):  # grouped in index order: no sort
+            found.setdefault(row["module"], []).extend(row["agents"].split(","))
+    related = _judge(modules, set(found))
+    return {module: agents for module, agents in found.items() if related[module]}
+
+
+def _judge(mine: Sequence[str], theirs: set[str]) -> dict[str, bool]:
+    """Which of their modules are related to one of mine (each distinct module judged once)."""
+    return {module: any(modules_related(module, m) for m in mine) for module in theirs}
 
 
 class SameModule:
     """Layer 3: my modules against theirs (announced with an intent, or registered)."""
 
     def __call__(self, unit: Unit, request: WorkRequest) -> Found:
-        rows = related_module_rows(unit, "intent_modules", request.modules, request.agent_id) + related_module_rows(
-            unit, "agent_modules", request.modules, request.agent_id
-        )
-        # Their module, or their modules when several: a crowd on one module allocates nothing per agent
-        # here, and shares one Evidence object (built once, reported to it as one group).
+        by_module: dict[str, list[str]] = {}
+        for table in ("intent_modules", "agent_modules"):
+            for module, agents in related_module_agents(unit, table, request.modules, request.agent_id).items():
+                by_module.setdefault(module, []).extend(agents)
+        if len(by_module) == 1:
+            # A crowd on one module: one Evidence object for all (built once, reported as one group),
+            # and each agent once, though it may be there by its registration and by an intent.
+            [(module, agents)] = by_module.items()
+            evidence = self._evidence([module], request)
+            return [(agent, evidence) for agent in dict.fromkeys(agents)]
+        # Their module, or their modules when several.
         by_agent: dict[str, str | frozenset[str]] = {}
-        for row in rows:
-            agent, module = row["agent_id"], row["module"]
-            have = by_agent.get(agent)
-            if have is None or have == module:
-                by_agent[agent] = module
-            elif isinstance(have, str):
-                by_agent[agent] = frozenset((have, module))
-            else:
-                by_agent[agent] = have | {module}
+        for module, agents in by_module.items():
+            for agent in agents:
+                have = by_agent.setdefault(agent, module)
+                if have != module:
+                    by_agent[agent] = frozenset((have, module)) if isinstance(have, str) else have | {module}
         made: dict[str | frozenset[str], Evidence] = {}
+        found = []
         for agent_id, key in by_agent.items():
-            evidence = made.get(key)
-            if evidence is None:
-                names = [key] if isinstance(key, str) else sorted(key)
-                evidence = made[key] = Evidence(
-                    Layer.SAME_MODULE,
-                    Layer.SCORES[Layer.SAME_MODULE],
-                    (),
-                    f"they work in module {', '.join(names)}, related to yours ({', '.join(request.modules)})",
-                    extra={"modules": names},
-                )
-            yield agent_id, evidence
+            shared = made.get(key)
+            if shared is None:
+                shared = made[key] = self._evidence([key] if isinstance(key, str) else sorted(key), request)
+            found.append((agent_id, shared))
+        return found
+
+    @staticmethod
+    def _evidence(names: list[str], request: WorkRequest) -> Evidence:
+        return Evidence(
+            Layer.SAME_MODULE,
+            Layer.SCORES[Layer.SAME_MODULE],
+            (),
+            f"they work in module {', '.join(names)}, related to yours ({', '.join(request.modules)})",
+            extra={"modules": names},
+        )

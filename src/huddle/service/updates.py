@@ -8,7 +8,7 @@ from huddle.domain import validate
 from huddle.domain.events import EVERYONE, Kind
 from huddle.service.agents import heartbeat_on_read, require_agent, touch
 from huddle.service.context import ServiceContext
-from huddle.storage.base import AUDIENCE_EVENTS, Unit, event_from_row, latest_cursor
+from huddle.storage.base import AUDIENCE_EVENTS, Unit, addressed_to, event_from_row, latest_cursor
 
 MAX_PAGE = 500
 PAGE_RANGE = (1, MAX_PAGE)
@@ -30,10 +30,10 @@ class UpdateService:
 
         def read(unit: Unit) -> dict[str, Any]:
             require_agent(unit, agent)
+            mine, params = addressed_to(unit, agent)
             rows = unit.tx.all(
-                f"SELECT e.* FROM {AUDIENCE_EVENTS}"
-                " WHERE a.project = ? AND a.agent_id IN (?, ?) AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
-                (unit.project, agent, EVERYONE, after, page + 1),
+                f"SELECT e.* FROM {AUDIENCE_EVENTS} WHERE {mine} AND a.cursor > ? ORDER BY a.cursor LIMIT ?",
+                (*params, after, page + 1),
             )
             events = [event_from_row(r).to_dict() for r in rows[:page]]
             return {

@@ -9,6 +9,7 @@ to WAL. One process owns the file (the data dir's server lock), so this store is
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -23,6 +24,7 @@ from huddle.storage.base import Row, Unit
 from huddle.storage.group_commit import GroupCommitStore
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class SqliteTx:
@@ -87,24 +89,59 @@ def check_schema(path: Path) -> None:
     migrations.refuse_newer(applied, migrations.known_versions("sqlite"))
 
 
+# Planner statistics (sqlite_stat1). Without them SQLite takes `project = ?` for a selective
+# condition, though every row of a project's database has the same project, and read a whole table
+# through an index that starts with it: 10,000 leases for one lease's overlap check. PostgreSQL's
+# autovacuum keeps its statistics; here the store runs ANALYZE when it opens and again each time
+# the commits since then double (from ANALYZE_AFTER on), as the tables grow. Sampling at most
+# ANALYSIS_LIMIT rows per index keeps each run to milliseconds at any size.
+ANALYSIS_LIMIT = 1000
+ANALYZE_AFTER = 1000
+
+
+def refresh_statistics(conn: sqlite3.Connection) -> bool:
+    """Recomputes the planner statistics on `conn` (a writable connection); False if it could not."""
+    try:
+        conn.execute(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
+        conn.execute("ANALYZE")
+    except sqlite3.Error:
+        log.warning("could not refresh SQLite's planner statistics; queries may read more than they need")
+        return False
+    return True
+
+
 class SqliteStore(GroupCommitStore[sqlite3.Connection]):
     """The default backend: a file in the data dir, durable on every acknowledged write."""
 
     dialect = "sqlite"
     db_errors = (sqlite3.Error,)
 
-    def __init__(self, path: Path, project: str, *, clock: Callable[[], float] = time.time, readers: int = 2):
+    def __init__(
+        self,
+        path: Path,
+        project: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        readers: int = 2,
+        analyze_after: int = ANALYZE_AFTER,
+    ):
         super().__init__(project, clock=clock)
         self.path = path
         self._readers = readers
         self._read_pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
+        self._commits = 0
+        self._analyze_at = analyze_after
+        # Bumped after each ANALYZE: a connection loads the statistics when it opens, so readers
+        # opened before reconnect (the writer, which ran it, has them already).
+        self.statistics_generation = 0
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect_writer()
         self.schema_version = migrate(conn)
+        refresh_statistics(conn)
         self._start_writer(conn)
         self._read_pool = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="huddle-sqlite-reader")
 
@@ -127,7 +164,12 @@ class SqliteStore(GroupCommitStore[sqlite3.Connection]):
 
     def _run_read(self, fn: Callable[[Unit], T]) -> T:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation != self.statistics_generation:
+            self._reader_conns.remove(conn)
+            conn.close()
+            conn = None
         if conn is None:
+            self._local.generation = self.statistics_generation
             conn = _connect(self.path, readonly=True)
             self._local.conn = conn
             self._reader_conns.append(conn)
@@ -150,6 +192,11 @@ class SqliteStore(GroupCommitStore[sqlite3.Connection]):
 
     def _commit(self, conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")
+        self._commits += 1
+        if self._commits >= self._analyze_at:
+            self._analyze_at = 2 * self._commits
+            if refresh_statistics(conn):
+                self.statistics_generation += 1
 
     def _rollback(self, conn: sqlite3.Connection) -> sqlite3.Connection:
         if conn.in_transaction:
