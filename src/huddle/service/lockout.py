@@ -1,15 +1,15 @@
 """Lockout after repeated bad secrets: bad tokens, a wrong registration secret (SPEC F-94).
 
-The edge calls `check(key)` before it looks at a secret, `failed(key)` when the secret was wrong
-and `succeeded(key)` when it was right. `max_failures` failures of one key within `window_s` lock
+The edge calls `check(key)` before it looks at a secret and `failed(key)` when the secret was
+wrong; a right one clears nothing (one valid token must not buy more guesses at another secret from
+the same address: failures only age out of the window). `max_failures` failures of one key within `window_s` lock
 that key out for `lockout_s`: `check` then raises LockedOut (429, with the seconds left) whatever
 the caller sends, so guessing costs `lockout_s` per `max_failures` guesses.
 
 Keys are the client address (`address_key`) for bad tokens and secrets alike, and for a wrong
 registration secret also the agent id it asks for (`agent_key`): the address key stops one address
 guessing for many agents, the agent key stops guessing one id from many addresses. Anyone can name
-an agent id, so the agent key should guard registration only, never tokens the agent holds. A
-success clears the failures recorded for the key, not an active lockout.
+an agent id, so the agent key should guard registration only, never tokens the agent holds.
 
 Memory is bounded: a key whose failures are all older than `window_s` and that is not locked out is
 forgotten, and at most `max_keys` are kept. At the cap the key touched longest ago is forgotten
@@ -112,12 +112,6 @@ class Lockout:
             record.locked_until = now + self.lockout_s
             return True
         return False
-
-    def succeeded(self, key: str) -> None:
-        """A good secret for `key`: its failures so far no longer count (an active lockout stays)."""
-        record = self._records.get(key)
-        if record is not None and record.locked_until <= self._clock():
-            del self._records[key]
 
     def _forget_idle(self, now: float) -> None:
         records = self._records
