@@ -206,12 +206,13 @@ class Credentials:
 
         return await self.store.write(write)
 
-    def _issue_in(
-        self, unit: Unit, agent_id: str, scopes: frozenset[str], ttl_s: float | None, with_refresh: bool, by: str
-    ) -> dict[str, Any]:
-        epoch = _epoch(unit, agent_id)
-        # The access token belongs to the sign-in too: revoking the sign-in (refresh reuse) ends it.
-        family = secrets.token_urlsafe(12) if with_refresh else ""
+    def _mint(
+        self, agent_id: str, scopes: frozenset[str], *, epoch: int, family: str, ttl_s: float | None
+    ) -> tuple[dict[str, Any], Claims, Claims | None]:
+        """An access token (and, with a `family`, its refresh token): the answer, and both tokens' claims.
+
+        The access token belongs to the sign-in too: revoking the sign-in (refresh reuse) ends it.
+        """
         token, claims = self.codec.issue(
             agent_id,
             project=self.project,
@@ -221,7 +222,7 @@ class Credentials:
             epoch=epoch,
             family=family,
         )
-        out: dict[str, Any] = {
+        answer: dict[str, Any] = {
             "agent_id": agent_id,
             "access_token": token,
             "token_type": "Bearer",
@@ -229,35 +230,42 @@ class Credentials:
             "token_id": claims.token_id,
             "scopes": sorted(scopes),
         }
-        refresh_id = ""
-        if with_refresh:
-            refresh, rclaims = self.codec.issue(
-                agent_id,
-                project=self.project,
-                org=self.org,
-                scopes=scopes,
-                ttl_s=self.settings.refresh_ttl_s,
-                kind=REFRESH,
-                epoch=epoch,
-                family=family,
-            )
+        if not family:
+            return answer, claims, None
+        refresh, rclaims = self.codec.issue(
+            agent_id,
+            project=self.project,
+            org=self.org,
+            scopes=scopes,
+            ttl_s=self.settings.refresh_ttl_s,
+            kind=REFRESH,
+            epoch=epoch,
+            family=family,
+        )
+        answer["refresh_token"] = refresh
+        return answer, claims, rclaims
+
+    def _issue_in(
+        self, unit: Unit, agent_id: str, scopes: frozenset[str], ttl_s: float | None, with_refresh: bool, by: str
+    ) -> dict[str, Any]:
+        family = secrets.token_urlsafe(12) if with_refresh else ""
+        answer, claims, rclaims = self._mint(agent_id, scopes, epoch=_epoch(unit, agent_id), family=family, ttl_s=ttl_s)
+        if rclaims is not None:
             unit.tx.execute(
                 "INSERT INTO auth_families (project, family, agent_id, current_jti, revoked, expires_at)"
                 " VALUES (?, ?, ?, ?, 0, ?)",
                 (self.project, family, agent_id, rclaims.token_id, rclaims.expires_at),
             )
-            out["refresh_token"] = refresh
-            refresh_id = rclaims.token_id
         unit.emit(
             "auth.token_issued",
             actor=agent_id,
             audience=(),
             token_id=claims.token_id,
-            refresh_token_id=refresh_id or None,
+            refresh_token_id=rclaims.token_id if rclaims is not None else None,
             scopes=sorted(scopes),
             by=by,
         )
-        return out
+        return answer
 
     async def refresh(self, refresh_token: str) -> dict[str, Any]:
         """A new access and refresh token for the newest refresh token of a family.
@@ -283,40 +291,20 @@ class Credentials:
                 unit.emit("auth.refresh_reused", actor=claims.agent_id, audience=(), family=claims.family)
                 unit.emit(REVOKED, actor=claims.agent_id, audience=(), token_ids=[], families=[claims.family])
                 return "this refresh token was already used, so it may be stolen: its sign-in is revoked; sign in again"
-            epoch = _epoch(unit, claims.agent_id)
-            access, aclaims = self.codec.issue(
+            answer, aclaims, rclaims = self._mint(
                 claims.agent_id,
-                project=self.project,
-                org=self.org,
-                scopes=claims.scopes,
-                ttl_s=self.settings.token_ttl_s,
-                epoch=epoch,
+                claims.scopes,
+                epoch=_epoch(unit, claims.agent_id),
                 family=claims.family,
+                ttl_s=None,
             )
-            refresh, rclaims = self.codec.issue(
-                claims.agent_id,
-                project=self.project,
-                org=self.org,
-                scopes=claims.scopes,
-                ttl_s=self.settings.refresh_ttl_s,
-                kind=REFRESH,
-                epoch=epoch,
-                family=claims.family,
-            )
+            assert rclaims is not None
             unit.tx.execute(
                 "UPDATE auth_families SET current_jti = ?, expires_at = ? WHERE project = ? AND family = ?",
                 (rclaims.token_id, rclaims.expires_at, self.project, claims.family),
             )
             unit.emit("auth.token_refreshed", actor=claims.agent_id, audience=(), token_id=aclaims.token_id)
-            return {
-                "agent_id": claims.agent_id,
-                "access_token": access,
-                "refresh_token": refresh,
-                "token_type": "Bearer",
-                "expires_in": int(aclaims.expires_at - aclaims.issued_at),
-                "token_id": aclaims.token_id,
-                "scopes": sorted(claims.scopes),
-            }
+            return answer
 
         outcome = await self.store.write(write)
         if isinstance(outcome, str):  # the family revocation above is committed; the call still fails
