@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
+from huddle.cli.runtime import pid_alive
 from huddle.storage import migrations
 from huddle.storage.postgres import connect, migrate
 
@@ -88,16 +89,6 @@ def fresh_database() -> Iterator[str]:
 POOL_PREFIX = "huddle_pool"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class _Pool:
     """Migrated databases of this test run not in use by a test; all dropped when the run ends.
 
@@ -151,7 +142,7 @@ def _drop_leftovers() -> None:
         names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'huddle\\_pool\\_%'")]
     for name in names:
         pid = name.removeprefix(f"{POOL_PREFIX}_").split("_", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             with contextlib.suppress(psycopg.Error):  # another run dropped it first
                 _drop(name)
 
