@@ -8,10 +8,13 @@ Open mode (no principal) and in-process calls are untouched; an admin token acts
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-from huddle.domain.principal import current_principal
+from huddle.domain.principal import DASHBOARD, Principal, acting_as, current_principal
 from huddle.errors import Forbidden
+from huddle.service.overseers import acting_as_dashboard
 from huddle.transports.operation import Operation
 
 # The operation whose acting agent is not called `agent_id`.
@@ -58,3 +61,15 @@ def authorize(op: Operation, acting: str | None, args: dict[str, Any]) -> None:
             f" leave {acting} out or pass your own id",
             field=acting,
         )
+
+
+@contextlib.contextmanager
+def running_as(principal: Principal) -> Iterator[None]:
+    """Runs the calls made inside as `principal` — and, for a person at the dashboard (scope
+    dashboard), with the overseer credential open mode's dashboard cookie gives (service/overseers.py)."""
+    with acting_as(principal):
+        if DASHBOARD in principal.scopes:
+            with acting_as_dashboard():
+                yield
+        else:
+            yield

@@ -34,15 +34,15 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from huddle.domain.principal import DASHBOARD, SCOPES, Principal, acting_as, current_principal
+from huddle.domain.principal import SCOPES, Principal, current_principal
 from huddle.errors import Forbidden, HuddleError, InvalidInput
 from huddle.service.credentials import Credentials, WrongSecret, check_agent_id
 from huddle.service.external_issuer import ExternalIssuer
 from huddle.service.lockout import Lockout
-from huddle.service.overseers import acting_as_dashboard
 from huddle.service.rate_limits import RateLimiter, address_key, agent_key
 from huddle.service.token_codec import TokenRefused, audience_for
 from huddle.settings import Settings
+from huddle.transports.acting import running_as
 from huddle.transports.arguments import parse_json_object
 from huddle.transports.dashboard import SESSION_COOKIE
 from huddle.transports.http import error_response, json_body_required
@@ -201,12 +201,8 @@ class AuthGate:
         scope["user"] = as_sdk_user(principal)
         scope["auth"] = AuthCredentials(sorted(principal.scopes))
         scope["huddle.principal"] = principal
-        with acting_as(principal):
-            if DASHBOARD in principal.scopes:
-                with acting_as_dashboard():
-                    await self.app(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
+        with running_as(principal):
+            await self.app(scope, receive, send)
 
     async def _resolve(self, scope: Scope, headers: Headers) -> Principal | None:
         token = bearer_token(headers)

@@ -16,9 +16,8 @@ from mcp.shared.inbound import X_MCP_HEADER_KEY
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
 from huddle import __version__
-from huddle.domain.principal import DASHBOARD, acting_as
 from huddle.errors import HuddleError
-from huddle.service.overseers import acting_as_dashboard
+from huddle.transports.acting import running_as
 from huddle.transports.arguments import BoundOperation
 from huddle.transports.tools import Operation
 
@@ -84,10 +83,7 @@ async def principal_middleware(ctx: ServerRequestContext[Any, Any], call_next: C
     principal = scope.get("huddle.principal") if scope is not None else None
     if principal is None:
         return await call_next(ctx)
-    with acting_as(principal):
-        if DASHBOARD in principal.scopes:
-            with acting_as_dashboard():
-                return await call_next(ctx)
+    with running_as(principal):
         return await call_next(ctx)
 
 
