@@ -67,6 +67,7 @@ class TokenCodec:
         # exact same string is recognised (expiry and revocation are still checked every time).
         # The keys never change for a codec, so nothing cached can outlive the key that proved it.
         self._verified: OrderedDict[tuple[str, str, str], Claims] = OrderedDict()
+        self._audiences: OrderedDict[tuple[str, str], str] = OrderedDict()  # audience_of's answers, likewise
 
     def issue(
         self,
@@ -149,12 +150,25 @@ class TokenCodec:
         return claims
 
     def audience_of(self, token: str, audiences: list[str]) -> str | None:
-        """Which of `audiences` a token of ours is for (signature checked, expiry left to `verify`)."""
+        """Which of `audiences` a token of ours is for (signature checked, expiry left to `verify`).
+
+        Asked on every request of a server of several projects, so a token's answer is remembered
+        like `verify`'s (only a signature that checked out is)."""
         if not audiences:
             return None
+        key = (token, "\n".join(audiences))
+        known = self._audiences.get(key)
+        if known is not None:
+            self._audiences.move_to_end(key)
+            return known
         payload = self._decode(token, audiences)
         audience = payload.get("aud")
-        return audience if isinstance(audience, str) and audience in audiences else None
+        if not (isinstance(audience, str) and audience in audiences):
+            return None
+        self._audiences[key] = audience
+        if len(self._audiences) > VERIFIED_CACHE:
+            self._audiences.popitem(last=False)
+        return audience
 
     def _decode(self, token: str, audience: str | list[str]) -> dict[str, Any]:
         not_a_jwt = TokenRefused("the bearer token is not a JWT; send the token `huddle token issue` printed")
