@@ -138,3 +138,11 @@ async def test_readyz_tells_an_outsider_only_what_is_up_in_token_mode(tmp_path: 
         ready = (await http.get("/readyz")).json()
         assert ready["ok"] is True
         assert all(set(check) == {"ok"} for check in ready["checks"].values()), ready
+
+
+async def test_metrics_show_what_the_rate_limiter_and_lockout_track(tmp_path: Path) -> None:
+    async with client(tmp_path, lockout_failures=5) as (http, codec):
+        await http.post("/api/v1/tools/list_agents", json={}, headers={"Authorization": "Bearer bad"})
+        scraped = (await http.get("/metrics", headers=bearer(codec, "ops"))).text
+        assert 'huddle_guard_keys{state="tracked",table="lockout"} 1.0' in scraped, scraped[-2000:]
+        assert 'huddle_guard_keys{state="evicted",table="rate_limits"} 0.0' in scraped

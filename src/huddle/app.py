@@ -151,6 +151,8 @@ def build_project(settings: Settings, also_run: list[Huddle] | None = None) -> H
     push = PushHub(settings, coordinator, credentials=credentials)
     metrics = Metrics()
     metrics.bind(coordinator, push)
+    if credentials is not None:
+        metrics.bind_guards(rate_limits=guards.limiter, lockout=guards.lockout)
     catalogue = ToolCatalogue([*all_operations(coordinator), *push.operations()], settings.tools, REST_ONLY)
     # Instrumented once the catalogue is complete, so introspection is counted like every tool.
     catalogue.operations = operations = metrics.instrument(catalogue.operations)

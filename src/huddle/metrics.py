@@ -88,6 +88,13 @@ class Metrics:
             buckets=COMMIT_BUCKETS,
             registry=r,
         )
+        self.guard_keys = Gauge(
+            "huddle_guard_keys",
+            "Token mode's rate limiter and lockout: keys tracked, and keys forgotten at their cap (a flood of"
+            " distinct addresses or agent ids shows as evictions).",
+            ["table", "state"],
+            registry=r,
+        )
         self._coordinator: Coordinator | None = None
         self._push: PushHub | None = None
 
@@ -98,6 +105,12 @@ class Metrics:
         store: Any = coordinator.store
         if hasattr(store, "on_batch"):
             store.on_batch = self.observe_batch
+
+    def bind_guards(self, **tables: Any) -> None:
+        """The edge's rate limiter and lockout (token mode), read at scrape time."""
+        for name, table in tables.items():
+            self.guard_keys.labels(name, "tracked").set_function(lambda t=table: len(t))
+            self.guard_keys.labels(name, "evicted").set_function(lambda t=table: t.evicted)
 
     def observe_batch(self, size: int, commit_s: float) -> None:
         """Called by the SQLite writer thread after each group commit (prometheus_client is thread-safe)."""

@@ -54,9 +54,6 @@ class Principal:
     def read_only(self) -> bool:
         return not (self.scopes & {AGENT, DASHBOARD, ADMIN})
 
-    def describe(self) -> str:
-        return f"{self.agent_id} ({', '.join(sorted(self.scopes))}) in {self.org}/{self.project}"
-
 
 # Set at the edge for the duration of one request; None in open mode and for in-process calls.
 current_principal: ContextVar[Principal | None] = ContextVar("huddle_principal", default=None)
