@@ -109,8 +109,8 @@ class Metrics:
     def bind_guards(self, **tables: Any) -> None:
         """The edge's rate limiter and lockout (token mode), read at scrape time."""
         for name, table in tables.items():
-            self.guard_keys.labels(name, "tracked").set_function(lambda t=table: len(t))
-            self.guard_keys.labels(name, "evicted").set_function(lambda t=table: t.evicted)
+            self.guard_keys.labels(name, "tracked").set_function(functools.partial(len, table))
+            self.guard_keys.labels(name, "evicted").set_function(functools.partial(getattr, table, "evicted"))
 
     def observe_batch(self, size: int, commit_s: float) -> None:
         """Called by the SQLite writer thread after each group commit (prometheus_client is thread-safe)."""
