@@ -70,7 +70,7 @@ async def test_a_refresh_token_works_once_and_its_reuse_revokes_the_whole_sign_i
         await creds.refresh(first["refresh_token"])  # a stolen copy of the old refresh token
     with pytest.raises(TokenRefused, match="revoked; sign in again"):
         await creds.refresh(second["refresh_token"])  # the legitimate holder must sign in again too
-    with pytest.raises(TokenRefused, match="send an access token"):
+    with pytest.raises(TokenRefused, match="send your access token"):
         creds.authenticate(second["refresh_token"])  # a refresh token is never a bearer token
 
 

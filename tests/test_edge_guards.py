@@ -146,3 +146,24 @@ async def test_metrics_show_what_the_rate_limiter_and_lockout_track(tmp_path: Pa
         scraped = (await http.get("/metrics", headers=bearer(codec, "ops"))).text
         assert 'huddle_guard_keys{state="tracked",table="lockout"} 1.0' in scraped, scraped[-2000:]
         assert 'huddle_guard_keys{state="evicted",table="rate_limits"} 0.0' in scraped
+
+
+async def test_a_misspelled_field_on_an_auth_route_is_refused_and_signs_nobody_out(tmp_path: Path) -> None:
+    async with client(tmp_path, registration_secret=REGISTRATION) as (http, codec):
+        admin, _ = codec.issue("ops", project="edge", org="default", scopes={"admin"}, ttl_s=600)
+        headers = {"Authorization": f"Bearer {admin}"}
+        typo = await http.post("/api/v1/auth/sign_out", json={"agent": "runaway"}, headers=headers)
+        assert typo.status_code == 422 and "'agent'" in typo.json()["error"] and "agent_id" in typo.json()["error"]
+        assert (await http.get("/api/v1/auth/whoami", headers=headers)).status_code == 200  # still signed in
+        register = {"agent_id": "n1", "registration_secret": REGISTRATION, "projekt": "x"}
+        assert (await http.post("/api/v1/auth/register", json=register)).status_code == 422
+
+
+async def test_revoking_a_malformed_token_blames_the_argument_not_the_callers_token(tmp_path: Path) -> None:
+    async with client(tmp_path, lockout_failures=1) as (http, codec):
+        headers = bearer(codec, "alice")
+        answer = await http.post("/api/v1/auth/revoke", json={"token": "not-a-token"}, headers=headers)
+        assert answer.status_code == 422 and answer.json()["field"] == "token"
+        assert "www-authenticate" not in answer.headers
+        # Not a bad credential either: it counts toward no lockout.
+        assert (await http.get("/api/v1/auth/whoami", headers=headers)).status_code == 200

@@ -520,7 +520,10 @@ def _validate_limits(s: Settings) -> None:
         if getattr(s, name) < 0:
             raise InvalidInput(f"setting {name} must be 0 (off) or more", field=name)
     if s.lockout_s <= 0:
-        raise InvalidInput("setting lockout_s must be greater than 0", field="lockout_s")
+        raise InvalidInput(
+            "setting lockout_s must be greater than 0 (to turn lockout off, set lockout_failures to 0)",
+            field="lockout_s",
+        )
 
 
 def secure_url(url: str) -> bool:

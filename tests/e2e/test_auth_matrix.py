@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -353,3 +357,30 @@ async def test_an_mcp_listen_stream_ends_when_its_token_is_revoked(server: Serve
         message("after-revocation")
         with anyio.fail_after(10), pytest.raises(StopAsyncIteration):
             await updates.__anext__()  # the server ended the stream; nothing came first
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "HUDDLE_AUTH": "token", "HUDDLE_AUTH_SECRET": SECRET, **env}
+    return subprocess.run([sys.executable, "-m", "huddle.cli.main", *args], env=full, capture_output=True, text=True)
+
+
+def test_the_token_cli_refuses_a_data_dir_without_the_servers_database(server: ServerProcess, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "not-the-servers"
+    elsewhere.mkdir()
+    issued = _cli("token", "issue", "--agent", "x", "--data-dir", str(elsewhere), env={})
+    assert issued.returncode == 1 and "no database at" in issued.stderr
+    assert list(elsewhere.iterdir()) == []  # nothing created, nothing claimed
+
+
+def test_doctor_checks_mcp_and_mqtt_with_the_token_and_says_so_without_one(
+    server: ServerProcess, tokens: Tokens
+) -> None:
+    def checks(env: dict[str, str]) -> dict[str, dict[str, object]]:
+        done = _cli("doctor", "--url", server.url, "--data-dir", str(server.data_dir), "--json", env=env)
+        return {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+
+    signed_in = checks({"HUDDLE_TOKEN": tokens.alice})
+    assert signed_in["mcp"]["ok"] and "initialize ok" in str(signed_in["mcp"]["detail"])
+    assert signed_in["mqtt"]["ok"] and "connected" in str(signed_in["mqtt"]["detail"])
+    anonymous = checks({"HUDDLE_TOKEN": ""})
+    assert anonymous["mcp"]["ok"] and "HUDDLE_TOKEN" in str(anonymous["mcp"]["detail"])

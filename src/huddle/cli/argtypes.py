@@ -16,7 +16,7 @@ def finite_float(raw: str, *, allow_zero: bool) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a finite number; pass seconds such as 30 or 2.5")
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a finite number; pass a number such as 30 or 2.5")
     if value < 0 or (value == 0 and not allow_zero):
         raise argparse.ArgumentTypeError(f"{raw!r} must be {'0 or more' if allow_zero else 'greater than 0'}")
     return value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import tomllib
 from dataclasses import asdict, dataclass
@@ -106,7 +107,7 @@ def diagnose(url: str | None, data_dir: str | None, repo: str | None, db_url: st
     health = _health(url)
     checks.append(health)
     if health.ok:
-        checks.append(_mcp(url))
+        checks.append(_mcp(url, info.get("auth") == "token"))
         checks.append(_mqtt(url, info if server else {}))
         checks.append(_dashboard(url))
     repo_path = Path(repo).expanduser().resolve() if repo else Path(str(info.get("repo") or settings.repo_path))
@@ -178,13 +179,23 @@ def _health(url: str) -> Check:
     return Check("health", True, f"huddle {body.get('version')} serves project {body.get('project')}")
 
 
-def _mcp(url: str) -> Check:
+TOKEN_HINT = "token mode: set HUDDLE_TOKEN (huddle token issue --agent ID) and run doctor again"
+
+
+def _mcp(url: str, token_mode: bool) -> Check:
     import anyio  # heavy imports only when doctor runs: the CLI's other commands start fast
+    import httpx2
     from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = auth_headers()
+    if token_mode and not headers:
+        return Check("mcp", True, "not checked: the server runs in token mode and HUDDLE_TOKEN is not set", TOKEN_HINT)
 
     async def initialize() -> Check:
+        http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(TIMEOUT_S))
         with anyio.fail_after(TIMEOUT_S):
-            async with Client(url + "/mcp") as client:
+            async with Client(streamable_http_client(url + "/mcp", http_client=http)) as client:
                 tools = (await client.list_tools()).tools
         return Check("mcp", True, f"initialize ok, {len(tools)} tools listed")
 
@@ -194,6 +205,17 @@ def _mcp(url: str) -> Check:
         return Check(
             "mcp", False, f"MCP initialize at {url}/mcp failed ({type(exc).__name__}: {exc})", _start_hint(url)
         )
+
+
+def _token_agent(token: str) -> str | None:
+    """The agent a token names (read, not verified: the broker verifies it)."""
+    import jwt
+
+    try:
+        sub = jwt.decode(token, options={"verify_signature": False}).get("sub")
+    except jwt.PyJWTError:
+        return None
+    return sub if isinstance(sub, str) else None
 
 
 def _mqtt(url: str, info: dict[str, Any]) -> Check:
@@ -214,9 +236,21 @@ def _mqtt(url: str, info: dict[str, Any]) -> Check:
     import aiomqtt
     import anyio
 
+    # Token mode: the broker wants username = the token's agent, password = the token.
+    token = os.environ.get("HUDDLE_TOKEN", "").strip()
+    if info.get("auth") == "token" and not token:
+        return Check("mqtt", True, "not checked: the server runs in token mode and HUDDLE_TOKEN is not set", TOKEN_HINT)
+    username = _token_agent(token) if info.get("auth") == "token" else None
+
     async def connect() -> None:
         with anyio.fail_after(TIMEOUT_S):
-            async with aiomqtt.Client(str(host), int(port), identifier="huddle-doctor"):
+            async with aiomqtt.Client(
+                str(host),
+                int(port),
+                identifier="huddle-doctor",
+                username=username,
+                password=token if username else None,
+            ):
                 pass
 
     try:

@@ -30,7 +30,7 @@ from huddle.cli.runtime import (
 from huddle.errors import HuddleError
 from huddle.logs import configure_logging
 from huddle.push.ports import check_free
-from huddle.settings import SECRET_SETTINGS, Settings, explicit_settings, load_settings
+from huddle.settings import SECRET_SETTINGS, Settings, explicit_settings, load_settings, tenants_of
 from huddle.storage import postgres
 from huddle.storage.sqlite import check_schema
 from huddle.transports.instance import instance_name
@@ -70,6 +70,9 @@ def write_runtime_file(settings: Settings, port: int, extra: Mapping[str, Any] |
             "mcp_url": url + "/mcp",
             "project": settings.project_key,
             "auth": settings.auth,  # `huddle init` wires token-mode clients to send $HUDDLE_TOKEN
+            # `huddle token` signs for these: the server's org and its other projects, however they were given.
+            "org": settings.org,
+            "projects": settings.projects,
             "repo": str(settings.repo_path),
             "log": str(settings.data_path / "server.log"),
             **(extra or {}),
@@ -121,6 +124,12 @@ def start_server(overrides: Mapping[str, Any], *, log_to_stderr: bool = True) ->
     }
     prepare_data_dir(settings.data_path)
     repo_warning = check_repo(settings.repo_path, settings.repo)
+    for tenant in tenants_of(settings):  # another project's repository, when given, must be there too
+        if tenant.repo and not Path(tenant.repo).expanduser().is_dir():
+            raise HuddleError(
+                f"--projects: the repository of {tenant.org}/{tenant.project}, {tenant.repo}, is not a directory;"
+                " pass the path of that project's repository, or leave it out (org/project)"
+            )
     settings = settle_mqtt_port(settings, explicit_settings(overrides))
     configure_logging(settings.log_level)
     add_log_file(settings.data_path)

@@ -77,15 +77,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     from huddle.app import tenant_settings
 
     data_dir = data_dir_of(args)
-    if not args.db_url and not data_dir.is_dir():
-        raise HuddleError(f"no data dir at {data_dir}; pass the --data-dir the server uses (or --db-url)")
     if args.project is not None and not args.project.strip():
         raise HuddleError("--project must name a project; leave it out for the server's own")
     overrides: dict[str, Any] = {"data_dir": str(data_dir), "db_url": args.db_url}
     running = running_server(data_dir)
-    if running is not None and running.info.get("project"):
-        overrides["project"] = running.info["project"]  # the running server's, whatever the cwd
+    if running is not None:  # the running server's project, org and other projects, however they were given
+        for name in ("project", "org", "projects"):
+            if running.info.get(name):
+                overrides[name] = running.info[name]
     base = load_settings(overrides)
+    if not base.db_url and not base.sqlite_path.is_file():
+        raise HuddleError(
+            f"no database at {base.sqlite_path}; pass the --data-dir the server uses (or --db-url): a token"
+            " recorded anywhere else would not be the server's"
+        )
     tenants = tenants_of(base)
     if args.project is None or args.project == base.project_key:
         return base

@@ -25,7 +25,7 @@ from huddle.domain.events import Event
 from huddle.domain.principal import AGENT, SCOPES, Principal
 from huddle.errors import Conflict, Forbidden, InvalidInput
 from huddle.service.overseers import OVERSEER_PREFIX
-from huddle.service.token_codec import ACCESS, REFRESH, Claims, TokenCodec, TokenRefused
+from huddle.service.token_codec import ACCESS, REFRESH, Claims, TokenCodec, TokenRefused, WrongKind
 from huddle.settings import Settings
 from huddle.storage.base import Store, Unit
 
@@ -319,9 +319,8 @@ class Credentials:
             try:
                 claims = self.codec.verify(token, org=self.org, project=self.project, kind=kind)
                 break
-            except TokenRefused as refused:
-                if "token; send" not in refused.message:
-                    raise
+            except WrongKind:
+                continue
         else:  # pragma: no cover - verify raised for both kinds
             raise TokenRefused("not a Huddle token")
         if by is not None and not by.is_admin and by.agent_id != claims.agent_id:

@@ -35,6 +35,10 @@ class TokenRefused(Exception):
         self.message = message
 
 
+class WrongKind(TokenRefused):
+    """A good token of ours, but a refresh token where an access token is wanted, or the reverse."""
+
+
 @dataclass(frozen=True)
 class Claims:
     """What a verified token says. `epoch` is the agent's sign-out counter when it was issued."""
@@ -131,7 +135,7 @@ class TokenCodec:
         payload = self._decode(token, audience)
         kind_of = str(payload.get("typ"))[:20]
         if kind_of != kind:
-            raise TokenRefused(f"this is a {kind_of!r} token; send an {kind} token")
+            raise WrongKind(f"this token is of kind {kind_of!r}; send your {kind} token")
         try:
             claims = Claims(
                 agent_id=str(payload["sub"]),

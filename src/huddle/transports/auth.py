@@ -312,11 +312,20 @@ def auth_routes(
     """`/api/v1/auth/*`, the protected-resource metadata and the dashboard's sign-in (token mode;
     in open mode they say so). `projects` is None in open mode."""
 
-    async def body_of(request: Request) -> dict[str, Any]:
+    async def body_of(request: Request, *known: str) -> dict[str, Any]:
+        """The JSON body, refused (422) when it names a field the route does not take: a misspelled
+        `agent_id` must not quietly act on the caller."""
         raw = await request.body()
         if raw.strip():
             json_body_required(request)
-        return parse_json_object(raw)
+        body = parse_json_object(raw)
+        unknown = sorted(set(body) - set(known))
+        if unknown:
+            raise InvalidInput(
+                f"unknown field(s) {', '.join(map(repr, unknown))[:200]}; this route takes {', '.join(known)}",
+                field=str(unknown[0])[:64],
+            )
+        return body
 
     def need_token_mode() -> Projects:
         if projects is None:
@@ -343,7 +352,7 @@ def auth_routes(
 
     async def register(request: Request) -> dict[str, Any]:
         directory = need_token_mode()
-        body = await body_of(request)
+        body = await body_of(request, "agent_id", "registration_secret", "project")
         agent_id = required(body, "agent_id", "the id you will act as, e.g. claude-frontend")
         secret = required(body, "registration_secret", "the server's registration secret")
         creds = directory.named(text(body, "project", "the project to join", required=False))
@@ -359,19 +368,22 @@ def auth_routes(
 
     async def refresh(request: Request) -> dict[str, Any]:
         directory = need_token_mode()
-        body = await body_of(request)
+        body = await body_of(request, "refresh_token")
         token = required(body, "refresh_token", "the refresh token you were given with your last")
         return await directory.of_token(token).refresh(token)
 
     async def revoke(request: Request) -> dict[str, Any]:
         directory = need_token_mode()
-        body = await body_of(request)
+        body = await body_of(request, "token")
         token = required(body, "token", "the access or refresh token to revoke")
-        return await directory.of_token(token).revoke(token, by=_caller())
+        try:
+            return await directory.of_token(token).revoke(token, by=_caller())
+        except TokenRefused as refused:  # the token to revoke is an argument, not the caller's credential
+            raise InvalidInput(f"token: {refused.message}", field="token") from None
 
     async def sign_out(request: Request) -> dict[str, Any]:
         directory = need_token_mode()
-        body = await body_of(request)
+        body = await body_of(request, "agent_id")
         caller = _caller()
         agent = text(body, "agent_id", "the agent to sign out (yours when left out)", required=False)
         return await directory.named(caller.project).sign_out_everywhere(agent or caller.agent_id, by=caller)
