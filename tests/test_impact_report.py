@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from huddle.domain.impact_report import TOP_IMPACTS, awareness_groups, report, stored_agents
 from huddle.domain.scoring import Evidence, Layer, score_agents
 
@@ -106,3 +109,58 @@ def test_agents_whose_evidence_names_their_own_intent_get_separate_awareness_eve
     }
     groups = awareness_groups(score_agents(softened))
     assert [(g.agents, g.evidence[0]["intent_id"]) for g in groups] == [(("a",), "I-1"), (("b",), "I-2")]
+
+
+# -- crowds kept whole (scoring.Crowd) must report exactly what one Impact per member reports ---------
+
+_EVIDENCE = [
+    module_evidence("src/crowd"),
+    module_evidence("src/other"),
+    Evidence(Layer.SAME_MODULE, 30, (), "they work in module src/crowd"),  # equal content to no other
+    cochange(),
+    same_file("I-1"),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    singles=st.dictionaries(
+        st.sampled_from([f"s{i}" for i in range(12)] + [f"m{i:02d}" for i in range(6)]),
+        st.lists(st.sampled_from(range(len(_EVIDENCE))), min_size=1, max_size=3),
+        max_size=8,
+    ),
+    crowds=st.lists(
+        st.tuples(
+            st.sets(st.sampled_from([f"m{i:02d}" for i in range(30)]), min_size=1), st.sampled_from([0, 1, 2, 3])
+        ),
+        max_size=3,
+    ),
+    limit=st.sampled_from([None, 0, 1, 3, 10]),
+)
+def test_a_crowd_reports_answers_stores_and_groups_awareness_as_one_impact_per_member_would(
+    singles: dict[str, list[int]], crowds: list[tuple[set[str], int]], limit: int | None
+) -> None:
+    # What _score hands over: crowd members with no other evidence (the rest were moved to singles).
+    taken: set[str] = set(singles)
+    kept: list[tuple[set[str], Evidence]] = []
+    for members, which in crowds:
+        members = members - taken
+        taken |= members
+        kept.append((members, _EVIDENCE[which]))
+    found = {agent: [_EVIDENCE[i] for i in dict.fromkeys(items)] for agent, items in singles.items()}
+    flat = dict(found) | {agent: [evidence] for members, evidence in kept for agent in members}
+
+    whole, per_member = score_agents(found, kept), score_agents(flat)
+    assert list(whole) == list(per_member)
+    assert (len(whole), whole.max_score, whole.categories()) == (
+        len(per_member),
+        max((i.score for i in per_member), default=0),
+        {i.category for i in per_member},
+    )
+    for skip, only in ((None, None), ("pass", None), (None, "concerned"), (None, "gray_zone")):
+        assert whole.agent_ids(skip=skip, only=only) == [
+            i.agent_id for i in per_member if i.category != skip and only in (None, i.category)
+        ]
+    assert whole.of_category("gray_zone") == [i for i in per_member if i.category == "gray_zone"]
+    assert report(whole, limit) == report(list(per_member), limit)
+    assert awareness_groups(whole) == awareness_groups(list(per_member))

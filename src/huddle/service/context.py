@@ -43,9 +43,13 @@ class WorkRequest:
 
 
 class SignalProvider(Protocol):
-    """Finds evidence that `request` collides with other agents' work; must use indexed lookups."""
+    """Finds evidence that `request` collides with other agents' work; must use indexed lookups.
 
-    def __call__(self, unit: Unit, request: WorkRequest) -> Iterable[tuple[str, Evidence]]: ...
+    Yields (agent id, evidence), or (agent ids, evidence) for a crowd one Evidence concerns alike."""
+
+    def __call__(
+        self, unit: Unit, request: WorkRequest
+    ) -> Iterable[tuple[str, Evidence] | tuple[tuple[str, ...], Evidence]]: ...
 
 
 @dataclass

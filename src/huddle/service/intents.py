@@ -11,15 +11,15 @@ from huddle.domain import impact_report, validate
 from huddle.domain.events import Kind, iso
 from huddle.domain.ids import intent_ref, parse_ref
 from huddle.domain.paths import normalize_module
-from huddle.domain.scoring import Evidence, Impact, score_agents, verdict
+from huddle.domain.scoring import Evidence, Impacts, score_agents, verdict
 from huddle.errors import Forbidden, InvalidInput, NotFound
 from huddle.service.agents import heartbeat_on_read, require_agent, touch
-from huddle.service.code_signals import refine_with_symbols
+from huddle.service.code_signals import SYMBOL_LAYERS, refine_with_symbols
 from huddle.service.context import ServiceContext, WorkRequest, dumps, placeholders
 from huddle.service.lifecycle import end_intent
 from huddle.service.overseers import OVERSEER_PREFIX
 from huddle.service.threads import NARROWED, open_thread, settle_after_intent_update
-from huddle.storage.base import Row, Unit, joined_list
+from huddle.storage.base import Row, Unit, joined_list, starts_with
 
 INTENT_KINDS = (
     "edit",
@@ -69,23 +69,31 @@ class IntentService:
         branch = validate.text(branch, "branch", required=False, max_chars=256)
         return WorkRequest(agent_id, kind, targets, depends, modules, symbols, branch=branch)
 
-    def _score(self, unit: Unit, request: WorkRequest) -> list[Impact]:
+    def _score(self, unit: Unit, request: WorkRequest) -> Impacts:
         """Collects every provider's evidence, keeps online agents only, and scores them."""
         found: dict[str, list[Evidence]] = {}
+        crowds: list[tuple[tuple[str, ...], Evidence]] = []
         for provider in self.ctx.signal_providers:
-            for agent_id, evidence in provider(unit, request):
-                have = found.get(agent_id)
+            for who, evidence in provider(unit, request):
+                if not isinstance(who, str):
+                    crowds.append((who, evidence))
+                    continue
+                have = found.get(who)
                 if have is None:
-                    found[agent_id] = [evidence]
+                    found[who] = [evidence]
                 else:
                     have.append(evidence)
+        crowds = _single_out(found, crowds, request)
         found.pop(request.agent_id, None)  # my own work is no collision
-        if not found:
-            return []
+        if not found and not crowds:
+            return Impacts([])
         found = refine_with_symbols(unit, self.ctx, request, found)
-        online = _online(unit, self.ctx.online_since(unit.now), found)
-        # A person at the dashboard is never a party to a collision: only agents are scored.
-        return score_agents({a: e for a, e in found.items() if a in online and not a.startswith(OVERSEER_PREFIX)})
+        candidates = set(found).union(*(who for who, _ in crowds))
+        online = _online(unit, self.ctx.online_since(unit.now), candidates)
+        return score_agents(
+            {a: e for a, e in found.items() if a in online},
+            [(online.intersection(who), evidence) for who, evidence in crowds],
+        )
 
     def _with_agent_context(self, unit: Unit, request: WorkRequest) -> WorkRequest:
         """Fills modules and branch from the registration when the request names none."""
@@ -99,9 +107,9 @@ class IntentService:
             return request
         return replace(request, depends_on_files=derive(unit, request.target_files))
 
-    def _consult(self, unit: Unit, req: WorkRequest, subject: str, number: int, impacts: list[Impact]) -> str | None:
+    def _consult(self, unit: Unit, req: WorkRequest, subject: str, number: int, impacts: Impacts) -> str | None:
         """Opens a consultation with every concerned agent, if any; returns its id."""
-        concerned = [i.agent_id for i in impacts if i.category == "concerned"]
+        concerned = impacts.of_category("concerned")
         if not concerned:
             return None
         return open_thread(
@@ -110,10 +118,10 @@ class IntentService:
             initiator=req.agent_id,
             subject=subject,
             intent_id=number,
-            respondents=concerned,
+            respondents=[i.agent_id for i in concerned],
             target_files=req.target_files,
             # The thread is about its respondents: their impacts, not every gray zone around them.
-            impacts=[i.to_dict() for i in impacts if i.category == "concerned"],
+            impacts=[i.to_dict() for i in concerned],
         )
 
     async def announce(
@@ -176,7 +184,7 @@ class IntentService:
             unit.emit(
                 Kind.INTENT_ANNOUNCED,
                 actor=req.agent_id,
-                audience=[req.agent_id, *(i.agent_id for i in impacts if i.category != "pass")],
+                audience=[req.agent_id, *impacts.agent_ids(skip="pass")],
                 intent_id=ref,
                 subject=subject,
                 kind=req.kind,
@@ -185,7 +193,7 @@ class IntentService:
                 target_modules=list(req.modules),
                 thread_id=thread_id,
                 verdict=outcome,
-                max_score=impacts[0].score if impacts else 0,
+                max_score=impacts.max_score,
             )
             for group in impact_report.awareness_groups(impacts):
                 unit.emit(
@@ -357,7 +365,7 @@ class IntentService:
             resolved_thread: str | None = None
             members: list[str] = []
             if thread_id is not None:
-                concerned = {i.agent_id for i in impacts if i.category == "concerned"}
+                concerned = set(impacts.agent_ids(only="concerned"))
                 resolved, members = settle_after_intent_update(unit, thread_id, concerned, agent_id)
                 if resolved:  # narrowed away from every collision that opened it
                     resolved_thread, thread_id = thread_id, None
@@ -369,7 +377,7 @@ class IntentService:
                 thread_id = self._consult(unit, req, title, number, impacts) or thread_id
             # Everyone the change may concern: who collided before, who collides now, the thread's members.
             before = impact_report.stored_agents(json.loads(row["impacts"] or "[]"))
-            after = [i.agent_id for i in impacts if i.category != "pass"]
+            after = impacts.agent_ids(skip="pass")
             unit.tx.execute(
                 "UPDATE intents SET subject = ?, plan = ?, target_files = ?, depends_on_files = ?, target_modules = ?,"
                 " target_symbols = ?, verdict = ?, impacts = ?, expires_at = ?, thread_id = ? WHERE id = ?",
@@ -392,7 +400,7 @@ class IntentService:
                 thread_id=thread_id,
                 resolved_thread_id=resolved_thread,
                 verdict=outcome,
-                max_score=impacts[0].score if impacts else 0,
+                max_score=impacts.max_score,
             )
             result = {
                 "intent_id": ref,
@@ -432,24 +440,52 @@ class IntentService:
 ONLINE_BY_ID_UP_TO = 256
 
 
+def _single_out(
+    found: dict[str, list[Evidence]], crowds: list[tuple[tuple[str, ...], Evidence]], request: WorkRequest
+) -> list[tuple[tuple[str, ...], Evidence]]:
+    """Crowds whose members have no other evidence; a member with more (its own, or a second
+    crowd's, or evidence symbol awareness may refine) moves to `found` with all of it."""
+    if not crowds:
+        return crowds
+    seen, twice = set(found), {request.agent_id}
+    for who, evidence in crowds:
+        if request.symbols and evidence.layer in SYMBOL_LAYERS:
+            twice.update(who)  # refine_with_symbols looks at each agent of these
+        else:
+            members = set(who)
+            twice |= members & seen
+            seen |= members
+    kept = []
+    for who, evidence in crowds:
+        moved = twice.intersection(who)
+        for agent in moved:
+            found.setdefault(agent, []).append(evidence)
+        kept.append((tuple(a for a in who if a not in moved) if moved else who, evidence))
+    return kept
+
+
 def _online(unit: Unit, since: float, candidates: Collection[str]) -> set[str]:
-    """Which candidates are online. Up to ONLINE_BY_ID_UP_TO are looked up by id; a crowd by one
-    index range over the project's online agents instead (the agent id is in that index), joined
-    into one string by the database: binding a long IN list costs more per id than reading an index
-    entry, and at the scale Huddle serves (SPEC F-98: 1,000 agents) that range is no longer than a
-    few such lists."""
+    """Which candidates are online agents. A person at the dashboard (an overseer) is never a party
+    to a collision: only agents are scored.
+
+    Up to ONLINE_BY_ID_UP_TO are looked up by id; a crowd by one index range over the project's
+    online agents instead (the agent id is in that index), joined into one string by the database:
+    binding a long IN list costs more per id than reading an index entry, and at the scale Huddle
+    serves (SPEC F-98: 1,000 agents) that range is no longer than a few such lists."""
+    overseer, overseer_args = starts_with("agent_id", OVERSEER_PREFIX)
+    sql = f"FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ? AND NOT {overseer}"
     if len(candidates) > ONLINE_BY_ID_UP_TO:
         row = unit.tx.one(
-            f"SELECT {joined_list(unit.tx.dialect, 'agent_id')} AS ids FROM agents"
-            " WHERE project = ? AND status = 'online' AND last_seen >= ?",
-            (unit.project, since),
+            f"SELECT {joined_list(unit.tx.dialect, 'agent_id')} AS ids {sql}", (unit.project, since, *overseer_args)
         )
         online = set(row["ids"].split(",")) if row is not None and row["ids"] else set()
         return online.intersection(candidates)
-    sql = "SELECT agent_id FROM agents WHERE project = ? AND status = 'online' AND last_seen >= ?"
     ids = sorted(candidates)
     return {
-        r["agent_id"] for r in unit.tx.all(f"{sql} AND agent_id IN ({placeholders(ids)})", (unit.project, since, *ids))
+        r["agent_id"]
+        for r in unit.tx.all(
+            f"SELECT agent_id {sql} AND agent_id IN ({placeholders(ids)})", (unit.project, since, *overseer_args, *ids)
+        )
     }
 
 

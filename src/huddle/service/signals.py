@@ -18,7 +18,8 @@ from huddle.domain.scoring import Evidence, Layer
 from huddle.service.context import ServiceContext, WorkRequest, placeholders
 from huddle.storage.base import Row, Unit, joined_list
 
-Found = Iterable[tuple[str, Evidence]]
+# (agent, evidence), or (agents, evidence) for a crowd one Evidence concerns alike (domain/scoring.py).
+Found = Iterable[tuple[str, Evidence] | tuple[tuple[str, ...], Evidence]]
 
 
 def _grouped(rows: Sequence[Row]) -> dict[tuple[str, int], list[Row]]:
@@ -200,26 +201,24 @@ class SameModule:
             for module, agents in related_module_agents(unit, table, request.modules, request.agent_id).items():
                 by_module.setdefault(module, []).extend(agents)
         if len(by_module) == 1:
-            # A crowd on one module: one Evidence object for all (built once, reported as one group),
-            # and each agent once, though it may be there by its registration and by an intent.
+            # A crowd on one module: one Evidence for all, reported as one crowd (domain/scoring.py),
+            # each agent once, though it may be there by its registration and by an intent.
             [(module, agents)] = by_module.items()
-            evidence = self._evidence([module], request)
-            return [(agent, evidence) for agent in dict.fromkeys(agents)]
-        # Their module, or their modules when several.
+            return [(tuple(agents), self._evidence([module], request))]
+        # Their module, or their modules when several: one crowd per set of modules.
         by_agent: dict[str, str | frozenset[str]] = {}
         for module, agents in by_module.items():
             for agent in agents:
                 have = by_agent.setdefault(agent, module)
                 if have != module:
                     by_agent[agent] = frozenset((have, module)) if isinstance(have, str) else have | {module}
-        made: dict[str | frozenset[str], Evidence] = {}
-        found = []
+        crowds: dict[str | frozenset[str], list[str]] = {}
         for agent_id, key in by_agent.items():
-            shared = made.get(key)
-            if shared is None:
-                shared = made[key] = self._evidence([key] if isinstance(key, str) else sorted(key), request)
-            found.append((agent_id, shared))
-        return found
+            crowds.setdefault(key, []).append(agent_id)
+        return [
+            (tuple(agents), self._evidence([key] if isinstance(key, str) else sorted(key), request))
+            for key, agents in crowds.items()
+        ]
 
     @staticmethod
     def _evidence(names: list[str], request: WorkRequest) -> Evidence:
