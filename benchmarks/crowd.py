@@ -9,7 +9,8 @@ audience-group member rows (written once per distinct large audience, storage/ba
 `in_process`: the Coordinator service API on a fresh SQLite file, no HTTP. Both sizes live side by
 side and their announces alternate, so a load spike on this shared machine hits both alike.
 `server`: a real `huddle server start` process (MCP over HTTP with the official client, embedded
-MQTT broker on) per size; agents register over REST to keep the setup short.
+MQTT broker on) per size, both running, their announces alternating too; agents register over REST
+to keep the setup short.
 
     python benchmarks/crowd.py            # 300 timed announces per size (after 30 warm-up)
     python benchmarks/crowd.py --quick    # CI: 15 timed announces per size
@@ -109,27 +110,33 @@ async def in_process(warmup: int, calls: int) -> dict[str, Any]:
             return out
 
 
-async def on_server(url: str, agents: int, warmup: int, calls: int) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        for i in range(agents):
-            reply = await http.post(
-                "/api/v1/tools/register_agent", json={"name": f"agent-{i:04d}", "modules": [MODULE]}
-            )
-            reply.raise_for_status()
-    async with Client(url + "/mcp") as client:
-        await client.call_tool("register_agent", {"name": ANNOUNCER, "modules": [MODULE]})
-        latencies, size = [], 0
+async def on_servers(urls: dict[int, str], warmup: int, calls: int) -> dict[str, Any]:
+    """One server per size, their announces alternating (as in-process) so both see the same load."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {}
+        for agents, url in urls.items():
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                for i in range(agents):
+                    reply = await http.post(
+                        "/api/v1/tools/register_agent", json={"name": f"agent-{i:04d}", "modules": [MODULE]}
+                    )
+                    reply.raise_for_status()
+            client = clients[agents] = await stack.enter_async_context(Client(url + "/mcp"))
+            await client.call_tool("register_agent", {"name": ANNOUNCER, "modules": [MODULE]})
+        latencies: dict[int, list[float]] = {n: [] for n in urls}
+        sizes: dict[int, int] = {}
         for i in range(warmup + calls):
-            start = time.perf_counter()
-            result = await client.call_tool("announce_work", announce_args(i))
-            elapsed = time.perf_counter() - start
-            body = result.structured_content
-            if result.is_error or body is None or body["impact_summary"]["total"] != agents:
-                raise SystemExit(f"unexpected announce result with {agents} agents: {result}")
-            if i >= warmup:
-                latencies.append(elapsed)
-            size = sum(len(c.text.encode()) for c in result.content if hasattr(c, "text"))
-        return {**summarise(latencies), "response_bytes": size}
+            for agents, client in clients.items():
+                start = time.perf_counter()
+                result = await client.call_tool("announce_work", announce_args(i))
+                elapsed = time.perf_counter() - start
+                body = result.structured_content
+                if result.is_error or body is None or body["impact_summary"]["total"] != agents:
+                    raise SystemExit(f"unexpected announce result with {agents} agents: {result}")
+                if i >= warmup:
+                    latencies[agents].append(elapsed)
+                sizes[agents] = sum(len(c.text.encode()) for c in result.content if hasattr(c, "text"))
+        return {str(n): {**summarise(latencies[n]), "response_bytes": sizes[n]} for n in urls}
 
 
 def main() -> None:
@@ -146,10 +153,9 @@ def main() -> None:
         "in_process": anyio.run(in_process, warmup, calls),
     }
     if not args.no_server:
-        report["server"] = {}
-        for n in SIZES:
-            with huddle_server() as server:  # a fresh server and database per size
-                report["server"][str(n)] = anyio.run(on_server, server.url, n, warmup, calls)
+        with contextlib.ExitStack() as servers:  # a fresh server and database per size
+            urls = {n: servers.enter_context(huddle_server()).url for n in SIZES}
+            report["server"] = anyio.run(on_servers, urls, warmup, calls)
     for where in ("in_process", "server"):
         if where in report:
             small, big = report[where][str(SIZES[0])], report[where][str(SIZES[-1])]

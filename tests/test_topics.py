@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from huddle.domain.events import EVERYONE, Event
+from huddle.push.bridge import encode
 from huddle.push.topics import check_publish_topic, render_root, route
 
 ROOT = "huddle/demo"
@@ -95,3 +96,18 @@ def test_the_root_takes_the_project_key_and_raw_publishes_stay_under_it():
     assert "outside" in str(check_publish_topic("huddle/demo-evil/x", ROOT))
     assert "only the server publishes" in str(check_publish_topic(f"{ROOT}/consultations/new", ROOT))
     assert "not a valid MQTT topic" in str(check_publish_topic(f"{ROOT}/+/x", ROOT))
+
+
+def test_inbox_messages_are_made_only_for_the_topics_a_publisher_wants_and_for_all_when_it_cannot_tell():
+    crowd = tuple(f"agent-{i:03d}" for i in range(300))
+    routed = route(event("intent.announced", actor="bob", audience=("bob", *crowd), intent_id="I-1"), ROOT)
+    subscribed = {f"{ROOT}/agents/agent-007/inbox"}
+
+    wanted_only = encode(routed, subscribed.__contains__)
+    everyone = encode(routed)
+
+    own_topics = {p.topic for p in routed.fixed}
+    assert {m.topic for m in wanted_only} == own_topics | subscribed
+    assert {m.topic for m in everyone} == {p.topic for p in routed.publications}
+    assert len(everyone) == len(own_topics) + len(crowd)  # bob is not woken by his own announce
+    assert len({m.payload for m in everyone}) == 1  # one payload for every topic

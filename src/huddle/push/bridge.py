@@ -70,6 +70,11 @@ class Sink(Protocol):
         """Returns once messages can be published (immediately for the embedded broker)."""
         ...
 
+    def wanted(self) -> Callable[[str], bool] | None:
+        """Which inbox topics are worth a message now (someone subscribes); None: every one (an
+        external broker's subscribers are unknown here)."""
+        ...
+
     async def publish(self, messages: Sequence[Message]) -> None:
         """Publishes in order; raises SinkDown when the broker is unreachable."""
         ...
@@ -77,9 +82,13 @@ class Sink(Protocol):
     def info(self) -> dict[str, Any]: ...
 
 
-def encode(routed: Routed) -> list[Message]:
+def encode(routed: Routed, wanted: Callable[[str], bool] | None = None) -> list[Message]:
+    """The event's messages; with `wanted`, inbox messages only for the topics it accepts."""
     data = json.dumps(routed.payload, separators=(",", ":"), default=str).encode()
-    return [Message(p.topic, data, p.qos, p.retain) for p in routed.publications]
+    inboxes = routed.inboxes if wanted is None else [topic for topic in routed.inboxes if wanted(topic)]
+    return [Message(p.topic, data, p.qos, p.retain) for p in routed.fixed] + [
+        Message(topic, data, routed.inbox_qos, False) for topic in inboxes
+    ]
 
 
 class MqttBridge:
@@ -230,8 +239,12 @@ class MqttBridge:
 
     async def _send(self, events: Sequence[Event]) -> None:
         messages: list[Message] = []
+        wanted = self.sink.wanted()
+        routed_to = 0
         for event in events:
-            messages.extend(encode(route(event, self.root, self.names.get)))
+            routed = route(event, self.root, self.names.get)
+            routed_to += len(routed.fixed) + len(routed.inboxes)
+            messages.extend(encode(routed, wanted))
         cursor = events[-1].cursor
         if not self.sink.acks:
             if messages:
@@ -251,7 +264,7 @@ class MqttBridge:
             self.acked_cursor = cursor
         self.sent_cursor = cursor
         self.stats["events"] += len(events)
-        self.stats["messages"] += len(messages)
+        self.stats["messages"] += routed_to
         self.last_published_at = time.time()
 
     def _reap(self, _: object = None) -> None:

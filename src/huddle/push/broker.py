@@ -20,7 +20,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
@@ -280,6 +280,10 @@ class EmbeddedBroker:
 
     async def wait_connected(self) -> None:
         return None
+
+    def wanted(self) -> Callable[[str], bool] | None:
+        broker = self._broker
+        return broker.subscribed() if broker is not None else None
 
     async def publish(self, messages: Sequence[Message]) -> None:
         broker = self._broker

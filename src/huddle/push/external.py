@@ -142,6 +142,9 @@ class ExternalBroker:
     async def wait_connected(self) -> None:
         await self._up.wait()
 
+    def wanted(self) -> None:
+        return None  # who subscribes is the external broker's to know
+
     async def publish(self, messages: Sequence[Message]) -> None:
         client = self._client
         if client is None:

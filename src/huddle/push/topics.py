@@ -48,7 +48,16 @@ class Routed:
     """One event ready for MQTT: a payload (shared by every topic) and where it goes."""
 
     payload: dict[str, Any]
-    publications: tuple[Publication, ...]
+    fixed: tuple[Publication, ...]  # the event's own topics (and the broadcast)
+    # Each addressee's inbox topic, kept apart: a crowd's event has a thousand, and a publisher that
+    # knows who subscribes (the embedded broker) makes messages of the subscribed ones only.
+    inboxes: tuple[str, ...] = ()
+    inbox_qos: int = 0
+
+    @property
+    def publications(self) -> tuple[Publication, ...]:
+        """Every topic the event goes to, inboxes last."""
+        return self.fixed + tuple(Publication(topic, self.inbox_qos, False) for topic in self.inboxes)
 
 
 def _message(kind: str, content_key: str | None = None, default: str = "") -> Shape:
@@ -139,17 +148,14 @@ def route(event: Event, root: str, name_of: NameOf | None = None) -> Routed:
         rendered = _render(template, values)
         if rendered is not None:
             topics.append(Publication(f"{root}/{rendered}", rule.qos, rule.retain))
+    inboxes: tuple[str, ...] = ()
     if rule.inbox:
         if EVERYONE in event.audience:
             topics.append(Publication(f"{root}/{BROADCAST}", rule.qos, False))
         else:
             # Nobody is woken by their own action on their own inbox (the payload's agent_id says who acted).
-            topics.extend(
-                Publication(f"{root}/agents/{segment(agent)}/inbox", rule.qos, False)
-                for agent in event.audience
-                if agent != event.actor
-            )
-    return Routed(payload, tuple(topics))
+            inboxes = tuple(f"{root}/agents/{segment(agent)}/inbox" for agent in event.audience if agent != event.actor)
+    return Routed(payload, tuple(topics), inboxes, rule.qos)
 
 
 def check_publish_topic(topic: str, root: str) -> str | None:
