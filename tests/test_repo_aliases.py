@@ -263,3 +263,31 @@ def test_links_leaving_lists_each_link_out_with_its_real_target(repo: Path, outs
         ("src/in/stays-out", "lib"),
         ("src/lib", "lib"),
     ]
+
+
+# A name never asked before is resolved afresh, even below a directory resolved a moment ago: caching
+# per directory once let a directory replaced by a link (or a link appearing) alias a file for seconds.
+
+
+def test_a_new_name_below_a_directory_that_just_became_a_link_gets_its_real_name(tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "other").mkdir()
+    aliases = RepoAliases(str(tmp_path))
+    assert aliases.canonical("lib/a.py") == "lib/a.py"
+    (tmp_path / "lib").rmdir()
+    os.symlink("other", tmp_path / "lib")
+    assert aliases.canonical("lib/b.py") == "other/b.py"
+
+
+def test_a_new_name_below_a_link_that_just_appeared_gets_its_real_name(tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "other").mkdir()
+    aliases = RepoAliases(str(tmp_path))
+    assert aliases.canonical("lib/gen/a.py") == "lib/gen/a.py"  # lib/gen does not exist yet
+    os.symlink("../other", tmp_path / "lib" / "gen")
+    assert aliases.canonical("lib/gen/b.py") == "other/b.py"
+
+
+def test_a_path_of_five_hundred_segments_within_the_length_limit_resolves(tmp_path: Path) -> None:
+    name = "a/" * 511 + "x"  # 1,023 characters: the longest path accepted
+    assert RepoAliases(str(tmp_path)).canonical(name) == name

@@ -153,7 +153,7 @@ def run_history(number: int, args: argparse.Namespace, faults: list[str], root: 
     verdicts, violations, undecided = check_history(ops)
     checked, early = early_takeovers(ops)
     kept = None
-    if violations or early or errors:  # keep the recorded calls for whoever investigates
+    if violations or early or errors or undecided:  # keep the recorded calls for whoever investigates
         kept = str(Path(tempfile.gettempdir()) / f"huddle-proof-kept-{int(time.time())}-h{number}")
         shutil.copytree(base, kept, ignore=shutil.ignore_patterns("*.db*"))
     return {

@@ -22,14 +22,12 @@ The rules (docs/coordination.md, "Symlinks"):
 - A directory lease covers the files whose real names lie below it; `links_leaving` finds the
   symlinks below a directory that lead out of it, which the lock service refuses (locks.py says why).
 Answers are remembered for a few seconds: `realpath` costs a stat per segment, and links rarely move.
-A name in a directory already resolved costs one `lstat` (of the name itself) on top of the directory's answer.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import stat
 import time
 from collections.abc import Callable
 
@@ -156,10 +154,8 @@ class RepoAliases:
         cached = self._cache.get(head)
         if cached is not None and now - cached[2] < CACHE_S:
             return cached[0], cached[1]
-        quick = self._below_known_directory(head)
-        if quick is not None:
-            resolved, loop = quick, None
-        elif (loop := self._loop_at(head)) is not None:
+        loop = self._loop_at(head)
+        if loop is not None:
             resolved = head
         else:
             real = os.path.realpath(os.path.join(self.root, head))
@@ -174,23 +170,6 @@ class RepoAliases:
             self._cache.clear()
         self._cache[head] = (resolved, loop, now)
         return resolved, loop
-
-    def _below_known_directory(self, head: str) -> str | None:
-        """`head`'s canonical name from its directory's (resolved the same way, cached) when its last
-        segment is no symlink: one lstat instead of realpath's one per segment. None when that does
-        not apply (a link, a loop above it, a directory resolving to the root or outside)."""
-        directory, _, leaf = head.rpartition("/")
-        if not directory:
-            return None
-        parent, loop = self._resolve(directory)
-        if loop is not None or parent == ROOT or parent.startswith("../"):
-            return None
-        try:
-            if stat.S_ISLNK(os.lstat(os.path.join(self.root, head)).st_mode):
-                return None
-        except OSError:
-            pass  # missing (or below a file): realpath would append the name as it stands
-        return f"{parent}/{leaf}"
 
     def _loop_at(self, head: str) -> str | None:
         """The shortest prefix of `head` the kernel refuses with ELOOP, or None.
