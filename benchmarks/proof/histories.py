@@ -3,6 +3,7 @@
     python benchmarks/proof/histories.py            # default: 4 histories, 20 clients
     python benchmarks/proof/histories.py --quick    # CI: 2 short histories, 10 clients
     python benchmarks/proof/histories.py --full     # 10 histories, 50 clients, every fault kind
+    python benchmarks/proof/histories.py --recheck DIR --max-explored 50000000   # a kept history, longer
     python benchmarks/proof/histories.py --planted  # the checker against a planted double grant
 
 Each history: a fresh `huddle server start` on a free port; worker processes of official MCP
@@ -41,21 +42,27 @@ from planted import record_history
 
 FAULTS = ("pause-client", "pause-server", "kill-server", "restart-server", "restart-broker")
 TTLS = [1.0, 2.0, 3.0]
+MAX_EXPLORED = 5_000_000  # search steps per key before it is reported undecided
 
 
 def model_for(key: str) -> LeaseModel | ClaimModel:
     return LeaseModel() if key.startswith("lease:") else ClaimModel()
 
 
-def check_history(ops: list[Op]) -> tuple[list[Verdict], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(verdicts, violations with their minimal offending ops, keys the search could not decide)."""
+def check_history(
+    ops: list[Op], *, only: str | None = None, max_explored: int = MAX_EXPLORED
+) -> tuple[list[Verdict], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(verdicts, violations with their minimal offending ops, keys the search could not decide);
+    `only` checks one key."""
     verdicts: list[Verdict] = []
     violations: list[dict[str, Any]] = []
     undecided: list[dict[str, Any]] = []
     for key, part in sorted(partition(ops).items()):
+        if only is not None and key != only:
+            continue
         model = model_for(key)
         try:
-            verdict = check_key(model, key, part)
+            verdict = check_key(model, key, part, max_explored=max_explored)
         except SearchBudgetExceeded as exc:  # undecided is reported as such, never as a pass
             undecided.append({"key": key, "ops": len(part), "reason": str(exc)})
             continue
@@ -203,8 +210,25 @@ def main() -> None:
     parser.add_argument("--planted", action="store_true", help="only run the planted-bug check")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--histories", type=int, help="run only the first N histories of the chosen mode")
+    parser.add_argument("--recheck", type=Path, help="check a kept history again (the directory a run names)")
+    parser.add_argument("--key", help="with --recheck: only this key (e.g. lease:leases/k2.py)")
+    parser.add_argument("--max-explored", type=int, default=MAX_EXPLORED, help="search steps per key")
     args = parser.parse_args()
     started = time.time()
+    if args.recheck is not None:
+        ops, _ = load_history(sorted(args.recheck.glob("worker*.jsonl")))
+        verdicts, violations, undecided = check_history(ops, only=args.key, max_explored=args.max_explored)
+        report = {
+            "benchmark": "proof-histories-recheck",
+            "history": str(args.recheck),
+            "keys_checked": len(verdicts),
+            "search_steps": sum(v.explored for v in verdicts),
+            "violations": violations,
+            "undecided": undecided,
+            "elapsed_s": round(time.time() - started, 1),
+        }
+        print(json.dumps(report, indent=2))
+        sys.exit(1 if violations or undecided or not ops else 0)
     count = args.histories
     if args.planted:
         print(json.dumps({"benchmark": "proof-planted", **planted(20)}, indent=2))
