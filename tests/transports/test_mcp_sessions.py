@@ -92,3 +92,27 @@ async def test_abandoned_sessions_closed_by_their_idle_timeout_or_by_eviction_le
             # initialize params) is freed as the session closes, not whenever the cyclic collector runs.
             assert lingering(ServerRunner) - runners == 0
             assert lingering(Connection) - connections == 0
+
+
+def test_a_transport_admitted_here_is_the_one_the_sdk_would_build_but_for_its_routable_id() -> None:
+    # BoundedSessionManager._admit_session copies the SDK's (to name the session); an SDK change
+    # to how it builds a transport must show here rather than slip by.
+    from mcp.server.lowlevel import Server
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    options: dict[str, Any] = {"json_response": True, "session_idle_timeout": 42.0, "retry_interval": 250}
+    ours = BoundedSessionManager(Server("x"), per_client=4, instance="inst", **options)
+    sdk = StreamableHTTPSessionManager(Server("x"), **options)
+    mine, theirs = ours._admit_session(None), sdk._admit_session(None)
+    assert mine is not None and theirs is not None
+    assert mine.mcp_session_id is not None and mine.mcp_session_id.startswith("inst.")
+    skip = {"mcp_session_id", "_mcp_session_id"}
+
+    def state(transport: Any) -> dict[str, Any]:
+        return {k: v for k, v in vars(transport).items() if k not in skip and not callable(v)}
+
+    def shape(value: Any) -> Any:  # streams, locks and events differ by identity only
+        return value if isinstance(value, (str, int, float, bool, type(None), dict, list, tuple)) else type(value)
+
+    assert {k: shape(v) for k, v in state(mine).items()} == {k: shape(v) for k, v in state(theirs).items()}
+    assert set(ours._server_instances) == {mine.mcp_session_id}
