@@ -38,6 +38,7 @@ def touch(unit: Unit, agent_id: str, *, field: str = "agent_id") -> Row:
     """Any call from an agent is a heartbeat (F-02): refresh last_seen, announce a comeback."""
     # Nearly every call comes from an agent already online: one statement refreshes and reads it
     # (the row as updated: only last_seen differs from before). Anyone else is checked first.
+    agent_id = validate.identifier(agent_id, field)  # before SQL: a malformed id is a 422, never a 500
     row = unit.tx.one(
         "UPDATE agents SET last_seen = ? WHERE project = ? AND agent_id = ? AND status = 'online' RETURNING *",
         (unit.now, unit.project, agent_id),
