@@ -166,3 +166,20 @@ def test_the_same_table_without_the_race_is_accepted() -> None:
     for seed in range(5):
         ops = asyncio.run(record_history(racy=False, seed=seed))
         assert all(v.ok for v in check(LeaseModel(), ops))
+
+
+def test_an_unanswered_call_takes_effect_before_the_server_that_got_it_is_killed_or_never() -> None:
+    from histories import bound_by_faults
+
+    # a's acquire (TTL 1) got no answer; the server was killed at 5 and was back at 7. At 12, b is
+    # refused though nobody else asked: only a grant to a after 11 could explain it.
+    ops = history(
+        ("a", "acquire", ex("a", ttl=1), 1, None, {}),
+        ("b", "acquire", ex("b"), 12, 13, {"granted": False}),
+        ("c", "acquire", ex("c"), 30, None, {}),  # sent after the restart: no bound
+    )
+    faults = [{"fault": "pause-server", "at": 2, "lasted_s": 1}, {"fault": "kill-server", "at": 5, "lasted_s": 2}]
+    bounded = bound_by_faults(ops, faults)
+    assert [op.complete for op in bounded] == [7, 13, INF]
+    assert linearizable(ops)  # unbounded, a's grant may land at 11.5
+    assert not linearizable(bounded)  # but the process that got it was gone by 7

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import shutil
@@ -36,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import Broker, Server, finish_workers, load_history, running, spawn_worker, wait_ready
-from linearizability import Op, SearchBudgetExceeded, Verdict, check_key, partition, witness
+from linearizability import INF, Op, SearchBudgetExceeded, Verdict, check_key, partition, witness
 from models import ClaimModel, LeaseModel, early_takeovers
 from planted import record_history
 
@@ -47,6 +48,31 @@ MAX_EXPLORED = 5_000_000  # search steps per key before it is reported undecided
 
 def model_for(key: str) -> LeaseModel | ClaimModel:
     return LeaseModel() if key.startswith("lease:") else ClaimModel()
+
+
+# Faults after which the server process that took a request no longer exists.
+ENDS_THE_SERVER = ("kill-server", "restart-server")
+
+
+def bound_by_faults(ops: list[Op], faults: list[dict[str, Any]]) -> list[Op]:
+    """Indeterminate calls bounded by the end of the server process they reached.
+
+    A call with no answer may still take effect later — but not after the process that received it
+    is gone. A call invoked before a kill -9 or a restart took effect before that process ended, or
+    never: its completion is at most the moment the fault was over (the old process surely dead, the
+    new one up). Without the bound each such call could be placed anywhere in the rest of the
+    history, and a key with a few of them among 1,800 calls ran past the search budget.
+    """
+    ends = sorted(f["at"] + f["lasted_s"] for f in faults if f["fault"] in ENDS_THE_SERVER)
+    starts = sorted(f["at"] for f in faults if f["fault"] in ENDS_THE_SERVER)
+    out = []
+    for op in ops:
+        if op.type == "info" and op.complete == INF:
+            later = [end for start, end in zip(starts, ends, strict=True) if op.invoke < start]
+            if later:
+                op = dataclasses.replace(op, complete=min(later))
+        out.append(op)
+    return out
 
 
 def check_history(
@@ -157,12 +183,14 @@ def run_history(number: int, args: argparse.Namespace, faults: list[str], root: 
             inject(server, broker, workers, kind, rng, fault_log)
         errors = finish_workers(workers, timeout=max(0.0, deadline - time.time()) + 60)
     ops, _ = load_history(outputs)
+    ops = bound_by_faults(ops, fault_log)
     verdicts, violations, undecided = check_history(ops)
     checked, early = early_takeovers(ops)
     kept = None
     if violations or early or errors or undecided:  # keep the recorded calls for whoever investigates
         kept = str(Path(tempfile.gettempdir()) / f"huddle-proof-kept-{int(time.time())}-h{number}")
         shutil.copytree(base, kept, ignore=shutil.ignore_patterns("*.db*"))
+        (Path(kept) / "faults.json").write_text(json.dumps(fault_log))
     return {
         "kept": kept,
         "history": number,
@@ -217,6 +245,9 @@ def main() -> None:
     started = time.time()
     if args.recheck is not None:
         ops, _ = load_history(sorted(args.recheck.glob("worker*.jsonl")))
+        faults = args.recheck / "faults.json"
+        if faults.exists():
+            ops = bound_by_faults(ops, json.loads(faults.read_text()))
         verdicts, violations, undecided = check_history(ops, only=args.key, max_explored=args.max_explored)
         report = {
             "benchmark": "proof-histories-recheck",
