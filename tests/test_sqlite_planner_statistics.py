@@ -23,7 +23,7 @@ from huddle.storage.sqlite import SqliteStore, SqliteTx, migrate
 PROJECT = "repo"  # the repository directory below is named `repo`
 ROWS = 3000
 # Tables the fill makes big. A plan row reading one of them by the project alone (or whole) is a scan.
-BIG = ("locks", "intents", "intent_paths", "agents", "agent_modules")
+BIG = ("locks", "intents", "intent_paths", "agents", "agent_modules", "file_edits")
 PROJECT_ONLY = re.compile(rf"^(SCAN ({'|'.join(BIG)})\b|SEARCH ({'|'.join(BIG)}) USING .*\(project=\?\)$)")
 
 
@@ -54,6 +54,9 @@ class PlanRecordingTx(SqliteTx):
 class PlanRecordingStore(SqliteStore):
     def _tx(self, conn: sqlite3.Connection) -> SqliteTx:
         return PlanRecordingTx(conn)
+
+    async def read(self, fn: Any) -> Any:  # reads planned (and run) on the recording writer too
+        return await self.write(fn)
 
 
 def fill(tx: Tx, rows: int = ROWS) -> None:
@@ -87,6 +90,12 @@ def fill(tx: Tx, rows: int = ROWS) -> None:
         ],
     )
     tx.execute("INSERT INTO lock_counters (project, last_token) VALUES (?, ?)", (PROJECT, rows))
+    # A long history of edits, a few of them inside the recent-edit window.
+    tx.executemany(
+        "INSERT INTO file_edits (project, agent_id, path, ts) VALUES (?, ?, ?, ?)",
+        [(PROJECT, f"crowd-{i % 50}", f"src/edited/{i % 500}.py", now - 86400 * 30 + i * 10) for i in range(rows * 10)]
+        + [(PROJECT, "crowd-1", f"src/edited/{i}.py", now - 60) for i in range(5)],
+    )
 
 
 def fill_behind_the_stores_back(path: Path) -> None:
@@ -160,3 +169,18 @@ async def test_readers_opened_before_the_statistics_were_refreshed_plan_with_the
         assert any("locks_by_anchor" in step for step in await store.read(plan))
     finally:
         await store.close()
+
+
+async def test_reading_a_window_of_a_long_edit_history_reads_the_window_only(big: Coordinator) -> None:
+    await big.agents.register("load-0", agent_id="load-0")
+    PLANS.clear()
+    conflict = await big.files.check_file_conflict("src/edited/1.py", "load-0")
+    activity = await big.files.hot_files()
+    await big.status.status()
+    await big.intents.announce("load-0", "mine", ["src/edited/2.py"], depends_on_files=["src/edited/3.py"])
+    assert [a["agent_id"] for a in conflict["agents"]] == ["crowd-1"]
+    assert {f["path"] for f in activity["files"]} == {f"src/edited/{i}.py" for i in range(5)}
+    # The status overview lists agents, leases and tasks whole (a listing); its hot files must not.
+    recorded = {sql: plan for sql, plan in PLANS.items() if "file_edits" in sql}
+    assert len(recorded) >= 4  # each of the four ran and was planned
+    assert scans(recorded) == {}

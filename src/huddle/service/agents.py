@@ -333,7 +333,9 @@ def agent_rows(
     working = {
         r["agent_id"]
         for r in unit.tx.all(
-            "SELECT DISTINCT agent_id FROM file_edits WHERE project = ? AND ts >= ?",
+            # The window's rows first (service/files.py IN_WINDOW_FIRST): a plain DISTINCT walked every edit.
+            "WITH e AS MATERIALIZED (SELECT agent_id FROM file_edits WHERE project = ? AND ts >= ?)"
+            " SELECT DISTINCT agent_id FROM e",
             (unit.project, unit.now - ctx.settings.working_window_s),
         )
     }

@@ -43,6 +43,13 @@ def _ranges(ranges: Sequence[Sequence[int]] | None) -> list[list[int]]:
     return out
 
 
+# IN_WINDOW_FIRST: queries that group a time window of file_edits select the window's rows in a
+# MATERIALIZED common table expression (SQLite ≥ 3.35 and PostgreSQL ≥ 12 both honour the hint)
+# and group those. Written as one grouped SELECT, SQLite's planner, once it has statistics
+# (storage/sqlite.py), walked every edit of the project in the order of another index to skip a
+# sort: 8–11 ms instead of 8–18 µs on 100,000 edits.
+
+
 class FileService:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
@@ -142,11 +149,12 @@ class FileService:
         limit = int(validate.within(limit, "limit", LIMIT_RANGE, default=50))
 
         def read(unit: Unit) -> dict[str, Any]:
+            # The window's rows first, then the grouping (IN_WINDOW_FIRST says why).
             rows = unit.tx.all(
-                "SELECT path, COUNT(*) AS edits, COUNT(DISTINCT agent_id) AS agents,"
+                "WITH e AS MATERIALIZED (SELECT path, agent_id, ts FROM file_edits WHERE project = ? AND ts >= ?)"
+                " SELECT path, COUNT(*) AS edits, COUNT(DISTINCT agent_id) AS agents,"
                 f" {distinct_list(unit.tx.dialect, 'agent_id')} AS who, MAX(ts) AS last"
-                " FROM file_edits WHERE project = ? AND ts >= ? GROUP BY path"
-                " ORDER BY agents DESC, edits DESC, last DESC, path LIMIT ?",
+                " FROM e GROUP BY path ORDER BY agents DESC, edits DESC, last DESC, path LIMIT ?",
                 (unit.project, unit.now - minutes * 60, limit),
             )
             return {
@@ -195,9 +203,10 @@ class FileService:
         )
 
         def read(unit: Unit) -> dict[str, Any]:
-            edits = unit.tx.all(
-                "SELECT agent_id, MAX(ts) AS last, COUNT(*) AS edits FROM file_edits WHERE project = ?"
-                " AND path = ? AND ts >= ? AND agent_id != ? GROUP BY agent_id ORDER BY agent_id",
+            edits = unit.tx.all(  # the window's rows first, then the grouping (IN_WINDOW_FIRST says why)
+                "WITH e AS MATERIALIZED (SELECT agent_id, ts FROM file_edits WHERE project = ?"
+                " AND path = ? AND ts >= ? AND agent_id != ?)"
+                " SELECT agent_id, MAX(ts) AS last, COUNT(*) AS edits FROM e GROUP BY agent_id ORDER BY agent_id",
                 (unit.project, norm, unit.now - minutes * 60, agent),
             )
             flying = unit.tx.all(
@@ -221,9 +230,9 @@ class FileService:
 
     def _others_on(self, unit: Unit, path: str, agent_id: str, since: float) -> list[str]:
         rows = unit.tx.all(
-            "SELECT DISTINCT agent_id FROM file_edits WHERE project = ? AND path = ? AND ts >= ?"
-            " AND agent_id != ? UNION SELECT agent_id FROM working_files WHERE project = ? AND path = ?"
-            " AND expires_at > ? AND agent_id != ?",
+            "WITH e AS MATERIALIZED (SELECT agent_id FROM file_edits WHERE project = ? AND path = ? AND ts >= ?"
+            " AND agent_id != ?) SELECT agent_id FROM e UNION SELECT agent_id FROM working_files"
+            " WHERE project = ? AND path = ? AND expires_at > ? AND agent_id != ?",
             (unit.project, path, since, agent_id, unit.project, path, unit.now, agent_id),
         )
         return sorted(r["agent_id"] for r in rows)

@@ -88,16 +88,20 @@ class RecentEdits:
         ):
             if not my_paths:
                 continue
+            # No GROUP BY: with one on (agent_id, path), SQLite's planner (once it has statistics)
+            # walked the whole project's edits in agent order to skip a sort — 7.8 ms instead of
+            # 6 µs on 100,000 edits. The rows of my paths in the window are few; they are
+            # collected here.
             edited = unit.tx.all(
-                f"SELECT agent_id, path, MAX(ts) AS ts FROM file_edits WHERE project = ?"
-                f" AND path IN ({placeholders(my_paths)}) AND ts >= ? AND agent_id != ? GROUP BY agent_id, path",
+                f"SELECT agent_id, path FROM file_edits WHERE project = ?"
+                f" AND path IN ({placeholders(my_paths)}) AND ts >= ? AND agent_id != ?",
                 (unit.project, *my_paths, since, request.agent_id),
             )
             by_agent: dict[str, set[str]] = {}
             for row in edited:
                 by_agent.setdefault(row["agent_id"], set()).add(row["path"])
             minutes = round(self.ctx.settings.recent_edit_window_s / 60)
-            for agent_id, files in by_agent.items():
+            for agent_id, files in sorted(by_agent.items()):
                 names = ", ".join(sorted(files))
                 yield (
                     agent_id,

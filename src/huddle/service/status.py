@@ -41,9 +41,10 @@ class StatusService:
                 " ORDER BY id DESC LIMIT 200",
                 (unit.project, unit.now),
             )
-            hot = unit.tx.all(
-                "SELECT path, COUNT(DISTINCT agent_id) AS agents, COUNT(*) AS edits FROM file_edits"
-                " WHERE project = ? AND ts >= ? GROUP BY path ORDER BY agents DESC, edits DESC, path LIMIT 20",
+            hot = unit.tx.all(  # the window's rows first, then the grouping (service/files.py IN_WINDOW_FIRST)
+                "WITH e AS MATERIALIZED (SELECT path, agent_id FROM file_edits WHERE project = ? AND ts >= ?)"
+                " SELECT path, COUNT(DISTINCT agent_id) AS agents, COUNT(*) AS edits FROM e"
+                " GROUP BY path ORDER BY agents DESC, edits DESC, path LIMIT 20",
                 (unit.project, unit.now - self.ctx.settings.recent_edit_window_s),
             )
             online = [a for a in agents if a["online"]]
