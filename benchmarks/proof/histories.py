@@ -62,6 +62,11 @@ def bound_by_faults(ops: list[Op], faults: list[dict[str, Any]]) -> list[Op]:
     never: its completion is at most the moment the fault was over (the old process surely dead, the
     new one up). Without the bound each such call could be placed anywhere in the rest of the
     history, and a key with a few of them among 1,800 calls ran past the search budget.
+
+    Sound because the MCP sessions are stateful (the proof's server runs with the default
+    `mcp_stateless=off`): a request a client sends late, with the old process's session id, is
+    answered 404 by the new server and runs nothing; and the MCP client never re-sends a POST.
+    With stateless MCP a late request could run on the new server, and this bound would not hold.
     """
     ends = sorted(f["at"] + f["lasted_s"] for f in faults if f["fault"] in ENDS_THE_SERVER)
     starts = sorted(f["at"] for f in faults if f["fault"] in ENDS_THE_SERVER)

@@ -88,13 +88,13 @@ class RecentEdits:
         ):
             if not my_paths:
                 continue
-            # No GROUP BY: with one on (agent_id, path), SQLite's planner (once it has statistics)
-            # walked the whole project's edits in agent order to skip a sort — 7.8 ms instead of
-            # 6 µs on 100,000 edits. The rows of my paths in the window are few; they are
-            # collected here.
+            # The window's rows first (service/files.py IN_WINDOW_FIRST): grouped in one SELECT,
+            # SQLite's planner (once it has statistics) walked the whole project's edits in agent
+            # order to skip a sort — 7.8 ms instead of 6 µs on 100,000 edits.
             edited = unit.tx.all(
-                f"SELECT agent_id, path FROM file_edits WHERE project = ?"
-                f" AND path IN ({placeholders(my_paths)}) AND ts >= ? AND agent_id != ?",
+                f"WITH e AS MATERIALIZED (SELECT agent_id, path FROM file_edits WHERE project = ?"
+                f" AND path IN ({placeholders(my_paths)}) AND ts >= ? AND agent_id != ?)"
+                " SELECT DISTINCT agent_id, path FROM e",
                 (unit.project, *my_paths, since, request.agent_id),
             )
             by_agent: dict[str, set[str]] = {}
