@@ -24,6 +24,7 @@ import anyio
 import httpx
 import uvicorn
 
+from _mqtt_wire import string, varint
 from helpers import ManualClock
 from huddle.app import Huddle, build_app
 from huddle.service.credentials import Credentials
@@ -224,19 +225,14 @@ async def tool(served: Served, operation: str, /, **args: Any) -> dict[str, Any]
     return dict(body["result"])
 
 
-def _string(value: str) -> bytes:
-    data = value.encode()
-    return struct.pack("!H", len(data)) + data
-
-
 async def raw_connack(port: int, username: str | None = None, password: str | None = None) -> int:
     """Sends an MQTT 3.1.1 CONNECT byte by byte and returns the CONNACK's return code as sent."""
     flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
-    body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", 30) + _string("raw-client")
-    body += (_string(username) if username is not None else b"") + (_string(password) if password is not None else b"")
+    body = string("MQTT") + bytes([4, flags]) + struct.pack("!H", 30) + string("raw-client")
+    body += (string(username) if username is not None else b"") + (string(password) if password is not None else b"")
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(bytes([0x10]) + _remaining_length(len(body)) + body)
+        writer.write(bytes([0x10]) + varint(len(body)) + body)
         await writer.drain()
         with anyio.fail_after(10):
             connack = await reader.readexactly(4)
@@ -244,15 +240,6 @@ async def raw_connack(port: int, username: str | None = None, password: str | No
         writer.close()
     assert connack[:3] == b"\x20\x02\x00", connack
     return connack[3]
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 async def register(served: Served, *agent_ids: str) -> None:
