@@ -183,3 +183,27 @@ def test_an_unanswered_call_takes_effect_before_the_server_that_got_it_is_killed
     assert [op.complete for op in bounded] == [7, 13, INF]
     assert linearizable(ops)  # unbounded, a's grant may land at 11.5
     assert not linearizable(bounded)  # but the process that got it was gone by 7
+
+
+def test_a_recheck_names_the_keys_a_kept_history_holds_and_refuses_any_other(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    calls = [
+        {"process": "a", "key": "lease:x", "f": "acquire", "args": ex("a"), "invoke": 1.0, "complete": 2.0,
+         "type": "ok", "result": {"granted": True, "fencing_token": 1}},
+    ]  # fmt: skip
+    (tmp_path / "worker0.jsonl").write_text("".join(json.dumps(c) + "\n" for c in calls))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "proof" / "histories.py"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), "--recheck", *args], capture_output=True, text=True)
+
+    wrong = run(str(tmp_path), "--key", "x")
+    assert wrong.returncode == 2 and "its keys: lease:x" in wrong.stderr
+    empty = run(str(tmp_path / "nowhere"))
+    assert empty.returncode == 2 and "no worker*.jsonl" in empty.stderr
+    right = run(str(tmp_path), "--key", "lease:x")
+    assert right.returncode == 0, right.stderr
+    assert json.loads(right.stdout)["keys_checked"] == 1
+    assert json.loads(right.stdout)["faults_applied"] is False and "without the fault bound" in right.stderr

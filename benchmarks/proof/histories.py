@@ -63,8 +63,8 @@ def bound_by_faults(ops: list[Op], faults: list[dict[str, Any]]) -> list[Op]:
     new one up). Without the bound each such call could be placed anywhere in the rest of the
     history, and a key with a few of them among 1,800 calls ran past the search budget.
 
-    Sound because the MCP sessions are stateful (the proof's server runs with the default
-    `mcp_stateless=off`): a request a client sends late, with the old process's session id, is
+    Sound because the MCP sessions are stateful (run_history starts the server with
+    `--mcp-stateless off`): a request a client sends late, with the old process's session id, is
     answered 404 by the new server and runs nothing; and the MCP client never re-sends a POST.
     With stateless MCP a late request could run on the new server, and this bound would not hold.
     """
@@ -143,7 +143,18 @@ def run_history(number: int, args: argparse.Namespace, faults: list[str], root: 
     (base / "repo").mkdir(parents=True)
     broker = Broker(base) if "restart-broker" in faults else None
     extra = ["--mqtt-url", broker.url] if broker is not None else []
-    server = Server(base / "data", base / "repo", "--agent-ttl-s", "3600", "--sweep-interval-s", "0.2", *extra)
+    # Stateful MCP sessions whatever the environment says: bound_by_faults relies on them.
+    server = Server(
+        base / "data",
+        base / "repo",
+        "--agent-ttl-s",
+        "3600",
+        "--sweep-interval-s",
+        "0.2",
+        "--mcp-stateless",
+        "off",
+        *extra,
+    )
     fault_log: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         if broker is not None:
@@ -236,6 +247,51 @@ def planted(seeds: int) -> dict[str, Any]:
     return {"racy_histories": seeds, "caught": caught, "correct_accepted": correct_accepted, "example": examples}
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of steps, got {text}")
+    return value
+
+
+def recheck(parser: argparse.ArgumentParser, kept: Path, key: str | None, max_explored: int) -> int:
+    """Checks a kept history again (all keys, or `key`); prints the report, returns the exit code."""
+    workers = sorted(kept.glob("worker*.jsonl")) if kept.is_dir() else []
+    if not workers:
+        parser.error(f"{kept} holds no worker*.jsonl: name the directory a run printed as `kept`")
+    started = time.time()
+    ops, _ = load_history(workers)
+    keys = sorted(partition(ops))
+    if key is not None and key not in keys:
+        parser.error(f"no key {key!r} in {kept}; its keys: {', '.join(keys)}")
+    faults_file = kept / "faults.json"
+    faults_applied = faults_file.exists()
+    if faults_applied:
+        try:
+            faults = json.loads(faults_file.read_text())
+            ops = bound_by_faults(ops, faults)
+        except (ValueError, TypeError, KeyError) as exc:
+            parser.error(f"{faults_file} is not a run's fault log (a list of {{fault, at, lasted_s}}): {exc}")
+    else:
+        print(f"{faults_file} is missing: unanswered calls are checked without the fault bound", file=sys.stderr)
+    verdicts, violations, undecided = check_history(ops, only=key, max_explored=max_explored)
+    checked, early = early_takeovers([op for op in ops if key is None or op.key == key])
+    report = {
+        "benchmark": "proof-histories-recheck",
+        "history": str(kept),
+        "faults_applied": faults_applied,
+        "keys_checked": len(verdicts),
+        "search_steps": sum(v.explored for v in verdicts),
+        "violations": violations,
+        "undecided": undecided,
+        "takeovers_checked": checked,
+        "early_takeovers": [[a.describe(), b.describe()] for a, b in early],
+        "elapsed_s": round(time.time() - started, 1),
+    }
+    print(json.dumps(report, indent=2))
+    return 1 if violations or undecided or early else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 short histories, 10 clients (CI)")
@@ -245,26 +301,11 @@ def main() -> None:
     parser.add_argument("--histories", type=int, help="run only the first N histories of the chosen mode")
     parser.add_argument("--recheck", type=Path, help="check a kept history again (the directory a run names)")
     parser.add_argument("--key", help="with --recheck: only this key (e.g. lease:leases/k2.py)")
-    parser.add_argument("--max-explored", type=int, default=MAX_EXPLORED, help="search steps per key")
+    parser.add_argument("--max-explored", type=positive_int, default=MAX_EXPLORED, help="search steps per key")
     args = parser.parse_args()
     started = time.time()
     if args.recheck is not None:
-        ops, _ = load_history(sorted(args.recheck.glob("worker*.jsonl")))
-        faults = args.recheck / "faults.json"
-        if faults.exists():
-            ops = bound_by_faults(ops, json.loads(faults.read_text()))
-        verdicts, violations, undecided = check_history(ops, only=args.key, max_explored=args.max_explored)
-        report = {
-            "benchmark": "proof-histories-recheck",
-            "history": str(args.recheck),
-            "keys_checked": len(verdicts),
-            "search_steps": sum(v.explored for v in verdicts),
-            "violations": violations,
-            "undecided": undecided,
-            "elapsed_s": round(time.time() - started, 1),
-        }
-        print(json.dumps(report, indent=2))
-        sys.exit(1 if violations or undecided or not ops else 0)
+        sys.exit(recheck(parser, args.recheck, args.key, args.max_explored))
     count = args.histories
     if args.planted:
         print(json.dumps({"benchmark": "proof-planted", **planted(20)}, indent=2))
