@@ -4,7 +4,9 @@ For each configuration, 50 clients keep one call each in flight for a fixed time
 over the instances (as a load balancer would), through the REST tool endpoint (the same operations
 MCP calls; a light client, so the load generator does not eat the servers' CPU). Each client
 alternates an announce that depends on another agent's file (scored, recorded, an awareness event
-written) with an acquire and a release of a lease of its own.
+written) with an acquire and a release of a lease of its own. After each round of loaded blocks,
+each configuration also answers 20 announces one at a time (`announce_alone`): at saturation the
+p50 is mostly queueing, so the cost of one announce is read there.
 
 Configurations:
 - sqlite-1: the default, one process;
@@ -13,8 +15,13 @@ Configurations:
   leases and 1,000,000 events (--quick: 100 / 1,000 / 1,000 / 20,000), to show an announce does not
   cost more as the database grows.
 
-    python benchmarks/scale.py            # 20 s per configuration
-    python benchmarks/scale.py --quick    # CI: 2 s per configuration, small pre-fill
+The configurations that are compared run side by side (sqlite-1 with sqlite-1-big; the four
+PostgreSQL ones together), and the load moves between them in blocks of 2 s, so each ratio comes
+from the same minutes of this shared machine.
+
+    python benchmarks/scale.py               # 20 loaded seconds per configuration, in 2 s blocks
+    python benchmarks/scale.py --seconds 60  # longer, for steadier ratios
+    python benchmarks/scale.py --quick       # CI: 1 s per configuration in 0.5 s blocks, small pre-fill
 
 Needs PostgreSQL (HUDDLE_BENCH_POSTGRES, default postgresql://postgres@127.0.0.1:5432/test as the
 admin database; the benchmark creates and drops its own databases).
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -49,6 +57,7 @@ from huddle.testing import log_tail, server_command, start_server, stop_server
 ADMIN_URL = os.environ.get("HUDDLE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 PROJECT = "repo"  # the repository directory is named `repo`
 CLIENTS = 50
+ALONE_PER_BLOCK = 20  # announces one at a time after each round of loaded blocks
 
 
 # -- a big database ------------------------------------------------------------------------------
@@ -84,6 +93,9 @@ INSERTS = {
     "locks": "INSERT INTO locks (project, agent_id, path, kind, anchor, mode, token, ttl_s, acquired_at, renewed_at,"
     " expires_at) VALUES (?, ?, ?, 'file', ?, 'exclusive', ?, 86400, ?, ?, ?)",
 }
+
+
+PREFILLED = ("agents", "intents", "intent_paths", "locks", "lock_counters", "events")
 
 
 def fill(tx: Tx, agents: int, intents: int, leases: int) -> None:
@@ -125,7 +137,12 @@ def prefill_postgres(url: str, agents: int, intents: int, leases: int, events: i
             )
             tx.execute("SELECT setval(pg_get_serial_sequence('intents', 'id'), ?)", (intents,))
             tx.execute("SELECT setval(pg_get_serial_sequence('locks', 'id'), ?)", (leases,))
-        conn.execute("ANALYZE")
+        # Statistics for what the pre-fill wrote, as autovacuum would have gathered them over the
+        # database's life. Not a bare ANALYZE: that also records the tables left empty (audit_log,
+        # event_audience…) as empty, and a cached generic plan made from it (a sequential scan of
+        # the audit log for its head) then stays while those tables grow during the run, until
+        # autovacuum analyses them again: a cost of the pre-fill, not of a big database.
+        conn.execute(f"ANALYZE {', '.join(PREFILLED)}")
     finally:
         conn.close()
 
@@ -181,39 +198,49 @@ def instances(count: int, db_url: str | None, prepare: Callable[[Path], None] | 
 # -- the load ------------------------------------------------------------------------------------
 
 
-async def run_load(urls: list[str], seconds: float) -> dict[str, Any]:
-    announce: list[float] = []
-    lease: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+@dataclasses.dataclass
+class Configuration:
+    """One configuration's servers, its clients' HTTP pool, and the calls timed so far."""
 
-        async def tool(base: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
-            response = await http.post(f"{base}/api/v1/tools/{name}", json=args)
-            if response.status_code != 200:
-                raise RuntimeError(f"{name}: {response.status_code} {response.text[:200]}")
-            return dict(response.json()["result"])
+    name: str
+    urls: list[str]
+    http: httpx.AsyncClient
+    announce: list[float] = dataclasses.field(default_factory=list)
+    lease: list[float] = dataclasses.field(default_factory=list)
+    alone: list[float] = dataclasses.field(default_factory=list)  # announces with nothing else in flight
+    errors: int = 0
+    loaded_s: float = 0.0  # the time its blocks ran: calls/s counts only the moments it was loaded
+    steps: list[int] = dataclasses.field(default_factory=lambda: [0] * CLIENTS)
 
+    async def tool(self, client: int, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        base = self.urls[client % len(self.urls)]  # round-robin, as a load balancer would spread them
+        response = await self.http.post(f"{base}/api/v1/tools/{name}", json=args)
+        if response.status_code != 200:
+            raise RuntimeError(f"{name}: {response.status_code} {response.text[:200]}")
+        return dict(response.json()["result"])
+
+    async def join(self) -> None:
+        """The load agents register, each with an intent of its own that the next one depends on."""
         for i in range(CLIENTS):
-            base = urls[i % len(urls)]
-            await tool(base, "register_agent", {"name": f"load-{i}", "agent_id": f"load-{i}"})
-            await tool(
-                base, "announce_work", {"agent_id": f"load-{i}", "subject": "own", "target_files": [f"src/load{i}.py"]}
+            await self.tool(i, "register_agent", {"name": f"load-{i}", "agent_id": f"load-{i}"})
+            await self.tool(
+                i, "announce_work", {"agent_id": f"load-{i}", "subject": "own", "target_files": [f"src/load{i}.py"]}
             )
+
+    async def block(self, seconds: float, *, timed: bool) -> None:
+        """50 clients keep one call each in flight for `seconds`; their times are kept when `timed`."""
         deadline = time.perf_counter() + seconds
         started = time.perf_counter()
 
         async def client(i: int) -> None:
-            nonlocal errors
-            base = urls[i % len(urls)]
             me, other = f"load-{i}", f"src/load{(i + 1) % CLIENTS}.py"
-            n = 0
             while time.perf_counter() < deadline:
-                n += 1
+                self.steps[i] += 1
+                n = self.steps[i]
                 try:
                     t = time.perf_counter()
-                    await tool(
-                        base,
+                    await self.tool(
+                        i,
                         "announce_work",
                         {
                             "agent_id": me,
@@ -222,39 +249,99 @@ async def run_load(urls: list[str], seconds: float) -> dict[str, Any]:
                             "depends_on_files": [other],
                         },
                     )
-                    announce.append(time.perf_counter() - t)
+                    announced = time.perf_counter() - t
                     t = time.perf_counter()
-                    got = await tool(
-                        base, "acquire_lock", {"agent_id": me, "path": f"src/own{i}/lease.py", "ttl_s": 60}
+                    got = await self.tool(
+                        i, "acquire_lock", {"agent_id": me, "path": f"src/own{i}/lease.py", "ttl_s": 60}
                     )
-                    lease.append(time.perf_counter() - t)
+                    acquired = time.perf_counter() - t
                     if not got.get("granted"):
                         raise RuntimeError(f"lease refused: {got}")
                     t = time.perf_counter()
-                    await tool(base, "release_lock", {"agent_id": me, "path": f"src/own{i}/lease.py"})
-                    lease.append(time.perf_counter() - t)
+                    await self.tool(i, "release_lock", {"agent_id": me, "path": f"src/own{i}/lease.py"})
+                    released = time.perf_counter() - t
+                    if timed:
+                        self.announce.append(announced)
+                        self.lease += (acquired, released)
                 except Exception as exc:  # counted, and the first few shown: a benchmark reports, it does not stop
-                    errors += 1
-                    if errors <= 3:
-                        print(f"error: {exc}", file=sys.stderr)
+                    self.errors += 1
+                    if self.errors <= 3:
+                        print(f"{self.name}: error: {exc}", file=sys.stderr)
 
         async with anyio.create_task_group() as group:
             for i in range(CLIENTS):
                 group.start_soon(client, i)
-        wall = time.perf_counter() - started
-    return {
-        "announce": summarise(announce, wall),
-        "acquire_release": summarise(lease, wall),
-        "calls_per_s": round((len(announce) + len(lease)) / wall, 1),
-        "errors": errors,
-    }
+        if timed:
+            self.loaded_s += time.perf_counter() - started
+
+    async def one_at_a_time(self, calls: int) -> None:
+        """`calls` announces in a row with nothing else in flight: what one costs, without queueing.
+
+        Under 50 clients the p50 is mostly time spent waiting behind other calls (on PostgreSQL, for
+        the project's write lock), so it moves with how the instances happen to interleave; one call
+        at a time shows whether the announce itself costs more on a big database.
+        """
+        for k in range(calls):
+            i = k % CLIENTS  # each call from the next load agent, so the instances take turns
+            self.steps[i] += 1
+            t = time.perf_counter()
+            await self.tool(
+                i,
+                "announce_work",
+                {
+                    "agent_id": f"load-{i}",
+                    "subject": f"step {self.steps[i]}",
+                    "target_files": [f"src/own{i}/{self.steps[i]}.py"],
+                    "depends_on_files": [f"src/load{(i + 1) % CLIENTS}.py"],
+                },
+            )
+            self.alone.append(time.perf_counter() - t)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "announce_alone": summarise(self.alone),
+            "announce": summarise(self.announce, self.loaded_s),
+            "acquire_release": summarise(self.lease, self.loaded_s),
+            "calls_per_s": round((len(self.announce) + len(self.lease)) / self.loaded_s, 1),
+            "errors": self.errors,
+        }
+
+
+async def alternate(group: dict[str, list[str]], seconds: float, block_s: float) -> dict[str, Any]:
+    """Loads the group's configurations in turn, `block_s` at a time, until each ran `seconds`.
+
+    Their servers all run at once but only one configuration is loaded at a time, so a fresh and a
+    big database (or one and three instances) are compared over the same minutes of this shared
+    machine rather than in two runs minutes apart, whose background load differs.
+    """
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    async with contextlib.AsyncExitStack() as stack:
+        configurations = []
+        for name, urls in group.items():
+            http = await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=60))
+            configurations.append(Configuration(name, urls, http))
+        for configuration in configurations:
+            await configuration.join()
+            await configuration.block(block_s, timed=False)  # warm-up: connections, caches, first plans
+        for _ in range(max(1, round(seconds / block_s))):
+            for configuration in configurations:
+                await configuration.block(block_s, timed=True)
+            for configuration in configurations:
+                await configuration.one_at_a_time(ALONE_PER_BLOCK)
+        return {configuration.name: configuration.result() for configuration in configurations}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small run for CI (no timing claims)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="loaded seconds per configuration (default 20; --quick 1)"
+    )
     args = parser.parse_args()
-    seconds = 1.0 if args.quick else 20.0
+    seconds = args.seconds or (1.0 if args.quick else 20.0)
+    if seconds <= 0:
+        parser.error("--seconds must be positive")
+    block_s = 0.5 if args.quick else 2.0
     big = (100, 1_000, 1_000, 20_000) if args.quick else (1_000, 10_000, 10_000, 1_000_000)
     report: dict[str, Any] = {
         "benchmark": "scale",
@@ -262,28 +349,37 @@ def main() -> None:
         "quick": args.quick,
         "clients_in_flight": CLIENTS,
         "seconds_per_configuration": seconds,
+        "block_seconds": block_s,
         "big_database": dict(zip(("agents", "active_intents", "active_leases", "events"), big, strict=True)),
         "results": {},
     }
     results = report["results"]
-    with instances(1, None, None) as urls:
-        results["sqlite-1"] = anyio.run(run_load, urls, seconds)
-    with instances(1, None, lambda d: prefill_sqlite(d, *big)) as urls:
-        results["sqlite-1-big"] = anyio.run(run_load, urls, seconds)
-    for count in (1, 3):
-        with postgres_database() as url, instances(count, url, None) as urls:
-            results[f"postgresql-{count}"] = anyio.run(run_load, urls, seconds)
-        with postgres_database() as url:
-            prefill_postgres(url, *big)
-            with instances(count, url, None) as urls:
-                results[f"postgresql-{count}-big"] = anyio.run(run_load, urls, seconds)
+    with contextlib.ExitStack() as stack:
+        sqlite = {
+            "sqlite-1": stack.enter_context(instances(1, None, None)),
+            "sqlite-1-big": stack.enter_context(instances(1, None, lambda d: prefill_sqlite(d, *big))),
+        }
+        results.update(anyio.run(alternate, sqlite, seconds, block_s))
+    with contextlib.ExitStack() as stack:
+        postgresql: dict[str, list[str]] = {}
+        for count in (1, 3):
+            fresh_url = stack.enter_context(postgres_database())
+            postgresql[f"postgresql-{count}"] = stack.enter_context(instances(count, fresh_url, None))
+            big_url = stack.enter_context(postgres_database())
+            prefill_postgres(big_url, *big)
+            postgresql[f"postgresql-{count}-big"] = stack.enter_context(instances(count, big_url, None))
+        results.update(anyio.run(alternate, postgresql, seconds, block_s))
 
     def ratio(a: str, b: str, key: str) -> float:
         return float(round(results[a]["announce"][key] / results[b]["announce"][key], 2))
 
-    report["announce_p50_big_vs_fresh"] = {
-        name: ratio(f"{name}-big", name, "p50_ms") for name in ("sqlite-1", "postgresql-1", "postgresql-3")
-    }
+    def ratio_alone(a: str, b: str) -> float:
+        return float(round(results[a]["announce_alone"]["p50_ms"] / results[b]["announce_alone"]["p50_ms"], 2))
+
+    compared = ("sqlite-1", "postgresql-1", "postgresql-3")
+    report["announce_p50_big_vs_fresh"] = {name: ratio(f"{name}-big", name, "p50_ms") for name in compared}
+    report["announce_mean_big_vs_fresh"] = {name: ratio(f"{name}-big", name, "mean_ms") for name in compared}
+    report["announce_alone_p50_big_vs_fresh"] = {name: ratio_alone(f"{name}-big", name) for name in compared}
     report["calls_per_s_3_vs_1_postgresql"] = round(
         results["postgresql-3"]["calls_per_s"] / results["postgresql-1"]["calls_per_s"], 2
     )
