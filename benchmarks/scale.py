@@ -338,7 +338,7 @@ def main() -> None:
         "--seconds", type=float, default=None, help="loaded seconds per configuration (default 20; --quick 1)"
     )
     args = parser.parse_args()
-    seconds = args.seconds or (1.0 if args.quick else 20.0)
+    seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 20.0)
     if seconds <= 0:
         parser.error("--seconds must be positive")
     block_s = 0.5 if args.quick else 2.0
