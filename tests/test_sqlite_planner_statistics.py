@@ -184,3 +184,20 @@ async def test_reading_a_window_of_a_long_edit_history_reads_the_window_only(big
     recorded = {sql: plan for sql, plan in PLANS.items() if "file_edits" in sql}
     assert len(recorded) >= 4  # each of the four ran and was planned
     assert scans(recorded) == {}
+
+
+async def test_an_announce_skips_the_announcers_own_intents_in_its_module_by_index_ranges(big: Coordinator) -> None:
+    """An agent holding many active intents in its module: the lookup of the others' intents there
+    reads the two ranges of agent ids beside the announcer's, not every row of the module."""
+    await big.agents.register("load-0", agent_id="load-0", modules=["mod3"])
+    for i in range(50):
+        await big.intents.announce("load-0", f"earlier {i}", [f"src/own0/{i}.py"])
+    PLANS.clear()
+    await big.intents.announce("load-0", "mine", ["src/own0/new.py"])
+    plans = [plan for sql, plan in PLANS.items() if "FROM intent_modules" in sql and "module IN" in sql]
+    assert len(plans) == 1
+    reads = [step for step in plans[0] if step.startswith("SEARCH intent_modules")]
+    assert reads == [
+        "SEARCH intent_modules USING COVERING INDEX intent_modules_by_agent (project=? AND module=? AND agent_id<?)",
+        "SEARCH intent_modules USING COVERING INDEX intent_modules_by_agent (project=? AND module=? AND agent_id>?)",
+    ]
