@@ -97,7 +97,8 @@ class IntentService:
 
     def _with_agent_context(self, unit: Unit, request: WorkRequest) -> WorkRequest:
         """Fills modules and branch from the registration when the request names none."""
-        return self._with_map_dependencies(unit, _with_registration(request, touch(unit, request.agent_id)))
+        touch(unit, request.agent_id)
+        return self._with_map_dependencies(unit, _with_registration(request, require_agent(unit, request.agent_id)))
 
     def _with_map_dependencies(self, unit: Unit, request: WorkRequest) -> WorkRequest:
         """An announce naming no depends_on_files depends on what the dependency map says its
