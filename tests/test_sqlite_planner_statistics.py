@@ -42,6 +42,10 @@ class PlanRecordingTx(SqliteTx):
         self._note(sql, params)
         return super().execute(sql, params)
 
+    def insert(self, sql: str, params: Sequence[Any], key: str) -> int:
+        self._note(sql, params)
+        return super().insert(sql, params, key)
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         self._note(sql, params)
         return super().one(sql, params)

@@ -208,6 +208,32 @@ async def test_a_failing_job_in_a_batch_leaves_no_trace_and_spares_the_others(st
     assert await store.read(state) == (["test.ok"] * 3, [("proj", 3)])
 
 
+async def test_an_insert_returns_the_key_the_database_gave_its_row(store: Store) -> None:
+    """`Tx.insert`: the rowid on SQLite (no RETURNING), the RETURNING value on PostgreSQL."""
+    sql = (
+        "INSERT INTO intents (project, agent_id, subject, kind, status, created_at, expires_at, target_files,"
+        " depends_on_files, target_modules, target_symbols, verdict, impacts)"
+        " VALUES (?, 'a', ?, 'edit', 'active', 0, 0, '[]', '[]', '[]', '[]', 'proceed', '[]')"
+    )
+
+    def insert(subjects: list[str]) -> Callable[[Unit], list[int]]:
+        return lambda unit: [unit.tx.insert(sql, (unit.project, subject), "id") for subject in subjects]
+
+    def refused(unit: Unit) -> None:
+        unit.tx.insert(sql, (unit.project, "undone"), "id")
+        raise Conflict("undone")
+
+    first = await store.write(insert(["one", "two"]))
+    with pytest.raises(Conflict):
+        await store.write(refused)
+    second = await store.write(insert(["three"]))
+
+    def stored(unit: Unit) -> dict[str, int]:
+        return {r["subject"]: int(r["id"]) for r in unit.tx.all("SELECT id, subject FROM intents")}
+
+    assert await store.read(stored) == dict(zip(["one", "two", "three"], first + second, strict=True))
+
+
 async def test_events_reach_on_commit_listeners_in_cursor_order(store: Store) -> None:
     calls = recorder(store)
 

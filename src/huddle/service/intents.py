@@ -159,10 +159,10 @@ class IntentService:
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
             told = impact_report.report(impacts)
-            row = unit.tx.one(
+            number = unit.tx.insert(
                 "INSERT INTO intents (project, agent_id, subject, plan, kind, status, created_at, expires_at,"
                 " branch, target_files, depends_on_files, target_modules, target_symbols, verdict, impacts)"
-                " VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                " VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     unit.project,
                     req.agent_id,
@@ -174,9 +174,8 @@ class IntentService:
                     req.branch,
                     *_scored_columns(req, outcome, told.stored),
                 ),
+                "id",
             )
-            assert row is not None
-            number = int(row["id"])
             _index(unit, number, req)
             thread_id = self._consult(unit, req, subject, number, impacts)
             if thread_id is not None:

@@ -39,6 +39,11 @@ class SqliteTx:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._conn.executemany(sql, rows)
 
+    def insert(self, sql: str, params: Sequence[Any], key: str) -> int:
+        rowid = self._conn.execute(sql, params).lastrowid  # `key` is the rowid (the contract)
+        assert rowid is not None
+        return rowid
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         return cast(Row | None, self._conn.execute(sql, params).fetchone())
 
