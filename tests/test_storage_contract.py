@@ -346,7 +346,9 @@ async def test_a_database_with_a_newer_schema_version_is_refused_with_a_clear_me
             postgres.check_schema(newer.url)
 
 
-async def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+async def test_sqlite_runs_in_wal_mode_with_full_sync_and_the_writer_checkpoints_every_4000_pages(
+    tmp_path: Path,
+) -> None:
     store = SqliteStore(tmp_path / "huddle.db", "proj")
     await store.open()
     try:
@@ -358,6 +360,13 @@ async def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
             return mode[0], sync[0]
 
         assert await store.read(pragmas) == ("wal", 2)  # readers beside the writer; durable on every commit
+
+        def checkpoint_pages(unit: Unit) -> int:
+            row = unit.tx.one("PRAGMA wal_autocheckpoint")
+            assert row is not None
+            return int(row[0])
+
+        assert await store.write(checkpoint_pages) == sqlite.WAL_CHECKPOINT_PAGES  # the writer's
     finally:
         await store.close()
 
