@@ -166,6 +166,31 @@ async def test_a_transaction_function_is_atomic_and_its_error_reaches_the_caller
     assert await store.write(emit_one(1)) == 2  # and its cursor was not used up
 
 
+async def test_a_lone_job_whose_statement_fails_is_undone_whole_uncommitted_and_the_next_job_runs(
+    store: Store,
+) -> None:
+    """A job alone in its transaction runs without a savepoint: its failure rolls the transaction back."""
+    sizes: list[int] = []
+    store.on_batch = lambda jobs, _seconds: sizes.append(jobs)
+    calls = recorder(store)
+
+    def broken_sql(unit: Unit) -> None:
+        next_token(unit)
+        unit.emit("test.broken", actor="c")
+        unit.tx.execute("INSERT INTO lock_counters (project, last_token) VALUES (?, 1)", (unit.project,))
+
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.UniqueViolation)):
+        await store.write(broken_sql)
+    assert sizes == []  # nothing was committed
+    assert await store.write(emit_one(0)) == 1  # the cursor the undone event took is free again
+    assert flat(calls) == [1] and sizes == [1]
+
+    def counters(unit: Unit) -> list[int]:
+        return [int(r["last_token"]) for r in unit.tx.all("SELECT last_token FROM lock_counters")]
+
+    assert await store.read(counters) == []
+
+
 async def test_a_failing_job_in_a_batch_leaves_no_trace_and_spares_the_others(store: Store) -> None:
     sizes: list[int] = []
     store.on_batch = lambda jobs, _seconds: sizes.append(jobs)
