@@ -188,6 +188,13 @@ async def test_reading_a_window_of_a_long_edit_history_reads_the_window_only(big
     recorded = {sql: plan for sql, plan in PLANS.items() if "file_edits" in sql}
     assert len(recorded) >= 4  # each of the four ran and was planned
     assert scans(recorded) == {}
+    # The announce's recent edits of its own paths (layers 1 and 2): one index range per path.
+    mine = [plan for sql, plan in recorded.items() if sql.startswith("SELECT DISTINCT agent_id, path FROM file_edits")]
+    assert mine and all(
+        [step for step in plan if "file_edits" in step]
+        == ["SEARCH file_edits USING INDEX file_edits_by_path (project=? AND path=? AND ts>?)"]
+        for plan in mine
+    ), mine
 
 
 async def test_an_announce_skips_the_announcers_own_intents_in_its_module_by_index_ranges(big: Coordinator) -> None:

@@ -88,13 +88,14 @@ class RecentEdits:
         ):
             if not my_paths:
                 continue
-            # The window's rows first (service/files.py IN_WINDOW_FIRST): grouped in one SELECT,
-            # SQLite's planner (once it has statistics) walked the whole project's edits in agent
-            # order to skip a sort — 7.8 ms instead of 6 µs on 100,000 edits.
+            # My paths' windows of edits, each an index range (project, path, ts). Not through a
+            # MATERIALIZED window first, as the queries that group a whole window of edits must be
+            # (service/files.py IN_WINDOW_FIRST): nothing here is grouped, and the DISTINCT is over
+            # these few rows; the materialised copy made the query 8.5 µs instead of 6.9, twice per
+            # announce. The planner test pins the index ranges.
             edited = unit.tx.all(
-                f"WITH e AS MATERIALIZED (SELECT agent_id, path FROM file_edits WHERE project = ?"
-                f" AND path IN ({placeholders(my_paths)}) AND ts >= ? AND agent_id != ?)"
-                " SELECT DISTINCT agent_id, path FROM e",
+                f"SELECT DISTINCT agent_id, path FROM file_edits WHERE project = ?"
+                f" AND path IN ({placeholders(my_paths)}) AND ts >= ? AND agent_id != ?",
                 (unit.project, *my_paths, since, request.agent_id),
             )
             by_agent: dict[str, set[str]] = {}
