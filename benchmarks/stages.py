@@ -17,9 +17,9 @@ the same run, and its stages are reported beside Huddle's.
     validate       Huddle's argument contract (check_values, pydantic) starts
     operation      arguments valid; the operation (metrics wrapper, service) starts
     handoff        the service queues its transaction function for the writer thread
-    txn_start      the writer thread runs it (after BEGIN IMMEDIATE and SAVEPOINT)
+    txn_start      the writer thread runs it (after BEGIN IMMEDIATE, and SAVEPOINT in a batch)
     txn_end        the transaction function returned
-    commit_start   RELEASE SAVEPOINT and the pre-commit hook are done; COMMIT starts
+    commit_start   RELEASE SAVEPOINT (in a batch) and the pre-commit hook are done; COMMIT starts
     commit_end     COMMIT returned (the fsync of synchronous=FULL is inside it)
     deliver        the event loop runs the writer's hand-back (call_soon_threadsafe)
     published      the commit's events went to the bus and the push channels

@@ -136,6 +136,18 @@ async def test_a_name_through_a_symlink_loop_is_refused_naming_the_field_and_the
     assert (await coordinator.locks.list_locks())["locks"] == []
 
 
+async def test_a_malformed_entry_of_a_list_is_refused_before_any_entry_is_resolved(
+    coordinator: Coordinator, repo: Path
+) -> None:
+    """Each entry is normalised (and a malformed one refused) before any is looked up on disk, so
+    the refusal names the malformed entry even when an earlier one runs into a symlink loop."""
+    self_loop(repo)
+    await register(coordinator, "alice")
+    with pytest.raises(InvalidInput, match="leaves the repository") as caught:
+        await coordinator.intents.announce("alice", "x", ["a/f.py", "ok.py", "../x.py"])
+    assert caught.value.field == "target_files[2]"
+
+
 async def test_the_commit_guard_passes_over_a_staged_symlink_that_loops_and_checks_the_rest(
     coordinator: Coordinator, repo: Path
 ) -> None:

@@ -148,3 +148,23 @@ async def test_hook_sessions_find_their_agent_by_directory_and_deliver_each_even
     await coordinator.intents.announce("bob", "rebase main", None, kind="git_rebase", branch="main")  # type: ignore[arg-type]
     push = await guard.pre_push("main", agent_id="alice")
     assert not push["ok"], push
+
+
+async def test_intents_in_my_module_are_found_whoever_they_belong_to_whatever_their_ids_order(
+    coordinator: Coordinator,
+) -> None:
+    """The other agents' intents in my module are read as two ranges of agent ids, below mine and
+    above it (service/signals.py), so that my own intents there are skipped: ids on either side, in
+    either letter case and beside mine by one character, are all found; mine never is."""
+    others = ["Mia", "MIB", "mi", "mia0", "mib", "a", "zed", "Zoe"]
+    await register(coordinator, "mia", *others)
+    for i in range(3):  # my own earlier intents in the module
+        await coordinator.intents.announce(
+            "mia", f"earlier {i}", [f"src/shared/mine{i}.py"], target_modules=["src/shared"]
+        )
+    for name in others:
+        await coordinator.intents.announce(name, "theirs", [f"src/shared/{name}.py"], target_modules=["src/shared"])
+    result = await coordinator.intents.announce("mia", "mine", ["src/shared/new.py"], target_modules=["src/shared"])
+    assert result["impact_summary"]["total"] == len(others)
+    listed = {i["agent_id"] for i in result["impacts"]}
+    assert listed == set(others)

@@ -42,6 +42,10 @@ class PlanRecordingTx(SqliteTx):
         self._note(sql, params)
         return super().execute(sql, params)
 
+    def insert(self, sql: str, params: Sequence[Any], key: str) -> int:
+        self._note(sql, params)
+        return super().insert(sql, params, key)
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         self._note(sql, params)
         return super().one(sql, params)
@@ -184,3 +188,59 @@ async def test_reading_a_window_of_a_long_edit_history_reads_the_window_only(big
     recorded = {sql: plan for sql, plan in PLANS.items() if "file_edits" in sql}
     assert len(recorded) >= 4  # each of the four ran and was planned
     assert scans(recorded) == {}
+    # The announce's recent edits of its own paths (layers 1 and 2): one index range per path.
+    mine = [plan for sql, plan in recorded.items() if sql.startswith("SELECT agent_id, path FROM file_edits")]
+    assert mine and all(
+        [step for step in plan if "file_edits" in step]
+        == ["SEARCH file_edits USING INDEX file_edits_by_path (project=? AND path=? AND ts>?)"]
+        for plan in mine
+    ), mine
+
+
+async def test_an_announce_skips_the_announcers_own_intents_in_its_module_by_index_ranges(big: Coordinator) -> None:
+    """An agent holding many active intents in its module: the lookup of the others' intents there
+    reads the two ranges of agent ids beside the announcer's, not every row of the module."""
+    await big.agents.register("load-0", agent_id="load-0", modules=["mod3"])
+    for i in range(50):
+        await big.intents.announce("load-0", f"earlier {i}", [f"src/own0/{i}.py"])
+    PLANS.clear()
+    await big.intents.announce("load-0", "mine", ["src/own0/new.py"])
+    plans = [plan for sql, plan in PLANS.items() if "FROM intent_modules" in sql and "module IN" in sql]
+    assert len(plans) == 1
+    reads = [step for step in plans[0] if step.startswith("SEARCH intent_modules")]
+    assert reads == [
+        "SEARCH intent_modules USING COVERING INDEX intent_modules_by_agent (project=? AND module=? AND agent_id<?)",
+        "SEARCH intent_modules USING COVERING INDEX intent_modules_by_agent (project=? AND module=? AND agent_id>?)",
+    ]
+
+
+async def test_recent_edits_of_a_file_many_agents_edited_long_ago_are_read_by_its_index_range(tmp_path: Path) -> None:
+    """benchmarks/announce.py's history: 100,000 old edits of 50 files by 1,000 agents. Asked for the
+    distinct (agent, file) pairs, SQLite's planner walked every edit of the project in agent order
+    to skip the sort (5 ms an announce); the lookup reads my file's window, a range of one index."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "repo": str(repo), "analysis": "off"}, environ={})
+    settings.sqlite_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(settings.sqlite_path, isolation_level=None)
+    migrate(conn)
+    long_ago = time.time() - 30 * 86400
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO file_edits (project, agent_id, path, ts) VALUES (?, ?, ?, ?)",
+        [(PROJECT, f"old-{i % 1000}", f"src/agent{i % 50}/main.py", long_ago + i) for i in range(100_000)],
+    )
+    conn.execute("COMMIT")
+    conn.close()
+    coord = Coordinator(PlanRecordingStore(settings.sqlite_path, settings.project_key), MemoryBus(), settings)
+    await coord.start()
+    try:
+        await coord.agents.register("load-0", agent_id="load-0")
+        PLANS.clear()
+        await coord.intents.announce("load-0", "mine", ["src/own/a.py"], depends_on_files=["src/agent3/main.py"])
+    finally:
+        await coord.stop()
+    mine = [plan for sql, plan in PLANS.items() if sql.startswith("SELECT agent_id, path FROM file_edits")]
+    assert len(mine) == 1  # my targets and my dependencies: one statement text, planned alike
+    for plan in mine:
+        assert plan == ["SEARCH file_edits USING INDEX file_edits_by_path (project=? AND path=? AND ts>?)"], plan

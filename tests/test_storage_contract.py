@@ -166,6 +166,31 @@ async def test_a_transaction_function_is_atomic_and_its_error_reaches_the_caller
     assert await store.write(emit_one(1)) == 2  # and its cursor was not used up
 
 
+async def test_a_lone_job_whose_statement_fails_is_undone_whole_uncommitted_and_the_next_job_runs(
+    store: Store,
+) -> None:
+    """A job alone in its transaction runs without a savepoint: its failure rolls the transaction back."""
+    sizes: list[int] = []
+    store.on_batch = lambda jobs, _seconds: sizes.append(jobs)
+    calls = recorder(store)
+
+    def broken_sql(unit: Unit) -> None:
+        next_token(unit)
+        unit.emit("test.broken", actor="c")
+        unit.tx.execute("INSERT INTO lock_counters (project, last_token) VALUES (?, 1)", (unit.project,))
+
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.UniqueViolation)):
+        await store.write(broken_sql)
+    assert sizes == []  # nothing was committed
+    assert await store.write(emit_one(0)) == 1  # the cursor the undone event took is free again
+    assert flat(calls) == [1] and sizes == [1]
+
+    def counters(unit: Unit) -> list[int]:
+        return [int(r["last_token"]) for r in unit.tx.all("SELECT last_token FROM lock_counters")]
+
+    assert await store.read(counters) == []
+
+
 async def test_a_failing_job_in_a_batch_leaves_no_trace_and_spares_the_others(store: Store) -> None:
     sizes: list[int] = []
     store.on_batch = lambda jobs, _seconds: sizes.append(jobs)
@@ -206,6 +231,32 @@ async def test_a_failing_job_in_a_batch_leaves_no_trace_and_spares_the_others(st
         return kinds, counters
 
     assert await store.read(state) == (["test.ok"] * 3, [("proj", 3)])
+
+
+async def test_an_insert_returns_the_key_the_database_gave_its_row(store: Store) -> None:
+    """`Tx.insert`: the rowid on SQLite (no RETURNING), the RETURNING value on PostgreSQL."""
+    sql = (
+        "INSERT INTO intents (project, agent_id, subject, kind, status, created_at, expires_at, target_files,"
+        " depends_on_files, target_modules, target_symbols, verdict, impacts)"
+        " VALUES (?, 'a', ?, 'edit', 'active', 0, 0, '[]', '[]', '[]', '[]', 'proceed', '[]')"
+    )
+
+    def insert(subjects: list[str]) -> Callable[[Unit], list[int]]:
+        return lambda unit: [unit.tx.insert(sql, (unit.project, subject), "id") for subject in subjects]
+
+    def refused(unit: Unit) -> None:
+        unit.tx.insert(sql, (unit.project, "undone"), "id")
+        raise Conflict("undone")
+
+    first = await store.write(insert(["one", "two"]))
+    with pytest.raises(Conflict):
+        await store.write(refused)
+    second = await store.write(insert(["three"]))
+
+    def stored(unit: Unit) -> dict[str, int]:
+        return {r["subject"]: int(r["id"]) for r in unit.tx.all("SELECT id, subject FROM intents")}
+
+    assert await store.read(stored) == dict(zip(["one", "two", "three"], first + second, strict=True))
 
 
 async def test_events_reach_on_commit_listeners_in_cursor_order(store: Store) -> None:
@@ -320,7 +371,9 @@ async def test_a_database_with_a_newer_schema_version_is_refused_with_a_clear_me
             postgres.check_schema(newer.url)
 
 
-async def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+async def test_sqlite_runs_in_wal_mode_with_full_sync_and_the_writer_checkpoints_every_4000_pages(
+    tmp_path: Path,
+) -> None:
     store = SqliteStore(tmp_path / "huddle.db", "proj")
     await store.open()
     try:
@@ -332,6 +385,13 @@ async def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
             return mode[0], sync[0]
 
         assert await store.read(pragmas) == ("wal", 2)  # readers beside the writer; durable on every commit
+
+        def checkpoint_pages(unit: Unit) -> int:
+            row = unit.tx.one("PRAGMA wal_autocheckpoint")
+            assert row is not None
+            return int(row[0])
+
+        assert await store.write(checkpoint_pages) == sqlite.WAL_CHECKPOINT_PAGES  # the writer's
     finally:
         await store.close()
 

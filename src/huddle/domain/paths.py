@@ -99,8 +99,19 @@ def normalize_paths(
     is_link: Callable[[str], bool] | None = None,
 ) -> tuple[str, ...]:
     """Normalises a list of paths, dropping duplicates but keeping the caller's order."""
+    return tuple(dict.fromkeys(normalize_each(raws, repo_root, field=field, is_link=is_link)))
+
+
+def normalize_each(
+    raws: Iterable[str] | None,
+    repo_root: str,
+    *,
+    field: str,
+    is_link: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """Normalises a list of paths entry by entry (duplicates kept: the i-th answer is `raws[i]`'s)."""
     if raws is None:
-        return ()
+        return []
     if isinstance(raws, str):
         raise InvalidInput(f"{field} must be a list of paths, not a single string", field=field)
     items = list(raws)
@@ -110,10 +121,9 @@ def normalize_paths(
             "so name directories or modules instead of every file",
             field=field,
         )
-    seen: dict[str, None] = {}
-    for index, raw in enumerate(items):
-        seen.setdefault(normalize_path(raw, repo_root, field=f"{field}[{index}]", is_link=is_link), None)
-    return tuple(seen)
+    return [
+        normalize_path(raw, repo_root, field=f"{field}[{index}]", is_link=is_link) for index, raw in enumerate(items)
+    ]
 
 
 def normalize_module(raw: str, *, field: str = "module") -> str:

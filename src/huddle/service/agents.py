@@ -34,17 +34,17 @@ def require_agent(unit: Unit, agent_id: str, *, field: str = "agent_id") -> Row:
     return row
 
 
-def touch(unit: Unit, agent_id: str, *, field: str = "agent_id") -> Row:
+def touch(unit: Unit, agent_id: str, *, field: str = "agent_id") -> None:
     """Any call from an agent is a heartbeat (F-02): refresh last_seen, announce a comeback."""
-    # Nearly every call comes from an agent already online: one statement refreshes and reads it
-    # (the row as updated: only last_seen differs from before). Anyone else is checked first.
+    # Nearly every call comes from an agent already online: one UPDATE refreshes it, and its row
+    # count says it was online (RETURNING the row cost that UPDATE twice over, and hardly a caller
+    # reads it: `registration` does). Anyone else is checked first.
     agent_id = validate.identifier(agent_id, field)  # before SQL: a malformed id is a 422, never a 500
-    row = unit.tx.one(
-        "UPDATE agents SET last_seen = ? WHERE project = ? AND agent_id = ? AND status = 'online' RETURNING *",
+    if unit.tx.execute(
+        "UPDATE agents SET last_seen = ? WHERE project = ? AND agent_id = ? AND status = 'online'",
         (unit.now, unit.project, agent_id),
-    )
-    if row is not None:
-        return row
+    ):
+        return
     row = require_agent(unit, agent_id, field=field)
     unit.tx.execute(
         "UPDATE agents SET last_seen = ?, status = 'online' WHERE project = ? AND agent_id = ?",
@@ -59,7 +59,6 @@ def touch(unit: Unit, agent_id: str, *, field: str = "agent_id") -> Row:
             name=row["name"],
             modules=json.loads(row["modules"]),
         )
-    return row
 
 
 async def heartbeat_on_read(ctx: ServiceContext, agent_id: str) -> None:

@@ -97,20 +97,24 @@ class ServiceContext:
         return self.aliases.canonical(normal, field)
 
     def paths(self, raws: Sequence[str] | None, field: str) -> tuple[str, ...]:
-        """Each of `raws` as `path` does, duplicates (also through links) dropped; errors name the entry."""
-        checked = paths.normalize_paths(raws, self.repo_root, field=field, is_link=self.aliases.is_link)
-        if not checked:
-            return ()
-        assert raws is not None
-        return tuple(dict.fromkeys(self.path(raw, f"{field}[{i}]") for i, raw in enumerate(raws)))
+        """Each of `raws` normalised and resolved as `path` does it, duplicates (also through links)
+        dropped; errors name the entry. Unlike `path`, a name outside the repository is refused."""
+        # Every entry is normalised (and refused if bad) before any is resolved, and once: `path`
+        # would normalise each again.
+        normal = paths.normalize_each(raws, self.repo_root, field=field, is_link=self.aliases.is_link)
+        return tuple(dict.fromkeys(self.aliases.canonical(n, f"{field}[{i}]") for i, n in enumerate(normal)))
 
     def online_since(self, now: float) -> float:
         """Agents seen at or after this instant count as online."""
         return now - self.settings.agent_ttl_s
 
 
+# One encoder for every call: json.dumps with options builds a new encoder each time (0.6 µs of 1.4).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return _COMPACT.encode(value)
 
 
 def placeholders(values: Sequence[Any]) -> str:

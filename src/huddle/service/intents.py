@@ -97,7 +97,8 @@ class IntentService:
 
     def _with_agent_context(self, unit: Unit, request: WorkRequest) -> WorkRequest:
         """Fills modules and branch from the registration when the request names none."""
-        return self._with_map_dependencies(unit, _with_registration(request, touch(unit, request.agent_id)))
+        touch(unit, request.agent_id)
+        return self._with_map_dependencies(unit, _with_registration(request, require_agent(unit, request.agent_id)))
 
     def _with_map_dependencies(self, unit: Unit, request: WorkRequest) -> WorkRequest:
         """An announce naming no depends_on_files depends on what the dependency map says its
@@ -158,10 +159,10 @@ class IntentService:
             impacts = self._score(unit, req)
             outcome = verdict(impacts)
             told = impact_report.report(impacts)
-            row = unit.tx.one(
+            number = unit.tx.insert(
                 "INSERT INTO intents (project, agent_id, subject, plan, kind, status, created_at, expires_at,"
                 " branch, target_files, depends_on_files, target_modules, target_symbols, verdict, impacts)"
-                " VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                " VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     unit.project,
                     req.agent_id,
@@ -173,9 +174,8 @@ class IntentService:
                     req.branch,
                     *_scored_columns(req, outcome, told.stored),
                 ),
+                "id",
             )
-            assert row is not None
-            number = int(row["id"])
             _index(unit, number, req)
             thread_id = self._consult(unit, req, subject, number, impacts)
             if thread_id is not None:

@@ -57,6 +57,8 @@ COLUMNS = (
     "hash",
 )
 _INSERT = f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+# json.dumps with options would build a new encoder on every call; the output is the same.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 _HEAD = "SELECT seq, hash FROM audit_log WHERE project = ? ORDER BY seq DESC LIMIT 1"
 # The walk reads the chain in pages: bounded memory, and no half-read server-side stream to cancel
 # when it stops at the first bad row.
@@ -92,7 +94,7 @@ def chain_hash(
     """
     record = [ENCODING, project, seq, float(ts), action, actor, principal, token_id, scopes, cursor]
     record += [data_sha256, prev_hash]
-    return hashlib.sha256(json.dumps(record, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(_COMPACT.encode(record).encode()).hexdigest()
 
 
 def append(

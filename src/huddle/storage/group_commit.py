@@ -3,8 +3,9 @@
 Why this shape (after Datasette): a single thread owns the write connection and runs whole
 transaction functions — one thread hop per request. Requests that arrive while a commit is in
 flight are batched into the next transaction, each in its own SAVEPOINT so one failing request
-rolls back alone. One durable commit then covers the whole batch, which is what keeps full
-durability cheap under load on SQLite (`synchronous=FULL`) and PostgreSQL (`fsync` + WAL) alike.
+rolls back alone (a request alone in its transaction needs none). One durable commit then covers
+the whole batch, which is what keeps full durability cheap under load on SQLite
+(`synchronous=FULL`) and PostgreSQL (`fsync` + WAL) alike.
 
 A backend supplies the connection and the few statements that differ: how a write transaction
 begins (SQLite's BEGIN IMMEDIATE; PostgreSQL's BEGIN plus the project's advisory lock, which is
@@ -71,6 +72,7 @@ class GroupCommitStore(ABC, Generic[C]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.schema_version = 0
         # Observer of each group commit: (jobs in the batch, seconds COMMIT took). Set by metrics.
+        # A lone job that failed is rolled back, not committed, and not observed.
         self.on_batch: Callable[[int, float], None] | None = None
 
     # -- what a backend supplies -------------------------------------------------------------
@@ -175,25 +177,38 @@ class GroupCommitStore(ABC, Generic[C]):
                 conn = fresh
                 self._begin(conn)
             tx = self._tx(conn)
+            # A job alone in its transaction needs no savepoint: its failure undoes the whole
+            # transaction. That spares the common case, one call at a time, the SAVEPOINT and its
+            # RELEASE and SQLite's copy of every page the job changes (8 µs of a lease call's
+            # transaction; on PostgreSQL two round trips).
+            alone = len(batch) == 1
+            committing = True
             for job in batch:
-                tx.execute("SAVEPOINT job")
+                if not alone:
+                    tx.execute("SAVEPOINT job")
                 unit = Unit(tx, self._clock(), self.project)
                 try:
                     result = job.context.run(job.fn, unit)
                 except BaseException as exc:
                     # The job's own failure: undo just this job. If the connection itself broke,
                     # this rollback fails too and the whole batch is refused below.
-                    tx.execute("ROLLBACK TO SAVEPOINT job")
-                    tx.execute("RELEASE SAVEPOINT job")
+                    if alone:
+                        tx.execute("ROLLBACK")
+                        committing = False
+                    else:
+                        tx.execute("ROLLBACK TO SAVEPOINT job")
+                        tx.execute("RELEASE SAVEPOINT job")
                     outcomes.append((job, None, exc, []))
                 else:
-                    tx.execute("RELEASE SAVEPOINT job")
+                    if not alone:
+                        tx.execute("RELEASE SAVEPOINT job")
                     outcomes.append((job, result, None, unit.events))
-            self._before_commit(tx, [e for *_, events in outcomes for e in events])
-            started = time.perf_counter()
-            self._commit(conn)
-            if self.on_batch is not None:
-                self.on_batch(len(batch), time.perf_counter() - started)
+            if committing:
+                self._before_commit(tx, [e for *_, events in outcomes for e in events])
+                started = time.perf_counter()
+                self._commit(conn)
+                if self.on_batch is not None:
+                    self.on_batch(len(batch), time.perf_counter() - started)
         except self.db_errors as exc:
             conn = self._rollback(conn)
             failure = Unavailable(f"the database could not commit ({exc}); retry the call")

@@ -89,6 +89,11 @@ class PgTx:
             with self._conn.cursor() as cur:
                 cur.executemany(to_pyformat(sql), batch)
 
+    def insert(self, sql: str, params: Sequence[Any], key: str) -> int:
+        row = self.one(f"{sql} RETURNING {key}", params)
+        assert row is not None
+        return int(row[key])
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         return cast(Row | None, self._conn.execute(to_pyformat(sql), params).fetchone())
 

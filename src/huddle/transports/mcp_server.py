@@ -29,6 +29,10 @@ INSTRUCTIONS = (
 )
 
 
+# One encoder for every result: json.dumps with options would build a new one on each call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 class _CheckedByHuddle(FuncMetadata):
     """Leaves argument checking to `BoundOperation`, so MCP and REST refuse bad input alike.
 
@@ -54,7 +58,7 @@ def as_tool(op: Operation, rest_only: bool = False) -> Tool:
             raise ToolError(f"{exc.message} [{exc.code}]") from exc
         # Compact JSON text (the SDK's default is indented): fewer tokens for the agent to read,
         # and the result is serialised once instead of validated, copied and pretty-printed.
-        text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+        text = _COMPACT.encode(result)
         return CallToolResult(content=[TextContent(text=text)], structured_content=result)
 
     tool = Tool.from_function(
