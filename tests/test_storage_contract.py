@@ -8,6 +8,7 @@ connections, one leader at a time, and schema versions checked on open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -259,6 +260,17 @@ async def test_an_insert_returns_the_key_the_database_gave_its_row(store: Store)
     assert await store.read(stored) == dict(zip(["one", "two", "three"], first + second, strict=True))
 
 
+async def test_an_insert_that_writes_no_row_is_an_error_not_the_previous_rows_key(store: Store) -> None:
+    sql = "INSERT INTO lock_counters (project, last_token) VALUES (?, 1) ON CONFLICT (project) DO NOTHING"
+
+    def twice(unit: Unit) -> None:
+        unit.tx.execute(sql, (unit.project,))
+        unit.tx.insert(sql, (unit.project,), "last_token")
+
+    with pytest.raises(ValueError, match="exactly one"):
+        await store.write(twice)
+
+
 async def test_events_reach_on_commit_listeners_in_cursor_order(store: Store) -> None:
     calls = recorder(store)
 
@@ -493,6 +505,31 @@ async def test_a_write_whose_connection_dies_mid_transaction_fails_retryably_kee
     assert message.startswith("the database could not commit") and message.endswith("retry the call")
     assert await a.write(emit_one(1)) == 2  # the lost event's cursor was never committed
     assert await a.read(all_cursors) == [1, 2]
+
+
+async def test_a_lone_job_that_swallows_its_failed_statement_on_postgresql_is_told_nothing_was_committed(
+    pg_stores: list[PostgresStore],
+) -> None:
+    """PostgreSQL aborts a transaction at a failed statement and answers COMMIT with a ROLLBACK;
+    a lone job (no savepoint) that caught the error and returned must not be told its write stands."""
+    a = pg_stores[0]
+
+    def swallows(unit: Unit) -> str:
+        next_token(unit)  # a write, and no event (whose NOTIFY would fail on its own)
+        with contextlib.suppress(psycopg.errors.DivisionByZero):  # the job goes on as if nothing happened
+            unit.tx.execute("SELECT 1 / 0")
+        return "ok"
+
+    with pytest.raises(Unavailable) as failed:
+        await a.write(swallows)
+    assert "nothing of it was committed" in failed.value.message
+    assert failed.value.message.endswith("retry the call")
+
+    def counters(unit: Unit) -> list[Any]:
+        return unit.tx.all("SELECT last_token FROM lock_counters")
+
+    assert await a.read(counters) == []
+    assert await a.write(emit_one(0)) == 1  # the next transaction runs
 
 
 async def _leaders(stores: list[PostgresStore]) -> list[bool]:

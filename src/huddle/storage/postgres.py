@@ -91,7 +91,8 @@ class PgTx:
 
     def insert(self, sql: str, params: Sequence[Any], key: str) -> int:
         row = self.one(f"{sql} RETURNING {key}", params)
-        assert row is not None
+        if row is None:
+            raise ValueError("Tx.insert wrote no row; it takes an INSERT of exactly one")
         return int(row[key])
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
@@ -303,6 +304,14 @@ class PostgresStore(GroupCommitStore[psycopg.Connection[dict[str, Any]]]):
             tx.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, self.project))
 
     def _commit(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        # PostgreSQL answers COMMIT on a transaction an error aborted with a ROLLBACK, and psycopg
+        # raises nothing: a job that caught its own failed statement and returned would be told
+        # its write stands. (A job in a batch is caught by its RELEASE SAVEPOINT failing; a job
+        # alone runs without one.) The failure goes to the batch's callers as retryable.
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            raise psycopg.errors.InFailedSqlTransaction(
+                "a statement failed earlier in this transaction, so nothing of it was committed"
+            )
         conn.execute("COMMIT")
 
     def _rollback(self, conn: psycopg.Connection[dict[str, Any]]) -> psycopg.Connection[dict[str, Any]]:

@@ -40,9 +40,11 @@ class SqliteTx:
         self._conn.executemany(sql, rows)
 
     def insert(self, sql: str, params: Sequence[Any], key: str) -> int:
-        rowid = self._conn.execute(sql, params).lastrowid  # `key` is the rowid (the contract)
-        assert rowid is not None
-        return rowid
+        cursor = self._conn.execute(sql, params)  # `key` is the rowid (the contract)
+        # An INSERT that wrote no row (ON CONFLICT DO NOTHING) leaves the previous insert's rowid.
+        if cursor.rowcount != 1 or cursor.lastrowid is None:
+            raise ValueError(f"Tx.insert wrote {cursor.rowcount} rows; it takes an INSERT of exactly one")
+        return cursor.lastrowid
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         return cast(Row | None, self._conn.execute(sql, params).fetchone())
