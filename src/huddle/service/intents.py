@@ -541,7 +541,8 @@ def withdraw_agent_intents(unit: Unit, agent_id: str, reason: str) -> None:
     if reason != "deregistered":
         return
     for row in unit.tx.all(
-        "SELECT id FROM intents WHERE project = ? AND agent_id = ? AND status = 'active'", (unit.project, agent_id)
+        "SELECT id FROM intents WHERE project = ? AND agent_id = ? AND status = 'active' ORDER BY id",
+        (unit.project, agent_id),
     ):
         end_intent(unit, int(row["id"]), "withdrawn", actor=agent_id)
 
