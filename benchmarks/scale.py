@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +204,9 @@ class Configuration:
 
     name: str
     urls: list[str]
-    http: httpx.AsyncClient
+    # A pool per block: between its blocks a configuration's connections sit idle longer than the
+    # server's keep-alive (5 s), and a request sent on one the server is closing fails.
+    http: httpx.AsyncClient = dataclasses.field(init=False)
     announce: list[float] = dataclasses.field(default_factory=list)
     lease: list[float] = dataclasses.field(default_factory=list)
     alone: list[float] = dataclasses.field(default_factory=list)  # announces with nothing else in flight
@@ -218,6 +220,12 @@ class Configuration:
         if response.status_code != 200:
             raise RuntimeError(f"{name}: {response.status_code} {response.text[:200]}")
         return dict(response.json()["result"])
+
+    @contextlib.asynccontextmanager
+    async def connections(self) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as self.http:
+            yield
 
     async def join(self) -> None:
         """The load agents register, each with an intent of its own that the next one depends on."""
@@ -314,21 +322,19 @@ async def alternate(group: dict[str, list[str]], seconds: float, block_s: float)
     big database (or one and three instances) are compared over the same minutes of this shared
     machine rather than in two runs minutes apart, whose background load differs.
     """
-    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-    async with contextlib.AsyncExitStack() as stack:
-        configurations = []
-        for name, urls in group.items():
-            http = await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=60))
-            configurations.append(Configuration(name, urls, http))
-        for configuration in configurations:
+    configurations = [Configuration(name, urls) for name, urls in group.items()]
+    for configuration in configurations:
+        async with configuration.connections():
             await configuration.join()
-            await configuration.block(block_s, timed=False)  # warm-up: connections, caches, first plans
-        for _ in range(max(1, round(seconds / block_s))):
-            for configuration in configurations:
+            await configuration.block(block_s, timed=False)  # warm-up: caches, first plans
+    for _ in range(max(1, round(seconds / block_s))):
+        for configuration in configurations:
+            async with configuration.connections():
                 await configuration.block(block_s, timed=True)
-            for configuration in configurations:
+        for configuration in configurations:
+            async with configuration.connections():
                 await configuration.one_at_a_time(ALONE_PER_BLOCK)
-        return {configuration.name: configuration.result() for configuration in configurations}
+    return {configuration.name: configuration.result() for configuration in configurations}
 
 
 def main() -> None:
