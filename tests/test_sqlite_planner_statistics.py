@@ -16,7 +16,7 @@ import pytest
 
 from huddle.bus.memory import MemoryBus
 from huddle.service.coordinator import Coordinator
-from huddle.settings import load_settings
+from huddle.settings import Settings, load_settings
 from huddle.storage.base import Row, Tx, Unit
 from huddle.storage.sqlite import SqliteStore, SqliteTx, migrate
 
@@ -130,6 +130,24 @@ def scans(plans: dict[str, list[str]]) -> dict[str, list[str]]:
     return {sql: plan for sql, plan in plans.items() if any(PROJECT_ONLY.search(step) for step in plan)}
 
 
+def settings_with_edits(tmp_path: Path, edits: list[tuple[str, str, float]]) -> Settings:
+    """Settings of a server whose database already holds these (agent, path, ts) edits."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "repo": str(repo), "analysis": "off"}, environ={})
+    settings.sqlite_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(settings.sqlite_path, isolation_level=None)
+    migrate(conn)
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO file_edits (project, agent_id, path, ts) VALUES (?, ?, ?, ?)",
+        [(PROJECT, *edit) for edit in edits],
+    )
+    conn.execute("COMMIT")
+    conn.close()
+    return settings
+
+
 # Layers 1 and 2: the recent edits of the announcer's own paths (service/signals.py RecentEdits).
 RECENT_EDITS_OF_MY_PATHS = "WITH e AS MATERIALIZED (SELECT agent_id, path FROM file_edits WHERE project = ?"
 
@@ -223,20 +241,10 @@ async def test_recent_edits_of_a_file_many_agents_edited_long_ago_are_read_by_it
     distinct (agent, file) pairs directly, SQLite's planner walked every edit of the project in
     agent order to skip the sort (5 ms an announce); the lookup reads my file's window, a range of
     one index, and only then drops the repeats."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    settings = load_settings({"data_dir": str(tmp_path / "data"), "repo": str(repo), "analysis": "off"}, environ={})
-    settings.sqlite_path.parent.mkdir(parents=True)
-    conn = sqlite3.connect(settings.sqlite_path, isolation_level=None)
-    migrate(conn)
     long_ago = time.time() - 30 * 86400
-    conn.execute("BEGIN")
-    conn.executemany(
-        "INSERT INTO file_edits (project, agent_id, path, ts) VALUES (?, ?, ?, ?)",
-        [(PROJECT, f"old-{i % 1000}", f"src/agent{i % 50}/main.py", long_ago + i) for i in range(100_000)],
+    settings = settings_with_edits(
+        tmp_path, [(f"old-{i % 1000}", f"src/agent{i % 50}/main.py", long_ago + i) for i in range(100_000)]
     )
-    conn.execute("COMMIT")
-    conn.close()
     coord = Coordinator(PlanRecordingStore(settings.sqlite_path, settings.project_key), MemoryBus(), settings)
     await coord.start()
     try:
@@ -272,20 +280,8 @@ async def test_a_file_edited_thousands_of_times_in_the_window_comes_back_as_one_
     """A hot file: two agents edited it 2,000 times each in the last minutes. The announce's recent
     edits are the distinct (agent, file) pairs, made distinct in SQL, not 4,000 rows built in Python
     while the writer waits (20-30 ms at 20,000 edits)."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    settings = load_settings({"data_dir": str(tmp_path / "data"), "repo": str(repo), "analysis": "off"}, environ={})
-    settings.sqlite_path.parent.mkdir(parents=True)
-    conn = sqlite3.connect(settings.sqlite_path, isolation_level=None)
-    migrate(conn)
     now = time.time()
-    conn.execute("BEGIN")
-    conn.executemany(
-        "INSERT INTO file_edits (project, agent_id, path, ts) VALUES (?, ?, ?, ?)",
-        [(PROJECT, f"hot-{i % 2}", "src/hot.py", now - 60 + i / 1000) for i in range(4000)],
-    )
-    conn.execute("COMMIT")
-    conn.close()
+    settings = settings_with_edits(tmp_path, [(f"hot-{i % 2}", "src/hot.py", now - 60 + i / 1000) for i in range(4000)])
     coord = Coordinator(RowCountingStore(settings.sqlite_path, settings.project_key), MemoryBus(), settings)
     await coord.start()
     try:
