@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -345,8 +346,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 20.0)
-    if seconds <= 0:
-        parser.error("--seconds must be positive")
+    if not 0 < seconds < math.inf:  # NaN fails both comparisons
+        parser.error("--seconds must be a positive number of seconds")
     block_s = 0.5 if args.quick else 2.0
     big = (100, 1_000, 1_000, 20_000) if args.quick else (1_000, 10_000, 10_000, 1_000_000)
     report: dict[str, Any] = {
