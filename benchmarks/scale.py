@@ -16,7 +16,8 @@ Configurations:
   cost more as the database grows.
 
 The configurations that are compared run side by side (sqlite-1 with sqlite-1-big; the four
-PostgreSQL ones together), and the load moves between them in blocks of 2 s, so each ratio comes
+PostgreSQL ones together), and the load moves between them in blocks of 2 s (a different one first
+each round), so each ratio comes
 from the same minutes of this shared machine.
 
     python benchmarks/scale.py               # 20 loaded seconds per configuration, in 2 s blocks
@@ -328,11 +329,14 @@ async def alternate(group: dict[str, list[str]], seconds: float, block_s: float)
         async with configuration.connections():
             await configuration.join()
             await configuration.block(block_s, timed=False)  # warm-up: caches, first plans
-    for _ in range(max(1, round(seconds / block_s))):
-        for configuration in configurations:
+    for round_ in range(max(1, round(seconds / block_s))):
+        # A different configuration goes first each round, so none always follows the same
+        # neighbour's load (and whatever background work that load leaves on the machine).
+        turn = configurations[round_ % len(configurations) :] + configurations[: round_ % len(configurations)]
+        for configuration in turn:
             async with configuration.connections():
                 await configuration.block(block_s, timed=True)
-        for configuration in configurations:
+        for configuration in turn:
             async with configuration.connections():
                 await configuration.one_at_a_time(ALONE_PER_BLOCK)
     return {configuration.name: configuration.result() for configuration in configurations}
