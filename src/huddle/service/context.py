@@ -11,11 +11,11 @@ here instead of importing each other's internals:
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from huddle import compact_json
 from huddle.bus.memory import EventBus
 from huddle.domain import paths
 from huddle.domain.scoring import Evidence
@@ -109,12 +109,9 @@ class ServiceContext:
         return now - self.settings.agent_ttl_s
 
 
-# One encoder for every call: json.dumps with options builds a new encoder each time (0.6 µs of 1.4).
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
-
-
 def dumps(value: Any) -> str:
-    return _COMPACT.encode(value)
+    """A value as the database stores it (compact_json.stored)."""
+    return compact_json.stored(value)
 
 
 def placeholders(values: Sequence[Any]) -> str:

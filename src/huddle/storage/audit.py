@@ -29,11 +29,11 @@ prints the head hash for anyone who wants to keep it somewhere else.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from huddle import compact_json
 from huddle.domain.principal import current_principal
 
 if TYPE_CHECKING:  # base.py calls append() from Unit.emit
@@ -57,8 +57,6 @@ COLUMNS = (
     "hash",
 )
 _INSERT = f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
-# json.dumps with options would build a new encoder on every call; the output is the same.
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
 _HEAD = "SELECT seq, hash FROM audit_log WHERE project = ? ORDER BY seq DESC LIMIT 1"
 # The walk reads the chain in pages: bounded memory, and no half-read server-side stream to cancel
 # when it stops at the first bad row.
@@ -94,7 +92,7 @@ def chain_hash(
     """
     record = [ENCODING, project, seq, float(ts), action, actor, principal, token_id, scopes, cursor]
     record += [data_sha256, prev_hash]
-    return hashlib.sha256(_COMPACT.encode(record).encode()).hexdigest()
+    return hashlib.sha256(compact_json.stored(record).encode()).hexdigest()
 
 
 def append(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,7 +14,7 @@ from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp.shared.inbound import X_MCP_HEADER_KEY
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
-from huddle import __version__
+from huddle import __version__, compact_json
 from huddle.errors import HuddleError
 from huddle.transports.acting import running_as
 from huddle.transports.arguments import BoundOperation
@@ -27,10 +26,6 @@ INSTRUCTIONS = (
     "do not edit those files until the thread resolves (get_thread, post_to_thread, propose/approve). "
     "Between turns call get_updates with your last cursor. Call complete_work when done."
 )
-
-
-# One encoder for every result: json.dumps with options would build a new one on each call.
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 class _CheckedByHuddle(FuncMetadata):
@@ -58,7 +53,7 @@ def as_tool(op: Operation, rest_only: bool = False) -> Tool:
             raise ToolError(f"{exc.message} [{exc.code}]") from exc
         # Compact JSON text (the SDK's default is indented): fewer tokens for the agent to read,
         # and the result is serialised once instead of validated, copied and pretty-printed.
-        text = _COMPACT.encode(result)
+        text = compact_json.readable(result)
         return CallToolResult(content=[TextContent(text=text)], structured_content=result)
 
     tool = Tool.from_function(
