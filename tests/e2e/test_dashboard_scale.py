@@ -40,8 +40,9 @@ async def test_a_hundred_agents_page_and_the_timeline_stays_bounded_while_paging
         async with browser(executable) as chromium:
             page = await open_page(chromium, url)
             agents = page.locator('[data-testid="agents"] [data-agent]')
-            assert await agents.count() == 25
+            # "live" is the stream's state; the list renders after it: wait for the pager, then count.
             await page.locator("#agents-pager").get_by_text("1 / 4").wait_for()
+            assert await agents.count() == 25
             await page.locator('#agents-filters button:has-text("working")').click()
             assert 0 < await agents.count() <= 25
             await page.locator('#agents-filters button:has-text("all")').click()
