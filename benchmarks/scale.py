@@ -317,6 +317,11 @@ class Configuration:
         }
 
 
+def rounds(seconds: float, block_s: float) -> int:
+    """Whole blocks of load per configuration: at least `seconds` of it, at least one block."""
+    return max(1, math.ceil(seconds / block_s))
+
+
 async def alternate(group: dict[str, list[str]], seconds: float, block_s: float) -> dict[str, Any]:
     """Loads the group's configurations in turn, `block_s` at a time, until each ran `seconds`.
 
@@ -329,7 +334,7 @@ async def alternate(group: dict[str, list[str]], seconds: float, block_s: float)
         async with configuration.connections():
             await configuration.join()
             await configuration.block(block_s, timed=False)  # warm-up: caches, first plans
-    for round_ in range(max(1, round(seconds / block_s))):
+    for round_ in range(rounds(seconds, block_s)):
         # A different configuration goes first each round, so none always follows the same
         # neighbour's load (and whatever background work that load leaves on the machine).
         turn = configurations[round_ % len(configurations) :] + configurations[: round_ % len(configurations)]
@@ -346,7 +351,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small run for CI (no timing claims)")
     parser.add_argument(
-        "--seconds", type=float, default=None, help="loaded seconds per configuration (default 20; --quick 1)"
+        "--seconds",
+        type=float,
+        default=None,
+        help="seconds of load per configuration, rounded up to whole blocks (2 s; --quick 0.5 s); default 20",
     )
     args = parser.parse_args()
     seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 20.0)
@@ -359,7 +367,7 @@ def main() -> None:
         "machine": machine(),
         "quick": args.quick,
         "clients_in_flight": CLIENTS,
-        "seconds_per_configuration": seconds,
+        "seconds_per_configuration": rounds(seconds, block_s) * block_s,  # whole blocks, as loaded
         "block_seconds": block_s,
         "big_database": dict(zip(("agents", "active_intents", "active_leases", "events"), big, strict=True)),
         "results": {},
