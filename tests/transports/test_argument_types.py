@@ -209,3 +209,21 @@ async def test_a_whole_float_for_an_integer_reaches_the_service_as_an_integer(tm
         assert task["priority"] == 3 and isinstance(task["priority"], int)
         lease = (await rest(http, "acquire_lock", {**LOCK, "ttl_s": 30})).json()["result"]
         assert lease["granted"] is True
+
+
+async def test_mcp_still_parses_a_list_sent_as_json_text_but_no_other_string(tmp_path: Path) -> None:
+    """Some MCP clients send a list argument as JSON inside a string; that repair stays for arrays and
+    objects. A string for any other field stays the string sent: "null" is not null."""
+    async with served(tmp_path) as (http, mcp):
+        registered = await call(mcp, "register_agent", name="bob", agent_id="bob", modules='["core", "db"]')
+        assert registered["agent_id"] == "bob"
+        assert (await call(mcp, "get_agent", agent_id="bob"))["modules"] == ["core", "db"]
+        text = await call_error(mcp, "list_agents", online_only="true")
+        assert 'got the string "true"' in text
+        # "null" for an optional string is an agent named "null" (none here), as over REST — not a broadcast.
+        refused = await call_error(mcp, "send_message", from_agent="alice", content="hi", to_agent="null")
+        over_rest = (
+            await rest(http, "send_message", {"from_agent": "alice", "content": "hi", "to_agent": "null"})
+        ).json()
+        assert refused.endswith(f"{over_rest['error']} [{over_rest['code']}]"), (refused, over_rest)
+        assert (await call(mcp, "list_messages", agent_id="bob"))["messages"] == []

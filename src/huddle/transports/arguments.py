@@ -200,6 +200,18 @@ _NUMBER_TYPES = frozenset({int, float, _Oversized})  # not bool: true is not a n
 SHOWN_CHARS = 40
 
 
+def structured_fields(schema: Schema) -> frozenset[str]:
+    """The arguments that take an array or an object (and not a string): the ones a client may
+    send as JSON text inside a string, which the MCP transport parses for it (mcp_server.py)."""
+    return frozenset(
+        str(name)
+        for name, node in schema.get("properties", {}).items()
+        if (types := _types(schema, _resolve(schema, node))) is not None
+        and types & {"array", "object"}
+        and "string" not in types
+    )
+
+
 # The JSON Schema type of each Python type a JSON parse gives (a number's is checked apart: see
 # check_values). Looked up by exact type, once per value on every call: no chain of isinstance.
 _JSON_TYPES: dict[type, str] = {
