@@ -1,6 +1,7 @@
 """The shared argument contract (transports/arguments.py): a number outside its field's bounds is
 refused naming the field and both bounds, however it arrives — a literal of any length, a float,
-a numeric string, deep inside a list or an object."""
+deep inside a list or an object — and a value of a JSON type its field does not take (a numeric
+string, a boolean for a number) is refused, never converted."""
 
 from __future__ import annotations
 
@@ -69,9 +70,65 @@ async def test_a_number_outside_its_bounds_is_refused_naming_the_field_and_both_
     assert error.field == field and error.message == message
 
 
-async def test_a_numeric_string_out_of_bounds_gets_the_same_sentence(bound: BoundOperation) -> None:
-    error = await refusal(bound, b'{"ttl_s": "999999"}')
-    assert error.field == "ttl_s" and "ttl_s must be between 1 and 86400; got 999999" in error.message
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (
+            b'{"ttl_s": "30"}',
+            "ttl_s",
+            'ttl_s must be a number between 1 and 86400; got the string "30"; send 30 without quotes',
+        ),
+        # Out of bounds as well: no advice to send it unquoted, since that would be refused too.
+        (b'{"ttl_s": "999999"}', "ttl_s", 'ttl_s must be a number between 1 and 86400; got the string "999999"; see'),
+        (b'{"ttl_s": true}', "ttl_s", "ttl_s must be a number between 1 and 86400; got true; see"),
+        (
+            b'{"ranges": [[1, "2"]]}',
+            "ranges[0][1]",
+            "ranges[0][1] must be an integer between 1 and 2147483647; got the",
+        ),
+        (
+            b'{"ranges": [[1, 2.5]]}',
+            "ranges[0][1]",
+            "must be an integer between 1 and 2147483647; got the number 2.5; send a whole number",
+        ),
+        (b'{"ranges": "1-2"}', "ranges", 'ranges must be an array; got the string "1-2"; send an array: ["1-2"]'),
+        (
+            b'{"ids": [false]}',
+            "ids[0]",
+            "ids[0] must be a string or an integer between 1 and 4611686018427387904; got false",
+        ),
+        (b'{"payload": [1]}', "payload", "payload must be an object; got an array"),
+        (b'{"ids": ["' + b"x" * 100 + b'"], "payload": 7}', "payload", "payload must be an object; got the number 7"),
+    ],
+)
+async def test_a_value_of_a_json_type_its_field_does_not_take_is_refused_not_converted(
+    bound: BoundOperation, body: bytes, field: str, message: str
+) -> None:
+    error = await refusal(bound, body)
+    assert error.field == field and message in error.message, error.message
+
+
+async def test_a_long_string_is_shown_cut_short(bound: BoundOperation) -> None:
+    error = await refusal(bound, b'{"ttl_s": "' + b"x" * 5000 + b'"}')
+    assert 'got the string "' + "x" * 40 + '…"' in error.message and len(error.message) < 300
+
+
+async def test_the_first_wrong_value_in_the_order_sent_is_named(bound: BoundOperation) -> None:
+    assert (await refusal(bound, b'{"ttl_s": "1", "ranges": [["1"]]}')).field == "ttl_s"
+    assert (await refusal(bound, b'{"ranges": [[1, 2], ["3"], ["4"]]}')).field == "ranges[1][0]"
+
+
+async def test_json_schemas_own_conversions_are_kept(bound: BoundOperation) -> None:
+    """An integer is a number, and a number without a fraction is an integer (JSON Schema 2020-12)."""
+    result = await bound(parse_json_object(b'{"ttl_s": 30, "ranges": [[1.0, 2]], "ids": [3.0, "M-4"]}'))
+    assert result["ranges"] == [[1, 2]] and all(type(n) is int for n in result["ranges"][0])
+    assert result["ids"] == [3, "M-4"] and type(result["ids"][0]) is int
+
+
+async def test_null_for_an_optional_field_and_anything_in_a_free_form_object_pass(bound: BoundOperation) -> None:
+    body = b'{"ttl_s": null, "ranges": null, "payload": {"n": "1", "b": true, "l": [null]}}'
+    result = await bound(parse_json_object(body))
+    assert result == {"ttl_s": None, "ranges": None, "ids": None, "payload": {"n": "1", "b": True, "l": [None]}}
 
 
 async def test_the_bounds_are_inclusive_and_numbers_inside_them_pass_untouched(bound: BoundOperation) -> None:
@@ -86,7 +143,7 @@ async def test_a_huge_number_in_a_free_form_object_is_refused_without_claiming_a
 
 
 def test_without_a_schema_only_values_no_field_can_take_are_refused() -> None:
-    check_values({"limit": 10**18, "deep": [[1]]})
+    check_values({"limit": 10**18, "deep": [[1]], "text": "30", "flag": True})
     with pytest.raises(InvalidInput, match="beyond 64 bits") as caught:
         check_values({"limit": 2**70})
     assert caught.value.field == "limit"

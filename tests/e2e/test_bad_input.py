@@ -1,8 +1,8 @@
 """Bad input to every tool: an error naming the field, nothing written, and the server keeps serving.
 
 The test walks `tools/list`, so a new tool is covered the day it is added: each required field gets
-a valid value from VALID (by name), then every field in turn is broken (missing, mistyped, huge,
-NUL byte) while the others stay valid.
+a valid value from VALID (by name), then every field in turn is broken (missing, mistyped — also
+as a numeric string or a boolean for a number —, huge, NUL byte) while the others stay valid.
 """
 
 from __future__ import annotations
@@ -73,6 +73,17 @@ def wrong_type(schema: dict[str, Any]) -> Any:
     return "not-a-number"
 
 
+def converted_before(types: set[Any]) -> list[Any]:
+    """Values of another JSON type that lax validation used to convert into the field's type
+    (`"1"` and `true` into a number, `"true"` and `1` into a boolean): refused now."""
+    values: list[Any] = []
+    if types & {"integer", "number"} and "string" not in types:
+        values += ["1", True]
+    if "boolean" in types and "string" not in types:
+        values += ["true", 1]
+    return values
+
+
 async def latest_cursor(client: Client) -> int:
     return int((await call(client, "coordinator_status"))["latest_cursor"])
 
@@ -120,7 +131,7 @@ async def test_every_tool_refuses_each_broken_field_by_name_and_writes_nothing(s
             types = {s.get("type") for s in schema.get("anyOf", [schema])}
             if types == {None}:  # accepts any JSON (e.g. mqtt_publish's payload): no wrong type exists
                 continue
-            broken = [wrong_type(schema)]
+            broken = [wrong_type(schema), *converted_before(types)]
             if "string" in types and "enum" not in schema:
                 broken += [HUGE, "bad\x00value"]
             if ("array" in types and schema.get("items", {}).get("type") == "string") or "array" in {

@@ -6,6 +6,11 @@ same answer whichever way it arrives: an `InvalidInput` naming the field and wha
 Nothing here lets a parser or validator reach an exception that would become a 500 — deep
 nesting (`RecursionError`), integer literals past Python's digit limit (`ValueError`), numbers too
 large for SQLite or a float (`OverflowError`) are all refused before any service sees them.
+
+JSON types are strict: a value is accepted when the tool's published input schema allows its JSON
+type, and never converted into one it allows — `"30"` is not a number, `true` is not 1, `5` is
+not a string. The only conversions left are JSON Schema's own: an integer is a number, and a
+number with no fraction (`30.0`) is an integer.
 """
 
 from __future__ import annotations
@@ -112,29 +117,40 @@ def _deep_field(body: bytes) -> str | None:
 
 
 Schema = dict[str, Any]
+# The JSON types each node of a schema allows, by the node's id (see type_table).
+TypeTable = dict[int, frozenset[str] | None]
 
 
-def check_values(args: dict[str, Any], schema: Schema | None = None) -> None:
+def check_values(args: dict[str, Any], schema: Schema | None = None, table: TypeTable | None = None) -> None:
     """Refuses values no field can take: too deep, integers beyond 64 bits, non-finite floats —
-    and, with the tool's input `schema`, every number outside its field's `minimum`…`maximum`,
-    in one sentence naming the field and both bounds (`ttl_s must be between 1 and 86400`).
+    and, with the tool's input `schema`, every value whose JSON type its field does not allow
+    (`ttl_s must be a number between 1 and 86400; got the string "30"; send 30 without quotes`)
+    and every number outside its field's `minimum`…`maximum`, in one sentence naming the field
+    and both bounds (`ttl_s must be between 1 and 86400; got 0`).
 
-    Iterative, so a deep value cannot exhaust the stack here either.
+    Iterative, so a deep value cannot exhaust the stack here either. Fields are checked in the
+    order they were sent; the first wrong one is named. `table` is `type_table(schema)`, for a
+    caller that checks many calls against one schema.
     """
     root = schema or {}
     properties = root.get("properties", {})
+    required = set(root.get("required", []))
     stack: list[tuple[str, Any, int, Schema | None]] = [
-        (str(name), value, 1, properties.get(name)) for name, value in args.items()
+        (str(name), value, 1, properties.get(name)) for name, value in reversed(args.items())
     ]
     while stack:
         where, value, depth, node = stack.pop()
         node = _resolve(root, node)
+        expected = table[id(node)] if table is not None and id(node) in table else _types(root, node)
+        numeric = type(value) in _NUMBER_TYPES
+        if expected is not None and not (expected & _NUMERIC if numeric else _JSON_TYPES.get(type(value)) in expected):
+            raise _wrong_type(root, where, value, node, expected, optional=depth == 1 and where not in required)
         if isinstance(value, dict | list):
             if depth > MAX_DEPTH:
                 raise InvalidInput(f"{where} is nested more than {MAX_DEPTH} levels deep; send flat JSON", field=where)
-            stack.extend(_children(root, where, value, depth, node))
+            stack.extend(reversed(_children(root, where, value, depth, node)))
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float | _Oversized):
+        if not numeric:
             continue
         bounds = _bounds(root, node)
         shown: Any = value.digits if isinstance(value, _Oversized) else value
@@ -164,6 +180,170 @@ def check_values(args: dict[str, Any], schema: Schema | None = None) -> None:
             )
         elif isinstance(value, float) and not math.isfinite(value):
             raise InvalidInput(f"{where} must be a finite number (got {value}); send a smaller number", field=where)
+        if expected is not None and "number" not in expected and isinstance(value, float) and not value.is_integer():
+            raise _wrong_type(root, where, value, node, expected, optional=False)
+
+
+# JSON Schema's names for JSON's types, in the order a message lists them.
+_TYPE_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "an array",
+    "object": "an object",
+    "null": "null",
+}
+_NUMERIC = frozenset({"integer", "number"})
+_NUMBER_TYPES = frozenset({int, float, _Oversized})  # not bool: true is not a number
+# A string shown in a message is cut to this many characters.
+SHOWN_CHARS = 40
+
+
+def structured_fields(schema: Schema) -> frozenset[str]:
+    """The arguments that take an array or an object (and not a string): the ones a client may
+    send as JSON text inside a string, which the MCP transport parses for it (mcp_server.py)."""
+    return frozenset(
+        str(name)
+        for name, node in schema.get("properties", {}).items()
+        if (types := _types(schema, _resolve(schema, node))) is not None
+        and types & {"array", "object"}
+        and "string" not in types
+    )
+
+
+# The JSON Schema type of each Python type a JSON parse gives (a number's is checked apart: see
+# check_values). Looked up by exact type, once per value on every call: no chain of isinstance.
+_JSON_TYPES: dict[type, str] = {
+    str: "string",
+    bool: "boolean",
+    type(None): "null",
+    list: "array",
+    dict: "object",
+    int: "integer",
+    float: "number",
+}
+# What a node of one declared type takes: a number's includes the integers.
+_ONE_TYPE = {kind: frozenset({kind, "integer"} if kind == "number" else {kind}) for kind in _TYPE_WORDS}
+
+
+def type_table(schema: Schema) -> TypeTable:
+    """`_types` of every node of `schema`, worked out once for an operation instead of on each call.
+    By id: valid while `schema` lives, so keep the two together (BoundOperation does)."""
+    table: TypeTable = {}
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            table[id(node)] = _types(schema, _resolve(schema, node))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return table
+
+
+def _types(root: Schema, node: Schema | None) -> frozenset[str] | None:
+    """The JSON types a resolved `node` allows (its own, or its `anyOf` alternatives'); None when it
+    declares none (a free-form value such as a payload takes any)."""
+    if not isinstance(node, dict):
+        return None
+    kind = node.get("type")
+    if "anyOf" not in node and isinstance(kind, str):
+        return _ONE_TYPE.get(kind, frozenset({kind}))
+    options = node.get("anyOf")
+    alternatives: list[Schema | None] = (
+        [_resolve(root, o) for o in options] if isinstance(options, list) and options else [node]
+    )
+    found: set[str] = set()
+    for option in alternatives:
+        kind = option.get("type") if isinstance(option, dict) else None
+        if isinstance(kind, str):
+            found.add(kind)
+        elif isinstance(kind, list) and kind:
+            found.update(str(k) for k in kind)
+        else:
+            return None  # an alternative without a type takes anything
+    if "number" in found:
+        found.add("integer")
+    return frozenset(found)
+
+
+def _expected(root: Schema, node: Schema | None, types: frozenset[str]) -> str:
+    """What a field takes, in words: `a number between 1 and 86400`, `one of "a", "b"`, `a string or an integer`."""
+    words: list[str] = []
+    bounds = _bounds(root, node)
+    enum = next((o["enum"] for o in _options(root, node) if isinstance(o.get("enum"), list)), None)
+    shown = [t for t in _TYPE_WORDS if t in types and not (t == "integer" and "number" in types)]
+    for kind in shown:
+        if kind == "null" and len(shown) > 1:
+            continue  # null is the same as leaving an optional field out; the hint says so
+        if kind == "string" and enum:
+            words.append("one of " + ", ".join(json.dumps(e) for e in enum))
+        elif kind in _NUMERIC and bounds is not None:
+            words.append(f"{_TYPE_WORDS[kind]} between {validate.show(bounds[0])} and {validate.show(bounds[1])}")
+        else:
+            words.append(_TYPE_WORDS[kind])
+    return " or ".join(words)
+
+
+def _shown(value: Any) -> str:
+    """A value as a message names it: `the string "30"`, `the number 5`, `true`, `an array`."""
+    if isinstance(value, str):
+        text = json.dumps(value[:SHOWN_CHARS], ensure_ascii=False)
+        return f'the string {text[:-1]}…"' if len(value) > SHOWN_CHARS else f"the string {text}"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, _Oversized):
+        return f"an integer of {value.digits} digits"
+    if isinstance(value, int | float):
+        return f"the number {validate.show(value)}"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _number_in(text: str) -> int | float | None:
+    """The JSON number a string spells (`"30"`, `" 2.5 "`), or None."""
+    text = text.strip()
+    if not text or len(text) > MAX_INT_DIGITS:
+        return None
+    try:
+        number = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, InvalidInput):
+        return None
+    return number if isinstance(number, int | float) and not isinstance(number, bool) else None
+
+
+def _fix(root: Schema, where: str, value: Any, node: Schema | None, types: frozenset[str], optional: bool) -> str:
+    """What to send instead, when there is something more exact to say than the field's type."""
+    if value is None and optional:
+        return f"leave {where} out to use its default"
+    if isinstance(value, str) and types & _NUMERIC:
+        number = _number_in(value)
+        bounds = _bounds(root, node)
+        fits = number is not None and (
+            "number" in types or (isinstance(number, int) or (math.isfinite(number) and number.is_integer()))
+        )
+        if number is not None and fits and (bounds is None or bounds[0] <= number <= bounds[1]):
+            return f"send {value.strip()} without quotes"
+    if isinstance(value, str) and "boolean" in types and value.strip().lower() in ("true", "false"):
+        return f"send {value.strip().lower()} without quotes"
+    if isinstance(value, int | float) and not isinstance(value, bool) and "string" in types:
+        enum = next((o["enum"] for o in _options(root, node) if isinstance(o.get("enum"), list)), None)
+        if enum is None or str(value) in enum:
+            return f"send it in quotes: {json.dumps(str(value))}"
+    if isinstance(value, str) and "array" in types and len(value) <= SHOWN_CHARS:
+        return f"send an array: {json.dumps([value], ensure_ascii=False)}"
+    if isinstance(value, float) and types & _NUMERIC and "number" not in types:
+        return "send a whole number"
+    return SCHEMA_HINT
+
+
+def _wrong_type(
+    root: Schema, where: str, value: Any, node: Schema | None, types: frozenset[str], *, optional: bool
+) -> InvalidInput:
+    """`ttl_s must be a number between 1 and 86400; got the string "30"; send 30 without quotes`."""
+    expected = _expected(root, node, types)
+    fix = _fix(root, where, value, node, types, optional)
+    return InvalidInput(f"{where} must be {expected}; got {_shown(value)}; {fix}", field=where)
 
 
 def _resolve(root: Schema, node: Schema | None) -> Schema | None:
@@ -210,43 +390,20 @@ def _children(
     ]
 
 
-_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
-
-
-def _message(err: Any, known: list[str], schema: Schema) -> str:
+def _message(err: Any, known: list[str]) -> str:
     where = ".".join(str(p) for p in err["loc"]) or "arguments"
     kind = err["type"]
     if kind == "unexpected_keyword_argument":
         return f"{where}: unknown argument; this tool takes {', '.join(known) or 'no arguments'}"
     if kind == "missing_argument":
         return f"{where}: required; add it"
-    if kind in _BOUND_ERRORS:
-        # A number that only became one here (a numeric string): the same sentence as check_values.
-        bounds = _bounds(schema, _node_at(schema, err["loc"]))
-        if bounds is not None:
-            return validate.out_of_range(where, bounds[0], bounds[1], err.get("input"))
     return f"{where}: {str(err['msg']).lower()}"
 
 
-def _node_at(schema: Schema, loc: tuple[Any, ...]) -> Schema | None:
-    """The schema of the value at pydantic's error location (names, list indexes, union branch tags)."""
-    node: Schema | None = schema
-    for step in loc:
-        options = _options(schema, node)
-        if isinstance(step, int):
-            node = next((o.get("items") for o in options if o.get("type") == "array"), None)
-        else:
-            props: Schema = next((o["properties"] for o in options if isinstance(o.get("properties"), dict)), {})
-            if step in props:
-                node = props[step]
-            # else: a union branch tag such as `int` or `function-after[...]`; the node stays
-    return node
-
-
-def invalid_arguments(exc: pydantic.ValidationError, known: list[str], schema: Schema | None = None) -> InvalidInput:
+def invalid_arguments(exc: pydantic.ValidationError, known: list[str]) -> InvalidInput:
     """Turns pydantic's report into one sentence per field the caller can act on."""
     errors = exc.errors()
-    parts = [_message(err, known, schema or {}) for err in errors[:10]]
+    parts = [_message(err, known) for err in errors[:10]]
     first = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
     return InvalidInput("invalid arguments — " + "; ".join(parts) + "; " + SCHEMA_HINT, field=first or None)
 
@@ -256,16 +413,19 @@ class BoundOperation:
 
     def __init__(self, op: Operation):
         self.op = op
+        # Lax mode is safe here: check_values has refused every JSON type the schema does not allow,
+        # so the only conversions left are int → float and 30.0 → 30, which JSON Schema makes too.
         self._call: Callable[..., Awaitable[Result]] = pydantic.validate_call(op.fn)
         self.known = list(inspect.signature(op.fn).parameters)
         # The input schema tools/list and GET /api/v1/tools publish: its bounds are the ones enforced.
         self.schema: Schema = func_metadata(op.fn).arg_model.model_json_schema()
+        self._types = type_table(self.schema)
         self.acting = acting_argument(op, self.known)
 
     async def __call__(self, args: dict[str, Any]) -> Result:
         """Checks `args` (raising InvalidInput naming the field), that the caller may make this call
         (token mode: Forbidden when it names another agent), and runs the operation."""
-        check_values(args, self.schema)
+        check_values(args, self.schema, self._types)
         if current_principal.get() is not None:
             args = dict(args)  # `authorize` fills in the caller's id; the caller's dict stays as sent
             authorize(self.op, self.acting, args)
@@ -273,4 +433,4 @@ class BoundOperation:
             # validate_call on a coroutine function validates when awaited, not when called.
             return await self._call(**args)
         except pydantic.ValidationError as exc:
-            raise invalid_arguments(exc, self.known, self.schema) from None
+            raise invalid_arguments(exc, self.known) from None
