@@ -11,6 +11,19 @@ import math
 from typing import Any
 
 
+def encodable(text: str) -> str:
+    """`text` with any lone surrogate written as its escape (`\\ud800`).
+
+    Messages echo what a caller sent, and JSON may carry a lone surrogate that no UTF-8 response
+    (REST's JSON, MCP's JSON-RPC) or log line can encode: answering about it must not fail.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 class HuddleError(Exception):
     """Base of every error Huddle reports to a caller on purpose."""
 
@@ -18,9 +31,10 @@ class HuddleError(Exception):
     status = 400
 
     def __init__(self, message: str, *, field: str | None = None, details: dict[str, Any] | None = None):
+        message = encodable(message)
         super().__init__(message)
         self.message = message
-        self.field = field
+        self.field = None if field is None else encodable(field)
         self.details = details or {}
 
     @property

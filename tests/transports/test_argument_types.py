@@ -10,6 +10,7 @@ through the official client connected to the app's MCP server in memory.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -94,11 +95,11 @@ REFUSED = {
         "limit",
         "limit must be an integer between 1 and 500; got the number 30.5; send a whole number",
     ),
-    "null-for-a-field-with-a-default": (
+    "null-for-a-required-field": (
         "get_updates",
-        {"agent_id": "alice", "limit": None},
-        "limit",
-        "limit must be an integer between 1 and 500; got null; leave limit out to use its default",
+        {"agent_id": None},
+        "agent_id",
+        f"agent_id must be a string; got null; {SCHEMA_HINT}",
     ),
     "string-for-a-boolean": (
         "list_agents",
@@ -175,6 +176,16 @@ ACCEPTED = {
     "whole-float-for-an-integer": ("get_updates", {"agent_id": "alice", "limit": 5.0}),
     "boolean": ("list_agents", {"online_only": True}),
     "null-for-an-optional-string": ("list_intents", {"agent_id": None, "active_only": False}),
+    # Clients with strict tool schemas send null for every optional argument they leave out.
+    "null-for-a-field-with-a-default": ("get_updates", {"agent_id": "alice", "limit": None}),
+    "null-for-optional-task-item-fields": (
+        "add_tasks",
+        {"tasks": [{"task_id": "t", "description": "d", "priority": None, "depends_on": None, "payload": None}]},
+    ),
+    "whole-float-for-a-task-item-priority": (
+        "add_tasks",
+        {"tasks": [{"task_id": "u", "description": "d", "priority": 2.0}]},
+    ),
     "list-of-strings": ("announce_work", {"agent_id": "alice", "subject": "s", "target_files": ["b.py"]}),
     "nested-integer-lists": ("log_file_edit", {"agent_id": "alice", "path": "a.py", "ranges": [[1, 2], [3, 4]]}),
     "free-form-object": ("add_task", {"task_id": "t", "description": "d", "payload": {"n": "1", "ok": True}}),
@@ -227,3 +238,73 @@ async def test_mcp_still_parses_a_list_sent_as_json_text_but_no_other_string(tmp
         ).json()
         assert refused.endswith(f"{over_rest['error']} [{over_rest['code']}]"), (refused, over_rest)
         assert (await call(mcp, "list_messages", agent_id="bob"))["messages"] == []
+
+
+async def test_null_for_an_argument_with_a_default_means_the_default(tmp_path: Path) -> None:
+    async with served(tmp_path) as (http, mcp):
+        await call(mcp, "register_agent", name="bob", agent_id="bob")
+        for i in range(3):
+            await call(mcp, "send_message", from_agent="bob", to_agent="alice", content=f"m{i}")
+        defaulted = await call(mcp, "get_updates", agent_id="alice", limit=None, cursor=None)
+        assert defaulted == await call(mcp, "get_updates", agent_id="alice")
+        over_rest = (await rest(http, "get_updates", {"agent_id": "alice", "limit": None})).json()["result"]
+        assert over_rest == defaulted
+
+
+async def test_mcp_reads_null_sent_as_text_for_an_optional_list_or_number_as_not_given(tmp_path: Path) -> None:
+    async with served(tmp_path) as (_, mcp):
+        intent = await call(
+            mcp, "announce_work", agent_id="alice", subject="s", target_files=["a.py"], depends_on_files="null"
+        )
+        assert intent["intent_id"]
+        lease = await call(mcp, "acquire_lock", **LOCK, ttl_s="null")
+        assert lease["granted"] is True
+
+
+async def test_json_text_where_a_list_belongs_is_refused_over_rest_with_the_advice_to_send_the_list(
+    tmp_path: Path,
+) -> None:
+    async with served(tmp_path) as (http, mcp):
+        args = {"agent_id": "alice", "subject": "s", "target_files": '["a.py"]'}
+        response = (await rest(http, "announce_work", args)).json()
+        assert response["error"] == (
+            'target_files must be an array; got the string "[\\"a.py\\"]";'
+            " send the value itself, not JSON text in a string"
+        )
+        # Over MCP the same text is repaired into the list (some clients send lists that way) ...
+        assert (await call(mcp, "announce_work", **args))["intent_id"]
+        # ... but only into a value the argument takes: an object is not a list.
+        text = await call_error(mcp, "announce_work", **{**args, "target_files": '{"a": 1}'})
+        assert 'got the string "{\\"a\\": 1}"' in text
+
+
+async def test_a_lone_surrogate_in_a_wrong_value_is_echoed_escaped_not_a_server_error(tmp_path: Path) -> None:
+    async with served(tmp_path) as (http, mcp):
+        before = await written(mcp)
+        for args in ({"online_only": "\ud800"}, {"modules": {"\udc00": 5}}, {"online_only": True, "\udc00x": 1}):
+            response = await http.post(
+                "/api/v1/tools/list_agents" if "modules" not in args else "/api/v1/tools/register_agent",
+                content=json.dumps(args).encode(),  # json.dumps escapes the surrogate: valid JSON on the wire
+                headers={"content-type": "application/json"},
+            )
+            assert response.status_code == 422, response.text
+        body = json.dumps({"online_only": "\ud800"}).encode()
+        headers = {"content-type": "application/json"}
+        echoed = (await http.post("/api/v1/tools/list_agents", content=body, headers=headers)).json()["error"]
+        assert echoed == 'online_only must be true or false; got the string "\\ud800"; ' + SCHEMA_HINT
+        text = await call_error(mcp, "log_file_edit", agent_id="alice", path="a.py", ranges='["\ud800"]')
+        assert "[invalid_input]" in text
+        assert await written(mcp) == before
+
+
+async def test_an_integer_too_long_to_read_is_named_by_its_length_alike_on_mcp_and_rest(tmp_path: Path) -> None:
+    async with served(tmp_path) as (http, mcp):
+        body = b'{"agent_id": "alice", "limit": "' + b"9" * 30 + b'"}'
+        refused = (
+            await http.post("/api/v1/tools/get_updates", content=body, headers={"content-type": "application/json"})
+        ).json()
+        assert refused["field"] == "limit"
+        thread = (await rest(http, "get_thread", {"thread_id": "T-" + "9" * 5000})).json()
+        assert thread["code"] == "invalid_input" and "5000 digits" in thread["error"]
+        text = await call_error(mcp, "get_thread", thread_id="T-" + "9" * 5000)
+        assert text.endswith(f"{thread['error']} [invalid_input]")

@@ -8,6 +8,9 @@ from __future__ import annotations
 from huddle.domain.validate import ID_RANGE, out_of_range
 from huddle.errors import InvalidInput
 
+# More digits than any id in ID_RANGE has.
+MAX_REF_DIGITS = len(str(ID_RANGE[1]))
+
 
 def thread_ref(number: int) -> str:
     return f"T-{number}"
@@ -29,6 +32,10 @@ def parse_ref(value: str | int, prefix: str, field: str) -> int:
             text = text[2:]
         if not (text.isascii() and text.isdigit()):
             raise InvalidInput(f"{field} {value[:40]!r} is not an id like {prefix}-12", field=field)
+        if len(text) > MAX_REF_DIGITS:  # int() of thousands of digits is slow, and past 4,300 refused
+            raise InvalidInput(
+                f"{field} has {len(text)} digits; no id is that long: send one like {prefix}-12", field=field
+            )
         number = int(text)
     else:
         raise InvalidInput(f"{field} must look like {prefix}-12", field=field)

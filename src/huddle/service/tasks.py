@@ -136,6 +136,8 @@ class TaskSpec:
                 f"task {self.task_id} depends on itself; remove it from depends_on", field=f"{prefix}depends_on"
             )
         priority = raw.get("priority")
+        if isinstance(priority, float) and priority.is_integer():
+            priority = int(priority)  # JSON Schema's integer: 2.0 is 2, as add_task takes it
         if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
             raise InvalidInput(
                 f"{prefix}priority must be a whole number (higher is claimed first)", field=f"{prefix}priority"

@@ -200,15 +200,34 @@ _NUMBER_TYPES = frozenset({int, float, _Oversized})  # not bool: true is not a n
 SHOWN_CHARS = 40
 
 
-def structured_fields(schema: Schema) -> frozenset[str]:
-    """The arguments that take an array or an object (and not a string): the ones a client may
-    send as JSON text inside a string, which the MCP transport parses for it (mcp_server.py)."""
+def json_text_fields(schema: Schema) -> dict[str, tuple[type, ...]]:
+    """The arguments a client may send as JSON text inside a string, which the MCP transport parses
+    for it (mcp_server.py; some clients send `"[\\"a\\"]"` for a list, or `"null"` for nothing),
+    each with the Python types that text may hold: the array or object the argument takes, and
+    null when it is optional. An argument that takes a string keeps its text as sent."""
+    required = set(schema.get("required", []))
+    fields: dict[str, tuple[type, ...]] = {}
+    for name, node in schema.get("properties", {}).items():
+        types = _types(schema, _resolve(schema, node))
+        if types is None or "string" in types:
+            continue
+        held: list[type] = [kind for word, kind in (("array", list), ("object", dict)) if word in types]
+        if "null" in types or name not in required:
+            held.append(type(None))
+        if held:
+            fields[str(name)] = tuple(held)
+    return fields
+
+
+def optional_non_null(schema: Schema) -> frozenset[str]:
+    """Optional arguments whose type has no null: null sent for one means "not given" (clients
+    with strict tool schemas send null for every optional argument they leave out)."""
+    required = set(schema.get("required", []))
+    optional = (name for name in schema.get("properties", {}) if name not in required)
     return frozenset(
         str(name)
-        for name, node in schema.get("properties", {}).items()
-        if (types := _types(schema, _resolve(schema, node))) is not None
-        and types & {"array", "object"}
-        and "string" not in types
+        for name in optional
+        if (types := _types(schema, _resolve(schema, schema["properties"][name]))) is not None and "null" not in types
     )
 
 
@@ -295,6 +314,8 @@ def _shown(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, _Oversized):
         return f"an integer of {value.digits} digits"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**validate.MAX_SHOWN_DIGITS:
+        return validate.show(value)  # "an integer of 30 digits"
     if isinstance(value, int | float):
         return f"the number {validate.show(value)}"
     return "an array" if isinstance(value, list) else "an object"
@@ -310,6 +331,17 @@ def _number_in(text: str) -> int | float | None:
     except (ValueError, InvalidInput):
         return None
     return number if isinstance(number, int | float) and not isinstance(number, bool) else None
+
+
+def _holds_json(text: str) -> bool:
+    """True when `text` is JSON text of an array, an object or null (a value sent as its own text)."""
+    stripped = text.strip()
+    if not stripped.startswith(("[", "{", "null")):
+        return False
+    try:
+        return isinstance(parse_json_value(stripped.encode()), list | dict | None)
+    except InvalidInput:
+        return False
 
 
 def _fix(root: Schema, where: str, value: Any, node: Schema | None, types: frozenset[str], optional: bool) -> str:
@@ -330,6 +362,8 @@ def _fix(root: Schema, where: str, value: Any, node: Schema | None, types: froze
         enum = next((o["enum"] for o in _options(root, node) if isinstance(o.get("enum"), list)), None)
         if enum is None or str(value) in enum:
             return f"send it in quotes: {json.dumps(str(value))}"
+    if isinstance(value, str) and types & {"array", "object"} and _holds_json(value):
+        return "send the value itself, not JSON text in a string"
     if isinstance(value, str) and "array" in types and len(value) <= SHOWN_CHARS:
         return f"send an array: {json.dumps([value], ensure_ascii=False)}"
     if isinstance(value, float) and types & _NUMERIC and "number" not in types:
@@ -420,11 +454,14 @@ class BoundOperation:
         # The input schema tools/list and GET /api/v1/tools publish: its bounds are the ones enforced.
         self.schema: Schema = func_metadata(op.fn).arg_model.model_json_schema()
         self._types = type_table(self.schema)
+        self._null_is_default = optional_non_null(self.schema)
         self.acting = acting_argument(op, self.known)
 
     async def __call__(self, args: dict[str, Any]) -> Result:
         """Checks `args` (raising InvalidInput naming the field), that the caller may make this call
         (token mode: Forbidden when it names another agent), and runs the operation."""
+        if self._null_is_default and any(value is None for value in args.values()):
+            args = {k: v for k, v in args.items() if v is not None or k not in self._null_is_default}
         check_values(args, self.schema, self._types)
         if current_principal.get() is not None:
             args = dict(args)  # `authorize` fills in the caller's id; the caller's dict stays as sent

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Iterable
 from typing import Any
 
+import pydantic
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -17,7 +18,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from huddle import __version__, compact_json
 from huddle.errors import HuddleError
 from huddle.transports.acting import running_as
-from huddle.transports.arguments import BoundOperation, structured_fields
+from huddle.transports.arguments import BoundOperation, json_text_fields
 from huddle.transports.tools import Operation
 
 INSTRUCTIONS = (
@@ -32,18 +33,18 @@ class _CheckedByHuddle(FuncMetadata):
     """Leaves argument checking to `BoundOperation`, so MCP and REST refuse bad input alike.
 
     The SDK's own check would answer with raw pydantic text and silently drop unknown arguments.
-    Its JSON-in-a-string repair for list arguments (some clients send `"[\"a\"]"`) is kept, for
-    the arguments that take an array or an object and a string that holds one. The SDK would parse
-    the string of any other argument not typed plain `str` too: `"null"` for an optional string
-    became null (`to_agent: "null"` a broadcast), a plan written as JSON an object.
+    Its JSON-in-a-string repair (some clients send `"[\"a\"]"` for a list, `"null"` for nothing)
+    is kept where the parsed value is one the argument takes (`json_text_fields`). The SDK would
+    parse the string of any argument not typed plain `str`: `"null"` for an optional string became
+    null (`to_agent: "null"` a broadcast), `"30"` a number, a plan written as JSON an object.
     """
 
-    structured: frozenset[str] = frozenset()
+    json_text: dict[str, tuple[type, ...]] = pydantic.Field(default_factory=dict)
 
     def validate_arguments(self, arguments_to_validate: dict[str, Any]) -> dict[str, Any]:
         parsed = self.pre_parse_json(arguments_to_validate)
         return {
-            key: value if key in self.structured and isinstance(value, list | dict) else arguments_to_validate[key]
+            key: value if isinstance(value, self.json_text.get(key, ())) else arguments_to_validate[key]
             for key, value in parsed.items()
         }
 
@@ -76,7 +77,7 @@ def as_tool(op: Operation, rest_only: bool = False) -> Tool:
         output_schema=meta.output_schema,
         output_model=None,
         wrap_output=meta.wrap_output,
-        structured=structured_fields(bound.schema),
+        json_text=json_text_fields(bound.schema),
     )
     return tool
 

@@ -27,7 +27,8 @@ RecordId = Annotated[int, between(ID_RANGE)]
 TaskLimit = Annotated[int, between(tasks.LIST_LIMIT_RANGE)]
 TaskPriority = Annotated[int, between(tasks.PRIORITY_RANGE)]
 # add_tasks items stay plain objects (the task service names a wrong or unknown field itself); the
-# schema still describes them, so a client sees each field, and priority's bounds are checked.
+# schema still describes them, so a client sees each field, and priority's bounds are checked. The
+# optional fields take null, as add_task's do.
 TaskItems = Annotated[
     list[dict[str, Any]],
     WithJsonSchema(
@@ -38,13 +39,18 @@ TaskItems = Annotated[
                 "properties": {
                     "task_id": {"type": "string"},
                     "description": {"type": "string"},
-                    "depends_on": {"type": "array", "items": {"type": "string"}},
+                    "depends_on": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
                     "priority": {
-                        "type": "integer",
-                        "minimum": tasks.PRIORITY_RANGE[0],
-                        "maximum": tasks.PRIORITY_RANGE[1],
+                        "anyOf": [
+                            {
+                                "type": "integer",
+                                "minimum": tasks.PRIORITY_RANGE[0],
+                                "maximum": tasks.PRIORITY_RANGE[1],
+                            },
+                            {"type": "null"},
+                        ]
                     },
-                    "payload": {"type": "object"},
+                    "payload": {"anyOf": [{"type": "object"}, {"type": "null"}]},
                 },
                 "required": ["task_id", "description"],
             },
