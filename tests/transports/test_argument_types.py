@@ -162,10 +162,31 @@ async def test_a_value_of_the_wrong_json_type_is_refused_alike_on_mcp_and_rest_a
         assert await written(mcp) == before
 
 
-async def test_the_first_wrong_field_in_the_order_sent_is_the_one_named(tmp_path: Path) -> None:
+async def test_every_wrong_field_is_told_in_one_answer_the_first_sent_named_as_the_field(tmp_path: Path) -> None:
+    async with served(tmp_path) as (http, mcp):
+        args = {"path": "a.py", "ttl_s": "30", "wait_s": "5", "mode": 1}
+        refused = (await rest(http, "acquire_lock", args)).json()
+        assert refused["field"] == "ttl_s"
+        assert refused["error"] == (
+            'ttl_s must be a number between 1 and 86400; got the string "30"; send 30 without quotes. Also: '
+            'wait_s must be a number between 0 and 300; got the string "5"; send 5 without quotes. Also: '
+            f'mode must be one of "exclusive", "shared", "intent"; got the number 1; {SCHEMA_HINT}. Also: '
+            "agent_id: required; add it"
+        )
+        assert (await call_error(mcp, "acquire_lock", **args)).endswith(f"{refused['error']} [invalid_input]")
+
+
+async def test_a_call_with_thousands_of_wrong_values_is_answered_with_the_first_ten(tmp_path: Path) -> None:
     async with served(tmp_path) as (http, _):
-        response = await rest(http, "acquire_lock", {**LOCK, "ttl_s": "30", "wait_s": "5"})
-        assert response.json()["field"] == "ttl_s"
+        refused = (await rest(http, "mark_read", {"agent_id": "alice", "message_ids": [True] * 5000})).json()
+        assert refused["field"] == "message_ids[0]"
+        assert refused["error"].count("Also:") == 9 and "message_ids[9]" in refused["error"]
+
+
+async def test_an_object_key_is_cut_short_where_an_error_names_it(tmp_path: Path) -> None:
+    async with served(tmp_path) as (http, _):
+        refused = (await rest(http, "register_agent", {"name": "bob", "modules": {"k" * 50_000: 5}})).json()
+        assert refused["code"] == "invalid_input" and len(refused["error"]) < 400, refused["error"][:400]
 
 
 ACCEPTED = {

@@ -129,8 +129,9 @@ def check_values(args: dict[str, Any], schema: Schema | None = None, table: Type
     and both bounds (`ttl_s must be between 1 and 86400; got 0`).
 
     Iterative, so a deep value cannot exhaust the stack here either. Fields are checked in the
-    order they were sent; the first wrong one is named. `table` is `type_table(schema)`, for a
-    caller that checks many calls against one schema.
+    order they were sent and the first wrong one is the error's `field`; up to MAX_PROBLEMS are
+    told in one answer, with the required arguments missing, so a client mends them all at once.
+    `table` is `type_table(schema)`, for a caller that checks many calls against one schema.
     """
     root = schema or {}
     properties = root.get("properties", {})
@@ -138,50 +139,69 @@ def check_values(args: dict[str, Any], schema: Schema | None = None, table: Type
     stack: list[tuple[str, Any, int, Schema | None]] = [
         (str(name), value, 1, properties.get(name)) for name, value in reversed(args.items())
     ]
-    while stack:
+    problems: list[InvalidInput] = []
+    while stack and len(problems) < MAX_PROBLEMS:
         where, value, depth, node = stack.pop()
-        node = _resolve(root, node)
-        expected = table[id(node)] if table is not None and id(node) in table else _types(root, node)
-        numeric = type(value) in _NUMBER_TYPES
-        if expected is not None and not (expected & _NUMERIC if numeric else _JSON_TYPES.get(type(value)) in expected):
-            raise _wrong_type(root, where, value, node, expected, optional=depth == 1 and where not in required)
-        if isinstance(value, dict | list):
-            if depth > MAX_DEPTH:
-                raise InvalidInput(f"{where} is nested more than {MAX_DEPTH} levels deep; send flat JSON", field=where)
-            stack.extend(reversed(_children(root, where, value, depth, node)))
-            continue
-        if not numeric:
-            continue
-        bounds = _bounds(root, node)
-        shown: Any = value.digits if isinstance(value, _Oversized) else value
-        if bounds is not None:
-            low, high = bounds
-            # int against float compares exactly in Python, however many digits: no float() of a huge int.
-            inside = not isinstance(value, _Oversized) and (
-                low <= value <= high if isinstance(value, int) else math.isfinite(value) and low <= value <= high
-            )
-            if not inside:
-                got = f"an integer of {value.digits} digits" if isinstance(value, _Oversized) else validate.show(shown)
-                raise InvalidInput(
-                    f"{where} must be between {validate.show(low)} and {validate.show(high)}; got {got}", field=where
-                )
-        elif isinstance(value, _Oversized):
+        try:
+            stack.extend(reversed(_check_value(root, table, required, where, value, depth, node)))
+        except InvalidInput as problem:
+            problems.append(problem)
+    if problems:
+        missing = [f"{name}: required; add it" for name in root.get("required", []) if name not in args]
+        told = [p.message for p in problems] + missing[: MAX_PROBLEMS - len(problems)]
+        raise InvalidInput(". Also: ".join(told), field=problems[0].field)
+
+
+# More wrong values than this in one call are not all named: the answer stays short.
+MAX_PROBLEMS = 10
+
+
+def _check_value(
+    root: Schema, table: TypeTable | None, required: set[str], where: str, value: Any, depth: int, node: Schema | None
+) -> list[tuple[str, Any, int, Schema | None]]:
+    """Raises InvalidInput if `value` is wrong for `node`; else its entries to check next (a list or object's)."""
+    node = _resolve(root, node)
+    expected = table[id(node)] if table is not None and id(node) in table else _types(root, node)
+    numeric = type(value) in _NUMBER_TYPES
+    if expected is not None and not (expected & _NUMERIC if numeric else _JSON_TYPES.get(type(value)) in expected):
+        raise _wrong_type(root, where, value, node, expected, optional=depth == 1 and where not in required)
+    if isinstance(value, dict | list):
+        if depth > MAX_DEPTH:
+            raise InvalidInput(f"{where} is nested more than {MAX_DEPTH} levels deep; send flat JSON", field=where)
+        return _children(root, where, value, depth, node)
+    if not numeric:
+        return []
+    bounds = _bounds(root, node)
+    shown: Any = value.digits if isinstance(value, _Oversized) else value
+    if bounds is not None:
+        low, high = bounds
+        # int against float compares exactly in Python, however many digits: no float() of a huge int.
+        inside = not isinstance(value, _Oversized) and (
+            low <= value <= high if isinstance(value, int) else math.isfinite(value) and low <= value <= high
+        )
+        if not inside:
+            got = f"an integer of {value.digits} digits" if isinstance(value, _Oversized) else validate.show(shown)
             raise InvalidInput(
-                # Not the 64-bit bounds: they are not this field's range, and naming them misleads.
-                f"{where} is an integer of {value.digits} digits, larger than any value this field takes; "
-                "send a number in the field's range (see the tool's description)",
-                field=where,
+                f"{where} must be between {validate.show(low)} and {validate.show(high)}; got {got}", field=where
             )
-        elif isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
-            raise InvalidInput(
-                f"{where} is beyond 64 bits, larger than any value this field takes; send a number in the"
-                " field's range (see the tool's description)",
-                field=where,
-            )
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise InvalidInput(f"{where} must be a finite number (got {value}); send a smaller number", field=where)
-        if expected is not None and "number" not in expected and isinstance(value, float) and not value.is_integer():
-            raise _wrong_type(root, where, value, node, expected, optional=False)
+    elif isinstance(value, _Oversized):
+        raise InvalidInput(
+            # Not the 64-bit bounds: they are not this field's range, and naming them misleads.
+            f"{where} is an integer of {value.digits} digits, larger than any value this field takes; "
+            "send a number in the field's range (see the tool's description)",
+            field=where,
+        )
+    elif isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
+        raise InvalidInput(
+            f"{where} is beyond 64 bits, larger than any value this field takes; send a number in the"
+            " field's range (see the tool's description)",
+            field=where,
+        )
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"{where} must be a finite number (got {value}); send a smaller number", field=where)
+    if expected is not None and "number" not in expected and isinstance(value, float) and not value.is_integer():
+        raise _wrong_type(root, where, value, node, expected, optional=False)
+    return []
 
 
 # JSON Schema's names for JSON's types, in the order a message lists them.
@@ -419,9 +439,14 @@ def _children(
     props = described.get("properties", {})
     extra = described.get("additionalProperties")
     return [
-        (f"{where}.{key}", item, depth + 1, props.get(key, extra if isinstance(extra, dict) else None))
+        (f"{where}.{_key(key)}", item, depth + 1, props.get(key, extra if isinstance(extra, dict) else None))
         for key, item in value.items()
     ]
+
+
+def _key(key: str) -> str:
+    """An object's key as an error's field path names it: a 50 KB key does not make a 50 KB answer."""
+    return key if len(key) <= SHOWN_CHARS else key[:SHOWN_CHARS] + "…"
 
 
 def _message(err: Any, known: list[str]) -> str:
