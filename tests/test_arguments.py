@@ -149,6 +149,14 @@ def test_without_a_schema_only_values_no_field_can_take_are_refused() -> None:
     assert caught.value.field == "limit"
 
 
+def test_a_list_of_strings_passes_whole_and_a_wrong_entry_among_them_is_named_by_its_index() -> None:
+    schema = {"type": "object", "properties": {"paths": {"type": "array", "items": {"type": "string"}}}}
+    check_values({"paths": ["a.py"] * 10_000}, schema)
+    with pytest.raises(InvalidInput, match=r"paths\[3\] must be a string; got the number 7") as caught:
+        check_values({"paths": ["a.py", "b.py", "c.py", 7, "d.py"]}, schema)
+    assert caught.value.field == "paths[3]"
+
+
 HUGE = {
     "400-digit": 10**400,
     "5001-digit-negative": -(10**5000),

@@ -427,6 +427,14 @@ def _bounds(root: Schema, node: Schema | None) -> tuple[float, float] | None:
     return None
 
 
+def _all_strings_allowed(root: Schema, items: Schema | None, value: list[Any]) -> bool:
+    """True when every entry of `value` is a string and the list's `items` schema takes any string."""
+    node = _resolve(root, items)
+    if not isinstance(node, dict) or node.get("type") != "string" or len(node) > 1:
+        return False  # a string schema with more to it (an enum, a pattern) is checked entry by entry
+    return all(type(item) is str for item in value)
+
+
 def _children(
     root: Schema, where: str, value: dict[str, Any] | list[Any], depth: int, node: Schema | None
 ) -> list[tuple[str, Any, int, Schema | None]]:
@@ -434,6 +442,8 @@ def _children(
     options = _options(root, node)
     if isinstance(value, list):
         items = next((o.get("items") for o in options if o.get("type") == "array"), None)
+        if _all_strings_allowed(root, items, value):
+            return []  # a string has nothing more to check: a long list of paths costs one pass in C
         return [(f"{where}[{i}]", item, depth + 1, items) for i, item in enumerate(value)]
     described = next((o for o in options if o.get("type") == "object"), {})
     props = described.get("properties", {})
