@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import pytest
 
 from huddle.domain import validate
+from huddle.domain.principal import AGENT, Principal, current_principal
 from huddle.errors import InvalidInput
 from huddle.transports.arguments import BoundOperation, check_values, parse_json_object
 from huddle.transports.operation import Operation, between
@@ -172,3 +173,31 @@ def test_the_service_check_refuses_any_number_outside_its_bounds_without_failing
     with pytest.raises(InvalidInput) as caught:
         validate.within(value, "cursor", validate.CURSOR_RANGE, default=0)
     assert caught.value.message.startswith("cursor must be between 0 and 4611686018427387904; got ")
+
+
+async def whoami(agent_id: str, note: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An operation acting as an agent, with a free-form object."""
+    return {"agent_id": agent_id, "note": note}
+
+
+async def test_in_token_mode_null_for_the_acting_agent_means_the_caller_as_leaving_it_out_does() -> None:
+    bound = BoundOperation(Operation("whoami", "test", whoami))
+    token = current_principal.set(Principal("alice", "repo", "default", frozenset({AGENT})))
+    try:
+        assert await bound({"agent_id": None}) == {"agent_id": "alice", "note": None}
+        assert await bound({}) == {"agent_id": "alice", "note": None}
+    finally:
+        current_principal.reset(token)
+    with pytest.raises(InvalidInput, match="agent_id must be a string; got null"):
+        await bound({"agent_id": None})  # open mode: there is no caller to stand for
+
+
+@pytest.mark.parametrize(
+    ("note", "field"),
+    [({"k": "\ud800"}, "note.k"), ({"\udc00": 1}, "note key '\\udc00'"), ({"l": ["ok", "\ud800"]}, "note.l[1]")],
+)
+async def test_a_lone_surrogate_in_a_free_form_object_is_refused_by_where_it_is(note: Any, field: str) -> None:
+    bound = BoundOperation(Operation("whoami", "test", whoami))
+    with pytest.raises(InvalidInput, match="unpaired surrogate") as caught:
+        await bound({"agent_id": "alice", "note": note})
+    assert caught.value.field == field

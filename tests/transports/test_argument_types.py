@@ -329,3 +329,23 @@ async def test_an_integer_too_long_to_read_is_named_by_its_length_alike_on_mcp_a
         assert thread["code"] == "invalid_input" and "5000 digits" in thread["error"]
         text = await call_error(mcp, "get_thread", thread_id="T-" + "9" * 5000)
         assert text.endswith(f"{thread['error']} [invalid_input]")
+
+
+async def test_a_task_payload_holding_a_lone_surrogate_is_refused_and_the_board_stays_readable(tmp_path: Path) -> None:
+    async with served(tmp_path) as (http, mcp):
+        body = json.dumps({"task_id": "t", "description": "d", "payload": {"k": "\ud800"}}).encode()
+        refused = await http.post("/api/v1/tools/add_task", content=body, headers={"content-type": "application/json"})
+        assert refused.status_code == 422 and refused.json()["field"] == "payload.k", refused.text
+        text = await call_error(mcp, "add_task", task_id="t", description="d", payload='{"\\ud800": 1}')
+        assert "unpaired surrogate" in text
+        assert (await call(mcp, "list_tasks"))["tasks"] == []
+
+
+async def test_an_unknown_argument_is_told_beside_the_wrong_values(tmp_path: Path) -> None:
+    async with served(tmp_path) as (http, _):
+        refused = (await rest(http, "acquire_lock", {"agent_id": "alice", "pathh": "a.py", "ttl_s": "30"})).json()
+        assert refused["field"] == "ttl_s"
+        assert refused["error"].endswith(
+            "Also: path: required; add it. Also: pathh: unknown argument; this tool takes agent_id, path, mode,"
+            " ttl_s, wait_s"
+        )

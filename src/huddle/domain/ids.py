@@ -32,11 +32,11 @@ def parse_ref(value: str | int, prefix: str, field: str) -> int:
             text = text[2:]
         if not (text.isascii() and text.isdigit()):
             raise InvalidInput(f"{field} {value[:40]!r} is not an id like {prefix}-12", field=field)
-        if len(text) > MAX_REF_DIGITS:  # int() of thousands of digits is slow, and past 4,300 refused
+        if len(text.lstrip("0")) > MAX_REF_DIGITS:  # int() of thousands of digits is slow, and past 4,300 refused
             raise InvalidInput(
                 f"{field} has {len(text)} digits; no id is that long: send one like {prefix}-12", field=field
             )
-        number = int(text)
+        number = int(text.lstrip("0") or "0")
     else:
         raise InvalidInput(f"{field} must look like {prefix}-12", field=field)
     low, high = ID_RANGE

@@ -148,7 +148,12 @@ def check_values(args: dict[str, Any], schema: Schema | None = None, table: Type
             problems.append(problem)
     if problems:
         missing = [f"{name}: required; add it" for name in root.get("required", []) if name not in args]
-        told = [p.message for p in problems] + missing[: MAX_PROBLEMS - len(problems)]
+        unknown = [
+            f"{_key(str(name))}: unknown argument; this tool takes {', '.join(properties)}"
+            for name in args
+            if properties and name not in properties
+        ]
+        told = [p.message for p in problems] + (missing + unknown)[: MAX_PROBLEMS - len(problems)]
         raise InvalidInput(". Also: ".join(told), field=problems[0].field)
 
 
@@ -168,8 +173,14 @@ def _check_value(
     if isinstance(value, dict | list):
         if depth > MAX_DEPTH:
             raise InvalidInput(f"{where} is nested more than {MAX_DEPTH} levels deep; send flat JSON", field=where)
+        if isinstance(value, dict):
+            for key in value:
+                if not key.isascii():
+                    validate.encodable(key, f"{where} key {_key(key)!r}")
         return _children(root, where, value, depth, node)
     if not numeric:
+        if type(value) is str and not value.isascii():
+            validate.encodable(value, where)  # a lone surrogate: no response or database could hold it
         return []
     bounds = _bounds(root, node)
     shown: Any = value.digits if isinstance(value, _Oversized) else value
@@ -353,15 +364,16 @@ def _number_in(text: str) -> int | float | None:
     return number if isinstance(number, int | float) and not isinstance(number, bool) else None
 
 
-def _holds_json(text: str) -> bool:
-    """True when `text` is JSON text of an array, an object or null (a value sent as its own text)."""
+def _holds_json(text: str, types: frozenset[str]) -> bool:
+    """True when `text` is JSON text of an array or object of one of `types` (a value sent as its own text)."""
     stripped = text.strip()
-    if not stripped.startswith(("[", "{", "null")):
+    if not stripped.startswith(("[", "{")):
         return False
     try:
-        return isinstance(parse_json_value(stripped.encode()), list | dict | None)
+        value = parse_json_value(stripped.encode())
     except InvalidInput:
         return False
+    return ("array" in types and isinstance(value, list)) or ("object" in types and isinstance(value, dict))
 
 
 def _fix(root: Schema, where: str, value: Any, node: Schema | None, types: frozenset[str], optional: bool) -> str:
@@ -382,7 +394,7 @@ def _fix(root: Schema, where: str, value: Any, node: Schema | None, types: froze
         enum = next((o["enum"] for o in _options(root, node) if isinstance(o.get("enum"), list)), None)
         if enum is None or str(value) in enum:
             return f"send it in quotes: {json.dumps(str(value))}"
-    if isinstance(value, str) and types & {"array", "object"} and _holds_json(value):
+    if isinstance(value, str) and _holds_json(value, types):
         return "send the value itself, not JSON text in a string"
     if isinstance(value, str) and "array" in types and len(value) <= SHOWN_CHARS:
         return f"send an array: {json.dumps([value], ensure_ascii=False)}"
@@ -432,7 +444,7 @@ def _all_strings_allowed(root: Schema, items: Schema | None, value: list[Any]) -
     node = _resolve(root, items)
     if not isinstance(node, dict) or node.get("type") != "string" or len(node) > 1:
         return False  # a string schema with more to it (an enum, a pattern) is checked entry by entry
-    return all(type(item) is str for item in value)
+    return all(type(item) is str and item.isascii() for item in value)  # other text: checked for surrogates
 
 
 def _children(
@@ -460,7 +472,7 @@ def _key(key: str) -> str:
 
 
 def _message(err: Any, known: list[str]) -> str:
-    where = ".".join(str(p) for p in err["loc"]) or "arguments"
+    where = ".".join(_key(str(p)) for p in err["loc"]) or "arguments"
     kind = err["type"]
     if kind == "unexpected_keyword_argument":
         return f"{where}: unknown argument; this tool takes {', '.join(known) or 'no arguments'}"
@@ -473,7 +485,7 @@ def invalid_arguments(exc: pydantic.ValidationError, known: list[str]) -> Invali
     """Turns pydantic's report into one sentence per field the caller can act on."""
     errors = exc.errors()
     parts = [_message(err, known) for err in errors[:10]]
-    first = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
+    first = ".".join(_key(str(p)) for p in errors[0]["loc"]) if errors else ""
     return InvalidInput("invalid arguments — " + "; ".join(parts) + "; " + SCHEMA_HINT, field=first or None)
 
 
@@ -497,6 +509,9 @@ class BoundOperation:
         (token mode: Forbidden when it names another agent), and runs the operation."""
         if self._null_is_default and any(value is None for value in args.values()):
             args = {k: v for k, v in args.items() if v is not None or k not in self._null_is_default}
+        if self.acting is not None and args.get(self.acting, "") is None and current_principal.get() is not None:
+            # Token mode: null for the acting argument is the same as leaving it out (`authorize` fills it in).
+            args = {k: v for k, v in args.items() if k != self.acting}
         check_values(args, self.schema, self._types)
         if current_principal.get() is not None:
             args = dict(args)  # `authorize` fills in the caller's id; the caller's dict stays as sent
