@@ -74,10 +74,13 @@ def add_database_parsers(commands: Any) -> None:
     import_ = commands.add_parser(
         "import",
         help="load a huddle export file into a database, in one transaction",
-        description="Import a file written by huddle export. The target is migrated first, must have the"
-        " file's schema version, and must be empty unless --force; rows keep their ids and event cursors"
-        " (clients' cursors stay valid) and new rows are numbered after them. Stop the servers on the"
-        " target first.",
+        description="Import a file written by huddle export, in one transaction: the target's schema is"
+        " brought to the file's version, the rows go in, then the migrations the file's Huddle lacked are"
+        " applied, so an export of an older Huddle's imports into an empty database and ends at this"
+        ' Huddle\'s schema ("imported schema 12, upgraded to 13"). A target whose schema is newer than'
+        " the file's is refused (a schema is never taken back), and one with rows unless --force. Rows"
+        " keep their ids and event cursors (clients' cursors stay valid) and new rows are numbered after"
+        " them; any failure leaves the target as it was. Stop the servers on the target first.",
     )
     _where(import_, required=True)
     import_.add_argument("--in", dest="in_", required=True, metavar="FILE", help="a file written by huddle export")
@@ -188,19 +191,25 @@ def run_import(args: argparse.Namespace) -> int:
                 f"a server is running on {target.data_dir} (pid {server.pid} at {server.url}); stop it first:"
                 f" huddle server stop --data-dir {target.data_dir}"
             )
-    with opened(target, create=True) as db:
-        if target.url:
-            sessions = db.server_sessions()
-            if sessions:
-                raise HuddleError(
-                    f"Huddle servers hold {len(sessions)} connection(s) to {db.label}; stop every server on that"
-                    " database before importing into it"
-                )
-        _, applied = db.migrate()
-        if applied:
-            print(f"migrated {db.label} to schema version {db.schema_version()} first")
-        with source.open(encoding="utf-8") as f:
-            summary = import_(db, f, str(source), force=args.force)
+    new_file = not target.url and not target.path.exists()
+    try:
+        with opened(target, create=True) as db:
+            if target.url:
+                sessions = db.server_sessions()
+                if sessions:
+                    raise HuddleError(
+                        f"Huddle servers hold {len(sessions)} connection(s) to {db.label}; stop every server on"
+                        " that database before importing into it"
+                    )
+            with source.open(encoding="utf-8") as f:
+                summary = import_(db, f, str(source), force=args.force)
+    except BaseException:
+        if new_file:  # the import rolled back: leave no empty database file behind either
+            _remove_sqlite_files(target.path)
+        raise
+    schema = _schema_story(db.dialect, db.label, summary)
+    if schema:
+        print(schema)
     rows = sum(summary["tables"].values())
     cursors = ", ".join(f"{p} up to cursor {c}" for p, c in summary["cursors"].items()) or "no events"
     replaced = f", after deleting {summary['replaced']} rows of those projects" if summary["replaced"] else ""
@@ -214,3 +223,32 @@ def run_import(args: argparse.Namespace) -> int:
         + (f" --project {summary['projects'][0]}" if len(summary["projects"]) == 1 else "")
     )
     return 0
+
+
+def _schema_story(dialect: str, label: str, summary: dict[str, Any]) -> str:
+    """What the import did to the target's schema, in one line ("" if nothing)."""
+    from huddle.storage import migrations
+    from huddle.storage.admin import describe_versions
+
+    names = {migrations.version_of(f): f.name for f in migrations.migration_files(dialect)}
+    before, at_file, now = summary["target_schema_version"], summary["file_schema_version"], summary["schema_version"]
+    if summary["upgraded"]:
+        if not summary["created"]:
+            first = f"{label} had the file's schema {at_file}"
+        elif before == 0:
+            first = f"created the schema of {label} at the file's version {at_file}"
+        else:
+            first = f"migrated {label} from schema version {before} to the file's {at_file}"
+        applied = describe_versions((v, names[v]) for v in summary["upgraded"])
+        return (
+            f"imported schema {at_file}, upgraded to {now}: {first}, imported the rows, then applied {applied},"
+            " in one transaction"
+        )
+    if summary["created"]:
+        return f"migrated {label} to schema version {now} first (in the import's transaction)"
+    return ""
+
+
+def _remove_sqlite_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)

@@ -90,6 +90,15 @@ class Database(ABC):
     def migrate(self) -> tuple[int, list[int]]:
         """Applies pending migrations; returns (schema version, versions applied now)."""
 
+    def migrate_within(self, up_to: int | None = None) -> tuple[int, list[int]]:
+        """Applies pending migrations up to `up_to` (default: all) inside the transaction `begin_write`
+        opened, so that they are undone with it; returns (schema version, versions applied now)."""
+        return migrations.migrate(self.dialect, self._migration_statement, _nothing, _nothing, up_to=up_to)
+
+    @abstractmethod
+    def _migration_statement(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Runs one statement of a migration (qmark parameters); returns its rows, if any."""
+
     def pending(self) -> list[tuple[int, str]]:
         """Migrations this Huddle would apply, as (version, file name); refuses a newer schema."""
         applied = self.applied_versions()
@@ -112,7 +121,8 @@ class Database(ABC):
 
     @abstractmethod
     def begin_write(self, projects: Sequence[str]) -> None:
-        """A write transaction that keeps the servers' writers of `projects` out until `commit()`."""
+        """A write transaction that keeps the servers' writers of `projects`, and any migrator, out
+        until `commit()`."""
 
     @abstractmethod
     def commit(self) -> None: ...
@@ -182,6 +192,9 @@ class SqliteDatabase(Database):
     def migrate(self) -> tuple[int, list[int]]:
         return apply_migrations(self._conn)  # as the server migrates (storage/sqlite.py)
 
+    def _migration_statement(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._conn.execute(sql, params).fetchall()]
+
     def tables(self) -> list[Table]:
         listed = self._conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()
         # A virtual table (FTS5) is an index over other tables' rows, and its shadow tables
@@ -206,7 +219,7 @@ class SqliteDatabase(Database):
         self._conn.execute("BEGIN")  # WAL: the first read fixes the snapshot; the server keeps writing
 
     def begin_write(self, projects: Sequence[str]) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.execute("BEGIN IMMEDIATE")  # the one writer of the file, migrators included
 
     def commit(self) -> None:
         self._conn.execute("COMMIT")
@@ -287,6 +300,11 @@ class PostgresDatabase(Database):
     def migrate(self) -> tuple[int, list[int]]:
         return postgres.migrate(self._conn)
 
+    def _migration_statement(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute(postgres.to_pyformat(sql), params)
+            return cur.fetchall() if cur.description else []
+
     def server_sessions(self) -> list[tuple[int, str]]:
         """Connections Huddle servers hold on this database: (pid, application name)."""
         return [
@@ -326,6 +344,9 @@ class PostgresDatabase(Database):
 
     def begin_write(self, projects: Sequence[str]) -> None:
         self._conn.execute("BEGIN")
+        # The lock `huddle migrate` and a starting server migrate under (storage/postgres.py): the
+        # schema this transaction reads, and migrates within it, is nobody else's to change meanwhile.
+        self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (postgres.MIGRATE_LOCK,))
         # The servers' writers of these projects take the same lock (storage/postgres.py): while
         # the import runs, none of them can write half-way into it.
         for project in sorted(projects):
@@ -388,6 +409,10 @@ class PostgresDatabase(Database):
 
     def rebuild_derived(self) -> None:
         pass  # the tsvector column is GENERATED: PostgreSQL computed it as each row went in
+
+
+def _nothing() -> None:
+    """`begin` and `commit` of a migration file run inside the caller's transaction."""
 
 
 def open_database(*, url: str = "", path: Path | None = None, readonly: bool = False) -> Database:

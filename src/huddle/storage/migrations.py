@@ -68,13 +68,20 @@ Execute = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
 def migrate(
-    dialect: str, execute: Execute, begin: Callable[[], object], commit: Callable[[], object]
+    dialect: str,
+    execute: Execute,
+    begin: Callable[[], object],
+    commit: Callable[[], object],
+    *,
+    up_to: int | None = None,
 ) -> tuple[int, list[int]]:
     """Applies the migrations of `dialect` not applied yet; returns (schema version, versions applied now).
 
     `execute(sql, params)` runs one statement with qmark parameters and returns its rows; `begin`
-    and `commit` bracket each file. The caller holds whatever lock keeps two processes from
-    migrating at once (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock).
+    and `commit` bracket each file (no-ops when the caller runs them all in its own transaction, as
+    `huddle import` does). The caller holds whatever lock keeps two processes from migrating at once
+    (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock). `up_to` stops after that version: the
+    schema as the Huddle that had it created it (`huddle import` of an older export).
     """
     execute(CREATE_TABLE, ())
     applied = {int(row[0]) for row in execute("SELECT version FROM schema_migrations", ())}
@@ -84,7 +91,7 @@ def migrate(
     now_applied: list[int] = []
     for f in files:
         version = version_of(f)
-        if version in applied:
+        if version in applied or (up_to is not None and version > up_to):
             continue
         begin()
         for statement in split_sql(f.read_text()):
@@ -92,4 +99,4 @@ def migrate(
         execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, f.name))
         commit()
         now_applied.append(version)
-    return max(known | applied, default=0), now_applied
+    return max(applied.union(now_applied), default=0), now_applied

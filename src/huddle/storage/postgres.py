@@ -139,6 +139,10 @@ def redact(url: str) -> str:
     return f"postgresql://{info.get('user', '')}@{host}:{port}/{info.get('dbname', '')}"
 
 
+# The advisory lock migrators take (huddle migrate, a starting server, huddle import's transaction).
+MIGRATE_LOCK = "huddle:migrate"
+
+
 def migrate(conn: psycopg.Connection[dict[str, Any]]) -> tuple[int, list[int]]:
     """Applies the PostgreSQL migrations not applied yet, one process at a time (advisory lock)."""
 
@@ -146,7 +150,7 @@ def migrate(conn: psycopg.Connection[dict[str, Any]]) -> tuple[int, list[int]]:
         cur = conn.execute(to_pyformat(sql), params)
         return [tuple(r.values()) for r in cur.fetchall()] if cur.description else []
 
-    conn.execute("SELECT pg_advisory_lock(hashtextextended('huddle:migrate', 0))")
+    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (MIGRATE_LOCK,))
     try:
         return migrations.migrate(
             "postgresql", execute, begin=lambda: conn.execute("BEGIN"), commit=lambda: conn.execute("COMMIT")
@@ -156,7 +160,7 @@ def migrate(conn: psycopg.Connection[dict[str, Any]]) -> tuple[int, list[int]]:
             conn.execute("ROLLBACK")
         raise
     finally:
-        conn.execute("SELECT pg_advisory_unlock(hashtextextended('huddle:migrate', 0))")
+        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (MIGRATE_LOCK,))
 
 
 def check_schema(url: str) -> None:

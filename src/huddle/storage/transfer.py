@@ -23,6 +23,15 @@ Why it is safe:
   error leaves the target as it was. Rows keep their ids and event cursors, so every cursor a
   client holds stays valid; then each counter is raised past the highest id (and past ids the
   source handed out to rows deleted since), so new rows get fresh numbers.
+- The schema migrations run in that transaction too (SQLite and PostgreSQL both roll DDL back):
+  the target is migrated up to the file's schema version, the rows go in and are checked as the
+  file's Huddle wrote them, then the migrations that Huddle lacked run over them, exactly as
+  `huddle migrate` would have run them on the source. So an export of an older Huddle imports into
+  an empty database and ends at this Huddle's schema ("imported schema 12, upgraded to 13"); a
+  failure anywhere, in a later migration too, leaves no half-upgraded target. A target whose schema
+  is newer than the file's is refused, rows or not: the later migrations can only run over the
+  file's rows while the schema is still at the file's version, and a schema is never taken back. A
+  file newer than this Huddle is refused too.
 - The audit log (audit_log, schema 011) is a table like the others, carried row for row: its hash
   chain covers each row's project, seq, event cursor and a digest of the event's stored data — all
   carried verbatim — so a moved database verifies (`huddle audit verify`) exactly as the source did.
@@ -237,25 +246,48 @@ def _rows(lines: _Lines, table: str, width: int, count: int) -> Iterator[list[An
         yield row
 
 
+def _schema_to_import(db: Database, file_version: int, name: str) -> int:
+    """The file's schema version; refused if it is newer than this Huddle's, or one no Huddle had."""
+    known = migrations.known_versions(db.dialect)
+    newest = max(known)
+    if file_version > newest:
+        raise HuddleError(
+            f"{name} holds schema version {file_version} and this Huddle's newest is {newest}: upgrade Huddle"
+            " to import it"
+        )
+    if file_version not in known:
+        raise HuddleError(
+            f"{name} claims schema version {file_version}, which no Huddle had (the versions are"
+            f" {', '.join(map(str, sorted(known)))}); the file is damaged, export again"
+        )
+    return file_version
+
+
+def _downgrade_refused(db: Database, name: str, file_version: int, target_version: int) -> HuddleError:
+    newest = max(migrations.known_versions(db.dialect))
+    return HuddleError(
+        f"{name} holds schema version {file_version} and {db.label} already has schema version"
+        f" {target_version}, which cannot be taken back to {file_version}. Import it into an empty database"
+        f" instead (a new --data-dir, or a new PostgreSQL database): Huddle creates the schema there at"
+        f" version {file_version}, imports the rows and then upgrades them to {newest}. Nothing was imported"
+    )
+
+
 def import_(db: Database, source: TextIO, name: str, *, force: bool) -> dict[str, Any]:
-    """Imports an export file into `db` (already migrated) in one transaction; returns a summary."""
+    """Imports an export file into `db` in one transaction; returns a summary.
+
+    In that transaction the target's schema is brought to the file's version (a new database gets it
+    created there), the rows go in and are checked, and then the migrations the file's Huddle did not
+    have yet are applied, so that an export of an older Huddle's ends at this Huddle's schema exactly
+    as its database would have with `huddle migrate`. A target whose schema is newer than the file's
+    is refused: a schema is never taken back. Any failure rolls everything back, migrations included.
+    """
     started = time.monotonic()
     header = read_header(source, name)
     lines = _Lines(source, name)
     lines.number = 1
     projects = [str(p) for p in header["projects"]]
-    version = db.schema_version()
-    if header["schema_version"] != version:
-        newer = header["schema_version"] > version
-        raise HuddleError(
-            f"{name} holds schema version {header['schema_version']} and {db.label} has {version}: "
-            + (
-                "upgrade Huddle to import it"
-                if newer
-                else "import it with the Huddle version that exported it (then `huddle migrate`), or export"
-                " again with this version"
-            )
-        )
+    file_version = _schema_to_import(db, int(header["schema_version"]), name)
     if db.dialect == "sqlite" and header["dialect"] == "postgresql" and len(projects) > 1:
         # PostgreSQL numbers events per project; SQLite numbers them across the whole file.
         raise HuddleError(
@@ -263,9 +295,15 @@ def import_(db: Database, source: TextIO, name: str, *, force: bool) -> dict[str
             " data dir numbers events across projects. Export one project at a time (huddle export"
             " --project NAME) and import each into its own --data-dir"
         )
-    tables = {t.name: t for t in _tables(db)}
     db.begin_write(projects)
     try:
+        applied = db.applied_versions()  # read under the write lock: no migrator runs meanwhile
+        migrations.refuse_newer(applied, migrations.known_versions(db.dialect))
+        before = max(applied, default=0)
+        if before > file_version:
+            raise _downgrade_refused(db, name, file_version, before)
+        _, created = db.migrate_within(up_to=file_version)
+        tables = {t.name: t for t in _tables(db)}
         occupied = _occupied(db, list(tables.values()))
         replaced = 0
         if occupied and not force:
@@ -285,20 +323,26 @@ def import_(db: Database, source: TextIO, name: str, *, force: bool) -> dict[str
             if isinstance(section, dict) and section.get("table") in NOT_CARRIED:
                 skipped += _skip_table(lines, section)  # written by an older Huddle: read past it
                 continue
-            counts.update(_import_table(db, lines, tables, section))
+            counts.update(_import_table(db, lines, tables, section, file_version))
         if section.get("rows") != sum(counts.values()) + skipped:
             raise HuddleError(f"{name}'s end line does not match its rows; the file is damaged, export again")
         lines.expect_end()
         db.raise_counters(list(tables.values()), {str(k): int(v) for k, v in header.get("high_water", {}).items()})
-        db.rebuild_derived()
+        # Checked as the file's Huddle wrote them, before any later migration touches them.
         _check_cursors(db, header.get("cursors", {}))
-        _check_audit_heads(db, projects, header.get("audit_heads", {}))
+        _check_audit_heads(db, projects, header.get("audit_heads", {}), "audit_log" in tables)
+        version, upgraded = db.migrate_within()
+        db.rebuild_derived()  # at this Huddle's schema, which its full-text code knows
         db.commit()
     except BaseException:
         db.rollback()
         raise
     return {
         "schema_version": version,
+        "file_schema_version": file_version,
+        "target_schema_version": before,
+        "created": created,  # migrations applied before the rows went in (up to the file's version)
+        "upgraded": upgraded,  # migrations applied to the imported rows (the file's Huddle lacked them)
         "projects": projects,
         "tables": counts,
         "replaced": replaced,
@@ -318,7 +362,7 @@ def _skip_table(lines: _Lines, section: dict[str, Any]) -> int:
     return count
 
 
-def _import_table(db: Database, lines: _Lines, tables: dict[str, Table], section: Any) -> dict[str, int]:
+def _import_table(db: Database, lines: _Lines, tables: dict[str, Table], section: Any, version: int) -> dict[str, int]:
     if not (
         isinstance(section, dict)
         and isinstance(section.get("table"), str)
@@ -332,13 +376,15 @@ def _import_table(db: Database, lines: _Lines, tables: dict[str, Table], section
     table = tables.get(name)
     if table is None:
         raise HuddleError(
-            f"{lines.name} has a table {name!r} that this database's schema does not; export and import"
-            " with the same Huddle version"
+            f"{lines.name} has a table {name!r} that schema version {version} of this Huddle does not; the"
+            f" Huddle that wrote it had another schema {version}: import it with that version (nothing was"
+            " imported)"
         )
     if set(columns) != set(table.columns):
         raise HuddleError(
-            f"table {name} in {lines.name} has columns {sorted(columns)}, the database has"
-            f" {sorted(table.columns)}; export and import with the same Huddle version"
+            f"table {name} in {lines.name} has columns {sorted(columns)}, schema version {version} of this"
+            f" Huddle has {sorted(table.columns)}; the Huddle that wrote it had another schema {version}:"
+            " import it with that version (nothing was imported)"
         )
     try:
         inserted = db.insert(table, columns, _rows(lines, name, len(columns), count))
@@ -362,10 +408,19 @@ def _check_cursors(db: Database, expected: dict[str, Any]) -> None:
             )
 
 
-def _check_audit_heads(db: Database, projects: Sequence[str], expected: Any) -> None:
-    """Every project's audit chain arrived up to the head the file names: the moved log still verifies."""
+def _check_audit_heads(db: Database, projects: Sequence[str], expected: Any, audited: bool) -> None:
+    """Every project's audit chain arrived up to the head the file names: the moved log still verifies.
+
+    `audited`: the schema has the audit log (011); a file from before it names no heads."""
     if not isinstance(expected, dict):
         raise HuddleError("the file's header has a damaged audit_heads; export again (nothing was imported)")
+    if not audited:
+        if expected:
+            raise HuddleError(
+                "the file's header names audit heads, but its schema version has no audit log; the file is"
+                " damaged, export again (nothing was imported)"
+            )
+        return
     got = _audit_heads(db, projects)
     for project in projects:
         want = expected.get(project)
