@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import httpx
+from playwright.async_api import expect
 
 from dashboard_helpers import browser, open_page, require_chromium, rest
 
@@ -44,7 +45,9 @@ async def test_events_arriving_while_a_filter_reloads_the_timeline_are_kept_once
                     "latest_cursor"
                 ]
             # Those events reach the page over the live stream while its reload is still pending.
-            await page.wait_for_function(f"document.getElementById('cursor').textContent === '#{latest}'")
+            # A locator assertion, not wait_for_function: the page's CSP (no unsafe-eval) stops the
+            # in-page polling of a string predicate whenever the first check comes too early.
+            await expect(page.locator("#cursor")).to_have_text(f"#{latest}", timeout=10_000)
             await route.fulfill(response=response)
             held.set()
 
