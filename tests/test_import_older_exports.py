@@ -198,6 +198,14 @@ def integrity(path: Path) -> str:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 
+def exported_at(version: int, tmp_path: Path, history: History) -> tuple[Path, Path, dict[str, Any]]:
+    """The history in a genuine schema-`version` SQLite database, and that database's export file."""
+    old = tmp_path / "old.db"
+    sqlite_at(old, version, history.db)
+    file = tmp_path / f"at-{version}.jsonl"
+    return old, file, export_at(version, path=old, out=file)
+
+
 def imported(*where: str, file: Path) -> str:
     result = huddle("import", *where, "--in", str(file))
     assert result.returncode == 0, result.stderr
@@ -214,10 +222,7 @@ def verified(*where: str) -> str:
 def test_an_export_made_at_schema_12_imports_into_empty_sqlite_and_postgresql_and_ends_at_the_newest_version(
     tmp_path: Path, history: History
 ) -> None:
-    old = tmp_path / "old.db"
-    sqlite_at(old, 12, history.db)
-    file = tmp_path / "at-12.jsonl"
-    header = export_at(12, path=old, out=file)
+    old, file, header = exported_at(12, tmp_path, history)
     assert header["audit_heads"], "the history has an audit log (schema 011) and the file carries its heads"
 
     data = tmp_path / "sqlite"
@@ -253,10 +258,7 @@ def test_an_export_made_at_schema_12_imports_into_empty_sqlite_and_postgresql_an
 def test_an_export_made_before_the_audit_log_gets_its_audit_origin_from_migration_011_after_the_rows_are_in(
     tmp_path: Path, history: History
 ) -> None:
-    old = tmp_path / "old.db"
-    sqlite_at(old, 10, history.db)
-    file = tmp_path / "at-10.jsonl"
-    header = export_at(10, path=old, out=file)
+    old, file, header = exported_at(10, tmp_path, history)
     assert "audit_log" not in old_tables(old) and "audit_heads" not in header
     project = history.repo.name
     with closing(sqlite3.connect(old)) as conn:
@@ -323,10 +325,7 @@ def dump(path: Path) -> list[str]:
 def test_an_older_export_into_a_database_with_a_newer_schema_is_refused_even_with_force_and_nothing_is_written(
     tmp_path: Path, history: History
 ) -> None:
-    old = tmp_path / "old.db"
-    sqlite_at(old, 12, history.db)
-    file = tmp_path / "at-12.jsonl"
-    export_at(12, path=old, out=file)
+    _, file, _ = exported_at(12, tmp_path, history)
     current = tmp_path / "current.jsonl"
     assert huddle("export", "--data-dir", str(history.db.parent), "--out", str(current)).returncode == 0
 
@@ -370,10 +369,7 @@ def a_broken_migration_after(version: int, tmp_path: Path) -> Iterator[None]:
 def test_a_failure_while_upgrading_the_imported_rows_leaves_no_half_upgraded_target(
     tmp_path: Path, history: History, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old = tmp_path / "old.db"
-    sqlite_at(old, 12, history.db)
-    file = tmp_path / "at-12.jsonl"
-    export_at(12, path=old, out=file)
+    _, file, _ = exported_at(12, tmp_path, history)
 
     data = tmp_path / "sqlite"
     with a_broken_migration_after(NEWEST, tmp_path):
