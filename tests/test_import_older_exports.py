@@ -25,6 +25,7 @@ import pytest
 
 from helpers import ServerProcess
 from huddle.cli.main import main as huddle_in_process
+from huddle.cli.runtime import DataDirLock
 from huddle.storage import migrations, transfer
 from huddle.storage.admin import open_database
 from postgres_helpers import fresh_database, migrated_database
@@ -396,3 +397,35 @@ def test_a_failure_while_upgrading_the_imported_rows_leaves_no_half_upgraded_tar
     truncated = huddle("import", "--data-dir", str(tmp_path / "cut"), "--in", str(cut))
     assert truncated.returncode == 1 and "ends early" in truncated.stderr
     assert not (tmp_path / "cut" / "huddle.db").exists()
+
+
+def test_an_import_waits_for_no_one_and_deletes_nothing_in_a_data_dir_another_process_holds(
+    tmp_path: Path, history: History
+) -> None:
+    """A server starting, or a second import, holds the data dir's lock: an import into it is refused
+    before it opens the database, so a failure can never remove a file another process made."""
+    _, file, _ = exported_at(12, tmp_path, history)
+    data = tmp_path / "held"
+    data.mkdir()
+    lock = DataDirLock(data)
+    lock.acquire()
+    try:
+        theirs = data / "huddle.db"
+        theirs.write_bytes(b"")  # what the other process is about to make its database
+        refused = huddle("import", "--data-dir", str(data), "--in", str(file))
+        assert refused.returncode == 1 and "another Huddle process holds data dir" in refused.stderr
+        assert theirs.exists() and theirs.read_bytes() == b""
+    finally:
+        lock.release()
+    assert "imported schema 12" in imported("--data-dir", str(tmp_path / "fresh"), file=file)
+
+
+def test_a_failed_import_leaves_a_dangling_symlink_named_huddle_db_in_place(tmp_path: Path) -> None:
+    data = tmp_path / "linked"
+    data.mkdir()
+    (data / "huddle.db").symlink_to(tmp_path / "elsewhere" / "real.db")
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text('{"format": "huddle-export"}\n')
+    refused = huddle("import", "--data-dir", str(data), "--in", str(damaged))
+    assert refused.returncode == 1
+    assert (data / "huddle.db").is_symlink()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from huddle.cli.runtime import data_dir_of, prepare_data_dir, running_server
+from huddle.cli.runtime import DataDirLock, data_dir_of, prepare_data_dir, running_server
 from huddle.errors import HuddleError
 from huddle.settings import load_settings
 
@@ -176,7 +176,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from huddle.storage.transfer import import_, read_header
+    from huddle.storage.transfer import read_header
 
     target = target_of(args)
     source = Path(args.in_).expanduser()
@@ -184,29 +184,16 @@ def run_import(args: argparse.Namespace) -> int:
         raise HuddleError(f"{source} is not a file; pass the --out file of huddle export")
     with source.open(encoding="utf-8", errors="replace") as f:
         read_header(f, str(source))  # refuse a foreign file before touching the target
-    if not target.url:
-        server = running_server(target.data_dir)
-        if server is not None:
-            raise HuddleError(
-                f"a server is running on {target.data_dir} (pid {server.pid} at {server.url}); stop it first:"
-                f" huddle server stop --data-dir {target.data_dir}"
-            )
-    new_file = not target.url and not target.path.exists()
-    try:
-        with opened(target, create=True) as db:
-            if target.url:
-                sessions = db.server_sessions()
-                if sessions:
-                    raise HuddleError(
-                        f"Huddle servers hold {len(sessions)} connection(s) to {db.label}; stop every server on"
-                        " that database before importing into it"
-                    )
-            with source.open(encoding="utf-8") as f:
-                summary = import_(db, f, str(source), force=args.force)
-    except BaseException:
-        if new_file:  # the import rolled back: leave no empty database file behind either
-            _remove_sqlite_files(target.path)
-        raise
+    with _holding_data_dir(target):
+        # Decided under the data dir's lock: no server or other import can create the file meanwhile.
+        # lexists: a dangling symlink named huddle.db is the user's, not a file this import makes.
+        new_file = not target.url and not os.path.lexists(target.path)
+        try:
+            summary, db = _import_into(target, source, force=args.force)
+        except BaseException:
+            if new_file:  # the import rolled back: leave no empty database file behind either
+                _remove_sqlite_files(target.path)
+            raise
     schema = _schema_story(db.dialect, db.label, summary)
     if schema:
         print(schema)
@@ -223,6 +210,50 @@ def run_import(args: argparse.Namespace) -> int:
         + (f" --project {summary['projects'][0]}" if len(summary["projects"]) == 1 else "")
     )
     return 0
+
+
+@contextlib.contextmanager
+def _holding_data_dir(target: Target) -> Iterator[None]:
+    """Holds a SQLite data dir's server lock for an import: no server starts on the file, and no
+    second import writes it, until this one has committed or cleaned up after itself."""
+    if target.url:
+        yield
+        return
+    prepare_data_dir(target.data_dir)
+    lock = DataDirLock(target.data_dir)
+    try:
+        lock.acquire()
+    except HuddleError:
+        server = running_server(target.data_dir)
+        if server is not None and server.url != "(starting)":
+            raise HuddleError(
+                f"a server is running on {target.data_dir} (pid {server.pid} at {server.url}); stop it first:"
+                f" huddle server stop --data-dir {target.data_dir}"
+            ) from None
+        raise HuddleError(
+            f"another Huddle process holds data dir {target.data_dir} (a server starting, or another import);"
+            f" let it finish or stop it (huddle server stop --data-dir {target.data_dir}), then import again"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _import_into(target: Target, source: Path, *, force: bool) -> tuple[dict[str, Any], Any]:
+    """Runs the import into the open target; (its summary, the database it wrote)."""
+    from huddle.storage.transfer import import_
+
+    with opened(target, create=True) as db:
+        if target.url:
+            sessions = db.server_sessions()
+            if sessions:
+                raise HuddleError(
+                    f"Huddle servers hold {len(sessions)} connection(s) to {db.label}; stop every server on"
+                    " that database before importing into it"
+                )
+        with source.open(encoding="utf-8") as f:
+            return import_(db, f, str(source), force=force), db
 
 
 def _schema_story(dialect: str, label: str, summary: dict[str, Any]) -> str:
