@@ -337,7 +337,7 @@ def test_an_older_export_into_a_database_with_a_newer_schema_is_refused_even_wit
         refused = huddle("import", "--data-dir", str(data), "--in", str(file), *force)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         assert f"already has schema version {NEWEST}, which cannot be taken back to 12" in refused.stderr
-        assert "Import it into an empty database instead" in refused.stderr
+        assert "Import it into a database without Huddle's schema instead" in refused.stderr
         assert f"upgrades them to {NEWEST}" in refused.stderr and "Nothing was imported" in refused.stderr
         assert dump(data / "huddle.db") == before
 

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 
-def encodable(text: str) -> str:
+def escape_surrogates(text: str) -> str:
     """`text` with any lone surrogate written as its escape (`\\ud800`).
 
     Messages echo what a caller sent, and JSON may carry a lone surrogate that no UTF-8 response
@@ -31,10 +31,10 @@ class HuddleError(Exception):
     status = 400
 
     def __init__(self, message: str, *, field: str | None = None, details: dict[str, Any] | None = None):
-        message = encodable(message)
+        message = escape_surrogates(message)
         super().__init__(message)
         self.message = message
-        self.field = None if field is None else encodable(field)
+        self.field = None if field is None else escape_surrogates(field)
         self.details = details or {}
 
     @property

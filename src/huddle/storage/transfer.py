@@ -267,8 +267,9 @@ def _downgrade_refused(db: Database, name: str, file_version: int, target_versio
     newest = max(migrations.known_versions(db.dialect))
     return HuddleError(
         f"{name} holds schema version {file_version} and {db.label} already has schema version"
-        f" {target_version}, which cannot be taken back to {file_version}. Import it into an empty database"
-        f" instead (a new --data-dir, or a new PostgreSQL database): Huddle creates the schema there at"
+        f" {target_version}, which cannot be taken back to {file_version}. Import it into a database without Huddle's"
+        f" schema instead (a new --data-dir, or a PostgreSQL database dropped and created again, with no"
+        f" `huddle migrate` or server run on it): Huddle creates the schema there at"
         f" version {file_version}, imports the rows and then upgrades them to {newest}. Nothing was imported"
     )
 

@@ -135,7 +135,6 @@ def check_values(args: dict[str, Any], schema: Schema | None = None, table: Type
     """
     root = schema or {}
     properties = root.get("properties", {})
-    required = set(root.get("required", []))
     stack: list[tuple[str, Any, int, Schema | None]] = [
         (str(name), value, 1, properties.get(name)) for name, value in reversed(args.items())
     ]
@@ -143,7 +142,7 @@ def check_values(args: dict[str, Any], schema: Schema | None = None, table: Type
     while stack and len(problems) < MAX_PROBLEMS:
         where, value, depth, node = stack.pop()
         try:
-            stack.extend(reversed(_check_value(root, table, required, where, value, depth, node)))
+            stack.extend(reversed(_check_value(root, table, where, value, depth, node)))
         except InvalidInput as problem:
             problems.append(problem)
     if problems:
@@ -162,14 +161,14 @@ MAX_PROBLEMS = 10
 
 
 def _check_value(
-    root: Schema, table: TypeTable | None, required: set[str], where: str, value: Any, depth: int, node: Schema | None
+    root: Schema, table: TypeTable | None, where: str, value: Any, depth: int, node: Schema | None
 ) -> list[tuple[str, Any, int, Schema | None]]:
     """Raises InvalidInput if `value` is wrong for `node`; else its entries to check next (a list or object's)."""
     node = _resolve(root, node)
     expected = table[id(node)] if table is not None and id(node) in table else _types(root, node)
     numeric = type(value) in _NUMBER_TYPES
     if expected is not None and not (expected & _NUMERIC if numeric else _JSON_TYPES.get(type(value)) in expected):
-        raise _wrong_type(root, where, value, node, expected, optional=depth == 1 and where not in required)
+        raise _wrong_type(root, where, value, node, expected)
     if isinstance(value, dict | list):
         if depth > MAX_DEPTH:
             raise InvalidInput(f"{where} is nested more than {MAX_DEPTH} levels deep; send flat JSON", field=where)
@@ -211,7 +210,7 @@ def _check_value(
     elif isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(f"{where} must be a finite number (got {value}); send a smaller number", field=where)
     if expected is not None and "number" not in expected and isinstance(value, float) and not value.is_integer():
-        raise _wrong_type(root, where, value, node, expected, optional=False)
+        raise _wrong_type(root, where, value, node, expected)
     return []
 
 
@@ -376,10 +375,9 @@ def _holds_json(text: str, types: frozenset[str]) -> bool:
     return ("array" in types and isinstance(value, list)) or ("object" in types and isinstance(value, dict))
 
 
-def _fix(root: Schema, where: str, value: Any, node: Schema | None, types: frozenset[str], optional: bool) -> str:
-    """What to send instead, when there is something more exact to say than the field's type."""
-    if value is None and optional:
-        return f"leave {where} out to use its default"
+def _fix(root: Schema, value: Any, node: Schema | None, types: frozenset[str]) -> str:
+    """What to send instead, when there is something more exact to say than the field's type.
+    (Null for an optional argument never gets here: BoundOperation reads it as "not given".)"""
     if isinstance(value, str) and types & _NUMERIC:
         number = _number_in(value)
         bounds = _bounds(root, node)
@@ -403,12 +401,10 @@ def _fix(root: Schema, where: str, value: Any, node: Schema | None, types: froze
     return SCHEMA_HINT
 
 
-def _wrong_type(
-    root: Schema, where: str, value: Any, node: Schema | None, types: frozenset[str], *, optional: bool
-) -> InvalidInput:
+def _wrong_type(root: Schema, where: str, value: Any, node: Schema | None, types: frozenset[str]) -> InvalidInput:
     """`ttl_s must be a number between 1 and 86400; got the string "30"; send 30 without quotes`."""
     expected = _expected(root, node, types)
-    fix = _fix(root, where, value, node, types, optional)
+    fix = _fix(root, value, node, types)
     return InvalidInput(f"{where} must be {expected}; got {_shown(value)}; {fix}", field=where)
 
 
