@@ -256,3 +256,24 @@ def test_a_daemon_started_from_a_directory_with_a_module_named_like_a_stdlib_one
     started = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=trap)
     assert started.returncode == 0, started.stderr
     assert httpx.get(f"{runtime(data)['url']}/health").status_code == 200
+
+
+def test_an_import_holding_the_data_dir_is_neither_reported_nor_stopped_as_a_server(tmp_path: Path) -> None:
+    """`huddle import` holds the data dir's lock for its whole run: `server stop` must not signal it as
+    a server, and `server start` is told an import is writing, not that a server runs."""
+    from huddle.cli.runtime import IMPORT_HOLDER, DataDirLock, importing, running_server
+    from huddle.errors import HuddleError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    held = DataDirLock(data, IMPORT_HOLDER)
+    held.acquire()
+    try:
+        assert importing(data) == os.getpid() and running_server(data) is None
+        stopped = huddle("server", "stop", "--data-dir", str(data))
+        assert stopped.returncode == 0 and "no server is running" in stopped.stdout, stopped
+        with pytest.raises(HuddleError, match=rf"huddle import \(pid {os.getpid()}\) is writing data dir"):
+            DataDirLock(data).acquire()
+    finally:
+        held.release()
+    assert importing(data) == 0

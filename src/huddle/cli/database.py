@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from huddle.cli.runtime import DataDirLock, data_dir_of, prepare_data_dir, running_server
+from huddle.cli.runtime import IMPORT_HOLDER, DataDirLock, data_dir_of, importing, prepare_data_dir, running_server
 from huddle.errors import HuddleError
 from huddle.settings import load_settings
 
@@ -220,10 +220,12 @@ def _holding_data_dir(target: Target) -> Iterator[None]:
         yield
         return
     prepare_data_dir(target.data_dir)
-    lock = DataDirLock(target.data_dir)
+    lock = DataDirLock(target.data_dir, IMPORT_HOLDER)
     try:
         lock.acquire()
-    except HuddleError:
+    except HuddleError as refused:
+        if importing(target.data_dir):
+            raise refused from None  # another import: its own words say so
         server = running_server(target.data_dir)
         if server is not None and server.url != "(starting)":
             raise HuddleError(

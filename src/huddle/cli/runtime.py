@@ -2,7 +2,8 @@
 
 Files in the data dir (all written by `huddle server start`):
 - `server.lock`: `fcntl.flock`-ed for the process's life. The kernel drops the lock when the
-  process dies, however it dies, so "is a server running here?" never trusts a stale file.
+  process dies, however it dies, so "is a server running here?" never trusts a stale file. It holds
+  the holder's pid, followed by ` import` when `huddle import` holds it instead of a server.
 - `server.json`: the PID file — pid, URL and ports of the server holding the lock. A server only
   ever deletes the server.json that carries its own pid. Mode 0600: it records the settings the
   server was started with (for `restart`), URLs with their password replaced by `***`.
@@ -124,12 +125,30 @@ def lock_is_held(data_dir: Path) -> bool:
     return False
 
 
+# What server.lock says after the pid when `huddle import` holds the data dir, not a server.
+IMPORT_HOLDER = "import"
+
+
+def _lock_words(data_dir: Path) -> list[str]:
+    try:
+        return (data_dir / LOCK_NAME).read_text().split()
+    except OSError:
+        return []
+
+
 def lock_pid(data_dir: Path) -> int:
     """The pid written into server.lock by the process that took the lock (0 if unreadable)."""
+    words = _lock_words(data_dir)
     try:
-        return int((data_dir / LOCK_NAME).read_text().strip() or 0)
-    except (OSError, ValueError):
+        return int(words[0]) if words else 0
+    except ValueError:
         return 0
+
+
+def importing(data_dir: Path) -> int:
+    """The pid of a `huddle import` holding the data dir's lock, or 0."""
+    held = lock_is_held(data_dir) and _lock_words(data_dir)[1:] == [IMPORT_HOLDER]
+    return lock_pid(data_dir) if held else 0
 
 
 def running_server(data_dir: Path) -> RunningServer | None:
@@ -139,8 +158,8 @@ def running_server(data_dir: Path) -> RunningServer | None:
     that same pid: while a restarted server starts up, server.json may still be the dead
     predecessor's, and its pid (dead, or by now another process) must never be reported or signalled.
     """
-    if not lock_is_held(data_dir):
-        return None
+    if not lock_is_held(data_dir) or importing(data_dir):
+        return None  # an import is no server: nothing to report as one, or to stop
     pid = lock_pid(data_dir)
     if pid <= 0 or not pid_alive(pid):
         pid = 0  # the holder has not written its pid yet (the file still names the previous one)
@@ -159,8 +178,9 @@ def stale_runtime(data_dir: Path) -> dict[str, Any] | None:
 class DataDirLock:
     """The lock one server holds on its data dir; a second server is refused naming the first."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, holder: str = ""):
         self.data_dir = data_dir
+        self.holder = holder  # "" for a server; IMPORT_HOLDER for `huddle import`
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -171,6 +191,12 @@ class DataDirLock:
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
+            importer = importing(self.data_dir)
+            if importer:
+                raise HuddleError(
+                    f"huddle import (pid {importer}) is writing data dir {self.data_dir}; wait for it to finish,"
+                    " then try again"
+                ) from None
             other = running_server(self.data_dir)
             who = f"pid {other.pid} at {other.url}" if other else "another process"
             raise HuddleError(
@@ -178,7 +204,7 @@ class DataDirLock:
                 f"`huddle server stop --data-dir {self.data_dir}`, or pass another --data-dir"
             ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()} {self.holder}".rstrip().encode() + b"\n")
         os.set_inheritable(fd, False)  # a child (mosquitto) must not keep the lock after we die
         self._fd = fd
 
