@@ -192,6 +192,17 @@ async def test_in_token_mode_null_for_the_acting_agent_means_the_caller_as_leavi
         await bound({"agent_id": None})  # open mode: there is no caller to stand for
 
 
+async def test_in_token_mode_a_refusal_does_not_ask_for_the_acting_agent_the_token_already_names() -> None:
+    bound = BoundOperation(Operation("whoami", "test", whoami))
+    token = current_principal.set(Principal("alice", "repo", "default", frozenset({AGENT})))
+    try:
+        with pytest.raises(InvalidInput) as caught:
+            await bound({"note": "not an object"})
+    finally:
+        current_principal.reset(token)
+    assert caught.value.field == "note" and "agent_id" not in caught.value.message
+
+
 @pytest.mark.parametrize(
     ("note", "field"),
     [({"k": "\ud800"}, "note.k"), ({"\udc00": 1}, "note key '\\udc00'"), ({"l": ["ok", "\ud800"]}, "note.l[1]")],

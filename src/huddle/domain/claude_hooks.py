@@ -38,7 +38,9 @@ def event_name(raw: str) -> str:
 
 def session_id(payload: Mapping[str, Any]) -> str:
     value = payload.get("session_id")
-    if not isinstance(value, str) or not value.strip():
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput("session_id must be a string, as Claude Code sends it", field="session_id")
+    if value is None or not value.strip():
         raise InvalidInput(
             "session_id is missing from the hook payload; send Claude Code's hook input unchanged", field="session_id"
         )

@@ -505,11 +505,14 @@ class BoundOperation:
         (token mode: Forbidden when it names another agent), and runs the operation."""
         if self._null_is_default and any(value is None for value in args.values()):
             args = {k: v for k, v in args.items() if v is not None or k not in self._null_is_default}
-        if self.acting is not None and args.get(self.acting, "") is None and current_principal.get() is not None:
-            # Token mode: null for the acting argument is the same as leaving it out (`authorize` fills it in).
-            args = {k: v for k, v in args.items() if k != self.acting}
+        principal = current_principal.get()
+        acting = self.acting
+        if principal is not None and not principal.is_admin and acting is not None and args.get(acting) is None:
+            # Token mode: an agent acts as itself, so an acting argument left out or null is the caller
+            # (what `authorize` would fill in) — before the check, which would call it missing.
+            args = {**args, acting: principal.agent_id}
         check_values(args, self.schema, self._types)
-        if current_principal.get() is not None:
+        if principal is not None:
             args = dict(args)  # `authorize` fills in the caller's id; the caller's dict stays as sent
             authorize(self.op, self.acting, args)
         try:
